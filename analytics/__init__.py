@@ -1,0 +1,1 @@
+"""cohortlab analytics: cohorts, models, statistics, explanations, reports, CLI (reads the store only)."""

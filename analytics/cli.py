@@ -1,0 +1,237 @@
+"""The ``cohortlab`` command line: one verb per stage, each a thin call into the library."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from pipeline.config import ConfigError, Study, load_study
+
+app = typer.Typer(
+    name="cohortlab",
+    help="Imaging feature store and validation toolkit: manifests -> store -> cohorts -> models -> report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+StudyArg = Annotated[Path, typer.Argument(help="study.toml (or the folder that holds it)")]
+
+
+class UserError(Exception):
+    """An error the user can fix; printed without a traceback."""
+
+
+def _entry(module: str, func: str) -> Any:
+    """The library function behind a verb, or a clear message when that stage is not built yet."""
+    if importlib.util.find_spec(module) is None:
+        raise UserError(f"this stage is not built yet ({module} is missing)")
+    mod = importlib.import_module(module)
+    if not hasattr(mod, func):
+        raise UserError(f"this stage is not built yet ({module}.{func} is missing)")
+    return getattr(mod, func)
+
+
+def _study(path: Path) -> Study:
+    study = load_study(path)
+    _log_to(study.log_dir)
+    return study
+
+
+def _log_to(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    target = str((folder / "cohortlab.log").resolve())
+    if any(isinstance(h, logging.FileHandler) and h.baseFilename == target for h in root.handlers):
+        return
+    handler = logging.FileHandler(target, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.getLogger("cohortlab").info("command: %s", " ".join(sys.argv))
+
+
+def _params(items: list[str] | None) -> dict[str, Any]:
+    """``--param name=value`` pairs; values parse as TOML scalars/lists, else stay strings."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"--param {item!r}: write name=value")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        i, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {text!r}: write i/n, e.g. 0/4") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise UserError(f"--shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+@app.command()
+def demo(
+    folder: Annotated[Path, typer.Argument(help="where to write the synthetic study")] = Path("demo"),
+    report_dir: Annotated[Optional[Path], typer.Option(help="report folder (default reports/demo)")] = None,
+) -> None:
+    """Synthesise a two-centre study (slides, CT, clinical data) and run every stage on it."""
+    _entry("analytics.demo", "demo")(folder, report_dir=report_dir)
+
+
+@app.command()
+def ingest(study: StudyArg) -> None:
+    """Load manifests into the store, validated, in one transaction."""
+    print(_entry("pipeline.ingest", "ingest")(_study(study)))
+
+
+@app.command()
+def embed(
+    study: StudyArg,
+    feature_set: Annotated[Optional[str], typer.Option("--feature-set", help="only this feature set")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    shard: Annotated[Optional[str], typer.Option(help="i/n: embed the i-th of n deterministic shards")] = None,
+) -> None:
+    """Embed slides and scans into instance Parquet files and pooled patient features (resumable)."""
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise UserError(f"--device {device!r}: use auto, cpu or cuda")
+    print(_entry("pipeline.embed", "embed")(_study(study), feature_set=feature_set, device=device, shard=_shard(shard)))
+
+
+@app.command()
+def features(study: StudyArg) -> None:
+    """Feature sets in the store, with provenance and progress."""
+    from pipeline import store
+
+    s = _study(study)
+    con = store.connect(s.store_path, read_only=True)
+    try:
+        _print_frame(store.feature_sets(con).drop("params"))
+        failed = store.query(
+            con, "SELECT feature_set, source_id, error FROM embed_items WHERE status = 'failed' ORDER BY ALL"
+        )
+        if failed.height:
+            print("\nfailed inputs:")
+            _print_frame(failed)
+    finally:
+        con.close()
+
+
+@app.command()
+def cohort(
+    study: StudyArg,
+    name: Annotated[Optional[str], typer.Argument(help="cohort name (default: the study's)")] = None,
+    param: Annotated[Optional[list[str]], typer.Option("--param", help="name=value, bound as $name")] = None,
+) -> None:
+    """Counts by split x label, patients missing features, and Table 1."""
+    _entry("analytics.cohort", "show_cohort")(_study(study), name, _params(param))
+
+
+@app.command()
+def sql(
+    study: StudyArg,
+    query: Annotated[str, typer.Argument(help="a read-only SQL query")],
+    out: Annotated[Optional[Path], typer.Option(help="write CSV or Parquet here instead of printing")] = None,
+    param: Annotated[Optional[list[str]], typer.Option("--param", help="name=value, bound as $name")] = None,
+) -> None:
+    """Run an ad-hoc read-only query on the store."""
+    _entry("analytics.cohort", "run_sql")(_study(study), query, out=out, params=_params(param))
+
+
+@app.command()
+def fit(
+    study: StudyArg,
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="only these models")] = None,
+) -> None:
+    """Train every model on the train split; write out-of-fold and held-out predictions."""
+    print(_entry("analytics.fit", "fit")(_study(study), models=model))
+
+
+@app.command()
+def validate(study: StudyArg) -> None:
+    """Metrics with CIs per model and split; metrics.csv / metrics.json."""
+    print(_entry("analytics.validate", "validate")(_study(study)))
+
+
+@app.command()
+def explain(
+    study: StudyArg,
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="only these models")] = None,
+    patients: Annotated[Optional[list[str]], typer.Option("--patients", help="patients for waterfall plots / heatmaps")] = None,
+) -> None:
+    """SHAP explanations and MIL attention heatmaps under the report folder."""
+    print(_entry("analytics.explain", "explain")(_study(study), models=model, patients=patients))
+
+
+@app.command()
+def report(study: StudyArg) -> None:
+    """Write the self-contained HTML validation report."""
+    print(_entry("analytics.report", "report")(_study(study)))
+
+
+@app.command()
+def run(
+    study: StudyArg,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+) -> None:
+    """ingest -> embed -> cohort -> fit -> validate -> explain -> report, skipping finished work."""
+    print(_entry("analytics.run", "run")(_study(study), device=device))
+
+
+def _print_frame(frame: Any) -> None:
+    import polars as pl
+
+    with pl.Config(tbl_rows=200, tbl_cols=30, fmt_str_lengths=80, tbl_hide_dataframe_shape=True):
+        print(frame)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: known errors print one clear message and exit 1."""
+    from pipeline.store import StoreError
+
+    known: tuple[type[BaseException], ...] = (UserError, ConfigError, StoreError, FileNotFoundError)
+    try:
+        from pipeline.ingest import IngestError
+
+        known += (IngestError,)
+    except ImportError:
+        pass
+    try:
+        app(args=argv, standalone_mode=False)
+    except known as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if logging.getLogger().handlers:
+            logging.getLogger("cohortlab").error("%s", exc)
+        return 1
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except (typer.Abort, KeyboardInterrupt):
+        print("aborted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

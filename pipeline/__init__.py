@@ -1,0 +1,1 @@
+"""cohortlab embedding stage and the study store (never imports analytics)."""

@@ -1,0 +1,310 @@
+"""The study description: one ``study.toml`` read with :mod:`tomllib` and validated.
+
+Every path in the file is relative to the folder that holds ``study.toml``.
+Validation errors name the key (``feature_sets[1].mpp``) and the file, so a
+user can fix the file without reading code.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+ROLES = ("predictor", "outcome", "time", "event", "id", "strata", "other")
+VAR_TYPES = ("numeric", "integer", "binary", "categorical", "text", "date")
+
+
+class ConfigError(ValueError):
+    """A study.toml that cannot be used; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StudySection(_Strict):
+    name: str
+    description: str = ""
+    seed: int = 0
+    store: str = "store.duckdb"
+    log: str = "logs"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME.match(v):
+            raise ValueError("must start with a letter and hold only letters, digits, '_' and '-'")
+        return v
+
+
+class Manifests(_Strict):
+    patients: str
+    slides: str | None = None
+    scans: str | None = None
+
+
+class Variable(_Strict):
+    """Dictionary entry for one clinical column (type is inferred when left out)."""
+
+    type: Literal["numeric", "integer", "binary", "categorical", "text", "date"] | None = None
+    unit: str | None = None
+    role: Literal["predictor", "outcome", "time", "event", "id", "strata", "other"] | None = None
+    label: str | None = None
+
+
+class FeatureSet(_Strict):
+    """One immutable way of turning images into features.
+
+    Fields not relevant to a modality must be left out; ``params`` holds
+    encoder-specific extras and is part of the feature set's identity.
+    """
+
+    name: str
+    modality: Literal["wsi", "ct"]
+    encoder: str
+    weights: str = "pretrained"  # "pretrained" | "random" | a local file | a hf-hub: name
+    pooling: list[Literal["mean", "max", "meanmax"]] = Field(default_factory=lambda: ["mean", "max", "meanmax"])
+    batch_size: int = Field(default=32, ge=1)
+    num_workers: int = Field(default=2, ge=0)
+    # whole-slide images
+    mpp: float | None = Field(default=None, gt=0)
+    magnification: str | None = None
+    tile_size: int | None = Field(default=None, ge=16)
+    overlap: int = Field(default=0, ge=0)
+    tissue_threshold: float = Field(default=0.25, ge=0, le=1)
+    # CT volumes
+    mode: Literal["3d", "2.5d", "radiomics"] | None = None
+    spacing: list[float] | None = None
+    window: list[float] | None = None
+    margin_mm: float | None = Field(default=None, ge=0)
+    input_size: list[int] | None = None
+    bin_width: float | None = Field(default=None, gt=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME.match(v):
+            raise ValueError("must start with a letter and hold only letters, digits, '_' and '-'")
+        return v
+
+    @field_validator("magnification")
+    @classmethod
+    def _mag(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"\d+(\.\d+)?[xX]", v):
+            raise ValueError("write an objective magnification as e.g. '20x'")
+        return v
+
+    @field_validator("spacing")
+    @classmethod
+    def _spacing(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (len(v) != 3 or any(s <= 0 for s in v)):
+            raise ValueError("spacing is three positive numbers in mm (x, y, z)")
+        return v
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (len(v) != 2 or v[0] >= v[1]):
+            raise ValueError("window is [low, high] in HU with low < high")
+        return v
+
+    @model_validator(mode="after")
+    def _modality_fields(self) -> "FeatureSet":
+        wsi_only = {"mpp", "magnification", "tile_size"}
+        ct_only = {"mode", "spacing", "window", "margin_mm", "input_size", "bin_width"}
+        wrong = (ct_only if self.modality == "wsi" else wsi_only) & self.model_fields_set
+        if wrong:
+            raise ValueError(f"{sorted(wrong)} do not apply to modality '{self.modality}'")
+        if self.mpp is not None and self.magnification is not None:
+            raise ValueError("give either mpp or magnification, not both")
+        return self
+
+    def target_mpp(self) -> float:
+        """Microns per pixel asked for (magnification 20x is taken as 0.5 mpp)."""
+        if self.mpp is not None:
+            return self.mpp
+        if self.magnification is not None:
+            return 10.0 / float(self.magnification[:-1])
+        return 0.5
+
+
+class CohortSection(_Strict):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SplitSection(_Strict):
+    external_centers: list[str] = Field(default_factory=list)
+    internal_fraction: float = Field(default=0.25, ge=0, lt=1)
+    seed: int = 0
+    column: str | None = None  # take the split from this cohort column instead
+
+
+class Model(_Strict):
+    name: str
+    kind: Literal["logistic", "svm", "xgboost", "mil", "voting", "stacking"]
+    features: list[str] = Field(default_factory=list)  # "feature_set" or "feature_set:pooling"
+    clinical: list[str] = Field(default_factory=list)
+    scores: list[str] = Field(default_factory=list)  # other models whose scores are inputs
+    members: list[str] = Field(default_factory=list)  # for voting / stacking
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME.match(v):
+            raise ValueError("must start with a letter and hold only letters, digits, '_' and '-'")
+        return v
+
+    @model_validator(mode="after")
+    def _inputs(self) -> "Model":
+        if self.kind in ("voting", "stacking"):
+            if len(self.members) < 2:
+                raise ValueError(f"a {self.kind} model needs at least two members")
+        elif not (self.features or self.clinical or self.scores):
+            raise ValueError("a model needs inputs: features, clinical or scores")
+        if self.kind == "mil" and len(self.features) != 1:
+            raise ValueError("a mil model reads instance bags of exactly one feature set")
+        return self
+
+
+class Validation(_Strict):
+    n_boot: int = Field(default=2000, ge=0)
+    level: float = Field(default=0.95, gt=0, lt=1)
+    threshold_rule: str = "youden"
+    compare: list[list[str]] = Field(default_factory=list)
+    risk_quantiles: list[float] = Field(default_factory=lambda: [0.5])
+    dca_thresholds: list[float] = Field(default_factory=lambda: [0.05, 0.95, 0.05])  # start, stop, step
+    folds: int = Field(default=5, ge=2)
+
+
+class Report(_Strict):
+    dir: str | None = None  # default: reports/<study name> beside study.toml
+    title: str | None = None
+    explain_patients: list[str] = Field(default_factory=list)
+
+
+class Study(_Strict):
+    """A validated study.toml; ``root`` is the folder that holds it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    root: Path
+    study: StudySection
+    manifests: Manifests
+    variables: dict[str, Variable] = Field(default_factory=dict)
+    feature_sets: list[FeatureSet] = Field(default_factory=list)
+    cohort: CohortSection | None = None
+    split: SplitSection = Field(default_factory=SplitSection)
+    models: list[Model] = Field(default_factory=list)
+    validation: Validation = Field(default_factory=Validation)
+    report: Report = Field(default_factory=Report)
+
+    @model_validator(mode="after")
+    def _cross(self) -> "Study":
+        _unique("feature_sets", [f.name for f in self.feature_sets])
+        _unique("models", [m.name for m in self.models])
+        fs_names = {f.name for f in self.feature_sets}
+        names = [m.name for m in self.models]
+        for i, m in enumerate(self.models):
+            for ref in m.features:
+                if ref.split(":", 1)[0] not in fs_names:
+                    raise ValueError(f"models[{i}].features: unknown feature set '{ref}'")
+            for ref in m.scores + m.members:
+                if ref not in names[:i]:
+                    raise ValueError(
+                        f"models[{i}]: '{ref}' must name a model defined earlier in the file"
+                    )
+        return self
+
+    # --- resolved paths -------------------------------------------------
+    def path(self, relative: str | Path) -> Path:
+        p = Path(relative)
+        return p if p.is_absolute() else (self.root / p)
+
+    @property
+    def store_path(self) -> Path:
+        return self.path(self.study.store)
+
+    @property
+    def report_dir(self) -> Path:
+        return self.path(self.report.dir or f"reports/{self.study.name}")
+
+    @property
+    def log_dir(self) -> Path:
+        return self.path(self.study.log)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    def feature_set(self, name: str) -> FeatureSet:
+        for f in self.feature_sets:
+            if f.name == name:
+                return f
+        raise ConfigError(f"{self.root / 'study.toml'}: no feature set named '{name}'")
+
+    def model(self, name: str) -> Model:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise ConfigError(f"{self.root / 'study.toml'}: no model named '{name}'")
+
+
+def _unique(key: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for i, n in enumerate(names):
+        if n in seen:
+            raise ValueError(f"{key}[{i}].name: '{n}' is used twice")
+        seen.add(n)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def parse_study(data: dict[str, Any], root: Path, source: str = "study.toml") -> Study:
+    """Validate a parsed study dictionary; errors name ``source`` and the key."""
+    try:
+        return Study.model_validate({**data, "root": Path(root).resolve()})
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = _loc(tuple(p for p in err["loc"] if p not in ("function-after",)))
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check its spelling and section)"
+            lines.append(f"{source}: key '{loc}': {msg}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate ``study.toml`` (or a folder holding one)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "study.toml"
+    if not p.exists():
+        raise ConfigError(f"{p}: no such study file")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    return parse_study(data, p.parent, source=str(p))
