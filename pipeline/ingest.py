@@ -1,0 +1,410 @@
+"""Manifests -> store, validated, in one transaction.
+
+The store mirrors the manifests: after ``ingest`` the ``patients``,
+``clinical``, ``variables``, ``slides`` and ``scans`` tables hold exactly what
+the manifests say (embeddings already computed are kept). Every problem found
+is reported at once, each naming the file, the row and the column; if there is
+any, nothing is written. Re-ingesting unchanged manifests writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+from tqdm.auto import tqdm
+
+from pipeline import store
+from pipeline.config import Study, Variable
+from pipeline.manifest import CellError, Manifest, TypedColumn, infer_column, read_manifest, require_columns, text_column
+
+log = logging.getLogger("cohortlab.ingest")
+
+DEFAULT_ROLES = {"label": "outcome", "outcome": "outcome", "time": "time", "event": "event", "status": "event"}
+SQL_TYPES = {"numeric": "DOUBLE", "integer": "BIGINT", "binary": "INTEGER", "categorical": "VARCHAR", "text": "VARCHAR", "date": "DATE"}
+MAX_REPORTED = 50
+
+
+class IngestError(ValueError):
+    """Manifests that cannot be loaded; one line per problem, each naming file, row and column."""
+
+    def __init__(self, errors: list[CellError]):
+        self.errors = errors
+        shown = [str(e) for e in errors[:MAX_REPORTED]]
+        more = len(errors) - len(shown)
+        text = f"{len(errors)} problem{'s' if len(errors) != 1 else ''} in the manifests; the store was not changed:\n  " + "\n  ".join(shown)
+        if more:
+            text += f"\n  ... and {more} more"
+        super().__init__(text)
+
+
+@dataclass
+class TableChange:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.inserted or self.updated or self.removed)
+
+    def __str__(self) -> str:
+        return f"{self.inserted} new, {self.updated} updated, {self.unchanged} unchanged, {self.removed} removed"
+
+
+@dataclass
+class IngestResult:
+    store: Path
+    changes: dict[str, TableChange] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return any(c.changed for c in self.changes.values())
+
+    def __str__(self) -> str:
+        lines = [f"store: {self.store}" + ("" if self.changed else " (already up to date; nothing written)")]
+        lines += [f"  {name:<9} {change}" for name, change in self.changes.items()]
+        return "\n".join(lines)
+
+
+# --- patients and clinical variables --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PatientTables:
+    patients: pl.DataFrame
+    clinical: pl.DataFrame
+    variables: pl.DataFrame
+    columns: list[TypedColumn]
+
+
+def _role(name: str, declared: Variable | None) -> str:
+    if declared is not None and declared.role is not None:
+        return declared.role
+    return DEFAULT_ROLES.get(name.lower(), "predictor")
+
+
+def _unique_ids(m: Manifest, column: str) -> tuple[list[str | None], list[CellError]]:
+    ids = text_column(m, column)
+    errors: list[CellError] = []
+    first: dict[str, int] = {}
+    for i, v in enumerate(ids):
+        if v is None:
+            errors.append(m.error(i, column, "id is empty"))
+        elif v in first:
+            errors.append(m.error(i, column, f"duplicate id '{v}' (first seen at {'line' if m.is_csv else 'row'} {m.row_number(first[v])})"))
+        else:
+            first[v] = i
+    return ids, errors
+
+
+def _check_roles(m: Manifest, col: TypedColumn, role: str) -> list[CellError]:
+    errors: list[CellError] = []
+    raw = text_column(m, col.name)
+    if role in ("outcome", "event"):
+        what = "label" if role == "outcome" else "event"
+        if col.type not in ("binary", "integer", "numeric"):
+            bad = [(i, v) for i, v in enumerate(raw) if v is not None]
+            return [m.error(i, col.name, f"{what} must be 0 or 1, not '{v}'") for i, v in bad[:MAX_REPORTED]]
+        for i, v in enumerate(col.values.to_list()):
+            if v is not None and v not in (0, 1):
+                errors.append(m.error(i, col.name, f"{what} must be 0 or 1, not '{raw[i]}'"))
+    elif role == "time":
+        if col.type not in ("integer", "numeric", "binary"):
+            return [m.error(None, col.name, f"time must be numeric (column type is {col.type})")]
+        for i, v in enumerate(col.values.to_list()):
+            if v is not None and v < 0:
+                errors.append(m.error(i, col.name, f"time must not be negative, not '{raw[i]}'"))
+    return errors
+
+
+def read_patients(study: Study) -> tuple[PatientTables | None, set[str], list[CellError]]:
+    """Validate the patient manifest and build the patients, clinical and variables tables.
+
+    The set of patient ids is returned even when there are errors, so that
+    slide and scan rows are checked against it in the same pass.
+    """
+    path = study.path(study.manifests.patients)
+    m = read_manifest(path)
+    errors = require_columns(m, ["patient_id", "center"])
+    if errors:
+        return None, set(), errors
+    ids, id_errors = _unique_ids(m, "patient_id")
+    known = {i for i in ids if i is not None}
+    errors += id_errors
+    centers = text_column(m, "center")
+    errors += [m.error(i, "center", "centre is missing") for i, c in enumerate(centers) if c is None]
+    unknown = sorted(set(study.variables) - set(m.frame.columns))
+    errors += [CellError(Path("study.toml"), None, f"variables.{v}", f"no column '{v}' in {path}") for v in unknown]
+
+    columns: list[TypedColumn] = []
+    var_rows: list[dict[str, Any]] = []
+    for name in m.frame.columns:
+        if name in ("patient_id", "center"):
+            continue
+        declared = study.variables.get(name)
+        col, col_errors = infer_column(m, name, declared.type if declared else None)
+        errors += col_errors
+        if col is None:
+            continue
+        role = _role(name, declared)
+        errors += _check_roles(m, col, role)
+        columns.append(col)
+        var_rows.append(
+            {
+                "name": name,
+                "type": col.type,
+                "unit": declared.unit if declared else None,
+                "role": role,
+                "label": (declared.label if declared and declared.label else name),
+                "n_missing": int(col.values.null_count()),
+                "levels": col.levels,
+            }
+        )
+    if errors:
+        return None, known, errors
+    patients = pl.DataFrame(
+        {
+            "patient_id": ids,
+            "center": centers,
+            "source_file": [str(path)] * m.frame.height,
+            "source_row": [m.row_number(i) for i in range(m.frame.height)],
+        },
+        schema={"patient_id": pl.String, "center": pl.String, "source_file": pl.String, "source_row": pl.Int32},
+    )
+    clinical = pl.DataFrame([pl.Series("patient_id", ids, dtype=pl.String)] + [c.values for c in columns])
+    variables = pl.DataFrame(
+        var_rows,
+        schema={"name": pl.String, "type": pl.String, "unit": pl.String, "role": pl.String, "label": pl.String,
+                "n_missing": pl.Int32, "levels": pl.List(pl.String)},
+    )
+    return PatientTables(patients.sort("patient_id"), clinical.sort("patient_id"), variables, columns), known, []
+
+
+# --- slides and scans ----------------------------------------------------------------
+
+
+def _source_rows(
+    study: Study,
+    manifest_path: str,
+    id_col: str,
+    path_cols: list[str],
+    patient_ids: set[str],
+    probe: Callable[[Manifest, int, dict[str, Any]], tuple[dict[str, Any] | None, list[CellError]]],
+    what: str,
+    progress: bool,
+) -> tuple[list[dict[str, Any]], list[CellError]]:
+    m = read_manifest(study.path(manifest_path))
+    errors = require_columns(m, [id_col, "patient_id", path_cols[0]])
+    if errors:
+        return [], errors
+    ids, errors = _unique_ids(m, id_col)
+    patients = text_column(m, "patient_id")
+    paths = {c: text_column(m, c) if c in m.frame.columns else [None] * m.frame.height for c in path_cols}
+    rows: list[dict[str, Any]] = []
+    for i in tqdm(range(m.frame.height), desc=f"probing {what}", unit=what[:-1], disable=not progress, leave=False):
+        row_errors: list[CellError] = []
+        pid = patients[i]
+        if pid is None:
+            row_errors.append(m.error(i, "patient_id", "patient id is empty"))
+        elif pid not in patient_ids:
+            row_errors.append(m.error(i, "patient_id", f"patient '{pid}' is not in the patient manifest"))
+        resolved: dict[str, Any] = {}
+        for c, values in paths.items():
+            v = values[i]
+            if v is None:
+                if c == path_cols[0]:
+                    row_errors.append(m.error(i, c, "path is empty"))
+                resolved[c] = None
+                continue
+            p = study.path(v).resolve()
+            if not p.exists():
+                row_errors.append(m.error(i, c, f"file not found: {p}"))
+            resolved[c] = p
+        if not row_errors:
+            probed, probe_errors = probe(m, i, resolved)
+            row_errors += probe_errors
+            if probed is not None and not probe_errors:
+                rows.append({id_col: ids[i], "patient_id": pid, **probed})
+        errors += row_errors
+    return rows, errors
+
+
+def _probe_slide(m: Manifest, i: int, paths: dict[str, Any]) -> tuple[dict[str, Any] | None, list[CellError]]:
+    from pipeline import wsi
+
+    mpp_text = text_column(m, "mpp")[i] if "mpp" in m.frame.columns else None
+    mpp: float | None = None
+    if mpp_text is not None:
+        try:
+            mpp = float(mpp_text)
+            if not mpp > 0:
+                raise ValueError
+        except ValueError:
+            return None, [m.error(i, "mpp", f"'{mpp_text}' is not a positive number of microns per pixel")]
+    path: Path = paths["path"]
+    try:
+        info = wsi.probe_slide(path, mpp=mpp)
+    except wsi.SlideError as exc:
+        column = "mpp" if "mpp" in str(exc).lower() and "metadata" in str(exc).lower() else "path"
+        return None, [m.error(i, column, str(exc))]
+    return {
+        "path": str(path),
+        "vendor": info.get("vendor"),
+        "width": info.get("width"),
+        "height": info.get("height"),
+        "mpp": info.get("mpp"),
+        "mpp_source": info.get("mpp_source"),
+        "objective": info.get("objective"),
+        "levels": info.get("levels"),
+        "downsamples": [float(d) for d in info.get("downsamples", [])],
+        "fingerprint": store.file_fingerprint(path, mpp),
+    }, []
+
+
+def _probe_scan(m: Manifest, i: int, paths: dict[str, Any]) -> tuple[dict[str, Any] | None, list[CellError]]:
+    from pipeline import ct
+
+    label_text = text_column(m, "mask_label")[i] if "mask_label" in m.frame.columns else None
+    label: int | None = None
+    if label_text is not None:
+        try:
+            label = int(float(label_text))
+            if label <= 0 or float(label_text) != label:
+                raise ValueError
+        except ValueError:
+            return None, [m.error(i, "mask_label", f"'{label_text}' is not a positive whole label value")]
+    image, mask = paths["image_path"], paths.get("mask_path")
+    if label is not None and mask is None:
+        return None, [m.error(i, "mask_path", "mask_label is given but there is no mask")]
+    try:
+        ct.probe_scan(image)
+    except ct.ScanError as exc:
+        return None, [m.error(i, "image_path", str(exc))]
+    info: dict[str, Any]
+    try:
+        info = ct.probe_scan(image, mask, label)
+    except ct.ScanError as exc:
+        column = "mask_label" if "empty roi" in str(exc).lower() and label is not None else "mask_path"
+        return None, [m.error(i, column, str(exc))]
+    return {
+        "image_path": str(image),
+        "mask_path": str(mask) if mask is not None else None,
+        "mask_label": label if label is not None else (1 if mask is not None else None),
+        "size": [int(v) for v in info["size"]],
+        "spacing": [float(v) for v in info["spacing"]],
+        "origin": [float(v) for v in info["origin"]],
+        "direction": [float(v) for v in info["direction"]],
+        "roi_voxels": info.get("roi_voxels"),
+        "fingerprint": store.file_fingerprint(image, str(mask) if mask else None, label)
+        + (store.file_fingerprint(mask) if mask is not None else ""),
+    }, []
+
+
+SLIDE_SCHEMA = {
+    "slide_id": pl.String, "patient_id": pl.String, "path": pl.String, "vendor": pl.String, "width": pl.Int64,
+    "height": pl.Int64, "mpp": pl.Float64, "mpp_source": pl.String, "objective": pl.Float64, "levels": pl.Int32,
+    "downsamples": pl.List(pl.Float64), "fingerprint": pl.String,
+}
+SCAN_SCHEMA = {
+    "scan_id": pl.String, "patient_id": pl.String, "image_path": pl.String, "mask_path": pl.String,
+    "mask_label": pl.Int32, "size": pl.List(pl.Int32), "spacing": pl.List(pl.Float64), "origin": pl.List(pl.Float64),
+    "direction": pl.List(pl.Float64), "roi_voxels": pl.Int64, "fingerprint": pl.String,
+}
+
+
+# --- writing ----------------------------------------------------------------------
+
+
+def _diff(con: duckdb.DuckDBPyConnection, table: str, key: str, new: pl.DataFrame) -> TableChange:
+    old = store.query(con, f"SELECT * FROM {table}")
+    if old.columns != new.columns:
+        # a changed clinical layout: every row counts as updated
+        old_keys = set(old.get_column(key).to_list()) if key in old.columns else set()
+        new_keys = set(new.get_column(key).to_list())
+        return TableChange(len(new_keys - old_keys), len(new_keys & old_keys), 0, len(old_keys - new_keys))
+    old_rows = {r[key]: r for r in old.to_dicts()}
+    change = TableChange()
+    for r in new.to_dicts():
+        prev = old_rows.pop(r[key], None)
+        if prev is None:
+            change.inserted += 1
+        elif prev == r:
+            change.unchanged += 1
+        else:
+            change.updated += 1
+    change.removed = len(old_rows)
+    return change
+
+
+def _replace(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    con.execute(f"DELETE FROM {table}")
+    if frame.height:
+        con.register("_ingest_new", frame.to_arrow())
+        try:
+            cols = ", ".join(f'"{c}"' for c in frame.columns)
+            con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _ingest_new")
+        finally:
+            con.unregister("_ingest_new")
+
+
+def _replace_clinical(con: duckdb.DuckDBPyConnection, tables: PatientTables) -> None:
+    cols = ",\n    ".join(f'"{c.name}" {SQL_TYPES[c.type]}' for c in tables.columns)
+    con.execute("DROP TABLE IF EXISTS clinical")
+    con.execute(f"CREATE TABLE clinical (\n    patient_id VARCHAR PRIMARY KEY{',' if cols else ''}\n    {cols}\n)")
+    _replace(con, "clinical", tables.clinical)
+
+
+def ingest(study: Study, progress: bool = True) -> IngestResult:
+    """Validate every manifest of ``study`` and load them into its store.
+
+    Raises
+    ------
+    IngestError
+        Listing every problem found (file, row, column, cause); the store is left unchanged.
+    """
+    patients, patient_ids, errors = read_patients(study)
+    slides: list[dict[str, Any]] = []
+    scans: list[dict[str, Any]] = []
+    if study.manifests.slides:
+        slides, slide_errors = _source_rows(
+            study, study.manifests.slides, "slide_id", ["path"], patient_ids, _probe_slide, "slides", progress
+        )
+        errors += slide_errors
+    if study.manifests.scans:
+        scans, scan_errors = _source_rows(
+            study, study.manifests.scans, "scan_id", ["image_path", "mask_path"], patient_ids, _probe_scan, "scans", progress
+        )
+        errors += scan_errors
+    if errors or patients is None:
+        raise IngestError(errors)
+
+    slide_frame = pl.DataFrame(slides, schema=SLIDE_SCHEMA).sort("slide_id")
+    scan_frame = pl.DataFrame(scans, schema=SCAN_SCHEMA).sort("scan_id")
+    con = store.connect(study.store_path)
+    try:
+        result = IngestResult(study.store_path)
+        result.changes["patients"] = _diff(con, "patients", "patient_id", patients.patients)
+        result.changes["clinical"] = _diff(con, "clinical", "patient_id", patients.clinical)
+        variables_changed = _diff(con, "variables", "name", patients.variables)
+        result.changes["slides"] = _diff(con, "slides", "slide_id", slide_frame)
+        result.changes["scans"] = _diff(con, "scans", "scan_id", scan_frame)
+        if not (result.changed or variables_changed.changed):
+            log.info("ingest: store already up to date")
+            return result
+        with store.transaction(con):
+            _replace(con, "patients", patients.patients)
+            _replace_clinical(con, patients)
+            _replace(con, "variables", patients.variables)
+            _replace(con, "slides", slide_frame)
+            _replace(con, "scans", scan_frame)
+        log.info("ingest: %s", "; ".join(f"{k}: {v}" for k, v in result.changes.items()))
+        return result
+    finally:
+        con.close()
