@@ -89,9 +89,14 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 def demo(
     folder: Annotated[Path, typer.Argument(help="where to write the synthetic study")] = Path("demo"),
     report_dir: Annotated[Optional[Path], typer.Option(help="report folder (default reports/demo)")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    fresh: Annotated[bool, typer.Option("--fresh", help="write the synthetic study again")] = False,
 ) -> None:
     """Synthesise a two-centre study (slides, CT, clinical data) and run every stage on it."""
-    _entry("analytics.demo", "demo")(folder, report_dir=report_dir)
+    result = _entry("analytics.demo", "demo")(folder, report_dir=report_dir, device=device, fresh=fresh)
+    print(result)
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -190,7 +195,10 @@ def run(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
 ) -> None:
     """ingest -> embed -> cohort -> fit -> validate -> explain -> report, skipping finished work."""
-    print(_entry("analytics.run", "run")(_study(study), device=device))
+    result = _entry("analytics.run", "run")(_study(study), device=device)
+    print(result)
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 def _print_frame(frame: Any) -> None:
