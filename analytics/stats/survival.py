@@ -1,0 +1,465 @@
+"""Survival validation: risk groups, Kaplan-Meier with log-rank, Cox model, Harrell's C.
+
+Risk groups are cut at quantiles of the TRAINING risk and the same cut-points
+are applied to every set (no re-estimation on test data).  Kaplan-Meier,
+log-rank and Cox fits use lifelines (Davidson-Pilon, JOSS 2019;4:1317).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import polars as pl
+from numpy.typing import ArrayLike
+
+from . import _validate as v
+from .bootstrap import CHUNK_ELEMENTS, drop_nan, group_draws, percentile_interval
+from .types import Interval
+
+
+def _survival_inputs(time: ArrayLike, event: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    t = v.as_1d(time, "time")
+    v.no_nan(t, "time", finite=True)
+    if (t < 0).any():
+        raise ValueError("time must be non-negative")
+    e = v.binary_y(event, both_classes=False, name="event")
+    v.same_length(time=t, event=e)
+    return t, e
+
+
+# ------------------------------------------------------------------ risk groups
+def risk_cutpoints(train_risk: ArrayLike, q: Sequence[float] = (0.5,)) -> np.ndarray:
+    """Cut-points at quantiles ``q`` of the training risk.
+
+    Quantiles by linear interpolation: definition 7 of Hyndman & Fan (Am Stat
+    1996;50:361-365), R's default ``quantile`` type.
+    """
+    r = v.as_1d(train_risk, "train_risk")
+    v.no_nan(r, "train_risk")
+    qq = np.asarray(q, dtype=np.float64)
+    if qq.ndim != 1 or qq.size == 0 or np.any((qq <= 0) | (qq >= 1)) or np.any(np.diff(qq) <= 0):
+        raise ValueError(f"q must be increasing values in (0, 1), got {q!r}")
+    return np.quantile(r, qq)
+
+
+def risk_groups(
+    train_risk: ArrayLike, risk: ArrayLike, q: Sequence[float] = (0.5,)
+) -> np.ndarray:
+    """Assign risk groups using cut-points from the training set.
+
+    Parameters
+    ----------
+    train_risk : array-like
+        Risk scores of the training patients; the cut-points are their
+        quantiles ``q``.
+    risk : array-like
+        Risk scores to classify (training, internal or external set).
+    q : sequence of float
+        Quantiles, e.g. ``(0.5,)`` for a median split or ``(1/3, 2/3)`` for tertiles.
+
+    Returns
+    -------
+    ndarray of int
+        Group ``0`` is the lowest risk; a subject moves up one group for each
+        cut-point its risk strictly exceeds (a risk equal to the median is "low").
+
+    Notes
+    -----
+    Fixed cut-points from the development data, as recommended for validating
+    prognostic groups (Royston & Altman, BMC Med Res Methodol 2013;13:33).
+    """
+    cuts = risk_cutpoints(train_risk, q)
+    r = v.as_1d(risk, "risk")
+    v.no_nan(r, "risk")
+    return np.searchsorted(cuts, r, side="left").astype(np.int64)
+
+
+def group_labels(n_groups: int) -> list[str]:
+    """Default names: ``low/high``, ``low/intermediate/high``, else ``Q1..Qk``."""
+    if n_groups == 2:
+        return ["low", "high"]
+    if n_groups == 3:
+        return ["low", "intermediate", "high"]
+    return [f"Q{i + 1}" for i in range(n_groups)]
+
+
+# ------------------------------------------------------------- Kaplan-Meier
+@dataclass(frozen=True)
+class KMResult:
+    """Kaplan-Meier curves by group and the log-rank test.
+
+    Attributes
+    ----------
+    fitters : dict
+        ``label -> lifelines.KaplanMeierFitter``.
+    curves : polars.DataFrame
+        ``group``, ``time``, ``survival``, ``low``, ``high``, ``at_risk``.
+    summary : polars.DataFrame
+        Per group: ``group``, ``n``, ``events``, ``median`` survival time.
+    logrank : dict
+        ``statistic`` (chi-square), ``df``, ``p``.
+    """
+
+    fitters: dict[str, Any]
+    curves: pl.DataFrame
+    summary: pl.DataFrame
+    logrank: dict[str, float]
+
+
+def km_by_group(
+    time: ArrayLike,
+    event: ArrayLike,
+    group: ArrayLike,
+    labels: Sequence[str] | Mapping[Any, str] | None = None,
+    level: float = 0.95,
+) -> KMResult:
+    """Kaplan-Meier estimates per group with a log-rank test.
+
+    Parameters
+    ----------
+    time, event : array-like
+        Follow-up time and event indicator (1 = event).
+    group : array-like
+        Group of each subject, e.g. from :func:`risk_groups`.
+    labels : sequence or mapping, optional
+        Names of the groups (by sorted group value, or a mapping value -> name).
+    level : float
+        Level of the pointwise (Greenwood, exponential) intervals.
+
+    Returns
+    -------
+    KMResult
+
+    Notes
+    -----
+    Kaplan & Meier, JASA 1958;53:457-481; log-rank test of Mantel (Cancer
+    Chemother Rep 1966;50:163-170) / Peto & Peto (JRSS A 1972), k - 1 degrees
+    of freedom; lifelines ``KaplanMeierFitter`` and
+    ``multivariate_logrank_test`` (same chi-square as R ``survdiff``).
+    """
+    from lifelines import KaplanMeierFitter
+    from lifelines.statistics import multivariate_logrank_test
+
+    level = v.level_ok(level)
+    t, e = _survival_inputs(time, event)
+    g = np.asarray(group)
+    if g.ndim != 1 or g.size != t.size:
+        raise ValueError(f"lengths differ: time has {t.size}, group has {g.size}")
+    values = np.unique(g)
+    if values.size < 2:
+        raise ValueError("need at least two groups for a log-rank test")
+    if labels is None:
+        names = (group_labels(values.size) if np.issubdtype(values.dtype, np.integer)
+                 and values.tolist() == list(range(values.size))
+                 else [str(x) for x in values])
+    elif isinstance(labels, Mapping):
+        names = [str(labels[x]) for x in values.tolist()]
+    else:
+        if len(labels) != values.size:
+            raise ValueError(f"{len(labels)} labels for {values.size} groups")
+        names = [str(x) for x in labels]
+    fitters: dict[str, Any] = {}
+    curves, summary = [], []
+    for val, name in zip(values.tolist(), names):
+        sel = g == val
+        kmf = KaplanMeierFitter(alpha=1.0 - level, label=name)
+        kmf.fit(t[sel], e[sel])
+        fitters[name] = kmf
+        sf = kmf.survival_function_.iloc[:, 0]
+        ci = kmf.confidence_interval_survival_function_
+        at_risk = kmf.event_table["at_risk"].reindex(sf.index).to_numpy()
+        curves.append(pl.DataFrame({
+            "group": [name] * sf.size,
+            "time": sf.index.to_numpy(dtype=np.float64),
+            "survival": sf.to_numpy(dtype=np.float64),
+            "low": ci.iloc[:, 0].to_numpy(dtype=np.float64),
+            "high": ci.iloc[:, 1].to_numpy(dtype=np.float64),
+            "at_risk": at_risk.astype(np.int64),
+        }))
+        summary.append({"group": name, "n": int(sel.sum()), "events": int(e[sel].sum()),
+                        "median": float(kmf.median_survival_time_)})
+    lr = multivariate_logrank_test(t, g, e)
+    return KMResult(
+        fitters=fitters,
+        curves=pl.concat(curves),
+        summary=pl.DataFrame(summary),
+        logrank={"statistic": float(lr.test_statistic), "df": int(lr.degrees_of_freedom),
+                 "p": float(lr.p_value)},
+    )
+
+
+# ---------------------------------------------------------------------- Cox
+@dataclass(frozen=True)
+class CoxResult:
+    """A fitted Cox model.
+
+    Attributes
+    ----------
+    fitter : lifelines.CoxPHFitter
+    summary : polars.DataFrame
+        ``term``, ``coef``, ``se``, ``hr``, ``hr_low``, ``hr_high``, ``z``, ``p``.
+    n, events : int
+    concordance : float
+        Harrell's C of the fitted linear predictor on the fitting data.
+    """
+
+    fitter: Any
+    summary: pl.DataFrame
+    n: int
+    events: int
+    concordance: float
+
+
+def _covariate_frame(covariates: Any, n: int) -> pd.DataFrame:
+    if covariates is None:
+        return pd.DataFrame(index=range(n))
+    if isinstance(covariates, pl.DataFrame):
+        df = covariates.to_pandas()
+    elif isinstance(covariates, pd.DataFrame):
+        df = covariates.reset_index(drop=True).copy()
+    elif isinstance(covariates, Mapping):
+        df = pd.DataFrame({k: np.asarray(val) for k, val in covariates.items()})
+    else:
+        raise TypeError("covariates must be a polars/pandas DataFrame or a mapping of arrays")
+    if len(df) != n:
+        raise ValueError(f"lengths differ: time has {n}, covariates have {len(df)} rows")
+    for col in df.columns:
+        if not pd.api.types.is_numeric_dtype(df[col]) and not pd.api.types.is_bool_dtype(df[col]):
+            raise ValueError(f"covariate {col!r} is not numeric; encode it first")
+        if df[col].isna().any():
+            raise ValueError(f"covariate {col!r} has missing values")
+    return df.astype(np.float64)
+
+
+def cox(
+    time: ArrayLike,
+    event: ArrayLike,
+    score: ArrayLike,
+    covariates: Any = None,
+    *,
+    score_name: str = "score",
+    level: float = 0.95,
+    penalizer: float = 0.0,
+) -> CoxResult:
+    """Cox proportional-hazards model of a score plus covariates.
+
+    Parameters
+    ----------
+    time, event : array-like
+    score : array-like
+        The model score (e.g. deep-learning score or risk).
+    covariates : polars/pandas DataFrame or mapping of arrays, optional
+        Numeric clinical covariates, same rows as ``time``.
+    score_name : str
+        Name of the score term in the summary.
+    level : float
+        Level of the hazard-ratio intervals.
+    penalizer : float
+        lifelines ridge penalty (0 = ordinary partial likelihood).
+
+    Returns
+    -------
+    CoxResult
+
+    Notes
+    -----
+    Cox, JRSS B 1972;34:187-220; Efron's tie handling (Efron, JASA
+    1977;72:557-565) as lifelines ``CoxPHFitter`` and R ``coxph`` defaults.
+    """
+    from lifelines import CoxPHFitter
+
+    level = v.level_ok(level)
+    t, e = _survival_inputs(time, event)
+    s = v.as_1d(score, "score")
+    v.same_length(time=t, score=s)
+    v.no_nan(s, "score")
+    df = _covariate_frame(covariates, t.size)
+    if score_name in df.columns or score_name in ("_time", "_event"):
+        raise ValueError(f"score_name {score_name!r} clashes with a covariate")
+    df.insert(0, score_name, s)
+    df["_time"] = t
+    df["_event"] = e.astype(np.int64)
+    cph = CoxPHFitter(alpha=1.0 - level, penalizer=penalizer)
+    cph.fit(df, duration_col="_time", event_col="_event")
+    sm = cph.summary
+    summary = pl.DataFrame({
+        "term": [str(x) for x in sm.index],
+        "coef": sm["coef"].to_numpy(dtype=np.float64),
+        "se": sm["se(coef)"].to_numpy(dtype=np.float64),
+        "hr": sm["exp(coef)"].to_numpy(dtype=np.float64),
+        "hr_low": np.exp(sm.iloc[:, sm.columns.get_loc("coef lower %g%%" % (level * 100))]
+                         .to_numpy(dtype=np.float64)),
+        "hr_high": np.exp(sm.iloc[:, sm.columns.get_loc("coef upper %g%%" % (level * 100))]
+                          .to_numpy(dtype=np.float64)),
+        "z": sm["z"].to_numpy(dtype=np.float64),
+        "p": sm["p"].to_numpy(dtype=np.float64),
+    })
+    return CoxResult(cph, summary, int(t.size), int(e.sum()), float(cph.concordance_index_))
+
+
+# --------------------------------------------------------------- Harrell's C
+def _fenwick_paths(k: int, query: bool) -> np.ndarray:
+    """Padded Fenwick index paths for ranks 0..k (query: prefix; else update)."""
+    paths: list[list[int]] = []
+    for r in range(k + 1):
+        p, i = [], r
+        if query:
+            while i > 0:
+                p.append(i)
+                i -= i & -i
+        else:
+            while 0 < i <= k:
+                p.append(i)
+                i += i & -i
+        paths.append(p)
+    width = max(1, max(len(p) for p in paths))
+    pad = 0 if query else k + 1  # row 0 stays zero; row k+1 absorbs padded updates
+    out = np.full((k + 1, width), pad, dtype=np.int64)
+    for r, p in enumerate(paths):
+        out[r, : len(p)] = p
+    return out
+
+
+def harrell_counts(
+    time: np.ndarray, event: np.ndarray, risk: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted concordant and comparable pair counts for Harrell's C.
+
+    Parameters
+    ----------
+    time, event, risk : ndarray, shape (n,)
+    weights : ndarray, shape (n, b)
+        Column ``j`` gives each subject's multiplicity in replicate ``j``
+        (bootstrap counts; ones for the point estimate).
+
+    Returns
+    -------
+    concordant, comparable : ndarray, shape (b,)
+        ``concordant`` counts a pair with tied risk as one half.
+
+    Notes
+    -----
+    A pair is comparable when the subject with the shorter time had the event;
+    at a tied time, an event and a censoring are comparable (the censored
+    subject outlived the event), two events are not (Harrell et al., Stat Med
+    1996;15:361-387; as lifelines ``concordance_index`` and R
+    ``survival::concordance``).  Subjects are swept in time order with a
+    Fenwick tree of earlier events indexed by risk rank, holding all ``b``
+    replicates at once: O(n log n * b).
+    """
+    uniq, rank = np.unique(risk, return_inverse=True)
+    k = uniq.size
+    rank = rank.astype(np.int64) + 1
+    qpath = _fenwick_paths(k, True)
+    upath = _fenwick_paths(k, False)
+    b = weights.shape[1]
+    tree = np.zeros((k + 2, b))
+    point = np.zeros((k + 2, b))
+    total = np.zeros(b)
+    conc = np.zeros(b)
+    comp = np.zeros(b)
+    order = np.lexsort((1 - event, time))  # by time; events first within a time
+    ts = time[order]
+    brk = np.flatnonzero(ts[1:] != ts[:-1]) + 1
+    starts = np.concatenate(([0], brk))
+    ends = np.concatenate((brk, [ts.size]))
+    ev = event[order] == 1
+    batch = max(1, CHUNK_ELEMENTS // (8 * max(1, qpath.shape[1]) * b))
+
+    def query(idx: np.ndarray) -> None:
+        nonlocal conc, comp
+        for s in range(0, idx.size, batch):
+            sub = idx[s:s + batch]
+            r = rank[sub]
+            w = weights[sub]
+            below = tree[qpath[r - 1]].sum(axis=1)  # pool weight with rank < r
+            eq = point[r]
+            higher = total[None, :] - below - eq
+            conc = conc + np.sum(w * (higher + 0.5 * eq), axis=0)
+            comp = comp + np.sum(w * total[None, :], axis=0)
+
+    for a, z in zip(starts, ends):
+        blk = order[a:z]
+        deaths, cens = blk[ev[a:z]], blk[~ev[a:z]]
+        if deaths.size:
+            if total.any():
+                query(deaths)
+            w = weights[deaths]
+            r = rank[deaths]
+            up = upath[r]
+            np.add.at(tree, up.ravel(), np.repeat(w, up.shape[1], axis=0))
+            np.add.at(point, r, w)
+            total = total + w.sum(axis=0)
+        if cens.size and total.any():
+            query(cens)
+    return conc, comp
+
+
+def concordance(
+    time: ArrayLike,
+    event: ArrayLike,
+    risk: ArrayLike,
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> Interval:
+    """Harrell's concordance index with a bootstrap confidence interval.
+
+    Parameters
+    ----------
+    time, event : array-like
+        Follow-up time and event indicator (1 = event).
+    risk : array-like
+        Higher risk means shorter expected survival (e.g. a Cox linear
+        predictor).  For lifelines ``concordance_index`` pass ``-risk``.
+    level : float
+    n_boot : int
+        Ordinary bootstrap resamples of subjects (percentile interval);
+        0 gives the point estimate with NaN bounds.
+    seed : int
+
+    Returns
+    -------
+    Interval
+        ``method`` ``"bootstrap-percentile"``.
+
+    Notes
+    -----
+    Harrell, Califf, Pryor, Lee & Rosati, JAMA 1982;247:2543-2546; Harrell,
+    Lee & Mark, Stat Med 1996;15:361-387.  Risk ties count one half; see
+    :func:`harrell_counts` for comparable pairs.  Replicates are computed
+    together (vectorised over resamples), not by refitting in a loop.
+    """
+    level = v.level_ok(level)
+    n_boot = v.n_boot_ok(n_boot, allow_zero=True)
+    t, e = _survival_inputs(time, event)
+    r = v.as_1d(risk, "risk")
+    v.same_length(time=t, risk=r)
+    v.no_nan(r, "risk")
+    e = e.astype(np.int64)
+    num, den = harrell_counts(t, e, r, np.ones((t.size, 1)))
+    if den[0] == 0:
+        raise ValueError("no comparable pairs (no events before another subject's time)")
+    est = float(num[0] / den[0])
+    if n_boot == 0:
+        return Interval(est, float("nan"), float("nan"), level, "none")
+    n = t.size
+    k = np.unique(r).size
+    reps = np.empty(n_boot)
+    col = 0
+    rows = max(1, CHUNK_ELEMENTS // (4 * (n + k)))
+    for (idx,) in group_draws([n], n_boot, seed, chunk_rows=rows):
+        b = idx.shape[0]
+        w = np.bincount((idx + (np.arange(b) * n)[:, None]).ravel(),
+                        minlength=b * n).reshape(b, n).T.astype(np.float64)
+        c, d = harrell_counts(t, e, r, np.ascontiguousarray(w))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            reps[col:col + b] = np.where(d > 0, c / d, np.nan)
+        col += b
+    reps = drop_nan(reps)
+    lo, hi = percentile_interval(reps, level)
+    return Interval(est, lo, hi, level, "bootstrap-percentile")
