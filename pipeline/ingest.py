@@ -283,16 +283,18 @@ def _probe_scan(m: Manifest, i: int, paths: dict[str, Any]) -> tuple[dict[str, A
     image, mask = paths["image_path"], paths.get("mask_path")
     if label is not None and mask is None:
         return None, [m.error(i, "mask_path", "mask_label is given but there is no mask")]
-    try:
-        ct.probe_scan(image)
-    except ct.ScanError as exc:
-        return None, [m.error(i, "image_path", str(exc))]
     info: dict[str, Any]
     try:
         info = ct.probe_scan(image, mask, label)
     except ct.ScanError as exc:
-        column = "mask_label" if "empty roi" in str(exc).lower() and label is not None else "mask_path"
-        return None, [m.error(i, column, str(exc))]
+        text = str(exc)
+        if label is not None and "empty roi" in text.lower():
+            column = "mask_label"
+        elif mask is not None and str(mask) in text:
+            column = "mask_path"
+        else:
+            column = "image_path"
+        return None, [m.error(i, column, text)]
     return {
         "image_path": str(image),
         "mask_path": str(mask) if mask is not None else None,
