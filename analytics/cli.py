@@ -213,12 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.store import StoreError
 
     known: tuple[type[BaseException], ...] = (UserError, ConfigError, StoreError, FileNotFoundError)
-    try:
-        from pipeline.ingest import IngestError
+    from analytics.cohort import CohortError
+    from analytics.splits import SplitError
+    from pipeline.ingest import IngestError
 
-        known += (IngestError,)
-    except ImportError:
-        pass
+    known += (IngestError, CohortError, SplitError)
     try:
         app(args=argv, standalone_mode=False)
     except known as exc:

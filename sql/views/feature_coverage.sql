@@ -1,0 +1,3 @@
+-- Which pooled features each patient has (no embeddings: cheap to scan).
+SELECT patient_id, feature_set, pooling, n_instances
+FROM patient_features
