@@ -8,9 +8,10 @@ Cancer Research 2017; 77(21): e104-e107):
 - first order (18 features) on the ROI's voxel values; ``Energy``,
   ``TotalEnergy`` and ``RootMeanSquared`` add ``voxel_array_shift`` to every
   value first (pyradiomics' ``voxelArrayShift``, default 0);
-- shape in 3D (14 features) on the ROI mask: a marching-cubes mesh for the
-  surface, volume and diameters, and the eigenvalues of the voxel-coordinate
-  covariance for the axis lengths;
+- shape in 3D (14 features) on the ROI mask: marching-cubes triangles, looked
+  up cube by cube as in pyradiomics' C extension, for the surface, volume and
+  diameters, and the eigenvalues of the voxel-coordinate covariance for the
+  axis lengths;
 - GLCM (24 features; Haralick, Shanmugam and Dinstein, IEEE Trans. SMC 1973):
   symmetric co-occurrence matrices at distance 1 in the 13 directions of 3D,
   each normalised, a feature computed per direction and averaged over the
@@ -29,10 +30,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 from scipy.spatial import ConvexHull, QhullError
-from skimage.measure import marching_cubes
 
 log = logging.getLogger("cohortlab.radiomics")
 
@@ -139,18 +140,132 @@ def firstorder(
 # --- shape -------------------------------------------------------------------------
 
 
-def _mesh(mask: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Marching-cubes mesh (vertices in mm, faces) of a binary mask padded by one voxel.
+# Marching cubes on a 0/1 mask (Lorensen and Cline, "Marching cubes: a high
+# resolution 3D surface construction algorithm", SIGGRAPH 1987). A cube joins
+# eight neighbouring voxel centres, numbered as in pyradiomics' C extension
+# (cshape.c), offsets in (z, y, x):
+_CUBE_CORNERS = np.array(
+    [(0, 0, 0), (0, 0, 1), (0, 1, 1), (0, 1, 0), (1, 0, 0), (1, 0, 1), (1, 1, 1), (1, 1, 0)], dtype=np.int64
+)
+# The twelve cube edges join corners (0,1) (1,2) (2,3) (3,0) (4,5) (5,6) (6,7) (7,4)
+# (0,4) (1,5) (2,6) (3,7). A mask is cut at 0.5 between 0 and 1, so every surface
+# vertex sits at the midpoint of its edge:
+_EDGE_MIDPOINTS = np.array(
+    [
+        (0, 0, 0.5), (0, 0.5, 1), (0, 1, 0.5), (0, 0.5, 0),
+        (1, 0, 0.5), (1, 0.5, 1), (1, 1, 0.5), (1, 0.5, 0),
+        (0.5, 0, 0), (0.5, 0, 1), (0.5, 1, 1), (0.5, 1, 0),
+    ]
+)
+_CUBE_CORNERS.flags.writeable = False
+_EDGE_MIDPOINTS.flags.writeable = False
+# Triangles for the 128 cube codes without corner 7 (bit k set when corner k is in
+# the ROI); a code with corner 7 uses its complement's triangles with the normal,
+# and hence the signed volume, reversed. Each string holds three hexadecimal edge
+# numbers per triangle. These are the first 128 cases of the classic table
+# (Lorensen and Cline 1987, as tabulated by Paul Bourke, "Polygonising a scalar
+# field", 1994), with the diagonals of non-planar polygons and the triangle
+# orientation (normal out of the ROI) chosen as in pyradiomics >= 2.1, whose
+# SurfaceArea and MeshVolume this reproduces.
+_TRIANGLES = (
+    "", "083", "019", "183198", "12a", "08312a", "2a9029", "2832a88a9",
+    "23b", "0b208b", "01923b", "1b219b8b9", "13a3ba", "0a108a8ba", "0393b99ba", "8a98ba",
+    "478", "043347", "019478", "194147173", "12a478", "34704312a", "2a9029478", "2a9297273479",
+    "47823b", "47b24b042", "01947823b", "47b4b929b192", "13a3ba478", "1ba14b04147b", "4780393b99ba", "47b4b99ba",
+    "495", "495083", "054015", "485358153", "12a495", "08312a495", "2a5254024", "2a5253354348",
+    "49523b", "0b208b495", "05401523b", "15225828b485", "13a3ba495", "4950a108a8ba", "0540b55ba03b", "48558a8ba",
+    "789579", "093395357", "078017157", "157173", "78957912a", "12a093395357", "0282585782a5", "2a5253357",
+    "57978923b", "57929709227b", "23b018178157", "1b217b157", "78957913a3ba", "05709507b0a10ba", "0ba03b0a5078057", "5ba57b",
+    "5a6", "0835a6", "0195a6", "1831985a6", "165126", "165126083", "596069026", "598258265283",
+    "23b5a6", "0b208b5a6", "01923b5a6", "1b219b8b95a6", "3b6365135", "08b0b50515b6", "3b6036065059", "59669b8b9",
+    "4785a6", "0433475a6", "0194785a6", "1941471735a6", "478165126", "043347165126", "478596069026", "397479293596269",
+    "23b4785a6", "47b24b0425a6", "01923b4785a6", "47b4b929b1925a6", "4783b6365135", "1b55b60b147b04b", "4783b6036065059", "59669b4797b9",
+    "49a4a6", "49a4a6083", "01a0a6064", "1831684861a6", "149124264", "149124264083", "024264", "283248264",
+    "23b49a4a6", "0b208b49a4a6", "23b01a0a6064", "1641a61481b218b", "4963691393b6", "18b0811b6149164", "3b6036064", "48668b",
+    "67a78a89a", "67a0a709a073", "67a1a7178018", "67a1a7173", "126168189678", "269129679093397", "078067026", "273267",
+    "23b67a78a89a", "07227b09767a79a", "67a1a717801823b", "1b217b1a6167", "6896781693b6136", "09167b", "07806703b0b6", "67b",
+)
 
-    Vertices of a 0/1 mask cut at 0.5 sit on the midpoints of cube edges, as in
-    pyradiomics' C implementation (Lorensen and Cline, SIGGRAPH 1987). The mesh
-    is extracted from the background (1 - mask) with skimage's Lorensen table:
-    it is the same closed surface, but its resolution of the ambiguous cube
-    configurations follows pyradiomics' table more closely than the foreground.
+
+@lru_cache(maxsize=1)
+def _triangle_lookup() -> tuple[np.ndarray, np.ndarray]:
+    """:data:`_TRIANGLES` as arrays: edges (128, 5, 3), -1 where unused, and triangle counts (128,)."""
+    edges = np.full((128, 5, 3), -1, dtype=np.int64)
+    counts = np.zeros(128, dtype=np.int64)
+    for code, row in enumerate(_TRIANGLES):
+        tris = [[int(ch, 16) for ch in row[i : i + 3]] for i in range(0, len(row), 3)]
+        counts[code] = len(tris)
+        if tris:
+            edges[code, : len(tris)] = tris
+    edges.flags.writeable = False
+    counts.flags.writeable = False
+    return edges, counts
+
+
+def _padded_box(mask: np.ndarray) -> np.ndarray:
+    """The mask's bounding box padded by one empty voxel on every side.
+
+    The origin matters: where ambiguous cube cases leave the surface open, the
+    signed volume depends on it. pyradiomics crops shape input to the bounding
+    box and pads it by one voxel; doing the same here makes the result
+    independent of how the caller cropped.
     """
-    padded = np.pad(mask.astype(np.float32), 1)
-    verts, faces, _, _ = marching_cubes(1.0 - padded, 0.5, spacing=tuple(float(s) for s in spacing), method="lorensen")
-    return verts, faces
+    idx = np.argwhere(mask)
+    if len(idx) == 0:
+        raise RadiomicsError("empty ROI: no surface")
+    box = tuple(slice(a, b + 1) for a, b in zip(idx.min(axis=0), idx.max(axis=0)))
+    return np.pad(mask[box], 1)
+
+
+def mesh_triangles(mask: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Marching-cubes triangles of a binary mask, cube by cube, without a shared-vertex mesh.
+
+    Every 2 x 2 x 2 block of voxel centres of the padded bounding box (see
+    :func:`_padded_box`) is coded by which corners lie in the ROI and its
+    triangles are looked up in :data:`_TRIANGLES` (Lorensen and Cline 1987), as
+    pyradiomics' ``cshape.c`` does.
+
+    Parameters
+    ----------
+    mask : bool array in (z, y, x) order with at least one voxel set.
+    spacing : voxel size in mm, same order.
+
+    Returns
+    -------
+    points : (n, 3, 3) triangle corners in mm, relative to the padded box's first voxel.
+    sign : (n,) +1, or -1 for triangles of a complemented code (their normal points into the ROI).
+    """
+    m = _padded_box(np.asarray(mask, dtype=bool))
+    nz, ny, nx = (s - 1 for s in m.shape)
+    code = np.zeros((nz, ny, nx), dtype=np.uint8)
+    for bit, (dz, dy, dx) in enumerate(_CUBE_CORNERS):
+        code |= m[dz : dz + nz, dy : dy + ny, dx : dx + nx].astype(np.uint8) << bit
+    complemented = code >= 128
+    code = np.where(complemented, code ^ 0xFF, code)
+    cells = np.nonzero(code)
+    cube = code[cells].astype(np.int64)
+    edges, counts = _triangle_lookup()
+    k = counts[cube]
+    owner = np.repeat(np.arange(len(cube)), k)
+    slot = np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k)
+    corner = np.stack(cells, axis=1)[owner].astype(np.float64)
+    points = (corner[:, None, :] + _EDGE_MIDPOINTS[edges[cube[owner], slot]]) * np.asarray(spacing, dtype=np.float64)
+    sign = np.where(complemented[cells][owner], -1.0, 1.0)
+    return points, sign
+
+
+def _surface_vertices(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Mesh vertices in mm: the midpoint of every edge between an ROI voxel and a background voxel."""
+    m = _padded_box(mask)
+    out = []
+    for axis in range(3):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+        v = np.argwhere(m[tuple(lo)] != m[tuple(hi)]).astype(np.float64)
+        v[:, axis] += 0.5
+        out.append(v)
+    return np.concatenate(out) * spacing
 
 
 def _max_distance(points: np.ndarray) -> float:
@@ -191,20 +306,21 @@ def shape(mask: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
     Notes
     -----
     ``MeshVolume`` sums the signed volumes of the tetrahedra between the origin
-    and each mesh triangle (divergence theorem); ``SurfaceArea`` sums triangle
-    areas. Diameters are taken between mesh vertices: ``Slice`` in planes of
-    constant z (axial), ``Column`` of constant y, ``Row`` of constant x.
-    Axis lengths are 4 sqrt(eigenvalue) of the covariance of the voxel centres
-    in mm (population normalisation).
+    and each marching-cubes triangle (divergence theorem), ``SurfaceArea`` the
+    triangle areas, both from :func:`mesh_triangles`. Diameters are taken
+    between mesh vertices: ``Slice`` in planes of constant z (axial),
+    ``Column`` of constant y, ``Row`` of constant x. Axis lengths are
+    4 sqrt(eigenvalue) of the covariance of the voxel centres in mm
+    (population normalisation).
     """
     m = np.asarray(mask, dtype=bool)
     sp = np.asarray(spacing, dtype=np.float64)
     n = int(m.sum())
-    verts, faces = _mesh(m, sp)
-    tri = verts[faces].astype(np.float64)
-    area = float(np.sum(0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)))
-    volume = abs(float(np.sum(np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])))) / 6.0)
-    verts = verts.astype(np.float64)
+    tri, sign = mesh_triangles(m, sp)
+    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
+    area = float(np.sum(0.5 * np.linalg.norm(np.cross(a - c, b - c), axis=1)))
+    volume = float(np.sum(sign * np.einsum("ij,ij->i", np.cross(a, b), c))) / 6.0
+    verts = _surface_vertices(m, sp)
 
     coords = np.argwhere(m).astype(np.float64) * sp
     coords -= coords.mean(axis=0)
