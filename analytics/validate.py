@@ -121,15 +121,25 @@ def _split_metrics(
     if len(np.unique(y)) < 2:
         notes.append("only one class: AUC, calibration and thresholds metrics not computed")
         return out, curves, notes
-    out["auc"] = _interval(stats.auc_ci(y, score, method="delong", level=v.level))
+    delong, note = _safe(stats.auc_ci, y, score, method="delong", level=v.level)
+    if delong is not None:
+        out["auc"] = _interval(delong)
+    else:
+        out["auc"] = {"estimate": stats.auc(y, score), "low": None, "high": None, "method": "no CI", "level": v.level}
+        notes.append(f"AUC without a CI ({note})")
     if v.n_boot > 0:
-        out["auc_bootstrap"] = _interval(
-            stats.auc_ci(y, score, method="bootstrap", level=v.level, n_boot=v.n_boot, seed=seed)
-        )
+        boot, note = _safe(stats.auc_ci, y, score, method="bootstrap", level=v.level, n_boot=v.n_boot, seed=seed)
+        if boot is not None:
+            out["auc_bootstrap"] = _interval(boot)
+        elif note:
+            notes.append(note)
     if thr is not None:
-        bm = stats.binary_metrics(y, score, thr, level=v.level, n_boot=max(v.n_boot, 0) or 200, seed=seed)
-        for k in BINARY:
-            out[k] = _interval(bm[k])
+        bm, note = _safe(stats.binary_metrics, y, score, thr, level=v.level, n_boot=max(v.n_boot, 0) or 200, seed=seed)
+        if bm is not None:
+            for k in BINARY:
+                out[k] = _interval(bm[k])
+        elif note:
+            notes.append(note)
     cal, note = _safe(stats.calibration, y, score)
     if cal is not None:
         out["calibration"] = {k: cal[k] for k in ("intercept", "slope", "brier", "ici", "e50", "e90") if k in cal}
@@ -203,7 +213,9 @@ def _model_metrics(
         y = part.get_column("label").to_numpy().astype(int)
         entry: dict[str, Any] = {"n": int(len(y)), "n_positive": int(y.sum()), "splits": sorted(part.get_column("split").unique().to_list())}
         if len(np.unique(y)) == 2:
-            entry["auc"] = _interval(stats.auc_ci(y, part.get_column("score").to_numpy(), level=v.level))
+            iv, _ = _safe(stats.auc_ci, y, part.get_column("score").to_numpy(), level=v.level)
+            if iv is not None:
+                entry["auc"] = _interval(iv)
         result["centers"][str(center)] = entry
     return result, curves, notes
 
@@ -225,7 +237,9 @@ def _comparisons(preds: pl.DataFrame, outcomes: pl.DataFrame, study: Study, mode
             y = part.get_column("label").to_numpy().astype(int)
             if part.height < 3 or len(np.unique(y)) < 2:
                 continue
-            cmp = stats.compare_auc(y, part.get_column("a").to_numpy(), part.get_column("b").to_numpy(), method="delong", level=study.validation.level)
+            cmp, _ = _safe(stats.compare_auc, y, part.get_column("a").to_numpy(), part.get_column("b").to_numpy(), method="delong", level=study.validation.level)
+            if cmp is None:
+                continue
             out.append({"a": a, "b": b, "split": split, "n": int(part.height), **cmp.as_dict()})
     return out
 

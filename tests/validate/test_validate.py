@@ -160,3 +160,17 @@ def test_no_predictions_is_a_clear_error(tmp_path: Path) -> None:
     _study(tmp_path)
     with pytest.raises(ValueError, match="no predictions yet"):
         validate(load_study(tmp_path / "study.toml"), progress=False)
+
+
+def test_tiny_split_gets_point_estimates_and_notes(tmp_path: Path) -> None:
+    """One case and two controls: DeLong has no variance, so the AUC comes without a CI and a note says why."""
+    from analytics.validate import _split_metrics
+    from pipeline.config import parse_study
+
+    study = parse_study({"study": {"name": "t"}, "manifests": {"patients": "p.csv"}, "validation": {"n_boot": 50}}, tmp_path)
+    y = np.array([1, 0, 0])
+    s = np.array([0.9, 0.2, 0.95])
+    out, _, notes = _split_metrics(y, s, 0.5, study, 0, None, None, None)
+    assert out["auc"]["estimate"] == pytest.approx(roc_auc_score(y, s))
+    assert out["auc"]["low"] is None and out["auc"]["method"] == "no CI"
+    assert any("without a CI" in n for n in notes)
