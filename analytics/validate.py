@@ -298,8 +298,9 @@ def validate(study: Study, force: bool = False, progress: bool = True) -> Valida
                 return result
         except json.JSONDecodeError:
             pass
+    # predictions of models since removed from study.toml are left out
     models = [m.name for m in study.models if m.name in set(preds.get_column("model").to_list())]
-    models += sorted(set(preds.get_column("model").to_list()) - set(models))
+    preds = preds.filter(pl.col("model").is_in(models))
     metrics: dict[str, Any] = {
         "study": study.study.name,
         "cohort": cohort.name,

@@ -1,0 +1,563 @@
+"""``cohortlab fit``: train every model of a study and write its predictions.
+
+For each model in ``study.toml`` order (a model only names earlier models):
+
+1. Its inputs are assembled for every cohort patient
+   (:func:`analytics.models.data.assemble`); patients lacking a feature block,
+   an instance bag or an input model's score get no prediction from it and are
+   listed in the result.
+2. **Outer cross-validation** on the labelled training patients: one
+   stratified, seeded K-fold assignment (``[validation] folds``, fewer when a
+   class is smaller; ``study.seed``) shared by every model. For each fold the
+   learner (pipeline, hyper-parameter search and all) is fitted on the other
+   folds and predicts this one: the out-of-fold (OOF) predictions of training
+   patients, stored with their fold index.
+3. **Final refit** on all training patients; it predicts the internal and
+   external patients (fold NULL). Internal and external patients never reach
+   anything that is fitted.
+4. The final model is saved under ``<study>/models/<name>/``
+   (:mod:`analytics.models.persist`) and the model's rows in the store's
+   ``predictions`` table are replaced in one transaction.
+
+Second-stage models (fusion ``scores``, ``voting`` / ``stacking`` members)
+read their inputs' OOF scores for training patients and final-model scores for
+held-out ones (:mod:`analytics.models.fusion`).
+
+Resumable: a model whose saved ``fit_key`` (its config, the cohort hash of its
+inputs, the outer folds, the seed and its input models' prediction hashes)
+matches is not refitted; its saved predictions are written back to the store
+if the store's rows differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import polars as pl
+from sklearn.model_selection import StratifiedKFold
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
+
+from analytics.cohort import Cohort, CohortError, load_cohort
+from analytics.models import fusion, registry
+from analytics.models.data import Assembled, Columns, ModelInputError, assemble, input_models, mil_feature_set, pooled_refs
+from analytics.models.learners import Learner
+from analytics.models.persist import (
+    FittedModel,
+    PersistError,
+    library_versions,
+    load_model,
+    predictions_hash,
+    read_manifest,
+    read_predictions,
+    save_model,
+)
+from analytics.models.registry import ModelSpecError
+from analytics.splits import SplitError
+from pipeline import store
+from pipeline.config import Model, Study
+
+log = logging.getLogger("cohortlab.fit")
+
+PREDICTION_SCHEMA = {"model": pl.String, "patient_id": pl.String, "split": pl.String, "score": pl.Float64,
+                     "fold": pl.Int32}
+
+
+class FitError(ValueError):
+    """A model that cannot be fitted on this cohort; the message names the model and the reason."""
+
+
+# --- outer folds ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OuterFolds:
+    """The outer fold of every labelled training patient (shared by all models)."""
+
+    patient_ids: tuple[str, ...]
+    folds: tuple[int, ...]
+    k: int
+    seed: int
+
+    def fold_of(self) -> dict[str, int]:
+        return dict(zip(self.patient_ids, self.folds))
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps([self.k, self.seed, self.patient_ids, self.folds]).encode()).hexdigest()
+
+
+def outer_folds(patient_ids: Sequence[str], y: np.ndarray, folds: int, seed: int) -> OuterFolds:
+    """Stratified, seeded K-fold assignment of labelled training patients, independent of row order.
+
+    ``K`` is ``folds``, or the size of the smaller class when that is smaller.
+    """
+    ids = np.asarray(patient_ids, dtype=object)
+    y = np.asarray(y, dtype=np.int64)
+    order = np.argsort(ids.astype(str), kind="stable")
+    ids, y = ids[order], y[order]
+    counts = np.bincount(y, minlength=2)
+    k = int(min(folds, counts.min()))
+    if k < 2:
+        raise FitError(
+            f"the train split has {counts[0]} patients of label 0 and {counts[1]} of label 1; "
+            "outer cross-validation needs at least 2 of each"
+        )
+    if k < folds:
+        log.warning("only %d training patients in the smaller class: %d outer folds instead of %d", counts.min(), k,
+                    folds)
+    assign = np.empty(len(ids), dtype=np.int64)
+    for f, (_, test) in enumerate(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)):
+        assign[test] = f
+    return OuterFolds(tuple(str(i) for i in ids), tuple(int(f) for f in assign), k, seed)
+
+
+# --- fitting one model ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class ModelFit:
+    """One model fitted by outer CV and refit: its predictions and final learner."""
+
+    predictions: pl.DataFrame
+    learner: Learner
+    fold_chosen: list[dict[str, Any]]
+    attention: pl.DataFrame | None
+    missing: dict[str, list[str]]
+    unlabelled: list[str]
+
+
+def _attention_rows(data: Any, index: np.ndarray, weights: list[np.ndarray], split: np.ndarray,
+                    fold: int | None) -> list[pl.DataFrame]:
+    out = []
+    for i, w in zip(index, weights):
+        out.append(data.instances[i].with_columns(
+            pl.lit(data.patient_ids[i]).alias("patient_id"), pl.lit(str(split[i])).alias("split"),
+            pl.lit(fold, dtype=pl.Int32).alias("fold"), pl.Series("attention", w, dtype=pl.Float64),
+        ))
+    return out
+
+
+def fit_model(
+    spec: Model,
+    inputs: Assembled,
+    labels: np.ndarray,
+    split: np.ndarray,
+    plan: OuterFolds,
+    seed: int,
+    make: Callable[[Model, int], Learner] | None = None,
+    progress: bool = False,
+) -> ModelFit:
+    """Outer-CV out-of-fold predictions for training patients, then a final refit for held-out ones.
+
+    Parameters
+    ----------
+    spec
+        The model's entry.
+    inputs
+        Its assembled inputs for every cohort patient.
+    labels
+        float64 labels per patient (NaN = unlabelled).
+    split
+        ``train`` / ``internal`` / ``external`` per patient.
+    plan
+        The shared outer folds.
+    seed
+        The study seed.
+    make
+        Builds a fresh learner (default :func:`analytics.models.registry.build_learner`).
+    progress
+        Show a progress bar over folds.
+    """
+    make = make or registry.build_learner
+    data, available = inputs.data, inputs.available
+    ids = list(data.patient_ids)
+    labelled = np.isfinite(labels)
+    is_train = split == "train"
+    fold_of = plan.fold_of()
+    fold = np.array([fold_of.get(p, -1) for p in ids], dtype=np.int64)
+    stray = [p for p, f, t, lab in zip(ids, fold, is_train, labelled) if t and lab and f < 0]
+    if stray:
+        raise FitError(f"model '{spec.name}': training patients without an outer fold: {stray[:10]}")
+    use = is_train & labelled & available
+    y = np.where(labelled, labels, -1).astype(np.int64)
+    scores = np.full(len(ids), np.nan)
+    fold_chosen: list[dict[str, Any]] = []
+    attention: list[pl.DataFrame] = []
+    is_mil = spec.kind == "mil"
+
+    def run(step: str, tr: np.ndarray) -> Learner:
+        classes = np.unique(y[tr])
+        if len(classes) < 2:
+            raise FitError(f"model '{spec.name}', {step}: its training patients with inputs hold only label "
+                           f"{classes.tolist()}; it needs both classes")
+        try:
+            return make(spec, seed).fit(data.take(tr), y[tr])
+        except (ValueError, RuntimeError) as exc:
+            raise FitError(f"model '{spec.name}', {step}: {exc}") from exc
+
+    for k in tqdm(range(plan.k), desc=f"{spec.name} outer folds", leave=False, disable=not progress):
+        tr, te = np.flatnonzero(use & (fold != k)), np.flatnonzero(use & (fold == k))
+        if len(te) == 0:
+            continue
+        learner = run(f"outer fold {k}", tr)
+        fold_chosen.append({"fold": k, **learner.chosen})
+        scores[te] = learner.predict_score(data.take(te))
+        if is_mil:
+            attention += _attention_rows(data, te, learner.attention(data.take(te)), split, k)
+    final = run("final refit", np.flatnonzero(use))
+    held = np.flatnonzero(available & ~is_train)
+    if len(held):
+        scores[held] = final.predict_score(data.take(held))
+        if is_mil:
+            attention += _attention_rows(data, held, final.attention(data.take(held)), split, None)
+    keep = np.flatnonzero(use | (available & ~is_train))
+    if not np.isfinite(scores[keep]).all():
+        raise FitError(f"model '{spec.name}': non-finite predicted scores")
+    predictions = pl.DataFrame({
+        "model": [spec.name] * len(keep), "patient_id": [ids[i] for i in keep],
+        "split": [str(split[i]) for i in keep], "score": scores[keep],
+        "fold": [int(fold[i]) if is_train[i] else None for i in keep],
+    }, schema=PREDICTION_SCHEMA)
+    unlabelled = [p for p, t, lab in zip(ids, is_train, labelled) if t and not lab]
+    return ModelFit(predictions, final, fold_chosen,
+                    pl.concat(attention) if attention else None, inputs.missing, unlabelled)
+
+
+# --- the store -----------------------------------------------------------------------------------
+
+
+def write_predictions(store_path: Path, model: str, frame: pl.DataFrame) -> None:
+    """Replace one model's rows of the ``predictions`` table in one transaction."""
+    con = store.connect(store_path)
+    try:
+        table = frame.select(list(PREDICTION_SCHEMA)).cast(PREDICTION_SCHEMA).to_arrow()
+        with store.transaction(con):
+            con.execute("DELETE FROM predictions WHERE model = ?", [model])
+            con.register("_cohortlab_predictions", table)
+            try:
+                con.execute("INSERT INTO predictions SELECT model, patient_id, split, score, fold "
+                            "FROM _cohortlab_predictions")
+            finally:
+                con.unregister("_cohortlab_predictions")
+    finally:
+        con.close()
+
+
+def stored_predictions(store_path: Path, model: str | None = None) -> pl.DataFrame:
+    """Rows of the ``predictions`` table (of one model), ordered by model and patient."""
+    con = store.connect(store_path, read_only=True)
+    try:
+        sql = "SELECT model, patient_id, split, score, fold FROM predictions"
+        params: list[Any] = []
+        if model is not None:
+            sql += " WHERE model = ?"
+            params.append(model)
+        return store.query(con, sql + " ORDER BY model, patient_id", params or None).cast(PREDICTION_SCHEMA)
+    finally:
+        con.close()
+
+
+# --- selecting models and their inputs -----------------------------------------------------------
+
+
+def select_models(study: Study, names: Sequence[str] | None = None) -> list[Model]:
+    """The models to fit, in study order: ``names`` (default all) plus every model they depend on."""
+    if not names:
+        return list(study.models)
+    wanted: set[str] = set()
+    stack = list(names)
+    while stack:
+        name = stack.pop()
+        if name in wanted:
+            continue
+        spec = study.model(name)
+        wanted.add(name)
+        stack += input_models(spec)
+    return [m for m in study.models if m.name in wanted]
+
+
+def required_inputs(specs: Sequence[Model]) -> tuple[list[str], list[str]]:
+    """Pooled feature blocks and bag feature sets the models read (for :func:`load_cohort`)."""
+    features: list[str] = []
+    bags: list[str] = []
+    for spec in specs:
+        if spec.kind == "mil":
+            fs = mil_feature_set(spec)
+            bags += [] if fs in bags else [fs]
+        else:
+            features += [r for r in pooled_refs(spec) if r not in features]
+    return features, bags
+
+
+def fit_key(spec: Model, cohort_hash: str, plan: OuterFolds, seed: int, inputs: Mapping[str, str]) -> str:
+    """Identity of a fit: same key, same result (the condition for skipping a model)."""
+    payload = {"config": spec.model_dump(mode="json"), "cohort": cohort_hash, "folds": plan.digest(),
+               "seed": seed, "inputs": dict(sorted(inputs.items()))}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# --- results -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    """What happened to one model."""
+
+    name: str
+    kind: str
+    status: str  # fitted | up to date
+    counts: dict[str, int]
+    oof_auc: float | None
+    chosen: dict[str, Any]
+    missing: dict[str, list[str]]
+    unlabelled: list[str]
+    seconds: float
+    folder: Path
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Every model's report, with the cohort and folds they were fitted on."""
+
+    cohort: str
+    cohort_counts: dict[str, int]
+    outer_folds: int
+    seed: int
+    models: list[ModelReport] = field(default_factory=list)
+    models_dir: Path | None = None
+
+    def model(self, name: str) -> ModelReport:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def __str__(self) -> str:
+        counts = ", ".join(f"{k} {v}" for k, v in self.cohort_counts.items())
+        lines = [f"fit: cohort {self.cohort} ({counts}); {self.outer_folds} outer folds, seed {self.seed}"]
+        if not self.models:
+            return lines[0] + "\nno models in study.toml"
+        header = ("model", "kind", "status", "train", "internal", "external", "OOF AUC", "chosen", "seconds")
+        rows = [header]
+        for m in self.models:
+            chosen = ", ".join(f"{k}={_short(v)}" for k, v in sorted(m.chosen.items())
+                               if k not in ("coefficients", "seed"))
+            rows.append((m.name, m.kind, m.status, str(m.counts.get("train", 0)), str(m.counts.get("internal", 0)),
+                         str(m.counts.get("external", 0)), "-" if m.oof_auc is None else f"{m.oof_auc:.3f}",
+                         chosen or "-", f"{m.seconds:.1f}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        lacking = [(m.name, k, v) for m in self.models for k, v in m.missing.items() if v]
+        if lacking:
+            lines.append("patients without a model's inputs (no prediction from that model):")
+            lines += [f"  {name}: {key}: {len(ids)} ({', '.join(ids[:8])}{' ...' if len(ids) > 8 else ''})"
+                      for name, key, ids in lacking]
+        unlabelled = sorted({p for m in self.models for p in m.unlabelled})
+        if unlabelled:
+            lines.append(f"unlabelled training patients (not used): {len(unlabelled)} ({', '.join(unlabelled[:8])})")
+        if self.models_dir is not None:
+            lines.append(f"models saved under {self.models_dir}")
+        return "\n".join(lines)
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_short(x)}" for k, x in v.items()) + "}"
+    return str(v)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _oof_auc(frame: pl.DataFrame, labels: Mapping[str, float]) -> float | None:
+    from analytics import stats
+
+    oof = frame.filter(pl.col("split") == "train")
+    y = np.array([labels[p] for p in oof["patient_id"].to_list()], dtype=np.float64)
+    if len(np.unique(y)) < 2:
+        return None
+    return float(stats.auc(y.astype(np.int64), oof["score"].to_numpy()))
+
+
+def _counts(frame: pl.DataFrame) -> dict[str, int]:
+    return {s: int((frame["split"] == s).sum()) for s in ("train", "internal", "external")}
+
+
+# --- the entry points ----------------------------------------------------------------------------
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Errors a user can fix reach the CLI as its one-line user errors."""
+    try:
+        yield
+    except (FitError, CohortError, SplitError, ModelSpecError, ModelInputError, PersistError) as exc:
+        from analytics.cli import UserError
+
+        raise UserError(str(exc)) from None
+
+
+def _labels(cohort: Cohort) -> np.ndarray:
+    return cohort.frame["label"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+
+def _fit_one(study: Study, spec: Model, cohort: Cohort, plan: OuterFolds, predictions: dict[str, pl.DataFrame],
+             hashes: dict[str, str], progress: bool) -> ModelReport:
+    t0 = time.perf_counter()
+    seed = study.study.seed
+    inputs = input_models(spec)
+    bags = [mil_feature_set(spec)] if spec.kind == "mil" else []
+    cohort_hash = cohort.digest(features=pooled_refs(spec), bags=bags)
+    key = fit_key(spec, cohort_hash, plan, seed, {n: hashes[n] for n in inputs})
+    folder = study.models_dir / spec.name
+    labels = dict(zip(cohort.patient_ids, _labels(cohort).tolist()))
+    manifest = read_manifest(folder)
+    if manifest is not None and manifest.get("fit_key") == key:
+        frame = read_predictions(folder).cast(PREDICTION_SCHEMA)
+        if predictions_hash(stored_predictions(study.store_path, spec.name)) != manifest["predictions_hash"]:
+            log.info("model %s: store rows differ from the saved predictions; rewriting them", spec.name)
+            write_predictions(study.store_path, spec.name, frame)
+        predictions[spec.name], hashes[spec.name] = frame, manifest["predictions_hash"]
+        return ModelReport(spec.name, spec.kind, "up to date", _counts(frame), manifest.get("oof_auc"),
+                           manifest.get("chosen", {}), manifest.get("missing", {}), manifest.get("unlabelled", []),
+                           time.perf_counter() - t0, folder)
+
+    assembled = assemble(spec, cohort, fusion.training_scores(inputs, predictions))
+    result = fit_model(spec, assembled, _labels(cohort), cohort.split, plan, seed, progress=progress)
+    frame = result.predictions
+    digest = predictions_hash(frame)
+    oof_auc = _oof_auc(frame, labels)
+    used_sets = sorted({r.split(":", 1)[0] for r in pooled_refs(spec)} | set(bags))
+    manifest = _jsonable({
+        "name": spec.name, "kind": spec.kind, "config": spec.model_dump(mode="json"),
+        "features": list(spec.features), "clinical": list(spec.clinical), "inputs": inputs,
+        "input_hashes": {n: hashes[n] for n in inputs},
+        "cohort": {"name": cohort.name, "file": str(cohort.file), "params": cohort.params, "hash": cohort_hash},
+        "feature_sets": {fs: cohort.feature_sets.get(fs) for fs in used_sets},
+        "seed": seed, "outer_folds": {"k": plan.k, "hash": plan.digest()}, "fit_key": key,
+        "chosen": result.learner.chosen, "fold_chosen": result.fold_chosen,
+        "inner_auc": getattr(result.learner, "inner_auc_", None),
+        "columns": assembled.data.columns.to_dict() if assembled.data.columns is not None else None,
+        "predictions_hash": digest, "counts": _counts(frame), "oof_auc": oof_auc,
+        "missing": result.missing, "unlabelled": result.unlabelled, "versions": library_versions(),
+        "device": getattr(getattr(result.learner, "classifier_", None), "device_", None),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    save_model(folder, result.learner, manifest, frame, result.attention)
+    write_predictions(study.store_path, spec.name, frame)
+    predictions[spec.name], hashes[spec.name] = frame, digest
+    log.info("model %s (%s): fitted; %s; OOF AUC %s", spec.name, spec.kind, _counts(frame), oof_auc)
+    return ModelReport(spec.name, spec.kind, "fitted", _counts(frame), oof_auc, manifest["chosen"], result.missing,
+                       result.unlabelled, time.perf_counter() - t0, folder)
+
+
+def fit(study: Study, models: list[str] | None = None, progress: bool = True) -> FitResult:
+    """Fit the study's models (or ``models`` and what they depend on); see the module notes.
+
+    Parameters
+    ----------
+    study
+        The validated study.
+    models
+        Only these models (their input models are fitted too when not up to date).
+    progress
+        Progress bars over models and folds.
+
+    Returns
+    -------
+    FitResult
+        Per model: status, patients predicted per split, OOF AUC, chosen
+        hyper-parameters and the patients lacking its inputs.
+    """
+    # small matrices: BLAS threads only add contention (and run-to-run variation)
+    with _user_errors(), threadpool_limits(limits=1):
+        specs = select_models(study, models)
+        if not specs:
+            return FitResult(study.cohort.name if study.cohort else "-", {}, 0, study.study.seed, [], study.models_dir)
+        features, bags = required_inputs(specs)
+        cohort = load_cohort(study, features=features, bags=bags, on_missing="keep")
+        labels = _labels(cohort)
+        train = (cohort.split == "train") & np.isfinite(labels)
+        plan = outer_folds(np.asarray(cohort.patient_ids, dtype=object)[train], labels[train],
+                           study.validation.folds, study.study.seed)
+        counts = {s: int((cohort.split == s).sum()) for s in ("train", "internal", "external")}
+        predictions: dict[str, pl.DataFrame] = {}
+        hashes: dict[str, str] = {}
+        reports = [
+            _fit_one(study, spec, cohort, plan, predictions, hashes, progress)
+            for spec in tqdm(specs, desc="fitting models", unit="model", disable=not progress)
+        ]
+        return FitResult(cohort.name, counts, plan.k, study.study.seed, reports, study.models_dir)
+
+
+def predict(study: Study, model_name: str, cohort: Cohort) -> pl.DataFrame:
+    """Scores of a saved model (and, recursively, its saved input models) for a cohort's patients.
+
+    Every input score is the input model's final-model prediction. Patients
+    lacking the model's inputs get a null score.
+
+    Parameters
+    ----------
+    study
+        The study whose ``models/`` folder holds the saved models.
+    model_name
+        The model.
+    cohort
+        Patients to score, with the pooled feature blocks the models read
+        loaded (see :func:`required_inputs`); bags are read on demand.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``patient_id``, ``score`` (Float64, null where inputs are lacking), in cohort order.
+    """
+    with threadpool_limits(limits=1):
+        return _predict(study, model_name, cohort, {})
+
+
+def _predict(study: Study, name: str, cohort: Cohort, memo: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    if name in memo:
+        return memo[name]
+    fitted = load_model(study.models_dir / name)
+    spec = fitted.spec
+    scores = {n: fusion.score_lookup(_predict(study, n, cohort, memo)) for n in input_models(spec)}
+    assembled = assemble(spec, cohort, scores)
+    _check_columns(fitted, assembled)
+    out = np.full(len(cohort), np.nan)
+    if assembled.available.any():
+        out[assembled.available] = fitted.predict_score(assembled.data.take(assembled.available))
+    frame = pl.DataFrame({"patient_id": cohort.patient_ids, "score": out}).with_columns(pl.col("score").fill_nan(None))
+    memo[name] = frame
+    return frame
+
+
+def _check_columns(fitted: FittedModel, assembled: Assembled) -> None:
+    saved = fitted.manifest.get("columns")
+    if saved is None or assembled.data.columns is None:
+        return
+    if Columns.from_dict(saved) != assembled.data.columns:
+        raise FitError(f"model '{fitted.spec.name}': the cohort's input columns differ from those it was fitted on "
+                       f"({fitted.path / 'manifest.json'})")
+
+
+__all__ = ["FitError", "FitResult", "ModelReport", "OuterFolds", "fit", "fit_model", "load_model", "outer_folds",
+           "predict", "required_inputs", "select_models", "stored_predictions", "write_predictions"]

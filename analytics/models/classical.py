@@ -1,0 +1,286 @@
+"""Classical learners as scikit-learn Pipelines: preprocessing and classifier fitted together.
+
+Every fitted step (imputers, scalers, one-hot encoders, PCA, the classifier and
+its probability calibration) lives inside one :class:`sklearn.pipeline.Pipeline`,
+so whatever fits the pipeline (an outer or inner cross-validation fold, the
+final refit) fits all of it on its own training rows only. Layout::
+
+    prep  ColumnTransformer
+            features     median imputation -> standardisation -> PCA (params.pca)
+            numeric      median imputation -> standardisation   (clinical numbers, input scores)
+            categorical  most-frequent imputation -> one-hot (unknown levels -> all zeros)
+    clf   LogisticRegression | CalibratedSVC | EarlyStoppedXGB
+
+Learners:
+
+* ``logistic``: L1 / L2 / elastic-net penalised logistic regression (the
+  clinical signature); ``params.penalty`` is ``"l2"`` (default), ``"l1"`` or
+  ``"elasticnet"`` (with ``l1_ratio``).
+* ``svm``: :class:`sklearn.svm.SVC` (RBF by default, ``params.kernel``) with
+  Platt scaling (Platt 1999) fitted on internal cross-validated decision values
+  of the training rows (:class:`sklearn.calibration.CalibratedClassifierCV`,
+  ``ensemble=False``), so probabilities are a monotone map of the decision function.
+* ``xgboost``: gradient-boosted trees (Chen & Guestrin, KDD 2016) with early
+  stopping on a stratified inner split of the training rows; the model is
+  then refitted on all training rows with the chosen number of rounds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
+from sklearn.decomposition import PCA
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.svm import SVC
+
+from analytics.models.data import Columns
+
+log = logging.getLogger("cohortlab.models.classical")
+
+KINDS = ("logistic", "svm", "xgboost")
+# params read by the pipeline or the tuner, not passed to the classifier
+PIPELINE_PARAMS = ("pca", "inner_folds")
+DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = {
+    "logistic": {"C": [0.01, 0.1, 1.0, 10.0]},
+    "svm": {"C": [0.1, 1.0, 10.0]},
+    "xgboost": {"max_depth": [2, 3]},
+}
+
+
+class CalibratedSVC(ClassifierMixin, BaseEstimator):
+    """Support vector classifier with Platt-scaled probabilities.
+
+    Platt scaling (Platt, "Probabilistic outputs for support vector machines",
+    1999) is fitted on decision values that
+    :class:`~sklearn.calibration.CalibratedClassifierCV` computes by an internal
+    stratified, seeded cross-validation of the training rows; the SVC itself is
+    then refitted on all of them (``ensemble=False``).
+
+    Parameters
+    ----------
+    C, kernel, gamma, degree, class_weight
+        As :class:`sklearn.svm.SVC`.
+    calibration_folds
+        Internal folds for the Platt fit (fewer when a class has fewer rows).
+    random_state
+        Seed of the internal folds.
+    """
+
+    def __init__(self, C: float = 1.0, kernel: str = "rbf", gamma: str | float = "scale", degree: int = 3,
+                 class_weight: str | dict | None = None, calibration_folds: int = 3, random_state: int = 0) -> None:
+        self.C = C
+        self.kernel = kernel
+        self.gamma = gamma
+        self.degree = degree
+        self.class_weight = class_weight
+        self.calibration_folds = calibration_folds
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "CalibratedSVC":
+        y = np.asarray(y)
+        self.classes_ = np.unique(y)
+        minority = int(np.bincount(y.astype(np.int64)).min()) if len(self.classes_) == 2 else 0
+        if minority == 0:
+            raise ValueError("an SVM needs training rows of both classes")
+        folds = min(self.calibration_folds, minority)
+        svc = SVC(C=self.C, kernel=self.kernel, gamma=self.gamma, degree=self.degree, class_weight=self.class_weight,
+                  random_state=self.random_state)
+        if folds < 2:
+            # a class of one row leaves nothing to calibrate on: keep the plain logistic of the decision value
+            log.debug("svm: %d training row(s) in a class; probabilities are sigmoid(decision value), not Platt-scaled",
+                        minority)
+            self.calibrated_ = None
+            self.svc_ = svc.fit(X, y)
+            return self
+        cv = StratifiedKFold(folds, shuffle=True, random_state=self.random_state)
+        self.calibrated_ = CalibratedClassifierCV(svc, method="sigmoid", cv=cv, ensemble=False).fit(X, y)
+        self.svc_ = self.calibrated_.calibrated_classifiers_[0].estimator
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        if self.calibrated_ is None:
+            p = 1.0 / (1.0 + np.exp(-self.svc_.decision_function(X)))
+            return np.column_stack([1.0 - p, p])
+        return self.calibrated_.predict_proba(X)
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        return self.svc_.decision_function(X)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)]
+
+
+class EarlyStoppedXGB(ClassifierMixin, BaseEstimator):
+    """XGBoost classifier whose number of boosting rounds is chosen by early stopping.
+
+    A stratified, seeded split holds out ``validation_fraction`` of the rows it
+    is fitted on; boosting stops when the held-out log-loss has not improved
+    for ``early_stopping_rounds``; the booster is then refitted on all rows
+    with the best number of rounds. The split is taken from the training rows
+    only, inside whatever fold fits this estimator.
+
+    Parameters
+    ----------
+    n_estimators
+        Upper bound on boosting rounds.
+    early_stopping_rounds, validation_fraction
+        The early-stopping rule and the share of rows it holds out.
+    learning_rate, max_depth, min_child_weight, subsample, colsample_bytree, reg_lambda, scale_pos_weight
+        As :class:`xgboost.XGBClassifier`.
+    n_jobs
+        Threads (1 keeps results byte-identical across machines).
+    random_state
+        Seed of the split and of row / column subsampling.
+    """
+
+    def __init__(self, n_estimators: int = 300, early_stopping_rounds: int = 20, validation_fraction: float = 0.2,
+                 learning_rate: float = 0.05, max_depth: int = 3, min_child_weight: float = 1.0,
+                 subsample: float = 0.8, colsample_bytree: float = 0.8, reg_lambda: float = 1.0,
+                 scale_pos_weight: float = 1.0, n_jobs: int = 1, random_state: int = 0) -> None:
+        self.n_estimators = n_estimators
+        self.early_stopping_rounds = early_stopping_rounds
+        self.validation_fraction = validation_fraction
+        self.learning_rate = learning_rate
+        self.max_depth = max_depth
+        self.min_child_weight = min_child_weight
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.reg_lambda = reg_lambda
+        self.scale_pos_weight = scale_pos_weight
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _booster(self, n_estimators: int, early_stopping_rounds: int | None) -> Any:
+        from xgboost import XGBClassifier
+
+        return XGBClassifier(
+            n_estimators=n_estimators, learning_rate=self.learning_rate, max_depth=self.max_depth,
+            min_child_weight=self.min_child_weight, subsample=self.subsample, colsample_bytree=self.colsample_bytree,
+            reg_lambda=self.reg_lambda, scale_pos_weight=self.scale_pos_weight, n_jobs=self.n_jobs,
+            random_state=self.random_state, tree_method="hist", eval_metric="logloss",
+            early_stopping_rounds=early_stopping_rounds,
+        )
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "EarlyStoppedXGB":
+        X = np.asarray(X, dtype=np.float32)
+        y = np.asarray(y).astype(np.int64)
+        self.classes_ = np.unique(y)
+        counts = np.bincount(y, minlength=2)
+        n_val = int(round(self.validation_fraction * len(y)))
+        rounds = self.n_estimators
+        if counts.min() >= 2 and n_val >= 2 and len(y) - n_val >= 2:
+            split = StratifiedShuffleSplit(1, test_size=n_val, random_state=self.random_state)
+            fit_idx, val_idx = next(split.split(X, y))
+            probe = self._booster(self.n_estimators, self.early_stopping_rounds)
+            probe.fit(X[fit_idx], y[fit_idx], eval_set=[(X[val_idx], y[val_idx])], verbose=False)
+            rounds = int(probe.best_iteration) + 1
+        else:
+            log.warning("xgboost: too few rows (%d, classes %s) for an early-stopping split; using %d rounds",
+                        len(y), counts.tolist(), rounds)
+        self.best_rounds_ = rounds
+        self.booster_ = self._booster(rounds, None).fit(X, y, verbose=False)
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.booster_.predict_proba(np.asarray(X, dtype=np.float32))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.booster_.predict(np.asarray(X, dtype=np.float32))
+
+
+PENALTIES = ("l2", "l1", "elasticnet")
+
+
+def l1_ratio(penalty: str, elasticnet_ratio: float = 0.5) -> float:
+    """The ``l1_ratio`` of a named penalty (``elasticnet`` mixes L1 and L2 by ``elasticnet_ratio``)."""
+    if penalty not in PENALTIES:
+        raise ValueError(f"penalty {penalty!r}: use l2, l1 or elasticnet")
+    return {"l2": 0.0, "l1": 1.0, "elasticnet": float(elasticnet_ratio)}[penalty]
+
+
+def classifier(kind: str, params: Mapping[str, Any], seed: int, grid: Mapping[str, Any] | None = None) -> BaseEstimator:
+    """The final step of a ``kind`` pipeline, with ``params`` (minus pipeline params) applied.
+
+    ``grid`` (the keys to be tuned) matters for logistic regression only: a
+    tuned ``penalty`` or ``l1_ratio`` needs the saga solver.
+
+    Raises
+    ------
+    ValueError
+        An unknown kind, penalty or parameter name.
+    """
+    own = {k: v for k, v in params.items() if k not in PIPELINE_PARAMS}
+    if kind == "logistic":
+        own["l1_ratio"] = l1_ratio(own.pop("penalty", "l2"), own.get("l1_ratio", 0.5))
+        # saga handles L1 and elastic net; lbfgs is faster for pure L2
+        sparse = own["l1_ratio"] > 0 or bool({"penalty", "l1_ratio"} & set(grid or {}))
+        est: BaseEstimator = LogisticRegression(solver="saga" if sparse else "lbfgs", max_iter=5000,
+                                                random_state=seed)
+    elif kind == "svm":
+        est = CalibratedSVC(random_state=seed)
+    elif kind == "xgboost":
+        est = EarlyStoppedXGB(random_state=seed)
+    else:
+        raise ValueError(f"not a classical learner: {kind!r} (use one of {', '.join(KINDS)})")
+    unknown = sorted(set(own) - set(est.get_params()))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown} for {kind}; known: {', '.join(sorted(est.get_params()))}")
+    return est.set_params(**own)
+
+
+def preprocessor(columns: Columns, pca: int | float | None = None, seed: int = 0) -> ColumnTransformer:
+    """Imputation, scaling, one-hot encoding and optional PCA of the image features (see module notes)."""
+    parts: list[tuple[str, Any, list[str]]] = []
+    if columns.features:
+        steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+        if pca is not None:
+            steps.append(("pca", PCA(n_components=pca, svd_solver="full", random_state=seed)))
+        parts.append(("features", Pipeline(steps), list(columns.features)))
+    elif pca is not None:
+        raise ValueError("params.pca reduces image features, but the model has none")
+    if columns.numeric:
+        parts.append(("numeric", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]),
+                      list(columns.numeric)))
+    if columns.categorical:
+        parts.append(("categorical", Pipeline([
+            ("impute", SimpleImputer(strategy="most_frequent")),
+            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+        ]), list(columns.categorical)))
+    if not parts:
+        raise ValueError("the model has no input columns")
+    return ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0, verbose_feature_names_out=True)
+
+
+def build_pipeline(kind: str, columns: Columns, params: Mapping[str, Any], seed: int,
+                   grid: Mapping[str, Any] | None = None) -> Pipeline:
+    """An unfitted ``prep -> clf`` pipeline for a classical learner (see module notes)."""
+    return Pipeline([("prep", preprocessor(columns, params.get("pca"), seed)),
+                     ("clf", classifier(kind, params, seed, grid))])
+
+
+def pipeline_grid(grid: Mapping[str, list[Any]], params: Mapping[str, Any] | None = None) -> dict[str, list[Any]]:
+    """A study.toml grid (``C``, ``pca``, ``penalty`` ...) as pipeline parameter names (``clf__C`` ...).
+
+    A ``penalty`` grid becomes an ``l1_ratio`` grid (elastic net mixing by ``params.l1_ratio``, default 0.5).
+    """
+    out = {}
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"grid.{key}: give a non-empty list of values")
+        if key == "pca":
+            out["prep__features__pca__n_components"] = list(values)
+        elif key == "penalty":
+            out["clf__l1_ratio"] = [l1_ratio(v, (params or {}).get("l1_ratio", 0.5)) for v in values]
+        else:
+            out[f"clf__{key}"] = list(values)
+    return out

@@ -1,0 +1,251 @@
+"""What one model sees: its input table, instance bags or member scores, row-aligned to patients.
+
+A model's inputs come from three places, all named in its ``study.toml`` entry:
+
+* ``features``: pooled feature blocks (``"feature_set:pooling"``), or for a
+  MIL model the instance bags of one feature set;
+* ``clinical``: cohort columns, typed but neither imputed nor scaled (the
+  model's pipeline does that on training patients only);
+* ``scores`` / ``members``: earlier models' predicted probabilities.
+
+A patient who lacks a feature block, a bag or an input model's score lacks the
+model's *inputs* and gets no prediction from it; a missing clinical *value* is
+not a missing input (the pipeline imputes it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from analytics.cohort import Bags, Cohort, feature_key
+from pipeline.config import Model
+
+SCORE_PREFIX = "score:"
+NUMERIC_TYPES = ("numeric", "integer")
+
+
+class ModelInputError(ValueError):
+    """A model's inputs cannot be assembled; the message names the model and the column."""
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Names of the input table's columns by how the pipeline treats them.
+
+    ``features`` are image-feature columns (the optional PCA acts on these
+    only); ``numeric`` are clinical numbers and input scores (imputed with the
+    median, standardised); ``categorical`` are clinical categories (imputed with
+    the most frequent level, one-hot encoded).
+    """
+
+    features: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return self.features + self.numeric + self.categorical
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"features": list(self.features), "numeric": list(self.numeric), "categorical": list(self.categorical)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Sequence[str]]) -> "Columns":
+        return cls(tuple(d.get("features", ())), tuple(d.get("numeric", ())), tuple(d.get("categorical", ())))
+
+
+@dataclass(frozen=True, eq=False)
+class ModelData:
+    """A model's inputs for some patients, every part aligned to ``patient_ids``.
+
+    Attributes
+    ----------
+    patient_ids
+        The patients, in cohort order.
+    table
+        Input table for classical learners (pandas, columns in ``columns.all``
+        order), or None.
+    columns
+        How the table's columns are treated, or None.
+    bags
+        One float32 ``(n_i, dim)`` instance matrix per patient (MIL), or None.
+    instances
+        Per patient, the instances' ``source_id, instance, x, y, z`` (MIL), or None.
+    scores
+        ``(n, m)`` member scores for voting / stacking, or None.
+    score_names
+        The member models, in column order.
+    """
+
+    patient_ids: tuple[str, ...]
+    table: pd.DataFrame | None = None
+    columns: Columns | None = None
+    bags: tuple[np.ndarray, ...] | None = None
+    instances: tuple[pl.DataFrame, ...] | None = None
+    scores: np.ndarray | None = None
+    score_names: tuple[str, ...] = field(default_factory=tuple)
+
+    def __len__(self) -> int:
+        return len(self.patient_ids)
+
+    def take(self, index: np.ndarray) -> "ModelData":
+        """The rows at integer positions (or a boolean mask) ``index``."""
+        idx = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index, dtype=np.int64)
+        return replace(
+            self,
+            patient_ids=tuple(self.patient_ids[i] for i in idx),
+            table=None if self.table is None else self.table.iloc[idx].reset_index(drop=True),
+            bags=None if self.bags is None else tuple(self.bags[i] for i in idx),
+            instances=None if self.instances is None else tuple(self.instances[i] for i in idx),
+            scores=None if self.scores is None else self.scores[idx],
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Assembled:
+    """Inputs of one model for every cohort patient, with who lacks which input."""
+
+    data: ModelData
+    available: np.ndarray
+    missing: dict[str, list[str]]
+
+
+def mil_feature_set(spec: Model) -> str:
+    """The feature set whose bags a MIL model reads (written without a pooling)."""
+    ref = spec.features[0]
+    if ":" in ref:
+        raise ModelInputError(
+            f"model '{spec.name}': a mil model reads instance bags, so features = [\"{ref.split(':', 1)[0]}\"] "
+            f"(no ':{ref.split(':', 1)[1]}' pooling)"
+        )
+    return ref
+
+
+def pooled_refs(spec: Model) -> list[str]:
+    """Pooled feature blocks a (non-MIL) model reads, as ``"feature_set:pooling"``."""
+    return [] if spec.kind == "mil" else [":".join(feature_key(f)) for f in spec.features]
+
+
+def input_models(spec: Model) -> list[str]:
+    """Models whose scores this model consumes (score inputs, then ensemble members)."""
+    return list(spec.scores) + [m for m in spec.members if m not in spec.scores]
+
+
+def score_matrix(
+    names: Sequence[str], scores: Mapping[str, Mapping[str, float]], patient_ids: Sequence[str]
+) -> tuple[np.ndarray, dict[str, list[str]]]:
+    """``(n, len(names))`` float64 matrix of input scores (NaN where a model gave none) and who lacks each."""
+    out = np.full((len(patient_ids), len(names)), np.nan)
+    missing: dict[str, list[str]] = {}
+    for j, name in enumerate(names):
+        if name not in scores:
+            raise ModelInputError(f"no predictions of model '{name}' to use as an input")
+        got = scores[name]
+        for i, pid in enumerate(patient_ids):
+            v = got.get(pid)
+            if v is not None and np.isfinite(v):
+                out[i, j] = v
+        lacking = [p for p, ok in zip(patient_ids, np.isfinite(out[:, j])) if not ok]
+        if lacking:
+            missing[f"{SCORE_PREFIX}{name}"] = lacking
+    return out, missing
+
+
+def _clinical_kinds(spec: Model, cohort: Cohort) -> tuple[list[str], list[str]]:
+    types = cohort.variable_types(spec.clinical)
+    frame = cohort.clinical(spec.clinical)
+    numeric, categorical = [], []
+    for col in spec.clinical:
+        kind, dtype = types[col], frame[col].dtype
+        if kind == "date":
+            raise ModelInputError(
+                f"model '{spec.name}': clinical column {col} is a date; derive a number from it in the cohort SQL "
+                "(e.g. an age or a duration in days)"
+            )
+        if kind in NUMERIC_TYPES or (kind == "binary" and (dtype.is_numeric() or dtype == pl.Boolean)):
+            if not (dtype.is_numeric() or dtype == pl.Boolean):
+                raise ModelInputError(
+                    f"model '{spec.name}': clinical column {col} is declared {kind} but holds {dtype} values"
+                )
+            numeric.append(col)
+        else:
+            categorical.append(col)
+    return numeric, categorical
+
+
+def _table(spec: Model, cohort: Cohort, score_values: np.ndarray) -> tuple[pd.DataFrame, Columns]:
+    feats, feat_names = cohort.matrix(pooled_refs(spec), dtype=np.float64) if spec.features else (
+        np.zeros((len(cohort), 0)), [])
+    numeric, categorical = _clinical_kinds(spec, cohort) if spec.clinical else ([], [])
+    clash = {c for c in spec.clinical if c.startswith(SCORE_PREFIX) or c in feat_names}
+    if clash:
+        raise ModelInputError(f"model '{spec.name}': clinical column names {sorted(clash)} clash with input names")
+    parts: dict[str, np.ndarray | list] = {n: feats[:, j] for j, n in enumerate(feat_names)}
+    clin = cohort.clinical(spec.clinical)
+    for col in numeric:
+        parts[col] = clin[col].cast(pl.Float64).to_numpy().astype(np.float64)
+    for col in categorical:
+        values = clin[col].cast(pl.String).to_list()
+        parts[col] = np.array([np.nan if v is None else v for v in values], dtype=object)
+    score_cols = [f"{SCORE_PREFIX}{n}" for n in spec.scores]
+    for j, col in enumerate(score_cols):
+        parts[col] = score_values[:, j]
+    columns = Columns(tuple(feat_names), tuple(numeric + score_cols), tuple(categorical))
+    return pd.DataFrame({c: parts[c] for c in columns.all}), columns
+
+
+def _bags(spec: Model, cohort: Cohort) -> tuple[Bags, list[str]]:
+    bags = cohort.bags(mil_feature_set(spec))
+    return bags, bags.missing
+
+
+def assemble(spec: Model, cohort: Cohort, scores: Mapping[str, Mapping[str, float]]) -> Assembled:
+    """A model's inputs for every cohort patient and which patients lack them.
+
+    Parameters
+    ----------
+    spec
+        The model's ``study.toml`` entry.
+    cohort
+        The cohort, with the model's pooled feature blocks loaded (bags are read
+        on demand).
+    scores
+        ``model name -> {patient_id: score}`` for the models this one consumes.
+
+    Returns
+    -------
+    Assembled
+    """
+    ids = cohort.patient_ids
+    available = np.ones(len(ids), dtype=bool)
+    missing: dict[str, list[str]] = {}
+    names = input_models(spec)
+    score_values, lacking = score_matrix(names, scores, ids)
+    missing.update(lacking)
+    available &= np.isfinite(score_values).all(axis=1)
+
+    if spec.kind in ("voting", "stacking"):
+        data = ModelData(tuple(ids), scores=score_values[:, [names.index(m) for m in spec.members]],
+                         score_names=tuple(spec.members))
+    elif spec.kind == "mil":
+        bags, lacking_bags = _bags(spec, cohort)
+        if lacking_bags:
+            missing[f"{bags.feature_set}:instances"] = lacking_bags
+        available &= bags.sizes > 0
+        inst = tuple(f.select("source_id", "instance", "x", "y", "z") for f in bags.instances)
+        data = ModelData(tuple(ids), bags=tuple(np.asarray(e, dtype=np.float32) for e in bags.embeddings),
+                         instances=inst)
+    else:
+        for ref in pooled_refs(spec):
+            block_ok = cohort.available([ref])
+            if not block_ok.all():
+                missing[ref] = [p for p, ok in zip(ids, block_ok) if not ok]
+            available &= block_ok
+        table, columns = _table(spec, cohort, score_values[:, : len(spec.scores)])
+        data = ModelData(tuple(ids), table=table, columns=columns)
+    return Assembled(data, available, missing)

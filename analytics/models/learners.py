@@ -1,0 +1,202 @@
+"""One interface over every model kind: ``fit(data, y)``, ``predict_score(data)``, ``chosen``.
+
+Each learner takes a :class:`~analytics.models.data.ModelData` (table, bags or
+member scores) and 0/1 labels, tunes its hyper-parameters by inner
+cross-validation on exactly the rows it is given (:mod:`analytics.models.tuning`)
+and predicts the probability of the positive class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+
+from analytics.models import classical, tuning
+from analytics.models.data import ModelData
+from analytics.models.ensemble import SoftVoting, Stacking
+from analytics.models.mil import MILClassifier
+
+
+class Learner(Protocol):
+    kind: str
+
+    def fit(self, data: ModelData, y: np.ndarray) -> "Learner": ...
+
+    def predict_score(self, data: ModelData) -> np.ndarray: ...
+
+    @property
+    def chosen(self) -> dict[str, Any]: ...
+
+
+def _grid(kind: str, grid: Mapping[str, list[Any]], params: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """The study's grid, else the default grid without the parameters fixed in ``params``."""
+    if grid:
+        return dict(grid)
+    return {k: v for k, v in classical.DEFAULT_GRIDS.get(kind, {}).items() if k not in params}
+
+
+class TabularLearner:
+    """A classical pipeline (:mod:`analytics.models.classical`) tuned by grouped inner CV."""
+
+    def __init__(self, kind: str, params: Mapping[str, Any], grid: Mapping[str, list[Any]], seed: int) -> None:
+        self.kind = kind
+        self.params = dict(params)
+        self.grid = _grid(kind, grid, params)
+        self.seed = seed
+        if "pca" in self.grid and "pca" not in self.params:
+            self.params["pca"] = self.grid["pca"][0]
+        est = classical.classifier(kind, self.params, seed, self.grid)  # fails early on unknown parameters
+        known = set(est.get_params()) | {"pca"} | ({"penalty"} if kind == "logistic" else set())
+        unknown = sorted(set(self.grid) - known)
+        if unknown:
+            raise ValueError(f"unknown grid parameter(s) {unknown} for {kind}; known: {', '.join(sorted(known))}")
+        if "penalty" in self.grid and "l1_ratio" in self.grid:
+            raise ValueError("tune either penalty or l1_ratio, not both")
+
+    def fit(self, data: ModelData, y: np.ndarray) -> "TabularLearner":
+        if data.table is None or data.columns is None:
+            raise ValueError(f"a {self.kind} model needs an input table")
+        pipe = classical.build_pipeline(self.kind, data.columns, self.params, self.seed, self.grid)
+        groups = np.asarray(data.patient_ids, dtype=object)
+        self.pipeline_, chosen, self.inner_auc_ = tuning.grid_search(
+            pipe, classical.pipeline_grid(self.grid, self.params), data.table, y, groups,
+            int(self.params.get("inner_folds", tuning.DEFAULT_INNER_FOLDS)), self.seed,
+        )
+        self.chosen_ = {"pca" if k.startswith("prep__") else k.removeprefix("clf__"): v for k, v in chosen.items()}
+        if "penalty" in self.grid:
+            ratio = self.chosen_.pop("l1_ratio")
+            self.chosen_["penalty"] = next(p for p in self.grid["penalty"]
+                                           if classical.l1_ratio(p, self.params.get("l1_ratio", 0.5)) == ratio)
+        return self
+
+    def predict_score(self, data: ModelData) -> np.ndarray:
+        return self.pipeline_.predict_proba(data.table)[:, 1].astype(np.float64)
+
+    @property
+    def chosen(self) -> dict[str, Any]:
+        return {**{k: v for k, v in self.params.items() if k != "inner_folds"}, **self.chosen_}
+
+    @classmethod
+    def fitted(cls, kind: str, params: Mapping[str, Any], pipeline: Pipeline, chosen: Mapping[str, Any]) -> "TabularLearner":
+        out = cls.__new__(cls)
+        out.kind, out.params, out.grid, out.seed = kind, dict(params), {}, 0
+        out.pipeline_, out.chosen_, out.inner_auc_ = pipeline, dict(chosen), None
+        return out
+
+
+class MILLearner:
+    """:class:`~analytics.models.mil.MILClassifier` on instance bags, grid tuned by grouped inner CV."""
+
+    kind = "mil"
+
+    def __init__(self, params: Mapping[str, Any], grid: Mapping[str, list[Any]], seed: int) -> None:
+        self.params = {k: v for k, v in params.items() if k != "inner_folds"}
+        self.inner_folds = int(params.get("inner_folds", tuning.DEFAULT_INNER_FOLDS))
+        self.grid = dict(grid)
+        self.seed = seed
+        unknown = sorted((set(self.params) | set(self.grid)) - set(MILClassifier.PARAMS))
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown} for mil; known: {', '.join(MILClassifier.PARAMS)}")
+        MILClassifier(**{**self.params, "seed": seed})  # validate values early
+
+    def _make(self, point: Mapping[str, Any]) -> MILClassifier:
+        return MILClassifier(**{"seed": self.seed, **self.params, **point})
+
+    def fit(self, data: ModelData, y: np.ndarray) -> "MILLearner":
+        if data.bags is None:
+            raise ValueError("a mil model needs instance bags")
+        bags = data.bags
+
+        def fit_score(point: dict[str, Any], tr: np.ndarray, te: np.ndarray) -> np.ndarray:
+            clf = self._make(point).fit([bags[i] for i in tr], y[tr])
+            return clf.predict_proba([bags[i] for i in te])[:, 1]
+
+        groups = np.asarray(data.patient_ids, dtype=object)
+        self.chosen_, self.inner_auc_ = tuning.select(fit_score, self.grid, y, groups, self.inner_folds, self.seed)
+        self.classifier_ = self._make(self.chosen_).fit(list(bags), y)
+        return self
+
+    def predict_score(self, data: ModelData) -> np.ndarray:
+        return self.classifier_.predict_proba(list(data.bags or ()))[:, 1]
+
+    def attention(self, data: ModelData) -> list[np.ndarray]:
+        return self.classifier_.attention(list(data.bags or ()))
+
+    @property
+    def chosen(self) -> dict[str, Any]:
+        return {**self.params, **self.chosen_}
+
+    @classmethod
+    def fitted(cls, classifier: MILClassifier, chosen: Mapping[str, Any]) -> "MILLearner":
+        out = cls.__new__(cls)
+        out.params, out.inner_folds, out.grid, out.seed = classifier.get_params(), 0, {}, classifier.seed
+        out.classifier_, out.chosen_, out.inner_auc_ = classifier, dict(chosen), None
+        return out
+
+
+class VotingLearner:
+    """Soft voting over member scores (nothing to tune)."""
+
+    kind = "voting"
+
+    def __init__(self, members: list[str], params: Mapping[str, Any]) -> None:
+        unknown = sorted(set(params) - {"weights"})
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown} for voting; known: weights")
+        self.model_ = SoftVoting(members, params.get("weights"))
+        self.inner_auc_ = None
+
+    def fit(self, data: ModelData, y: np.ndarray) -> "VotingLearner":
+        self.model_.fit(data.scores, y)
+        return self
+
+    def predict_score(self, data: ModelData) -> np.ndarray:
+        return self.model_.predict_score(data.scores)
+
+    @property
+    def chosen(self) -> dict[str, Any]:
+        return {"weights": dict(zip(self.model_.members, map(float, self.model_.weights)))}
+
+
+class StackingLearner:
+    """Logistic meta-learner on member out-of-fold scores; ``C`` tuned by inner CV."""
+
+    kind = "stacking"
+
+    def __init__(self, members: list[str], params: Mapping[str, Any], grid: Mapping[str, list[Any]], seed: int) -> None:
+        unknown = sorted((set(params) | set(grid)) - {"C", "inner_folds"})
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown} for stacking; known: C, inner_folds")
+        self.members = members
+        self.params = dict(params)
+        self.grid = dict(grid)
+        self.seed = seed
+
+    def fit(self, data: ModelData, y: np.ndarray) -> "StackingLearner":
+        scores = data.scores
+
+        def fit_score(point: dict[str, Any], tr: np.ndarray, te: np.ndarray) -> np.ndarray:
+            return Stacking(self.members, C=point.get("C", 1.0), seed=self.seed).fit(scores[tr], y[tr]).predict_score(scores[te])
+
+        groups = np.asarray(data.patient_ids, dtype=object)
+        folds = int(self.params.get("inner_folds", tuning.DEFAULT_INNER_FOLDS))
+        self.chosen_, self.inner_auc_ = tuning.select(fit_score, self.grid, y, groups, folds, self.seed)
+        c = self.chosen_.get("C", self.params.get("C", 1.0))
+        self.model_ = Stacking(self.members, C=c, seed=self.seed).fit(scores, y)
+        return self
+
+    def predict_score(self, data: ModelData) -> np.ndarray:
+        return self.model_.predict_score(data.scores)
+
+    @property
+    def chosen(self) -> dict[str, Any]:
+        return {"C": self.model_.C, "coefficients": self.model_.coefficients}
+
+    @classmethod
+    def fitted(cls, model: Stacking) -> "StackingLearner":
+        out = cls(list(model.members), {}, {}, model.seed)
+        out.model_, out.chosen_, out.inner_auc_ = model, {"C": model.C}, None
+        return out

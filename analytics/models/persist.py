@@ -1,0 +1,183 @@
+"""Saving and loading fitted models: one folder per model under ``<study>/models/<name>/``.
+
+Layout::
+
+    manifest.json        what the model is and what it was fitted on (see below)
+    model.joblib         the fitted scikit-learn pipeline (logistic, svm, xgboost)
+                         or stacking meta-learner
+    model.pt             a MIL network's state_dict (its config is in the manifest)
+    predictions.parquet  the rows written to the store's predictions table
+    attention.parquet    MIL only: every instance's attention weight
+
+The manifest lists the feature sets, clinical columns and input models, the
+cohort hash, the outer folds, the hyper-parameters chosen, library versions
+and ``fit_key``, the hash that ``cohortlab fit`` compares to skip a model
+whose inputs have not changed. A folder is written under a temporary name and
+renamed when complete. ``model.joblib`` is a pickle: load only folders this
+project wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import polars as pl
+
+from analytics.models.data import ModelData
+from analytics.models.learners import Learner, MILLearner, StackingLearner, TabularLearner, VotingLearner
+from analytics.models.mil import MILClassifier
+from pipeline.config import Model
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+PREDICTIONS = "predictions.parquet"
+ATTENTION = "attention.parquet"
+JOBLIB = "model.joblib"
+TORCH = "model.pt"
+
+
+class PersistError(RuntimeError):
+    """A model folder that is missing, incomplete or from another format."""
+
+
+def artifact_name(kind: str) -> str | None:
+    """The file that holds a fitted ``kind`` model (None: the manifest alone describes it)."""
+    return {"mil": TORCH, "voting": None}.get(kind, JOBLIB)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape a fitted model."""
+    import sklearn
+    import torch
+    import xgboost
+
+    from pipeline.store import code_version
+
+    return {"python": platform.python_version(), "numpy": np.__version__, "scikit-learn": sklearn.__version__,
+            "xgboost": xgboost.__version__, "torch": torch.__version__, "polars": pl.__version__,
+            "cohortlab": code_version()}
+
+
+def predictions_hash(frame: pl.DataFrame) -> str:
+    """sha256 of a predictions frame's rows (ids, splits, folds and the exact score bits)."""
+    f = frame.sort("patient_id")
+    h = hashlib.sha256()
+    h.update("\0".join(f["patient_id"].to_list()).encode())
+    h.update("\0".join(f["split"].to_list()).encode())
+    h.update(np.asarray(f["fold"].fill_null(-1).to_numpy(), dtype=np.int64).tobytes())
+    h.update(np.asarray(f["score"].to_numpy(), dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class FittedModel:
+    """A saved model, loaded: its config, fitted learner, manifest and folder."""
+
+    spec: Model
+    learner: Learner
+    manifest: dict[str, Any]
+    path: Path
+
+    def predict_score(self, data: ModelData) -> np.ndarray:
+        """Probability of the positive class for every row of ``data``."""
+        return self.learner.predict_score(data)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+
+
+def save_model(
+    folder: Path,
+    learner: Learner,
+    manifest: dict[str, Any],
+    predictions: pl.DataFrame,
+    attention: pl.DataFrame | None = None,
+) -> Path:
+    """Write a fitted model's folder (replacing an older one) and return it."""
+    import torch
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        kind = manifest["kind"]
+        name = artifact_name(kind)
+        if isinstance(learner, TabularLearner):
+            joblib.dump(learner.pipeline_, tmp / JOBLIB)
+        elif isinstance(learner, StackingLearner):
+            joblib.dump(learner.model_, tmp / JOBLIB)
+        elif isinstance(learner, MILLearner):
+            torch.save(learner.classifier_.state_dict(), tmp / TORCH)
+            manifest = {**manifest, "mil": learner.classifier_.config()}
+        predictions.write_parquet(tmp / PREDICTIONS)
+        if attention is not None:
+            attention.write_parquet(tmp / ATTENTION)
+        _write_json(tmp / MANIFEST, {**manifest, "format": FORMAT, "artifact": name})
+        old = folder.with_name(f".{folder.name}.{os.getpid()}.old")
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """The manifest of a complete model folder of this format, else None."""
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if manifest.get("format") != FORMAT or not (Path(folder) / PREDICTIONS).exists():
+        return None
+    art = manifest.get("artifact")
+    if art is not None and not (Path(folder) / art).exists():
+        return None
+    return manifest
+
+
+def read_predictions(folder: Path) -> pl.DataFrame:
+    """The predictions a model folder holds."""
+    return pl.read_parquet(Path(folder) / PREDICTIONS)
+
+
+def load_model(path: str | Path) -> FittedModel:
+    """Load a model folder written by ``cohortlab fit``.
+
+    Raises
+    ------
+    PersistError
+        The folder is missing, incomplete or of another format.
+    """
+    import torch
+
+    folder = Path(path)
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise PersistError(f"{folder}: no complete saved model here (run `cohortlab fit` first)")
+    spec = Model.model_validate(manifest["config"])
+    chosen = manifest.get("chosen", {})
+    if spec.kind == "mil":
+        state = torch.load(folder / TORCH, map_location="cpu", weights_only=True)
+        learner: Learner = MILLearner.fitted(MILClassifier.from_state(manifest["mil"], state), chosen)
+    elif spec.kind == "voting":
+        learner = VotingLearner(list(spec.members), spec.params)
+    elif spec.kind == "stacking":
+        learner = StackingLearner.fitted(joblib.load(folder / JOBLIB))
+    else:
+        learner = TabularLearner.fitted(spec.kind, spec.params, joblib.load(folder / JOBLIB), chosen)
+    return FittedModel(spec, learner, manifest, folder)
