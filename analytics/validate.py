@@ -286,6 +286,9 @@ def validate(study: Study, force: bool = False, progress: bool = True) -> Valida
         con.close()
     if preds.height == 0:
         raise ValueError(f"{study.store_path}: no predictions yet; run `cohortlab fit` first")
+    # predictions of models since removed from study.toml are left out
+    models = [m.name for m in study.models if m.name in set(preds.get_column("model").to_list())]
+    preds = preds.filter(pl.col("model").is_in(models))
     cohort = load_cohort(study)
     cols = ["patient_id", "label", "center", "split"] + [c for c in ("time", "event") if c in cohort.frame.columns]
     outcomes = cohort.frame.select(cols).rename({"split": "cohort_split"})
@@ -298,9 +301,6 @@ def validate(study: Study, force: bool = False, progress: bool = True) -> Valida
                 return result
         except json.JSONDecodeError:
             pass
-    # predictions of models since removed from study.toml are left out
-    models = [m.name for m in study.models if m.name in set(preds.get_column("model").to_list())]
-    preds = preds.filter(pl.col("model").is_in(models))
     metrics: dict[str, Any] = {
         "study": study.study.name,
         "cohort": cohort.name,
