@@ -146,7 +146,11 @@ def _split_metrics(
     elif note:
         notes.append(note)
     roc = stats.roc_curve(y, score)
-    curves["roc"] = {c: roc.get_column(c).to_list() for c in ("fpr", "tpr") if c in roc.columns}
+    curves["roc"] = {
+        "fpr": (1.0 - roc.get_column("specificity")).to_list(),
+        "tpr": roc.get_column("sensitivity").to_list(),
+        "threshold": roc.get_column("threshold").to_list(),
+    }
     cc, note = _safe(stats.calibration_curve, y, score, level=v.level)
     if cc is not None:
         curves["calibration"] = cc.as_dict()

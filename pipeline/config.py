@@ -232,7 +232,7 @@ class Study(_Strict):
     # --- resolved paths -------------------------------------------------
     def path(self, relative: str | Path) -> Path:
         p = Path(relative)
-        return p if p.is_absolute() else (self.root / p)
+        return p if p.is_absolute() else (self.root / p).resolve()
 
     @property
     def store_path(self) -> Path:

@@ -174,3 +174,18 @@ def test_tiny_split_gets_point_estimates_and_notes(tmp_path: Path) -> None:
     assert out["auc"]["estimate"] == pytest.approx(roc_auc_score(y, s))
     assert out["auc"]["low"] is None and out["auc"]["method"] == "no CI"
     assert any("without a CI" in n for n in notes)
+
+
+def test_curves_hold_the_roc(tmp_path: Path) -> None:
+    _study(tmp_path)
+    preds = _predict(tmp_path)
+    study = load_study(tmp_path / "study.toml")
+    validate(study, progress=False)
+    curves = json.loads((study.report_dir / "curves.json").read_text())
+    roc = curves["good"]["external"]["roc"]
+    ext = preds.filter((pl.col("model") == "good") & (pl.col("split") == "external"))
+    y, s = ext["label"].to_numpy(), ext["score"].to_numpy()
+    # trapezoidal area under the stored curve equals the Mann-Whitney AUC
+    order = np.lexsort((roc["tpr"], roc["fpr"]))
+    fpr, tpr = np.asarray(roc["fpr"])[order], np.asarray(roc["tpr"])[order]
+    assert np.trapezoid(tpr, fpr) == pytest.approx(roc_auc_score(y, s), abs=1e-9)

@@ -1,0 +1,326 @@
+"""Report figures: ROC with confidence bands, calibration, decision curves, AUC-difference forest plots
+and Kaplan-Meier curves with numbers at risk.
+
+Every function takes plain data and returns PNG bytes. Figures are drawn on
+:class:`matplotlib.figure.Figure` objects with the Agg canvas (no pyplot
+state), under one shared style, and saved without the "Software" metadata
+chunk, so the same data always give byte-identical PNGs.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+log = logging.getLogger("cohortlab.figures")
+
+DPI = 110
+# Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+SPLIT_COLORS = MappingProxyType({"train": "#6E6E6E", "internal": "#0072B2", "external": "#D55E00"})
+SPLIT_TITLES = MappingProxyType(
+    {"train": "Training (out-of-fold)", "internal": "Internal validation", "external": "External validation"}
+)
+GROUP_COLORS = MappingProxyType({"low": "#0072B2", "intermediate": "#E69F00", "high": "#D55E00"})
+STYLE = MappingProxyType({
+    "font.family": "DejaVu Sans",
+    "font.size": 8.5,
+    "axes.titlesize": 9.5,
+    "axes.labelsize": 8.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#D9D9D9",
+    "grid.linewidth": 0.6,
+    "legend.fontsize": 7.5,
+    "legend.frameon": False,
+    "lines.linewidth": 1.6,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "savefig.facecolor": "white",
+    "figure.facecolor": "white",
+})
+
+
+def model_color(index: int) -> str:
+    """The colour of the ``index``-th model (cycling through :data:`PALETTE`)."""
+    return PALETTE[index % len(PALETTE)]
+
+
+@contextmanager
+def _styled() -> Iterator[None]:
+    with matplotlib.rc_context(dict(STYLE)):
+        yield
+
+
+def _figure(width: float, height: float) -> Figure:
+    # fixed margins instead of a layout engine: cheaper, and identical from run to run
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _margins(fig: Figure, titled: bool, left: float = 0.55, bottom: float = 0.5, right: float = 0.15,
+             top: float = 0.3, wspace: float = 0.32) -> None:
+    """Margins in inches (the title adds a line at the top)."""
+    w, h = fig.get_size_inches()
+    top += 0.28 if titled else 0.0
+    fig.subplots_adjust(left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h, wspace=wspace)
+
+
+def to_png(fig: Figure) -> bytes:
+    """PNG bytes of ``fig``, without the time-free but version-bearing "Software" chunk."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def data_uri(png: bytes) -> str:
+    """``data:image/png;base64,...`` for embedding a PNG in HTML."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _panels(fig: Figure, n: int) -> list:
+    axes = fig.subplots(1, max(n, 1), squeeze=False)[0]
+    return list(axes)
+
+
+# --- ROC -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RocPanel:
+    """One ROC curve with an optional pointwise band of sensitivity at fixed specificities.
+
+    ``fpr``/``tpr`` are the empirical curve; ``band_specificity``, ``band_low``
+    and ``band_high`` the bootstrap interval of sensitivity (pROC ``ci.se``).
+    """
+
+    split: str
+    fpr: np.ndarray
+    tpr: np.ndarray
+    label: str
+    band_specificity: np.ndarray | None = None
+    band_low: np.ndarray | None = None
+    band_high: np.ndarray | None = None
+
+
+def roc_figure(title: str, panels: Sequence[RocPanel], level: float = 0.95) -> bytes:
+    """One ROC panel per split, each with its bootstrap confidence band (shaded)."""
+    with _styled():
+        fig = _figure(3.4 * max(len(panels), 1), 3.75)
+        _margins(fig, titled=True)
+        for ax, p in zip(_panels(fig, len(panels)), panels):
+            color = SPLIT_COLORS.get(p.split, PALETTE[0])
+            ax.plot([0, 1], [0, 1], color="#A0A0A0", lw=0.8, ls="--")
+            if p.band_specificity is not None and p.band_low is not None and p.band_high is not None:
+                order = np.argsort(1 - p.band_specificity)
+                ax.fill_between((1 - p.band_specificity)[order], p.band_low[order], p.band_high[order],
+                                color=color, alpha=0.18, lw=0, label=f"{level:.0%} CI of sensitivity")
+            ax.plot(p.fpr, p.tpr, color=color, drawstyle="default", label=p.label)
+            ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="1 − specificity", ylabel="Sensitivity",
+                   title=SPLIT_TITLES.get(p.split, p.split), aspect="equal")
+            ax.legend(loc="lower right")
+        fig.suptitle(title, fontsize=10, fontweight="bold")
+        return to_png(fig)
+
+
+def roc_overview_figure(panels: Mapping[str, Sequence[tuple[str, np.ndarray, np.ndarray, str]]]) -> bytes:
+    """One panel per split, all models overlaid: ``{split: [(model, fpr, tpr, label), ...]}``."""
+    with _styled():
+        fig = _figure(3.4 * max(len(panels), 1), 3.5)
+        _margins(fig, titled=False)
+        for ax, (split, curves) in zip(_panels(fig, len(panels)), panels.items()):
+            ax.plot([0, 1], [0, 1], color="#A0A0A0", lw=0.8, ls="--")
+            for i, (_, fpr, tpr, label) in enumerate(curves):
+                ax.plot(fpr, tpr, color=model_color(i), label=label)
+            ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="1 − specificity", ylabel="Sensitivity",
+                   title=SPLIT_TITLES.get(split, split), aspect="equal")
+            ax.legend(loc="lower right")
+        return to_png(fig)
+
+
+# --- calibration --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CalibrationPanel:
+    """Smoothed (loess) and binned calibration of one split, with the predictions for a rug."""
+
+    split: str
+    smooth_prob: np.ndarray
+    smooth_observed: np.ndarray
+    bin_prob: np.ndarray
+    bin_observed: np.ndarray
+    bin_low: np.ndarray
+    bin_high: np.ndarray
+    predictions: np.ndarray
+    label: str
+
+
+def calibration_figure(title: str, panels: Sequence[CalibrationPanel]) -> bytes:
+    """Observed against predicted risk: loess line, decile points with Wilson CIs, ideal diagonal, rug."""
+    with _styled():
+        fig = _figure(3.4 * max(len(panels), 1), 3.75)
+        _margins(fig, titled=True)
+        for ax, p in zip(_panels(fig, len(panels)), panels):
+            color = SPLIT_COLORS.get(p.split, PALETTE[0])
+            ax.plot([0, 1], [0, 1], color="#A0A0A0", lw=0.8, ls="--", label="ideal")
+            if p.smooth_prob.size:
+                ax.plot(p.smooth_prob, p.smooth_observed, color=color, label="loess")
+            if p.bin_prob.size:
+                err = np.vstack([np.clip(p.bin_observed - p.bin_low, 0, None), np.clip(p.bin_high - p.bin_observed, 0, None)])
+                ax.errorbar(p.bin_prob, p.bin_observed, yerr=err, fmt="o", ms=3.5, color=color, ecolor=color,
+                            elinewidth=0.8, capsize=2, alpha=0.8, label="risk groups (95% CI)")
+            if p.predictions.size:
+                ax.plot(p.predictions, np.full(p.predictions.shape, -0.035), "|", color=color, ms=6, alpha=0.5)
+            ax.set(xlim=(-0.01, 1.01), ylim=(-0.06, 1.04), xlabel="Predicted probability",
+                   ylabel="Observed proportion", title=SPLIT_TITLES.get(p.split, p.split), aspect="equal")
+            ax.text(0.03, 0.97, p.label, transform=ax.transAxes, va="top", ha="left", fontsize=7.5)
+        fig.suptitle(title, fontsize=10, fontweight="bold")
+        return to_png(fig)
+
+
+# --- decision curves ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecisionPanel:
+    """Net benefit of the model, treat-all and treat-none over threshold probabilities."""
+
+    split: str
+    threshold: np.ndarray
+    net_benefit: np.ndarray
+    treat_all: np.ndarray
+    treat_none: np.ndarray
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+
+
+def decision_figure(title: str, panels: Sequence[DecisionPanel], level: float = 0.95) -> bytes:
+    """Decision curves (Vickers & Elkin, Med Decis Making 2006) per split."""
+    with _styled():
+        fig = _figure(3.4 * max(len(panels), 1), 3.3)
+        _margins(fig, titled=True)
+        for ax, p in zip(_panels(fig, len(panels)), panels):
+            color = SPLIT_COLORS.get(p.split, PALETTE[0])
+            if p.low is not None and p.high is not None:
+                ax.fill_between(p.threshold, p.low, p.high, color=color, alpha=0.18, lw=0, label=f"{level:.0%} CI")
+            ax.plot(p.threshold, p.net_benefit, color=color, label="model")
+            ax.plot(p.threshold, p.treat_all, color="#444444", lw=1.0, label="treat all")
+            ax.plot(p.threshold, p.treat_none, color="#444444", lw=1.0, ls=":", label="treat none")
+            top = float(np.nanmax(np.concatenate([p.net_benefit, p.treat_all, p.high if p.high is not None else p.net_benefit])))
+            ax.set(xlim=(float(p.threshold.min()), float(p.threshold.max())), ylim=(-0.05, max(top, 0.05) * 1.1),
+                   xlabel="Threshold probability", ylabel="Net benefit", title=SPLIT_TITLES.get(p.split, p.split))
+            ax.legend(loc="upper right")
+        fig.suptitle(title, fontsize=10, fontweight="bold")
+        return to_png(fig)
+
+
+# --- model comparison ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ForestRow:
+    """One paired comparison: AUC(a) − AUC(b) with its CI and p-value on one split."""
+
+    label: str
+    split: str
+    difference: float
+    low: float
+    high: float
+    p_text: str
+
+
+def forest_figure(rows: Sequence[ForestRow], level: float = 0.95) -> bytes:
+    """Forest plot of AUC differences (paired DeLong) with a zero line."""
+    with _styled():
+        labels = [f"{r.label} · {r.split}" for r in rows]
+        fig = _figure(7.2, 0.95 + 0.34 * max(len(rows), 1))
+        _margins(fig, titled=False, left=0.2 + 0.065 * max(len(t) for t in labels), right=0.75, top=0.15, bottom=0.55)
+        ax = fig.subplots()
+        y = np.arange(len(rows))[::-1]
+        for yi, r in zip(y, rows):
+            color = SPLIT_COLORS.get(r.split, PALETTE[0])
+            ax.plot([r.low, r.high], [yi, yi], color=color, lw=1.6)
+            ax.plot([r.difference], [yi], "s", color=color, ms=5)
+        ax.axvline(0, color="#777777", lw=0.8, ls="--")
+        ax.set_yticks(y, labels)
+        ax.set_xlabel(f"Difference in AUC ({level:.0%} CI), paired DeLong")
+        ax.grid(axis="y", visible=False)
+        lim = max([abs(v) for r in rows for v in (r.low, r.high) if np.isfinite(v)] + [0.05]) * 1.15
+        ax.set_xlim(-lim, lim)
+        ax2 = ax.twinx()
+        ax2.set_ylim(ax.get_ylim())
+        ax2.set_yticks(y, [f"p {r.p_text}" for r in rows])
+        ax2.grid(False)
+        ax2.spines["right"].set_visible(False)
+        ax2.tick_params(axis="y", length=0)
+        return to_png(fig)
+
+
+# --- survival ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KMGroup:
+    """Kaplan-Meier curve of one risk group with its pointwise band."""
+
+    name: str
+    time: np.ndarray
+    survival: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+def at_risk_times(max_time: float, n_ticks: int = 6) -> np.ndarray:
+    """Tick times for the numbers-at-risk table: matplotlib's "nice" steps from 0 to ``max_time``."""
+    ticks = MaxNLocator(nbins=n_ticks - 1, steps=[1, 2, 2.5, 5, 10], integer=False).tick_values(0.0, max_time)
+    return ticks[(ticks >= 0) & (ticks <= max_time + 1e-9)]
+
+
+def km_figure(title: str, groups: Sequence[KMGroup], times: np.ndarray, at_risk: Mapping[str, Sequence[int]],
+              subtitle: str, time_label: str = "Time") -> bytes:
+    """Kaplan-Meier curves by risk group, shaded pointwise CIs, and the numbers at risk beneath."""
+    with _styled():
+        fig = _figure(5.2, 3.4 + 0.22 * len(groups))
+        _margins(fig, titled=False, left=0.65, bottom=0.45, top=0.3, right=0.2)
+        ax, tab = fig.subplots(2, 1, height_ratios=[4, 0.45 + 0.3 * len(groups)], sharex=True,
+                               gridspec_kw={"hspace": 0.32})
+        for i, g in enumerate(groups):
+            color = GROUP_COLORS.get(g.name, PALETTE[i % len(PALETTE)])
+            ax.step(g.time, g.survival, where="post", color=color, label=f"{g.name} risk" if g.name in GROUP_COLORS else g.name)
+            ax.fill_between(g.time, g.low, g.high, step="post", color=color, alpha=0.10, lw=0)
+        ax.set(ylim=(-0.02, 1.02), ylabel="Event-free probability", title=title)
+        ax.text(0.98, 0.97, subtitle, transform=ax.transAxes, ha="right", va="top", fontsize=7.5)
+        ax.legend(loc="lower left")
+        tab.set_ylim(-0.5, len(groups) - 0.5)
+        tab.set_yticks(range(len(groups))[::-1], [g.name for g in groups])
+        for i, g in enumerate(groups):
+            color = GROUP_COLORS.get(g.name, PALETTE[i % len(PALETTE)])
+            for t, n in zip(times, at_risk[g.name]):
+                tab.text(t, len(groups) - 1 - i, str(int(n)), ha="center", va="center", fontsize=7.5, color=color)
+        tab.set_xticks(times, [f"{t:g}" for t in times])
+        right = max([float(times[-1])] + [float(np.nanmax(g.time)) for g in groups if g.time.size]) or 1.0
+        tab.set_xlim(-0.03 * right, right * 1.03)
+        tab.set_xlabel(time_label)
+        tab.set_title("Number at risk", fontsize=7.5, loc="left")
+        tab.grid(False)
+        for side in ("left", "bottom"):
+            tab.spines[side].set_visible(False)
+        tab.tick_params(axis="y", length=0)
+        return to_png(fig)

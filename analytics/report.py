@@ -1,0 +1,986 @@
+"""The validation report: one self-contained HTML file per study, ``<report_dir>/index.html``.
+
+What it reads (it writes nothing but the report):
+
+* ``metrics.json`` / ``curves.json`` from :mod:`analytics.validate` (every
+  number in the performance, comparison and survival tables comes from
+  ``metrics.json``, formatted, never recomputed);
+* the store: patients, feature-set provenance, failed embedding items, the
+  ``variables`` dictionary and the ``predictions`` table (for the ROC curves and
+  their bootstrap bands, and the calibration rugs);
+* the cohort (:func:`analytics.cohort.load_cohort`): participant flow, Table 1,
+  missing data;
+* model manifests ``<study>/models/<name>/manifest.json`` when ``fit`` wrote
+  them (else the ``study.toml`` entries), and ``<report_dir>/explain/manifest.json``.
+
+Figures are PNGs embedded as base64 ``data:`` URIs, the CSS is inline and
+there are no scripts, so the file reads offline and prints (print CSS starts
+each section on a new page and keeps table rows and figures whole). Every
+performance cell carries ``data-metric="model|split|metric"`` (metric names as
+in ``metrics.csv``) so the numbers can be checked against ``metrics.json``.
+Same inputs give a byte-identical file: no time stamps, PNGs without
+software metadata, seeded bootstraps.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import jinja2
+import numpy as np
+import polars as pl
+from markupsafe import Markup
+from tqdm.auto import tqdm
+
+from analytics import figures, tripod
+from analytics.stats.bootstrap import bootstrap_indices
+from analytics.stats.thresholds import roc_curve
+from pipeline import store
+from pipeline.config import Study
+
+log = logging.getLogger("cohortlab.report")
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+SPLITS = ("train", "internal", "external")
+SPLIT_NAMES = MappingProxyType({"train": "train (out-of-fold)", "internal": "internal", "external": "external"})
+# Sections and their stable element ids (tests and the TRIPOD table link to them).
+SECTIONS = (
+    ("sec-study", "Study and data"),
+    ("sec-features", "Feature sets"),
+    ("sec-models", "Models"),
+    ("sec-performance", "Performance"),
+    ("sec-roc", "ROC curves"),
+    ("sec-calibration", "Calibration"),
+    ("sec-decision", "Decision curves"),
+    ("sec-comparison", "Model comparison"),
+    ("sec-survival", "Survival"),
+    ("sec-explanations", "Explanations"),
+    ("sec-failed", "Failed inputs"),
+    ("sec-tripod", "TRIPOD+AI checklist"),
+)
+# (metric name as in metrics.csv, row label); intervals unless the name says otherwise
+METRIC_ROWS = (
+    ("n", "Patients"),
+    ("n_positive", "Events (label 1)"),
+    ("auc", "AUC, DeLong CI"),
+    ("auc_bootstrap", "AUC, bootstrap CI"),
+    ("sensitivity", "Sensitivity"),
+    ("specificity", "Specificity"),
+    ("accuracy", "Accuracy"),
+    ("ppv", "PPV"),
+    ("npv", "NPV"),
+    ("f1", "F1"),
+    ("calibration_intercept", "Calibration intercept"),
+    ("calibration_slope", "Calibration slope"),
+    ("calibration_brier", "Brier score"),
+    ("calibration_ici", "ICI"),
+    ("c_index", "C-index (Harrell)"),
+    ("logrank_p", "Log-rank p (risk groups)"),
+)
+BAND_SPECIFICITIES = np.round(np.linspace(0.0, 1.0, 51), 10)
+BAND_SPECIFICITIES.flags.writeable = False
+EXPLAIN_TYPES = MappingProxyType({".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+                                  ".svg": "image/svg+xml"})
+
+
+class ReportError(RuntimeError):
+    """The report cannot be written; the message names the file."""
+
+
+# --- number formatting ---------------------------------------------------------------------------
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    """A number with ``digits`` decimals; "–" for missing or non-finite values."""
+    if x is None or isinstance(x, bool):
+        return "–"
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return "–"
+    return f"{f:.{digits}f}" if math.isfinite(f) else "–"
+
+
+def fmt_interval(iv: Mapping[str, Any] | None, digits: int = 3) -> str:
+    """``estimate (low–high)``; the estimate alone when the interval is missing."""
+    if not iv:
+        return "–"
+    est = fmt(iv.get("estimate"), digits)
+    if iv.get("low") is None or iv.get("high") is None:
+        return est
+    return f"{est} ({fmt(iv['low'], digits)}–{fmt(iv['high'], digits)})"
+
+
+def fmt_p(p: Any) -> str:
+    """A p-value: three decimals, or "<0.001"."""
+    if p is None:
+        return "–"
+    p = float(p)
+    if not math.isfinite(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def fmt_count(k: int, n: int) -> str:
+    """``k (x.x%)`` of ``n``."""
+    return f"{k} ({100.0 * k / n:.1f}%)" if n else str(k)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A table cell: its text and, for numbers from metrics.json, the ``data-metric`` key."""
+
+    text: str
+    metric: str | None = None
+    cls: str = "num"
+
+
+def metric_cell(model: str, split: str, name: str, split_metrics: Mapping[str, Any]) -> Cell:
+    """The formatted value of metrics.csv's ``name`` for one model and split (``–`` when absent)."""
+    key = f"{model}|{split}|{name}"
+    if name in ("n", "n_positive"):
+        v = split_metrics.get(name)
+        return Cell("–" if v is None else str(int(v)), key)
+    if name.startswith("calibration_"):
+        return Cell(fmt((split_metrics.get("calibration") or {}).get(name.removeprefix("calibration_"))), key)
+    if name == "logrank_p":
+        return Cell(fmt_p((split_metrics.get("logrank") or {}).get("p")), key)
+    return Cell(fmt_interval(split_metrics.get(name)), key)
+
+
+# --- ROC bands --------------------------------------------------------------------------------------
+
+
+def _roc_points(cases: np.ndarray, controls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Specificity (ascending) and sensitivity at pROC's thresholds (-inf, midpoints, +inf), direction "<"."""
+    cases, controls = np.sort(cases), np.sort(controls)
+    u = np.unique(np.concatenate([cases, controls]))
+    sp = np.concatenate([[0.0], np.searchsorted(controls, u, side="right") / controls.size])
+    se = np.concatenate([(cases.size - np.searchsorted(cases, u, side="left")) / cases.size, [0.0]])
+    return sp, se
+
+
+def sensitivity_at(sp: np.ndarray, se: np.ndarray, targets: np.ndarray, tol: float = 1e-12) -> np.ndarray:
+    """Sensitivity at given specificities as pROC ``coords(input="specificity")``.
+
+    An ROC point at the target specificity gives its sensitivity (the highest
+    one when several points share it); otherwise the sensitivity is
+    interpolated linearly between the two neighbouring points. ``sp`` must be
+    ascending from 0 to 1 and ``se`` descending. Specificities within ``tol``
+    of a target count as equal (float noise in ``k / n``).
+    """
+    i = np.searchsorted(sp, targets - tol, side="left")
+    i = np.clip(i, 0, sp.size - 1)
+    exact = np.abs(sp[i] - targets) <= tol
+    j = np.clip(i, 1, sp.size - 1)
+    span = sp[j] - sp[j - 1]
+    prop = np.divide(targets - sp[j - 1], span, out=np.zeros_like(targets, dtype=float), where=span > 0)
+    interp = se[j - 1] - prop * (se[j - 1] - se[j])
+    return np.where(exact, se[i], interp)
+
+
+def roc_band(
+    y: np.ndarray, score: np.ndarray, specificities: np.ndarray = BAND_SPECIFICITIES,
+    n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pointwise bootstrap CI of sensitivity at fixed specificities (pROC ``ci.se``).
+
+    Cases and controls are resampled separately (stratified, the resamples of
+    :func:`analytics.stats.bootstrap.bootstrap_indices` for ``seed``); each
+    resample's empirical ROC gives the sensitivity at every specificity
+    (:func:`sensitivity_at`); the band is the percentile interval. Robin et al.,
+    BMC Bioinformatics 2011;12:77 (pROC ``ci.se``, ``boot.stratified = TRUE``).
+
+    Returns
+    -------
+    (low, high)
+        Arrays aligned with ``specificities``.
+    """
+    y = np.asarray(y).astype(int)
+    score = np.asarray(score, dtype=float)
+    m = int(y.sum())
+    if m == 0 or m == y.size:
+        raise ValueError("ROC band needs cases and controls")
+    reps = np.empty((n_boot, specificities.size))
+    b = 0
+    for chunk in bootstrap_indices(y, n_boot, seed=seed, stratified=True):
+        for row in chunk:
+            sp, se = _roc_points(score[row[:m]], score[row[m:]])
+            reps[b] = sensitivity_at(sp, se, specificities)
+            b += 1
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(reps, [alpha, 1.0 - alpha], axis=0)
+    return low, high
+
+
+# --- reading the run ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Everything the report reads from one study run."""
+
+    study: Study
+    metrics: dict[str, Any] | None
+    curves: dict[str, Any]
+    predictions: pl.DataFrame
+    store_patients: pl.DataFrame
+    feature_sets: pl.DataFrame
+    coverage: dict[str, int]
+    failed: pl.DataFrame
+    variables: pl.DataFrame
+    cohort: Any | None
+    cohort_error: str | None
+    manifests: dict[str, dict[str, Any]]
+    explain: dict[str, Any] | None
+    warnings: tuple[str, ...] = ()
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from None
+
+
+def _model_names(study: Study, metrics: Mapping[str, Any] | None, predictions: pl.DataFrame) -> list[str]:
+    present = set((metrics or {}).get("models", {})) | set(predictions.get_column("model").to_list())
+    ordered = [m.name for m in study.models if m.name in present]
+    return ordered + sorted(present - set(ordered))
+
+
+def read_sources(study: Study) -> Sources:
+    """Read metrics, curves, the store, the cohort, model and explanation manifests of ``study``."""
+    from analytics.cohort import CohortError, feature_coverage, load_cohort
+    from analytics.splits import SplitError
+
+    out = study.report_dir
+    metrics = _read_json(out / "metrics.json")
+    curves = _read_json(out / "curves.json") or {}
+    explain = _read_json(out / "explain" / "manifest.json")
+    warnings: list[str] = []
+    con = store.connect(study.store_path, read_only=True)
+    try:
+        patients = store.query(con, "SELECT patient_id, center FROM patients ORDER BY patient_id")
+        fsets = store.feature_sets(con)
+        failed = store.query(con, "SELECT feature_set, source_id, patient_id, error FROM embed_items "
+                                  "WHERE status = 'failed' ORDER BY feature_set, source_id")
+        variables = store.query(con, "SELECT name, type, unit, role, label, n_missing FROM variables ORDER BY name")
+        predictions = store.query(con, "SELECT model, patient_id, split, score, fold FROM predictions "
+                                       "ORDER BY model, patient_id")
+        cohort, cohort_error = None, None
+        if study.cohort is not None:
+            try:
+                cohort = load_cohort(study)
+            except (CohortError, SplitError) as exc:
+                cohort_error = str(exc)
+                warnings.append(f"the cohort could not be loaded: {exc}")
+        coverage: dict[str, int] = {}
+        if cohort is not None and fsets.height:
+            refs = [f"{name}:instances" for name in fsets.get_column("name").to_list()]
+            cov = feature_coverage(con, cohort.patient_ids, refs)
+            coverage = {r["features"].split(":")[0]: int(r["patients"]) for r in cov.to_dicts()}
+    finally:
+        con.close()
+    manifests = {}
+    for m in study.models:
+        data = _read_json(study.models_dir / m.name / "manifest.json")
+        if data is not None:
+            manifests[m.name] = data
+    if metrics is not None and cohort is not None:
+        if metrics.get("cohort_hash") not in (None, cohort.hash):
+            warnings.append("the cohort has changed since the metrics were computed (cohort hash differs); "
+                            "run `cohortlab validate` again")
+        if predictions.height and metrics.get("inputs_digest") != _inputs_digest(study, predictions, cohort):
+            warnings.append("the predictions or settings have changed since the metrics were computed; "
+                            "run `cohortlab validate` again")
+    return Sources(study, metrics, curves, predictions, patients, fsets, coverage, failed, variables, cohort,
+                   cohort_error, manifests, explain, tuple(warnings))
+
+
+def _inputs_digest(study: Study, predictions: pl.DataFrame, cohort: Any) -> str:
+    """validate's digest of its inputs, recomputed to tell whether metrics.json is current."""
+    from analytics.validate import inputs_digest
+
+    cols = ["patient_id", "label", "center", "split"] + [c for c in ("time", "event") if c in cohort.frame.columns]
+    return inputs_digest(study, predictions, cohort.frame.select(cols).rename({"split": "cohort_split"}))
+
+
+# --- study and data ---------------------------------------------------------------------------------------------
+
+
+def flow(patients: pl.DataFrame, frame: pl.DataFrame | None, predictions: pl.DataFrame,
+         models: Sequence[str]) -> dict[str, Any]:
+    """Participant flow by centre: store → cohort → labelled → analysed by each model; then per split.
+
+    Returns
+    -------
+    dict
+        ``centers``; ``rows``: (stage, counts per centre, total); ``splits``:
+        per split, counts ``n (events)`` per centre and total.
+    """
+    centers = sorted(set(patients.get_column("center").to_list()))
+
+    def counts(ids: Iterable[str], center_of: Mapping[str, str]) -> list[int]:
+        per = {c: 0 for c in centers}
+        for pid in ids:
+            per[center_of[pid]] = per.get(center_of[pid], 0) + 1
+        return [per[c] for c in centers]
+
+    center_of = dict(zip(patients.get_column("patient_id").to_list(), patients.get_column("center").to_list()))
+    rows: list[dict[str, Any]] = []
+    store_counts = counts(center_of, center_of)
+    rows.append({"stage": "Patients in the store", "counts": store_counts, "total": sum(store_counts)})
+    splits: list[dict[str, Any]] = []
+    if frame is not None:
+        cohort_ids = frame.get_column("patient_id").to_list()
+        c = counts(cohort_ids, center_of)
+        rows.append({"stage": "Selected by the cohort SQL", "counts": c, "total": sum(c)})
+        labelled = frame.filter(pl.col("label").is_not_null())
+        lab_ids = labelled.get_column("patient_id").to_list()
+        c = counts(lab_ids, center_of)
+        rows.append({"stage": "With a known outcome (label)", "counts": c, "total": sum(c)})
+        lab = set(lab_ids)
+        for model in models:
+            ids = [p for p in predictions.filter(pl.col("model") == model).get_column("patient_id").to_list() if p in lab]
+            c = counts(ids, center_of)
+            rows.append({"stage": f"Analysed by {model} (inputs available)", "counts": c, "total": sum(c), "model": model})
+        for split in SPLITS:
+            part = labelled.filter(pl.col("split") == split)
+            if part.height == 0:
+                continue
+            cells = []
+            for ctr in centers + [None]:
+                sub = part if ctr is None else part.filter(pl.col("center") == ctr)
+                n, k = sub.height, int(sub.get_column("label").sum() or 0)
+                cells.append(f"{n} ({k})" if n else "–")
+            splits.append({"split": SPLIT_NAMES[split], "cells": cells})
+    return {"centers": centers, "rows": rows, "splits": splits}
+
+
+def missing_data(frame: pl.DataFrame, variables: pl.DataFrame) -> list[dict[str, Any]]:
+    """Missing values per cohort variable: in the store's manifest, in the cohort, and per split."""
+    meta = {r["name"]: r for r in variables.to_dicts()}
+    # the cohort's reserved columns are renamed manifest variables: find them by role
+    for col, role in (("label", "outcome"), ("time", "time"), ("event", "event")):
+        named = [r for r in variables.to_dicts() if r["role"] == role]
+        if col not in meta and len(named) == 1:
+            meta[col] = {**named[0], "label": f"{named[0].get('label') or named[0]['name']}"}
+    present = [s for s in SPLITS if (frame.get_column("split") == s).any()]
+    rows = []
+    for col in frame.columns:
+        if col in ("patient_id", "center", "split"):
+            continue
+        s = frame.get_column(col)
+        miss = s.is_null()
+        if s.dtype.is_float():
+            miss = miss | s.is_nan().fill_null(False)
+        m = meta.get(col, {})
+        label = m.get("label") or m.get("name") or col
+        per_split = []
+        for split in present:
+            sel = (frame.get_column("split") == split)
+            per_split.append(fmt_count(int((miss & sel).sum()), int(sel.sum())))
+        rows.append({
+            "variable": col if m.get("name", col) == col else f"{col} = {m['name']}", "label": label,
+            "type": m.get("type") or str(s.dtype), "role": m.get("role") or "",
+            "store": "–" if m.get("n_missing") is None else str(m["n_missing"]),
+            "cohort": fmt_count(int(miss.sum()), frame.height), "splits": per_split,
+        })
+    return rows
+
+
+# --- feature sets and models -----------------------------------------------------------------------------------------
+
+
+def weights_text(weights: str) -> tuple[str, bool]:
+    """How the weights are shown, and whether they are random (flagged)."""
+    w = (weights or "").strip()
+    if w.lower() == "random":
+        return "random, untrained weights (features carry no pretrained knowledge)", True
+    if w.lower() in ("none", ""):
+        return "none (hand-crafted features)", False
+    return w, False
+
+
+def feature_set_rows(frame: pl.DataFrame, study: Study, coverage: Mapping[str, int],
+                     n_cohort: int | None) -> list[dict[str, Any]]:
+    """Provenance of each feature set in the store, and those defined in study.toml but not embedded yet."""
+    rows = []
+    stored = set()
+    resolution_keys = ("mpp", "magnification", "tile_size", "overlap", "tissue_threshold", "mode", "spacing",
+                       "input_size", "window", "margin_mm", "bin_width")
+    for r in frame.to_dicts():
+        stored.add(r["name"])
+        params = json.loads(r["params"]) if isinstance(r["params"], str) else (r["params"] or {})
+        res = [f"{k} {_dims(params[k])}" for k in resolution_keys if params.get(k) is not None]
+        other = [f"{k}={_compact(v)}" for k, v in sorted(params.items()) if k not in resolution_keys]
+        text, random = weights_text(r["weights"])
+        cov = coverage.get(r["name"])
+        rows.append({
+            "name": r["name"], "modality": r["modality"], "encoder": r["encoder"], "weights": text, "random": random,
+            "dim": "–" if r["dim"] is None else str(r["dim"]), "resolution": ", ".join(res) or "–",
+            "params": ", ".join(other) or "–", "code_version": r["code_version"],
+            "done": int(r["done"] or 0), "failed": int(r["failed"] or 0),
+            "instances": "–" if r["instances"] is None else str(r["instances"]),
+            "coverage": "–" if cov is None or not n_cohort else fmt_count(cov, n_cohort), "stored": True,
+        })
+    for fs in study.feature_sets:
+        if fs.name in stored:
+            continue
+        text, random = weights_text(fs.weights)
+        res = []
+        for k in resolution_keys:
+            v = getattr(fs, k, None)
+            if v is not None and k in fs.model_fields_set | {"tissue_threshold"} and not (k == "overlap" and v == 0):
+                res.append(f"{k} {_dims(v)}")
+        rows.append({
+            "name": fs.name, "modality": fs.modality, "encoder": fs.encoder, "weights": text, "random": random,
+            "dim": "–", "resolution": ", ".join(res) or "–", "params": _compact(fs.params) if fs.params else "–",
+            "code_version": "–", "done": 0, "failed": 0, "instances": "–", "coverage": "–", "stored": False,
+        })
+    return rows
+
+
+def _dims(v: Any) -> str:
+    """Sizes and spacings as ``16×64×64``; anything else as :func:`_compact`."""
+    if isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) for x in v):
+        return "×".join(_compact(x) for x in v)
+    return _compact(v)
+
+
+def _compact(v: Any, limit: int = 6) -> str:
+    """A parameter value in a few words: long lists show their length and first items."""
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        if len(v) > limit:
+            return f"{len(v)} items ({', '.join(_compact(x) for x in v[:3])}, …)"
+        return "[" + ", ".join(_compact(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_compact(x)}" for k, x in sorted(v.items())) + "}"
+    text = str(v)
+    return text if len(text) <= 80 else text[:77] + "…"
+
+
+MIL_SHOWN = ("pooling", "hidden", "attention_dim", "dropout", "lr", "epochs", "best_epoch", "class_weight",
+             "max_instances")
+
+
+def _kv(d: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={_compact(v)}" for k, v in sorted(d.items())) or "none"
+
+
+def manifest_facts(man: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The parts of a fitted model's manifest a reader needs (no time stamps, hashes or library dumps)."""
+    out: list[tuple[str, str]] = []
+    if "chosen" in man:
+        out.append(("Chosen hyper-parameters", _kv(man["chosen"] or {})))
+    folds = man.get("fold_chosen") or []
+    if folds:
+        per = [_kv({k: v for k, v in f.items() if k != "fold"}) for f in folds]
+        if len(set(per)) > 1:
+            out.append(("Per outer fold", "; ".join(f"fold {f.get('fold', i)}: {t}" for i, (f, t) in enumerate(zip(folds, per)))))
+    if man.get("inner_auc") is not None:
+        out.append(("Inner cross-validated AUC of the choice", fmt(man["inner_auc"])))
+    of = man.get("outer_folds") or {}
+    if of.get("k"):
+        out.append(("Out-of-fold training predictions", f"{of['k']} outer folds, seed {man.get('seed', '–')}"))
+    cols = man.get("columns") or {}
+    parts = []
+    if cols.get("numeric"):
+        parts.append(f"numeric (median imputation, standardised): {', '.join(cols['numeric'])}")
+    if cols.get("categorical"):
+        parts.append(f"categorical (most frequent level imputed, one-hot): {', '.join(cols['categorical'])}")
+    if cols.get("features"):
+        blocks = sorted({c.rsplit(":", 1)[0] for c in cols["features"]})
+        parts.append(f"image features: {len(cols['features'])} columns ({', '.join(blocks)})")
+    if parts:
+        out.append(("Input columns and preprocessing", "; ".join(parts) + " — fitted on training patients only"))
+    if man.get("mil"):
+        out.append(("MIL network", _kv({k: v for k, v in man["mil"].items() if k in MIL_SHOWN})))
+    if man.get("missing"):
+        out.append(("Patients without inputs", _compact(man["missing"])))
+    fitted_on = (man.get("cohort") or {}).get("hash")
+    if fitted_on:  # a digest of the cohort and the model's feature blocks
+        out.append(("Cohort and inputs digest", fitted_on[:16]))
+    version = (man.get("versions") or {}).get("cohortlab")
+    if version:
+        out.append(("Fitted with", f"cohortlab {version}"))
+    return out
+
+
+def class_weights(manifests: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Models whose manifests record a class weighting (``model: weighting``)."""
+    out = []
+    for name, man in sorted(manifests.items()):
+        for source in (man.get("chosen") or {}, man.get("mil") or {}, (man.get("config") or {}).get("params") or {}):
+            if source.get("class_weight"):
+                out.append(f"{name}: {_compact(source['class_weight'])}")
+                break
+    return out
+
+
+def model_rows(study: Study, models: Sequence[str], metrics: Mapping[str, Any] | None,
+               manifests: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Type, inputs, tuning, threshold rule and value of each model (manifest first, else study.toml)."""
+    defined = {m.name: m for m in study.models}
+    rows = []
+    for name in models:
+        m = defined.get(name)
+        man = dict(manifests.get(name, {}))
+        entry = m.model_dump() if m is not None else {}
+        inputs = []
+        for key, label in (("features", "image features"), ("clinical", "clinical"), ("scores", "scores of"),
+                           ("members", "members")):
+            vals = man.get(key, entry.get(key)) or []
+            if vals:
+                inputs.append(f"{label}: {', '.join(map(str, vals))}")
+        grid = man.get("grid", entry.get("grid")) or {}
+        mm = (metrics or {}).get("models", {}).get(name, {})
+        thr = mm.get("threshold") or {}
+        cut = mm.get("risk_cutpoints") or {}
+        rows.append({
+            "name": name, "kind": man.get("kind", entry.get("kind", "–")), "inputs": inputs or ["–"],
+            "grid": "; ".join(f"{k} ∈ {{{', '.join(_compact(x) for x in v)}}}"
+                              for k, v in sorted(grid.items())) or "none (fixed)",
+            "params": _compact(man.get("params", entry.get("params"))) if (man.get("params") or entry.get("params")) else "–",
+            "manifest": manifest_facts(man) if man else [],
+            "has_manifest": name in manifests,
+            "threshold_rule": thr.get("rule", "–"), "threshold_on": thr.get("chosen_on", ""),
+            "threshold": Cell(fmt(thr.get("value")), f"{name}|train|threshold"),
+            "cutpoints": ", ".join(f"q{q:g} = {fmt(v)}" for q, v in zip(cut.get("quantiles", []), cut.get("values", []))) or "–",
+        })
+    return rows
+
+
+# --- performance ---------------------------------------------------------------------------------------------------
+
+
+def performance(models: Sequence[str], metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Headline AUC table (models × splits) and one detailed table per model (metrics × splits)."""
+    mm = metrics.get("models", {})
+    splits = [s for s in SPLITS if any(s in mm.get(m, {}).get("splits", {}) for m in models)]
+    headline = []
+    for model in models:
+        sp = mm.get(model, {}).get("splits", {})
+        headline.append({"model": model, "cells": [
+            metric_cell(model, s, "auc", sp[s]) if s in sp else Cell("–") for s in splits]})
+    detail = []
+    for model in models:
+        sp = mm.get(model, {}).get("splits", {})
+        rows = []
+        for name, label in METRIC_ROWS:
+            cells = [metric_cell(model, s, name, sp[s]) if s in sp else Cell("–") for s in splits]
+            if all(c.text == "–" for c in cells):
+                continue
+            rows.append({"label": label, "method": _method(name, sp), "cells": cells})
+        detail.append({"model": model, "rows": rows})
+    centers = []
+    for model in models:
+        for ctr, e in sorted(mm.get(model, {}).get("centers", {}).items()):
+            centers.append({
+                "model": model, "center": ctr, "splits": ", ".join(e.get("splits", [])),
+                "n": Cell(str(e.get("n", "–")), f"{model}|center:{ctr}|n"),
+                "events": Cell(str(e.get("n_positive", "–")), f"{model}|center:{ctr}|n_positive"),
+                "auc": Cell(fmt_interval(e.get("auc")), f"{model}|center:{ctr}|auc"),
+            })
+    return {"splits": [SPLIT_NAMES[s] for s in splits], "split_keys": splits, "headline": headline,
+            "detail": detail, "centers": centers}
+
+
+def _method(name: str, splits: Mapping[str, Any]) -> str:
+    for sm in splits.values():
+        v = sm.get(name)
+        if isinstance(v, dict) and v.get("method"):
+            return str(v["method"])
+    return {"n": "count", "n_positive": "count", "calibration_intercept": "logistic recalibration",
+            "calibration_slope": "logistic recalibration", "calibration_brier": "mean squared error",
+            "calibration_ici": "loess (Austin & Steyerberg)", "logrank_p": "log-rank"}.get(name, "")
+
+
+def comparisons(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Paired DeLong comparisons from metrics.json, one row each."""
+    rows = []
+    for c in metrics.get("comparisons", []):
+        key = f"{c['a']} vs {c['b']}|{c['split']}"
+        rows.append({
+            "a": c["a"], "b": c["b"], "split": c["split"], "split_name": SPLIT_NAMES.get(c["split"], c["split"]),
+            "n": str(c.get("n", "–")),
+            "auc_a": Cell(fmt(c.get("auc_a")), f"{key}|auc_a"), "auc_b": Cell(fmt(c.get("auc_b")), f"{key}|auc_b"),
+            "difference": Cell(fmt_interval({"estimate": c.get("difference"), "low": c.get("low"), "high": c.get("high")}),
+                               f"{key}|auc_difference"),
+            "z": Cell(fmt(c.get("z"), 2), f"{key}|z"), "p": Cell(fmt_p(c.get("p")), f"{key}|p"),
+            "raw": c,
+        })
+    return rows
+
+
+# --- figures --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """An embedded figure: element id, data URI, alt text and caption."""
+
+    id: str
+    uri: str
+    alt: str
+    caption: str
+
+
+def _scored(preds: pl.DataFrame, frame: pl.DataFrame | None) -> pl.DataFrame:
+    if frame is None or preds.height == 0:
+        return pl.DataFrame(schema={"model": pl.String, "patient_id": pl.String, "split": pl.String,
+                                    "score": pl.Float64, "label": pl.Int8})
+    cols = ["patient_id", "label"] + [c for c in ("time", "event") if c in frame.columns]
+    return preds.join(frame.select(cols), on="patient_id", how="inner").filter(pl.col("label").is_not_null())
+
+
+def _arrays(scored: pl.DataFrame, model: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    part = scored.filter((pl.col("model") == model) & (pl.col("split") == split))
+    return part.get_column("label").to_numpy().astype(int), part.get_column("score").to_numpy().astype(float)
+
+
+def roc_figures(models: Sequence[str], scored: pl.DataFrame, metrics: Mapping[str, Any], seed: int,
+                progress: bool = True) -> tuple[Embedded | None, list[Embedded]]:
+    """An overview (all models per split) and one figure per model with bootstrap bands."""
+    settings = metrics.get("settings", {})
+    level, n_boot = float(settings.get("level", 0.95)), int(settings.get("n_boot", 2000))
+    per_model: list[Embedded] = []
+    overview: dict[str, list[tuple[str, np.ndarray, np.ndarray, str]]] = {}
+    for model in tqdm(models, desc="ROC bands", unit="model", disable=not progress, leave=False):
+        panels = []
+        for i, split in enumerate(SPLITS):
+            y, s = _arrays(scored, model, split)
+            if y.size == 0 or len(np.unique(y)) < 2:
+                continue
+            roc = roc_curve(y, s)
+            fpr = 1.0 - roc.get_column("specificity").to_numpy()[::-1]
+            tpr = roc.get_column("sensitivity").to_numpy()[::-1]
+            auc = metrics["models"].get(model, {}).get("splits", {}).get(split, {}).get("auc")
+            label = f"AUC {fmt_interval(auc)}"
+            low = high = None
+            if n_boot > 0:
+                low, high = roc_band(y, s, BAND_SPECIFICITIES, n_boot=n_boot, level=level, seed=seed + i)
+            panels.append(figures.RocPanel(split, fpr, tpr, label, BAND_SPECIFICITIES if n_boot > 0 else None, low, high))
+            overview.setdefault(split, []).append((model, fpr, tpr, f"{model}: {fmt((auc or {}).get('estimate'))}"))
+        if panels:
+            png = figures.roc_figure(f"{model}: ROC curves", panels, level)
+            per_model.append(Embedded(f"fig-roc-{model}", figures.data_uri(png), f"ROC curves of {model}",
+                                    f"{model}: empirical ROC curves per split; shaded, the pointwise {level:.0%} "
+                                    f"CI of sensitivity at fixed specificities ({n_boot} stratified bootstrap "
+                                    "resamples, pROC ci.se); legend: AUC with DeLong CI."))
+    ordered = {s: overview[s] for s in SPLITS if s in overview}
+    over = None
+    if ordered:
+        over = Embedded("fig-roc-overview", figures.data_uri(figures.roc_overview_figure(ordered)),
+                      "ROC curves of all models per split", "All models per split (legend: AUC).")
+    return over, per_model
+
+
+def calibration_figures(models: Sequence[str], curves: Mapping[str, Any], scored: pl.DataFrame,
+                        metrics: Mapping[str, Any]) -> list[Embedded]:
+    """Calibration plots per model: loess curve, binned points with Wilson CIs, prediction rug."""
+    out = []
+    for model in models:
+        panels = []
+        for split in SPLITS:
+            cal = curves.get(model, {}).get(split, {}).get("calibration")
+            if not cal:
+                continue
+            sm = cal.get("smoothed", [])
+            bn = cal.get("binned", [])
+            cm = metrics["models"].get(model, {}).get("splits", {}).get(split, {}).get("calibration", {})
+            _, s = _arrays(scored, model, split)
+            label = f"intercept {fmt(cm.get('intercept'))}\nslope {fmt(cm.get('slope'))}\nBrier {fmt(cm.get('brier'))}"
+            panels.append(figures.CalibrationPanel(
+                split,
+                np.array([r["prob"] for r in sm], dtype=float), np.array([r["observed"] for r in sm], dtype=float),
+                np.array([r["mean_prob"] for r in bn], dtype=float), np.array([r["observed"] for r in bn], dtype=float),
+                np.array([r["low"] for r in bn], dtype=float), np.array([r["high"] for r in bn], dtype=float),
+                s, label))
+        if panels:
+            png = figures.calibration_figure(f"{model}: calibration", panels)
+            out.append(Embedded(f"fig-calibration-{model}", figures.data_uri(png), f"Calibration plots of {model}",
+                              f"{model}: observed proportion against predicted probability; line, loess smoother; points, "
+                              "deciles of predicted risk with Wilson CIs; ticks at the bottom, the predictions."))
+    return out
+
+
+def _floats(values: Sequence[Any]) -> np.ndarray:
+    """A JSON list of numbers (null for undefined) as a float array with NaN."""
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def decision_figures(models: Sequence[str], curves: Mapping[str, Any], level: float) -> list[Embedded]:
+    """Decision curves per model and split, with the bootstrap band of the model's net benefit."""
+    out = []
+    for model in models:
+        panels = []
+        for split in SPLITS:
+            d = curves.get(model, {}).get(split, {}).get("decision")
+            if not d:
+                continue
+            col = {k: _floats(v) for k, v in d.items()}
+            panels.append(figures.DecisionPanel(split, col["threshold"], col["net_benefit"], col["treat_all"],
+                                                col["treat_none"], col.get("low"), col.get("high")))
+        if panels:
+            png = figures.decision_figure(f"{model}: decision curves", panels, level)
+            out.append(Embedded(f"fig-decision-{model}", figures.data_uri(png), f"Decision curves of {model}",
+                              f"{model}: net benefit over threshold probabilities against treating all and treating none "
+                              f"(Vickers & Elkin 2006); shaded, the bootstrap {level:.0%} CI of the model's net benefit."))
+    return out
+
+
+def km_at_risk(curve_rows: pl.DataFrame, times: np.ndarray) -> list[int]:
+    """Numbers at risk at ``times`` from a group's KM table (lifelines' at-risk counts at each observed time)."""
+    t = curve_rows.get_column("time").to_numpy()
+    n = curve_rows.get_column("at_risk").to_numpy()
+    idx = np.searchsorted(t, times, side="left")
+    return [int(n[i]) if i < t.size else 0 for i in idx]
+
+
+def survival_blocks(models: Sequence[str], curves: Mapping[str, Any], metrics: Mapping[str, Any],
+                    time_label: str) -> list[dict[str, Any]]:
+    """Per model and split: KM figure with numbers at risk, group summary and log-rank p."""
+    out = []
+    for model in models:
+        for split in SPLITS:
+            c = curves.get(model, {}).get(split, {})
+            if not c.get("km"):
+                continue
+            km = pl.DataFrame(c["km"])
+            summ = pl.DataFrame(c.get("km_summary") or {"group": [], "n": [], "events": [], "median": []})
+            names = summ.get_column("group").to_list() if summ.height else sorted(set(km.get_column("group").to_list()))
+            groups, at_risk = [], {}
+            times = figures.at_risk_times(float(km.get_column("time").max()))
+            for g in names:
+                rows = km.filter(pl.col("group") == g).sort("time")
+                groups.append(figures.KMGroup(g, rows.get_column("time").to_numpy(), rows.get_column("survival").to_numpy(),
+                                              rows.get_column("low").to_numpy(), rows.get_column("high").to_numpy()))
+                at_risk[g] = km_at_risk(rows, times)
+            sm = metrics["models"].get(model, {}).get("splits", {}).get(split, {})
+            p_cell = metric_cell(model, split, "logrank_p", sm)
+            fig = figures.km_figure(f"{model} · {SPLIT_NAMES[split]}", groups, times, at_risk,
+                                    f"log-rank p {p_cell.text}", time_label)
+            out.append({
+                "model": model, "split": split, "split_name": SPLIT_NAMES[split],
+                "figure": Embedded(f"fig-km-{model}-{split}", figures.data_uri(fig), f"Kaplan-Meier curves of {model}, {split}",
+                                 f"{model}, {SPLIT_NAMES[split]}: Kaplan-Meier curves by risk group (cut at training "
+                                 "quantiles of the score), pointwise CIs, numbers at risk below."),
+                "times": [f"{t:g}" for t in times], "at_risk": [(g, at_risk[g]) for g in names],
+                "groups": [{"group": r["group"], "n": r["n"], "events": r["events"],
+                            "median": "not reached" if r["median"] is None else fmt(r["median"], 1)}
+                           for r in summ.to_dicts()],
+                "logrank": p_cell, "c_index": metric_cell(model, split, "c_index", sm),
+            })
+    return out
+
+
+def forest(rows: Sequence[Mapping[str, Any]], level: float) -> Embedded | None:
+    """Forest plot of the paired AUC differences."""
+    items = [figures.ForestRow(f"{r['a']} − {r['b']}", r["split"], float(r["raw"]["difference"]),
+                               float(r["raw"]["low"]), float(r["raw"]["high"]), fmt_p(r["raw"]["p"]))
+             for r in rows if r["raw"].get("difference") is not None and r["raw"].get("low") is not None]
+    if not items:
+        return None
+    return Embedded("fig-forest", figures.data_uri(figures.forest_figure(items, level)), "Forest plot of AUC differences",
+                  f"Difference in AUC between paired models with {level:.0%} CIs (DeLong); colour marks the split.")
+
+
+def explanation_figures(report_dir: Path, manifest: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Figures listed in ``explain/manifest.json``, embedded, grouped into SHAP, attention and other."""
+    groups: dict[str, list[dict[str, Any]]] = {"shap": [], "attention": [], "other": []}
+    problems: list[str] = []
+    if manifest is None:
+        return {"computed": False, **groups, "problems": problems, "notes": []}
+    base = (report_dir / "explain").resolve()
+    for i, item in enumerate(manifest.get("figures", [])):
+        rel = str(item.get("path", ""))
+        path = (base / rel).resolve()
+        kind = str(item.get("kind", ""))
+        if not path.is_relative_to(base):
+            problems.append(f"explain/manifest.json figures[{i}]: path {rel!r} leaves the explain folder; skipped")
+            continue
+        mime = EXPLAIN_TYPES.get(path.suffix.lower())
+        if mime is None or not path.is_file():
+            problems.append(f"explain/manifest.json figures[{i}]: {rel!r} is missing or not PNG/JPEG/SVG; skipped")
+            continue
+        uri = f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+        low = kind.lower()
+        group = ("shap" if low.startswith("shap") else
+                 "attention" if any(w in low for w in ("attention", "heatmap", "tiles")) else "other")
+        groups[group].append({
+            "id": f"fig-explain-{i}", "uri": uri, "model": item.get("model", ""), "kind": kind,
+            "patient": item.get("patient_id") or "", "caption": item.get("caption", ""),
+            "alt": f"{kind} of {item.get('model', '')}" + (f" for {item['patient_id']}" if item.get("patient_id") else ""),
+        })
+    notes = [str(n) for n in manifest.get("notes", [])] if isinstance(manifest.get("notes"), list) else []
+    return {"computed": True, **groups, "problems": problems, "notes": notes}
+
+
+# --- assembling -------------------------------------------------------------------------------------------------------
+
+
+def build_context(src: Sources, progress: bool = True) -> dict[str, Any]:
+    """Every table, figure and text of the report, from the sources of one run."""
+    study = src.study
+    metrics = src.metrics
+    models = _model_names(study, metrics, src.predictions)
+    frame = src.cohort.frame if src.cohort is not None else None
+    ctx: dict[str, Any] = {
+        "title": study.report.title or f"{study.study.name}: validation report",
+        "study": study.study, "sections": SECTIONS, "warnings": list(src.warnings),
+        "metrics_present": metrics is not None, "models": models,
+        "code_version": (metrics or {}).get("code_version") or store.code_version(),
+        "inputs_digest": (metrics or {}).get("inputs_digest", ""),
+        "settings": (metrics or {}).get("settings", {}),
+        "notes": (metrics or {}).get("notes", []),
+    }
+    # study and data
+    ctx["flow"] = flow(src.store_patients, frame, src.predictions, models)
+    ctx["cohort_error"] = src.cohort_error
+    if src.cohort is not None:
+        prov = src.cohort.provenance()
+        ctx["cohort"] = {"name": prov["cohort"], "file": Path(prov["file"]).name, "sql": src.cohort.sql.strip(),
+                         "params": _compact(prov["params"]) if prov["params"] else "none",
+                         "split": _split_text(study), "hash": prov["hash"], "n": len(src.cohort)}
+        ctx["table1"] = Markup(src.cohort.table1().to_html())
+        ctx["missing"] = missing_data(frame, src.variables)
+        ctx["missing_splits"] = [SPLIT_NAMES[s] for s in SPLITS if (frame.get_column("split") == s).any()]
+    else:
+        ctx["cohort"] = None
+    # feature sets, models
+    fs_rows = feature_set_rows(src.feature_sets, study, src.coverage, len(src.cohort) if src.cohort is not None else None)
+    ctx["feature_sets"] = fs_rows
+    ctx["random_sets"] = [r["name"] for r in fs_rows if r["random"]]
+    ctx["model_rows"] = model_rows(study, models, metrics, src.manifests)
+    # performance and figures
+    scored = _scored(src.predictions, frame)
+    level = float((metrics or {}).get("settings", {}).get("level", study.validation.level))
+    ctx["level"] = level
+    if metrics is not None:
+        ctx["performance"] = performance(models, metrics)
+        ctx["roc_overview"], ctx["roc"] = roc_figures(models, scored, metrics, study.study.seed, progress)
+        ctx["calibration"] = calibration_figures(models, src.curves, scored, metrics)
+        ctx["decision"] = decision_figures(models, src.curves, level)
+        ctx["comparisons"] = comparisons(metrics)
+        ctx["forest"] = forest(ctx["comparisons"], level)
+        time_label = _time_label(src.variables, frame)
+        ctx["survival"] = survival_blocks(models, src.curves, metrics, time_label)
+    else:
+        ctx.update(performance=None, roc_overview=None, roc=[], calibration=[], decision=[], comparisons=[],
+                   forest=None, survival=[])
+    ctx["explain"] = explanation_figures(study.report_dir, src.explain)
+    ctx["failed"] = src.failed.to_dicts()
+    ctx["tripod"] = tripod.checklist(_facts(src, models, ctx))
+    return ctx
+
+
+def _split_text(study: Study) -> str:
+    s = study.split
+    if s.column:
+        return f"taken from the cohort column '{s.column}'"
+    ext = ", ".join(s.external_centers) or "none"
+    return (f"external = patients of centre(s) {ext}; internal = a stratified, seeded (seed {s.seed}) hold-out of "
+            f"{s.internal_fraction:.0%} of the development centres; train = the rest (patient-level)")
+
+
+def _time_label(variables: pl.DataFrame, frame: pl.DataFrame | None) -> str:
+    for r in variables.to_dicts():
+        if r.get("role") == "time":
+            unit = f" ({r['unit']})" if r.get("unit") else ""
+            return f"{r.get('label') or r['name']}{unit}"
+    return "Time"
+
+
+def _facts(src: Sources, models: Sequence[str], ctx: Mapping[str, Any]) -> tripod.RunFacts:
+    """What the TRIPOD+AI items can be filled with from this run."""
+    study = src.study
+    metrics = src.metrics or {}
+    frame = src.cohort.frame if src.cohort is not None else None
+    centers = ctx["flow"]["centers"]
+    per_analysis = []
+    for model in models:
+        splits = metrics.get("models", {}).get(model, {}).get("splits", {})
+        for split in SPLITS:
+            if split in splits:
+                sm = splits[split]
+                per_analysis.append(f"{model}/{split}: {sm.get('n')} patients, {sm.get('n_positive')} events")
+    missing_vars = [f"{r['label']} {r['cohort']}" for r in ctx.get("missing", []) if not r["cohort"].startswith("0 ")]
+    fs_text = "; ".join(
+        f"{r['name']} ({r['modality']}, {r['encoder']}, weights: {r['weights']}, {r['resolution']})" for r in ctx["feature_sets"])
+    model_text = "; ".join(
+        f"{r['name']}: {r['kind']} on {'; '.join(r['inputs'])}; tuning {r['grid']}" for r in ctx["model_rows"])
+    thr = sorted({f"{r['threshold_rule']} ({r['threshold_on']})" for r in ctx["model_rows"] if r["threshold_rule"] != "–"})
+    excluded = []
+    if frame is not None:
+        rows = ctx["flow"]["rows"]
+        excluded.append(f"{rows[0]['total'] - rows[1]['total']} not selected by the cohort SQL")
+        excluded.append(f"{rows[1]['total'] - rows[2]['total']} without an outcome")
+        for r in rows[3:]:
+            excluded.append(f"{rows[2]['total'] - r['total']} without the inputs of {r['model']}")
+    return tripod.RunFacts(
+        centers=tuple(centers), external_centers=tuple(study.split.external_centers),
+        cohort=(ctx["cohort"] or {}).get("name"), cohort_params=(ctx["cohort"] or {}).get("params"),
+        n_store=ctx["flow"]["rows"][0]["total"],
+        n_cohort=len(src.cohort) if src.cohort is not None else None,
+        n_labelled=int(frame.get_column("label").is_not_null().sum()) if frame is not None else None,
+        n_events=int(frame.get_column("label").sum() or 0) if frame is not None else None,
+        split_rule=(ctx["cohort"] or {}).get("split") or _split_text(study),
+        feature_sets=fs_text, random_weights=tuple(ctx["random_sets"]), models=model_text,
+        threshold_rules=tuple(thr), per_analysis=tuple(per_analysis), missing=tuple(missing_vars),
+        excluded=tuple(excluded), has_metrics=src.metrics is not None,
+        has_centers=bool(ctx["performance"] and ctx["performance"]["centers"]),
+        has_survival=bool(ctx["survival"]), has_comparisons=bool(ctx["comparisons"]),
+        code_version=ctx["code_version"], manifests=tuple(sorted(src.manifests)),
+        n_failed=len(ctx["failed"]), has_table1=src.cohort is not None, class_weights=tuple(class_weights(src.manifests)),
+        level=ctx["level"], n_boot=int(metrics.get("settings", {}).get("n_boot", study.validation.n_boot)),
+    )
+
+
+def environment() -> jinja2.Environment:
+    """The Jinja2 environment of the report templates (autoescaped, strict about undefined names)."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=jinja2.StrictUndefined,
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+    )
+    env.filters["fmt"] = fmt
+    env.filters["fmt_p"] = fmt_p
+    return env
+
+
+def render(ctx: Mapping[str, Any]) -> str:
+    """The report's HTML for a context from :func:`build_context`."""
+    return environment().get_template("report.html.j2").render(**ctx)
+
+
+def report(study: Study, progress: bool = True) -> Path:
+    """Write ``<report_dir>/index.html`` for ``study`` and return its path.
+
+    The file is written to a temporary name and renamed when complete.
+    """
+    src = read_sources(study)
+    for w in src.warnings:
+        log.warning("%s", w)
+    html = render(build_context(src, progress=progress))
+    out = study.report_dir
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / "index.html"
+    tmp = out / f".index.html.{os.getpid()}.tmp"
+    tmp.write_text(html, encoding="utf-8")
+    os.replace(tmp, target)
+    log.info("report written: %s (%d bytes)", target, len(html.encode("utf-8")))
+    return target

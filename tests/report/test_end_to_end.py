@@ -1,0 +1,71 @@
+"""End to end: the tiny synthetic study through every stage (ingest → embed → cohort → fit → validate →
+explain → report); the report holds every section and the numbers of metrics.json."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from report_helpers import ReportParser
+
+from analytics.report import SECTIONS
+from pipeline.config import load_study
+
+pytestmark = pytest.mark.slow
+
+
+def _shrink(toml: Path) -> None:
+    """Keep the run fast on a CPU: smaller tiles and CT crops, fewer bootstrap resamples, and an
+    internal hold-out large enough to hold two cases and two controls of the 16 patients."""
+    text = toml.read_text(encoding="utf-8")
+    for old, new in (("mpp = 1.0", "mpp = 2.0"), ("tile_size = 224", "tile_size = 112"), ("input_size = [16, 64, 64]", "input_size = [8, 32, 32]"),
+                     ("n_boot = 500", "n_boot = 200"), ("internal_fraction = 0.25", "internal_fraction = 0.4")):
+        assert old in text, old
+        text = text.replace(old, new)
+    toml.write_text(text, encoding="utf-8")
+
+
+def test_demo_run_report(tmp_path: Path) -> None:
+    from analytics.run import run
+    from pipeline.synth import make_study
+
+    toml = make_study(tmp_path / "study", small=True)
+    _shrink(toml)
+    study = load_study(toml)
+    result = run(study, device="cpu", progress=False)
+    assert result.ok, str(result)
+    assert result.report == study.report_dir / "index.html"
+    text = result.report.read_text(encoding="utf-8")
+    doc = ReportParser(text)
+    assert {sid for sid, _ in SECTIONS} | {"flow", "table1", "missing-data", "centers", "shap", "attention"} <= doc.ids
+    metrics = json.loads((study.report_dir / "metrics.json").read_text())
+    models = list(metrics["models"])
+    assert {m.name for m in study.models} == set(models)
+    # every performance cell of every model is there and says what metrics.json says (an interval
+    # that could not be estimated on so few patients is shown as its estimate alone)
+    def interval(iv: dict) -> str:
+        if iv.get("estimate") is None:
+            return "–"
+        if iv.get("low") is None or iv.get("high") is None:
+            return f"{iv['estimate']:.3f}"
+        return f"{iv['estimate']:.3f} ({iv['low']:.3f}–{iv['high']:.3f})"
+
+    shown = dict(doc.metrics)
+    n_checked = 0
+    for model in models:
+        for split, sm in metrics["models"][model]["splits"].items():
+            assert shown[f"{model}|{split}|n"] == str(sm["n"])
+            for k in ("auc", "auc_bootstrap", "sensitivity", "specificity", "accuracy", "ppv", "npv", "f1", "c_index"):
+                if k in sm:
+                    assert shown[f"{model}|{split}|{k}"] == interval(sm[k]), (model, split, k)
+                    n_checked += 1
+    assert n_checked >= 6 * 3 * 5
+    # random encoder weights are flagged; explanations of the run are embedded
+    assert "random-weights" in doc.ids and doc.random_rows
+    explain = json.loads((study.report_dir / "explain" / "manifest.json").read_text())
+    figure_ids = {fid for fid, _ in doc.images}
+    assert {f"fig-explain-{i}" for i in range(len(explain["figures"]))} <= figure_ids
+    assert any(f["kind"].startswith("shap") for f in explain["figures"])
+    assert not re.search(r'(src|href)="(https?:)?//', text)
