@@ -14,6 +14,7 @@ from .calibrate import CalibrationCurve, calibration, calibration_curve
 from .decision import net_benefit
 from .optimism import optimism_corrected
 from .roc import auc, auc_ci, compare_auc, delong_covariance
+from .roc_band import roc_band, sensitivity_at
 from .survival import (
     CoxResult,
     KMResult,
@@ -47,7 +48,9 @@ __all__ = [
     "optimism_corrected",
     "risk_cutpoints",
     "risk_groups",
+    "roc_band",
     "roc_curve",
+    "sensitivity_at",
     "threshold",
     "wilson_interval",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analytics.report import BAND_SPECIFICITIES, _roc_points, roc_band, sensitivity_at
+from analytics.stats.roc_band import BAND_SPECIFICITIES, _roc_points, roc_band, sensitivity_at
 from analytics.stats.bootstrap import bootstrap_indices
 
 
