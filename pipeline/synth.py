@@ -1,0 +1,402 @@
+"""A synthetic two-centre study: labial-gland biopsy slides, sinus CT and clinical data.
+
+:func:`make_study` writes a complete study folder (``study.toml``, manifests,
+pyramidal TIFF slides, NIfTI CT volumes with ROI masks) that looks like the
+real ones, so every stage of cohortlab can be run and checked end to end
+without patient data. Nothing in it is real.
+
+The outcome is built from a latent risk::
+
+    risk = 1.2 * anti_ssa + 0.3 * (igg - 14) + 1.4 * infiltration + 0.9 * lesion
+           + 0.08 * (esr - 25) / 5 + noise,            noise ~ N(0, 1)
+
+``infiltration`` (lymphocytic foci in the slides) and ``lesion`` (density of
+the sinus lesion on CT) are standard-normal image signals, independent of the
+clinical variables, so imaging-only and clinical-only models each beat chance
+and a fusion of both is best. Within each centre the ``round(0.38 * n)``
+patients of highest risk are ``high_risk = 1``. Follow-up comes from an
+exponential (proportional-hazards) model of the same risk with uniform
+censoring. Centre B ("external") is older, stains a little stronger, scans
+slides with a darker white and has a different CT scanner (HU offset, more
+noise).
+
+Files are byte-identical for the same arguments (on one platform and library
+stack): TIFFs carry no date tag, NIfTI gzip streams no time stamp, CSV floats
+a fixed number of decimals, no step depends on thread scheduling, and every
+slide and scan has its own random stream derived from the seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from pipeline.config import ConfigError, parse_study
+from pipeline.synth_ct import Scanner, ScanSpec, render_scan, write_scan
+from pipeline.synth_slides import SlideSpec, Stain, pyramid, render_slide, write_slide
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[no-redef]
+
+log = logging.getLogger("cohortlab.synth")
+
+PATIENT_COLUMNS = (
+    "patient_id", "center", "age", "sex", "esr", "anti_ssa", "igg",
+    "focus_score", "high_risk", "followup_months", "event",
+)
+OUTPUTS = ("study.toml", "manifests", "slides", "scans")
+SMALL_PATIENTS = 16
+POSITIVE_SHARE = 0.38
+# latent-risk weights (see the module docstring)
+W_ANTI_SSA, W_IGG, W_INFILTRATION, W_LESION, W_ESR = 1.2, 0.3, 1.4, 0.9, 0.08
+
+# Stream ids keep the patient table, slides and scans independent of each other.
+_PATIENTS, _SLIDES, _SCANS = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Centre:
+    """What differs between centres: age mix, stain and CT scanner."""
+
+    name: str
+    age_mean: float
+    age_sd: float
+    stain: Stain
+    scanner: Scanner
+
+
+CENTRES = {
+    "A": Centre("A", 48.0, 12.0, Stain(), Scanner(offset=0.0, noise=12.0)),
+    # a modest shift: stronger staining and a darker scanner white, not a different stain
+    "B": Centre("B", 57.0, 11.0, Stain(strength=1.06, white=0.94), Scanner(offset=6.0, noise=18.0)),
+}
+
+
+@dataclass(frozen=True)
+class Patient:
+    """One synthetic patient: the manifest row plus the latent signals behind it."""
+
+    patient_id: str
+    center: str
+    age: float
+    sex: str
+    esr: float | None
+    anti_ssa: str
+    igg: float | None
+    focus_score: float
+    high_risk: int
+    followup_months: float
+    event: int
+    # latent truth (not written to the manifest)
+    infiltration: float
+    lesion: float
+    risk: float
+    n_slides: int
+    multilabel_mask: bool
+
+    def row(self) -> list[str]:
+        """The patients.csv cells, with fixed decimals; missing values are empty."""
+        return [
+            self.patient_id, self.center, f"{self.age:.1f}", self.sex,
+            "" if self.esr is None else f"{self.esr:.0f}", self.anti_ssa,
+            "" if self.igg is None else f"{self.igg:.1f}", f"{self.focus_score:.1f}",
+            str(self.high_risk), f"{self.followup_months:.1f}", str(self.event),
+        ]
+
+
+def _rng(seed: int, *stream: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, *stream]))
+
+
+def make_patients(n_patients: int = 60, seed: int = 0) -> list[Patient]:
+    """Draw the clinical table and the latent image signals of a synthetic cohort.
+
+    About 60 % of patients are from centre A (development) and 40 % from
+    centre B (external validation); about 38 % of each centre is high-risk.
+    ``n_patients // 30`` patients of centre A are under 18, so a cohort's age
+    filter has something to exclude.
+
+    Parameters
+    ----------
+    n_patients
+        Number of patients (at least 10).
+    seed
+        Seed of every random draw.
+    """
+    if n_patients < 10:
+        raise ValueError(f"n_patients must be at least 10 (got {n_patients}): each centre needs positives and negatives")
+    rng = _rng(seed, _PATIENTS)
+    n_a = int(round(0.6 * n_patients))
+    centers = np.array(["A"] * n_a + ["B"] * (n_patients - n_a))
+    rng.shuffle(centers)
+
+    age = np.array([rng.normal(CENTRES[c].age_mean, CENTRES[c].age_sd) for c in centers])
+    age = np.clip(age, 19.0, 86.0)
+    minors = [i for i in range(n_patients) if centers[i] == "A"][: n_patients // 30]
+    age[minors] = rng.uniform(15.0, 17.9, len(minors))
+    sex = np.where(rng.random(n_patients) < 0.9, "F", "M")
+    anti_ssa = (rng.random(n_patients) < 0.65).astype(float)
+    # hypergammaglobulinaemia goes with seropositivity
+    igg = np.clip(12.0 + 3.0 * anti_ssa + 3.5 * rng.standard_normal(n_patients), 5.0, 40.0)
+    esr = np.clip(np.exp(np.log(18.0) + 0.05 * (igg - 14.0) + 0.45 * rng.standard_normal(n_patients)), 2.0, 120.0)
+    infiltration = rng.standard_normal(n_patients)
+    lesion = rng.standard_normal(n_patients)
+    noise = rng.standard_normal(n_patients)
+    risk = (
+        W_ANTI_SSA * anti_ssa + W_IGG * (igg - 14.0) + W_INFILTRATION * infiltration
+        + W_LESION * lesion + W_ESR * (esr - 25.0) / 5.0 + noise
+    )
+    high = np.zeros(n_patients, int)
+    for c in ("A", "B"):
+        idx = np.flatnonzero(centers == c)
+        k = max(1, int(round(POSITIVE_SHARE * len(idx))))
+        high[idx[np.argsort(-risk[idx], kind="stable")[:k]]] = 1
+
+    # focus score (foci per 4 mm^2) rises with the infiltration drawn on the slides
+    focus = np.clip(np.exp(0.2 + 0.6 * infiltration + 0.3 * rng.standard_normal(n_patients)) - 0.3, 0.0, None)
+    # exponential survival with hazard rising with risk; uniform staggered censoring
+    hazard = np.log(2.0) / 60.0 * np.exp(0.7 * (risk - 0.8))
+    t_event = rng.exponential(1.0 / hazard)
+    t_censor = rng.uniform(6.0, 84.0, n_patients)
+    time = np.maximum(np.minimum(t_event, t_censor), 0.1)
+    event = (t_event <= t_censor).astype(int)
+
+    esr_missing = rng.random(n_patients) < 0.08
+    igg_missing = rng.random(n_patients) < 0.06
+    two_slides = rng.random(n_patients) < 0.1
+    return [
+        Patient(
+            patient_id=f"P{i + 1:03d}",
+            center=str(centers[i]),
+            age=round(float(age[i]), 1),
+            sex=str(sex[i]),
+            esr=None if esr_missing[i] else float(round(esr[i])),
+            anti_ssa="positive" if anti_ssa[i] else "negative",
+            igg=None if igg_missing[i] else round(float(igg[i]), 1),
+            focus_score=round(float(focus[i]), 1),
+            high_risk=int(high[i]),
+            followup_months=round(float(time[i]), 1),
+            event=int(event[i]),
+            infiltration=float(infiltration[i]),
+            lesion=float(lesion[i]),
+            risk=float(risk[i]),
+            n_slides=2 if two_slides[i] else 1,
+            multilabel_mask=(i % 7 == 3),
+        )
+        for i in range(n_patients)
+    ]
+
+
+# --- study.toml ------------------------------------------------------------------
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _table(header: str, values: dict[str, Any]) -> str:
+    return header + "\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items())
+
+
+def study_toml(seed: int, report_dir: str | None = None, small: bool = False) -> str:
+    """The demo study's ``study.toml`` text (validated by :func:`make_study` before writing)."""
+    variables = {
+        "patient_id": {"role": "id"},
+        "center": {"type": "categorical", "role": "strata", "label": "Centre"},
+        "age": {"type": "numeric", "unit": "years", "role": "predictor", "label": "Age"},
+        "sex": {"type": "categorical", "role": "predictor", "label": "Sex"},
+        "esr": {"type": "numeric", "unit": "mm/h", "role": "predictor", "label": "Erythrocyte sedimentation rate"},
+        "anti_ssa": {"type": "categorical", "role": "predictor", "label": "Anti-SSA/Ro antibodies"},
+        "igg": {"type": "numeric", "unit": "g/L", "role": "predictor", "label": "Serum IgG"},
+        "focus_score": {"type": "numeric", "unit": "foci/4 mm2", "role": "predictor", "label": "Focus score"},
+        "high_risk": {"type": "binary", "role": "outcome", "label": "High-risk extra-glandular involvement"},
+        "followup_months": {"type": "numeric", "unit": "months", "role": "time", "label": "Follow-up"},
+        "event": {"type": "binary", "role": "event", "label": "Extra-glandular event"},
+    }
+    feature_sets = [
+        {"name": "wsi_resnet18", "modality": "wsi", "encoder": "resnet18", "weights": "random",
+         "mpp": 1.0, "tile_size": 224, "tissue_threshold": 0.25, "batch_size": 16, "num_workers": 0},
+        {"name": "ct_r3d18", "modality": "ct", "encoder": "r3d_18", "weights": "random", "mode": "3d",
+         "spacing": [1.0, 1.0, 1.0], "margin_mm": 5.0, "input_size": [16, 64, 64], "batch_size": 4, "num_workers": 0},
+        {"name": "ct_radiomics", "modality": "ct", "encoder": "radiomics", "mode": "radiomics",
+         "bin_width": 25.0, "pooling": ["mean"], "num_workers": 0},
+    ]
+    models = [
+        {"name": "clinical", "kind": "logistic", "clinical": ["age", "sex", "esr", "anti_ssa", "igg"],
+         "grid": {"C": [0.1, 1.0]}},
+        # linear kernels: 512-d embeddings of a few dozen patients defeat an RBF kernel
+        {"name": "wsi_svm", "kind": "svm", "features": ["wsi_resnet18:mean"], "grid": {"C": [0.01, 0.1]},
+         "params": {"kernel": "linear"}},
+        {"name": "wsi_mil", "kind": "mil", "features": ["wsi_resnet18"]},
+        {"name": "ct_svm", "kind": "svm", "features": ["ct_radiomics:mean"], "grid": {"C": [0.01, 0.1]},
+         "params": {"kernel": "linear"}},
+        {"name": "fusion", "kind": "svm", "scores": ["wsi_svm", "ct_svm"], "clinical": ["anti_ssa", "igg"],
+         "grid": {"C": [0.1, 1.0]}},
+        {"name": "ensemble", "kind": "voting", "members": ["wsi_svm", "wsi_mil"]},
+    ]
+    parts = [
+        "# Synthetic two-centre demo study written by pipeline.synth (not patient data).\n"
+        "# Paths are relative to this file's folder.\n",
+        _table("[study]", {
+            "name": "demo",
+            "description": "Synthetic Sjögren's cohort: labial-gland biopsy slides, sinus CT and clinical data"
+            + (" (small variant)" if small else ""),
+            "seed": seed,
+        }),
+        _table("[manifests]", {"patients": "manifests/patients.csv", "slides": "manifests/slides.csv",
+                               "scans": "manifests/scans.csv"}),
+        _table("[variables]", variables),
+        *(_table("[[feature_sets]]", fs) for fs in feature_sets),
+        _table("[cohort]", {"name": "demo", "params": {"min_age": 18}}),
+        _table("[split]", {"external_centers": ["B"], "internal_fraction": 0.25, "seed": 0}),
+        *(_table("[[models]]", m) for m in models),
+        _table("[validation]", {"n_boot": 500, "compare": [["fusion", "clinical"]]}),
+    ]
+    if report_dir is not None:
+        parts.append(_table("[report]", {"dir": report_dir}))
+    return "\n".join(parts)
+
+
+# --- writing ---------------------------------------------------------------------
+
+
+def _write_csv(path: Path, header: list[str] | tuple[str, ...], rows: list[list[str]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def _report_dir_text(report_dir: str | Path | None, folder: Path) -> str | None:
+    """The report folder as study.toml should hold it: relative to the study folder when possible."""
+    if report_dir is None:
+        return None
+    target = Path(report_dir).resolve()
+    try:
+        return Path(os.path.relpath(target, folder.resolve())).as_posix()
+    except ValueError:  # another drive on Windows
+        return target.as_posix()
+
+
+def _write_study(tmp: Path, patients: list[Patient], seed: int, small: bool, report_dir: str | None) -> None:
+    slide_spec = SlideSpec(896, 896) if small else SlideSpec()
+    scan_spec = ScanSpec((32, 32, 16), (1.6, 1.6, 5.0)) if small else ScanSpec()
+    for sub in ("manifests", "slides", "scans"):
+        (tmp / sub).mkdir(parents=True)
+    text = study_toml(seed, report_dir, small)
+    try:
+        parse_study(tomllib.loads(text), tmp, source="study.toml")
+    except (ConfigError, tomllib.TOMLDecodeError) as exc:  # a bug here, not the user's
+        raise RuntimeError(f"the synthetic study.toml does not validate: {exc}") from exc
+    (tmp / "study.toml").write_text(text, encoding="utf-8")
+    _write_csv(tmp / "manifests" / "patients.csv", PATIENT_COLUMNS, [p.row() for p in patients])
+
+    slide_rows: list[list[str]] = []
+    scan_rows: list[list[str]] = []
+    for i, p in enumerate(tqdm(patients, desc="synthesising patients", unit="patient", leave=False)):
+        centre = CENTRES[p.center]
+        for k in range(p.n_slides):
+            slide_id = f"{p.patient_id}-S{k + 1}"
+            rgb, _ = render_slide(_rng(seed, _SLIDES, i, k), p.infiltration, centre.stain, slide_spec)
+            write_slide(tmp / "slides" / f"{slide_id}.tiff", pyramid(rgb, slide_spec.min_level_side), slide_spec.mpp)
+            slide_rows.append([slide_id, p.patient_id, f"slides/{slide_id}.tiff"])
+        scan_id = f"{p.patient_id}-CT"
+        hu, mask, _ = render_scan(_rng(seed, _SCANS, i), p.lesion, centre.scanner, scan_spec, p.multilabel_mask)
+        write_scan(tmp / "scans" / f"{scan_id}_ct.nii.gz", tmp / "scans" / f"{scan_id}_roi.nii.gz", hu, mask, scan_spec)
+        scan_rows.append([scan_id, p.patient_id, f"scans/{scan_id}_ct.nii.gz", f"scans/{scan_id}_roi.nii.gz",
+                          "2" if p.multilabel_mask else "1"])
+    _write_csv(tmp / "manifests" / "slides.csv", ["slide_id", "patient_id", "path"], slide_rows)
+    _write_csv(tmp / "manifests" / "scans.csv", ["scan_id", "patient_id", "image_path", "mask_path", "mask_label"], scan_rows)
+
+
+def make_study(
+    folder: str | Path,
+    n_patients: int = 60,
+    seed: int = 0,
+    *,
+    report_dir: str | Path | None = None,
+    small: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Write a synthetic two-centre study and return the path of its ``study.toml``.
+
+    Layout::
+
+        study.toml
+        manifests/patients.csv   one row per patient (see PATIENT_COLUMNS)
+        manifests/slides.csv     slide_id, patient_id, path
+        manifests/scans.csv      scan_id, patient_id, image_path, mask_path, mask_label
+        slides/<slide_id>.tiff   pyramidal JPEG TIFF, 0.5 um/px at level 0
+        scans/<scan_id>_ct.nii.gz, scans/<scan_id>_roi.nii.gz
+
+    The study is built in a temporary folder beside ``folder`` and moved in
+    when complete, so a failure leaves nothing half-written.
+
+    Parameters
+    ----------
+    folder
+        Study folder; created if needed. Other files in it (a store, reports)
+        are left alone.
+    n_patients, seed
+        Cohort size and the seed of every random draw; the same arguments give
+        byte-identical files.
+    report_dir
+        Report folder to put in ``[report] dir`` (written relative to the study
+        folder); left out, the study uses the default ``reports/demo`` beside
+        ``study.toml``.
+    small
+        A tiny variant for fast tests: at most 16 patients, 896x896-pixel
+        slides and 32x32x16 CT volumes at 1.6x1.6x5 mm.
+    overwrite
+        Replace a study already written in ``folder`` (its study.toml,
+        manifests, slides and scans) instead of refusing.
+
+    Raises
+    ------
+    FileExistsError
+        When ``folder`` already holds a study and ``overwrite`` is false.
+    """
+    folder = Path(folder)
+    if small:
+        n_patients = min(n_patients, SMALL_PATIENTS)
+    existing = [name for name in OUTPUTS if (folder / name).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{folder}: already holds {', '.join(existing)}; choose an empty folder or pass overwrite=True")
+    patients = make_patients(n_patients, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".synth-{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write_study(tmp, patients, seed, small, _report_dir_text(report_dir, folder))
+        for name in OUTPUTS:
+            target = folder / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            os.replace(tmp / name, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    n_slides = sum(p.n_slides for p in patients)
+    log.info("synthetic study: %d patients, %d slides, %d scans in %s", len(patients), n_slides, len(patients), folder)
+    return folder / "study.toml"
