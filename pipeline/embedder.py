@@ -37,6 +37,10 @@ class Embedder(Protocol):
         """Instance rows (``pipeline.store.INSTANCE_COLUMNS``) for one source.
 
         Raises on a broken source; the runner records the error and moves on.
+        An embedder may also accept the keywords ``artifacts`` (a path prefix
+        for side files such as a tissue-mask thumbnail) and ``progress`` (a
+        per-source progress bar); the runner passes them only when the
+        signature has them.
         """
         ...
 

@@ -252,7 +252,7 @@ def _probe_slide(m: Manifest, i: int, paths: dict[str, Any]) -> tuple[dict[str, 
     try:
         info = wsi.probe_slide(path, mpp=mpp)
     except wsi.SlideError as exc:
-        column = "mpp" if "mpp" in str(exc).lower() and "metadata" in str(exc).lower() else "path"
+        column = "mpp" if isinstance(exc, wsi.MissingMppError) else "path"
         return None, [m.error(i, column, str(exc))]
     return {
         "path": str(path),

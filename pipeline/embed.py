@@ -1,0 +1,371 @@
+"""The embedding runner behind ``cohortlab embed``: resumable, shardable, modality-agnostic.
+
+For each feature set the runner lists the sources (``slides`` for WSI,
+``scans`` for CT), skips those whose ``embed_items`` row is ``done`` with the
+source's current fingerprint, takes its shard, and embeds the rest with the
+modality's embedder (``pipeline.wsi_embed`` / ``pipeline.ct_embed``), whose
+model is loaded once per feature set. A source that fails is recorded with its
+reason and the run goes on.
+
+No store connection is held while embedding, so ``--shard i/n`` processes can
+run side by side (DuckDB lets one process write a file at a time). Each source
+ends in two atomic writes beside its instance file::
+
+    instances/feature_set=<fs>/<source>.parquet      instances (done only)
+    instances/feature_set=<fs>/<source>.status.json  outcome, until folded
+
+and the status file is then folded into ``embed_items`` in a short
+transaction and removed. A run killed at any point leaves either nothing that
+counts, or a status file that the next run folds in; temporary files never count.
+When every source of a feature set has been tried (in any shard), the
+process that finishes last pools the instances per patient.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from tqdm.auto import tqdm
+
+from pipeline import store
+from pipeline.config import ConfigError, FeatureSet, Study
+from pipeline.embedder import Embedder, Source
+from pipeline.encoders import resolve_device
+from pipeline.pooling import pool_feature_set
+
+log = logging.getLogger("cohortlab.embed")
+
+STATUS_SUFFIX = ".status.json"
+
+
+# --- results ----------------------------------------------------------------------
+
+
+@dataclass
+class FeatureSetRun:
+    """What one ``embed`` call did for one feature set."""
+
+    name: str
+    modality: str
+    shard: tuple[int, int] | None = None
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    instances: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    pooled: dict[str, int] = field(default_factory=dict)
+    waiting: int = 0  # sources not yet tried by other shards (pooling deferred)
+
+    def __str__(self) -> str:
+        where = f", shard {self.shard[0]}/{self.shard[1]}" if self.shard else ""
+        head = (
+            f"{self.name} ({self.modality}{where}): {self.done} done, {self.failed} failed, "
+            f"{self.skipped} skipped; {self.instances} instances; {self.seconds:.1f} s"
+        )
+        lines = [head]
+        if self.pooled:
+            lines.append("  pooled per patient: " + ", ".join(f"{k} ({v} patients)" for k, v in self.pooled.items()))
+        elif self.waiting:
+            lines.append(f"  pooling waits for {self.waiting} source(s) of other shards")
+        else:
+            lines.append("  pooled per patient: up to date")
+        lines += [f"  failed {sid}: {why}" for sid, why in self.failures]
+        return "\n".join(lines)
+
+
+@dataclass
+class EmbedResult:
+    """Per feature set: done / failed / skipped counts, instances, seconds and failures."""
+
+    feature_sets: list[FeatureSetRun] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return sum(r.failed for r in self.feature_sets)
+
+    def __str__(self) -> str:
+        if not self.feature_sets:
+            return "no feature sets to embed"
+        return "\n".join(str(r) for r in self.feature_sets)
+
+
+# --- sources, shards, connections -----------------------------------------------
+
+
+def list_sources(con: duckdb.DuckDBPyConnection, study: Study, modality: str) -> list[Source]:
+    """Sources of a modality from the store, sorted by id, with paths made absolute."""
+    if modality == "wsi":
+        frame = store.query(con, "SELECT * FROM slides ORDER BY slide_id")
+        id_col, path_cols = "slide_id", ("path",)
+    elif modality == "ct":
+        frame = store.query(con, "SELECT * FROM scans ORDER BY scan_id")
+        id_col, path_cols = "scan_id", ("image_path", "mask_path")
+    else:
+        raise ValueError(f"unknown modality {modality!r}")
+    out = []
+    for row in frame.to_dicts():
+        for c in path_cols:
+            if row.get(c) is not None:
+                row[c] = str(study.path(row[c]))
+        out.append(Source(str(row[id_col]), str(row["patient_id"]), str(row["fingerprint"]), row))
+    return out
+
+
+def shard_of(sources: Sequence[Source], shard: tuple[int, int] | None) -> list[Source]:
+    """The i-th of n deterministic shards: round-robin over sources sorted by id."""
+    ordered = sorted(sources, key=lambda s: s.source_id)
+    if shard is None:
+        return ordered
+    i, n = shard
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"shard {i}/{n}: need 0 <= i < n")
+    return ordered[i::n]
+
+
+@contextmanager
+def _store(study: Study) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = store.connect(study.store_path, wait_s=300.0)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def make_embedder(fs: FeatureSet, device: str) -> Embedder:
+    """The modality's embedder (imported lazily: CT and WSI need different libraries)."""
+    if fs.modality == "wsi":
+        from pipeline.wsi_embed import make_embedder as make
+    elif fs.modality == "ct":
+        from pipeline.ct_embed import make_embedder as make  # type: ignore[no-redef]
+    else:
+        raise ValueError(f"feature set '{fs.name}': unknown modality {fs.modality!r}")
+    return make(fs, device)
+
+
+# --- per-source outcome files -------------------------------------------------------
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def status_path(store_path: Path, feature_set: str, source_id: str) -> Path:
+    p = store.instance_path(store_path, feature_set, source_id)
+    return p.with_name(p.name.removesuffix(".parquet") + STATUS_SUFFIX)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete ``.*.<pid>.tmp`` files left by processes that no longer run."""
+    n = 0
+    for p in folder.glob(".*.tmp"):
+        m = re.search(r"\.(\d+)\.tmp$", p.name)
+        if m and not _pid_alive(int(m.group(1))):
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
+def fold_status_files(con: duckdb.DuckDBPyConnection, study: Study, feature_set: str, current: dict[str, Source]) -> int:
+    """Record pending status files of a feature set in ``embed_items`` (one transaction), then remove them.
+
+    Returns how many of them change the set of done sources (a new done item,
+    or a failure replacing a done one), i.e. whether pooling is out of date.
+    A status file for a source that is gone, or whose fingerprint has changed
+    since, is dropped; so is a ``done`` one whose instance file is missing.
+    """
+    folder = store.instance_path(study.store_path, feature_set, "x").parent
+    files = sorted(folder.glob(f"*{STATUS_SUFFIX}")) if folder.exists() else []
+    if not files:
+        return 0
+    base = store.store_dir(study.store_path)
+    n = 0
+    with store.transaction(con):
+        for f in files:
+            try:
+                st = json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # removed by another shard meanwhile, or unreadable: the source is simply re-tried
+            src = current.get(st.get("source_id"))
+            if src is None or src.fingerprint != st.get("fingerprint"):
+                continue
+            if st["status"] == "done" and not (base / st["path"]).exists():
+                continue
+            before = con.execute(
+                "SELECT status FROM embed_items WHERE feature_set = ? AND source_id = ?", [feature_set, st["source_id"]]
+            ).fetchone()
+            n += st["status"] == "done" or (before is not None and before[0] == "done")
+            store.record_item(
+                con, feature_set, st["source_id"], st["patient_id"], st["status"], st.get("n_instances"),
+                st.get("error"), st.get("seconds"), st.get("path"), st.get("fingerprint"),
+            )
+    for f in files:
+        f.unlink(missing_ok=True)
+    return n
+
+
+def clean_error(exc: BaseException) -> str:
+    """One line for a failure (errors re-raised from DataLoader workers carry a whole traceback)."""
+    text = str(exc).strip()
+    if "Original Traceback" in text:
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        text = lines[-1] if lines else text
+        m = re.match(r"^[\w.]+(?:Error|Exception): (.*)$", text)
+        return m.group(1) if m and isinstance(exc, ValueError) else text
+    return text if isinstance(exc, ValueError) else f"{type(exc).__name__}: {text}"
+
+
+def embed_source(embedder: Embedder, source: Source, feature_set: str, store_path: Path, progress: bool = False) -> dict[str, Any]:
+    """Embed one source, write its instances and status file atomically; never raises for a bad source."""
+    out = store.instance_path(store_path, feature_set, source.source_id)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rel = str(out.relative_to(store.store_dir(store_path)))
+    t0 = time.perf_counter()
+    status: dict[str, Any] = {
+        "feature_set": feature_set, "source_id": source.source_id, "patient_id": source.patient_id,
+        "fingerprint": source.fingerprint,
+    }
+    try:
+        kwargs: dict[str, Any] = {}
+        params = inspect.signature(embedder.embed).parameters
+        if "artifacts" in params:
+            kwargs["artifacts"] = out.with_name(out.name.removesuffix(".parquet"))
+        if "progress" in params:
+            kwargs["progress"] = progress
+        frame = embedder.embed(source, **kwargs)
+        if frame.height and (frame["source_id"] != source.source_id).any():
+            raise ValueError(f"embedder returned rows of another source for {source.source_id}")
+        store.write_instances(out, frame)
+        status.update(status="done", n_instances=frame.height, error=None, path=rel)
+    except Exception as exc:  # one broken source must not stop the run
+        log.warning("%s / %s failed: %s", feature_set, source.source_id, exc)
+        status.update(status="failed", n_instances=0, error=clean_error(exc), path=None)
+    status["seconds"] = round(time.perf_counter() - t0, 3)
+    _write_json(status_path(store_path, feature_set, source.source_id), status)
+    return status
+
+
+# --- the run ------------------------------------------------------------------------
+
+
+def _attempted(con: duckdb.DuckDBPyConnection, feature_set: str) -> dict[str, tuple[str, str | None]]:
+    rows = con.execute("SELECT source_id, status, fingerprint FROM embed_items WHERE feature_set = ?", [feature_set]).fetchall()
+    return {sid: (st, fp) for sid, st, fp in rows}
+
+
+def _has_pooled(con: duckdb.DuckDBPyConnection, feature_set: str, poolings: Sequence[str]) -> bool:
+    have = {r[0] for r in con.execute("SELECT DISTINCT pooling FROM patient_features WHERE feature_set = ?", [feature_set]).fetchall()}
+    return set(poolings) <= have
+
+
+def embed_feature_set(
+    study: Study, fs: FeatureSet, device: str = "auto", shard: tuple[int, int] | None = None, progress: bool = True
+) -> FeatureSetRun:
+    """Embed one feature set's sources (this shard's share), then pool when all are tried."""
+    run = FeatureSetRun(fs.name, fs.modality, shard)
+    t0 = time.perf_counter()
+    with _store(study) as con:
+        sources = list_sources(con, study, fs.modality)
+        current = {s.source_id: s for s in sources}
+        folded = fold_status_files(con, study, fs.name, current)
+        attempted_before = _attempted(con, fs.name)
+    mine = shard_of(sources, shard)
+    todo = [s for s in mine if attempted_before.get(s.source_id) != ("done", s.fingerprint)]
+    run.skipped = len(mine) - len(todo)
+    if todo:
+        try:
+            embedder = make_embedder(fs, device)
+        except (ValueError, ImportError) as exc:  # encoder, parameters or stage unusable: every source would fail alike
+            raise ConfigError(f"{study.root / 'study.toml'}: feature set '{fs.name}': {exc}") from None
+        try:
+            with _store(study) as con, store.transaction(con):
+                store.register_feature_set(con, embedder.record())
+            remove_stale_temporaries(store.instance_path(study.store_path, fs.name, "x").parent)
+            for src in tqdm(todo, desc=f"embed {fs.name}", unit="source", disable=not progress):
+                st = embed_source(embedder, src, fs.name, study.store_path, progress=progress)
+                if st["status"] == "done":
+                    run.done += 1
+                    run.instances += st["n_instances"]
+                else:
+                    run.failed += 1
+                    run.failures.append((src.source_id, st["error"]))
+                try:
+                    with _store(study) as con:
+                        folded += fold_status_files(con, study, fs.name, current)
+                except store.StoreError as exc:  # folded by the next run (or another shard) instead
+                    log.warning("could not record %s now: %s", src.source_id, exc)
+        finally:
+            embedder.close()
+    with _store(study) as con:
+        folded += fold_status_files(con, study, fs.name, current)
+        attempted = _attempted(con, fs.name)
+        untried = [s for s in sources if attempted.get(s.source_id, (None, None))[1] != s.fingerprint]
+        run.waiting = len(untried)
+        # Re-pool only when the set of done instances may have changed.
+        was_done = any(attempted_before.get(s.source_id, (None, None))[0] == "done" for s in todo)
+        changed = run.done > 0 or folded > 0 or was_done
+        if not untried and (changed or not _has_pooled(con, fs.name, fs.pooling)):
+            valid = [s.source_id for s in sources if attempted[s.source_id] == ("done", s.fingerprint)]
+            run.pooled = pool_feature_set(con, fs.name, fs.pooling, valid)
+    run.seconds = time.perf_counter() - t0
+    log.info("%s", run)
+    return run
+
+
+def embed(
+    study: Study,
+    feature_set: str | None = None,
+    device: str = "auto",
+    shard: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> EmbedResult:
+    """Embed every feature set of a study (or one), resumably; see the module docstring.
+
+    Parameters
+    ----------
+    study
+        The validated study.
+    feature_set
+        Only this feature set.
+    device
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    shard
+        ``(i, n)``: embed only the i-th of n round-robin shards of the sources sorted by id.
+    progress
+        Show progress bars.
+    """
+    try:
+        resolve_device(device)  # fail before any work when CUDA is asked for and absent
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    chosen = [study.feature_set(feature_set)] if feature_set else list(study.feature_sets)
+    result = EmbedResult()
+    for fs in chosen:
+        result.feature_sets.append(embed_feature_set(study, fs, device, shard, progress))
+    return result
