@@ -128,7 +128,7 @@ def test_concurrent_shards_do_not_clash(reference, tmp_path, make_study, fs_dict
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "analytics.cli", "embed", str(tmp_path), "--device", "cpu", "--shard", f"{i}/2"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace", env=ENV,
         )
         for i in range(2)
     ]
