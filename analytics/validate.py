@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -80,11 +81,21 @@ def _interval(iv: stats.Interval) -> dict[str, Any]:
 
 
 def _safe(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """A metric that cannot be computed on this split (one class, too few events) is left out with a note."""
-    try:
-        return fn(*args, **kwargs), None
-    except (ValueError, ZeroDivisionError, np.linalg.LinAlgError) as exc:
-        return None, f"{getattr(fn, '__name__', fn)}: {exc}"
+    """A metric that cannot be computed on this split (one class, too few events) is left out with a note.
+
+    Numerical warnings (e.g. bootstrap resamples that lacked a class) go to the
+    log rather than the console.
+    """
+    name = getattr(fn, "__name__", str(fn))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            out = fn(*args, **kwargs), None
+        except (ValueError, ZeroDivisionError, np.linalg.LinAlgError) as exc:
+            out = None, f"{name}: {exc}"
+    for w in caught:
+        log.info("%s: %s", name, w.message)
+    return out
 
 
 def _dca_grid(spec: list[float]) -> np.ndarray:
