@@ -69,3 +69,16 @@ def test_demo_run_report(tmp_path: Path) -> None:
     assert {f"fig-explain-{i}" for i in range(len(explain["figures"]))} <= figure_ids
     assert any(f["kind"].startswith("shap") for f in explain["figures"])
     assert not re.search(r'(src|href)="(https?:)?//', text)
+
+    # re-running the finished study does no work again and gives identical outputs
+    outputs = [study.report_dir / n for n in ("metrics.json", "metrics.csv", "curves.json", "index.html")]
+    before = {p: p.read_bytes() for p in outputs}
+    stamps = {p: p.stat().st_mtime_ns for d in ("models", "instances") for p in (study.root / d).rglob("*") if p.is_file()}
+    again = run(study, device="cpu", progress=False)
+    assert again.ok, str(again)
+    summary = {s.name: s.summary for s in again.stages}
+    assert "nothing written" in summary["ingest"]
+    assert re.findall(r"(\d+) done", summary["embed"]) and set(re.findall(r"(\d+) done", summary["embed"])) == {"0"}
+    assert "up to date" in summary["validate"]
+    assert {p: p.read_bytes() for p in outputs} == before
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
