@@ -7,40 +7,19 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
+
+from store_builders import write_patients
 
 from pipeline import store
 from pipeline.config import Study, parse_study
 
-_DUCK_TYPES = {pl.Float64: "DOUBLE", pl.Int64: "BIGINT", pl.String: "VARCHAR", pl.Boolean: "BOOLEAN", pl.Date: "DATE"}
 
 
 def build_store(path: Path, patients: pl.DataFrame, variables: list[dict[str, Any]] | None = None) -> Path:
     """A store holding ``patients`` (patient_id, center, clinical columns...) and its variables."""
     con = store.connect(path)
     try:
-        ids = patients["patient_id"].to_list()
-        base = pa.table({
-            "patient_id": pa.array(ids, type=pa.string()),
-            "center": pa.array(patients["center"].to_list(), type=pa.string()),
-            "source_file": pa.array(["patients.csv"] * len(ids), type=pa.string()),
-            "source_row": pa.array(list(range(2, len(ids) + 2)), type=pa.int32()),
-        })
-        con.register("_p", base)
-        con.execute("INSERT INTO patients SELECT * FROM _p")
-        con.unregister("_p")
-        clinical = patients.drop("center")
-        for col in clinical.columns[1:]:
-            con.execute(f'ALTER TABLE clinical ADD COLUMN "{col}" {_DUCK_TYPES[clinical[col].dtype]}')
-        con.register("_c", clinical.to_arrow())
-        con.execute("INSERT INTO clinical SELECT * FROM _c")
-        con.unregister("_c")
-        for v in variables or []:
-            con.execute(
-                "INSERT INTO variables VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [v["name"], v["type"], v.get("unit"), v.get("role", "predictor"), v.get("label", v["name"]),
-                 int(patients[v["name"]].null_count()), v.get("levels")],
-            )
+        write_patients(con, patients, variables or [])
     finally:
         con.close()
     return path

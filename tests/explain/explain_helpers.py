@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import polars as pl
-import pyarrow as pa
 
 from analytics.models.data import Columns
+from store_builders import write_patients
+
 from pipeline import store, wsi
 from pipeline.config import Study, load_study
 
@@ -51,7 +52,6 @@ def signal_table(n: int = 240, noise_dims: int = 30, seed: int = 0, missing: boo
 
 # --- a small fitted study ------------------------------------------------------------------------
 
-_DUCK = {pl.Float64: "DOUBLE", pl.Int64: "BIGINT", pl.String: "VARCHAR"}
 COHORT_SQL = ("SELECT p.patient_id, p.center, c.label, c.marker, c.age, c.sex "
               "FROM patients p JOIN clinical c USING (patient_id)")
 TILE = {"mpp": 1.0, "tile_size": 224}
@@ -84,22 +84,11 @@ def build_study(root: Path, n: int = 40, seed: int = 3, models: list[dict[str, A
     con = store.connect(root / "store.duckdb")
     try:
         ids = frame["patient_id"].to_list()
-        con.register("_p", pa.table({
-            "patient_id": pa.array(ids), "center": pa.array(frame["center"].to_list()),
-            "source_file": pa.array(["patients.csv"] * n), "source_row": pa.array(list(range(2, n + 2)), pa.int32()),
-        }))
-        con.execute("INSERT INTO patients SELECT * FROM _p")
-        con.unregister("_p")
-        clinical = frame.drop("center")
-        for col in clinical.columns[1:]:
-            con.execute(f'ALTER TABLE clinical ADD COLUMN "{col}" {_DUCK[clinical[col].dtype]}')
-        con.register("_c", clinical.to_arrow())
-        con.execute("INSERT INTO clinical SELECT * FROM _c")
-        con.unregister("_c")
-        for name, kind, unit, label in [("label", "binary", None, "Outcome"), ("marker", "numeric", "U/mL", "Marker"),
-                                        ("age", "integer", "years", "Age"), ("sex", "categorical", None, "Sex")]:
-            con.execute("INSERT INTO variables VALUES (?, ?, ?, ?, ?, 0, NULL)",
-                        [name, kind, unit, "outcome" if name == "label" else "predictor", label])
+        write_patients(con, frame, [
+            {"name": name, "type": kind, "unit": unit, "role": "outcome" if name == "label" else "predictor", "label": label}
+            for name, kind, unit, label in [("label", "binary", None, "Outcome"), ("marker", "numeric", "U/mL", "Marker"),
+                                            ("age", "integer", "years", "Age"), ("sex", "categorical", None, "Sex")]
+        ])
         with wsi.open_slide(CMU) as slide:
             grid = wsi.tile_grid(slide, TILE["mpp"], TILE["tile_size"], 0.25)
         probe = wsi.probe_slide(CMU)

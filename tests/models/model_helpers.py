@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
+
+from store_builders import write_patients
 
 from pipeline import store
 from pipeline.config import Study, parse_study
 
-_DUCK_TYPES = {pl.Float64: "DOUBLE", pl.Int64: "BIGINT", pl.String: "VARCHAR"}
 
 # The cohort of every test study: the split comes from a clinical column, so
 # changing held-out patients' labels cannot move anyone between splits.
@@ -28,25 +28,10 @@ def build_store(path: Path, patients: pl.DataFrame, types: Mapping[str, str]) ->
     """A store holding ``patients`` (patient_id, center, clinical columns ...) and their variable types."""
     con = store.connect(path)
     try:
-        ids = patients["patient_id"].to_list()
-        con.register("_p", pa.table({
-            "patient_id": pa.array(ids, type=pa.string()),
-            "center": pa.array(patients["center"].to_list(), type=pa.string()),
-            "source_file": pa.array(["patients.csv"] * len(ids), type=pa.string()),
-            "source_row": pa.array(list(range(2, len(ids) + 2)), type=pa.int32()),
-        }))
-        con.execute("INSERT INTO patients SELECT * FROM _p")
-        con.unregister("_p")
-        clinical = patients.drop("center")
-        for col in clinical.columns[1:]:
-            con.execute(f'ALTER TABLE clinical ADD COLUMN "{col}" {_DUCK_TYPES[clinical[col].dtype]}')
-        con.register("_c", clinical.to_arrow())
-        con.execute("INSERT INTO clinical SELECT * FROM _c")
-        con.unregister("_c")
-        for col, kind in types.items():
-            role = "outcome" if col == "label" else "other" if col == "split" else "predictor"
-            con.execute("INSERT INTO variables VALUES (?, ?, NULL, ?, ?, ?, NULL)",
-                        [col, kind, role, col, int(patients[col].null_count())])
+        write_patients(con, patients, [
+            {"name": col, "type": kind, "role": "outcome" if col == "label" else "other" if col == "split" else "predictor"}
+            for col, kind in types.items()
+        ])
     finally:
         con.close()
     return path
