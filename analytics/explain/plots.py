@@ -57,6 +57,13 @@ def _value_text(v: object) -> str:
     return str(v)
 
 
+def _shown_value(column: np.ndarray, row: int) -> str:
+    """`` = value`` for a single input; nothing for a block explained as a whole (no single value)."""
+    if all(v is None for v in column):
+        return ""
+    return f" = {_value_text(column[row])}"
+
+
 def _colour_values(column: np.ndarray) -> np.ndarray:
     """Feature values as [0, 1] by rank among the explained rows (categories by level order); NaN when not shown."""
     out = np.full(len(column), np.nan)
@@ -174,7 +181,7 @@ def waterfall(expl: ShapExplanation, row: int, path: Path, title: str, max_displ
     order = np.argsort(-np.abs(vals), kind="stable")
     shown = order[: max_display - 1] if len(order) > max_display else order
     rest = order[len(shown):]
-    items = [(f"{_short(expl.grouping.label(expl.features[j]), 40)} = {_value_text(expl.data[row, j])}", vals[j])
+    items = [(_short(expl.grouping.label(expl.features[j]), 40) + _shown_value(expl.data[:, j], row), vals[j])
              for j in shown[::-1]]
     if len(rest):
         items.insert(0, (f"{len(rest)} other features", float(vals[rest].sum())))

@@ -58,3 +58,15 @@ def test_the_signal_variable_and_block_get_the_largest_grouped_importance(kind: 
     assert set(ranked[:2]) == {"sig:mean", "marker"}, imp
     # clearly ahead, not by a hair
     assert min(imp["sig:mean"], imp["marker"]) > 1.5 * max(v for k, v in imp.items() if k not in ("sig:mean", "marker"))
+
+
+def test_waterfall_labels_blocks_without_a_value() -> None:
+    import numpy as np
+
+    from analytics.explain.plots import _shown_value
+
+    block = np.array([None, None, None], dtype=object)
+    clinical = np.array([24.6, None, 3.0], dtype=object)
+    assert _shown_value(block, 0) == ""
+    assert _shown_value(clinical, 0) == " = 24.6"
+    assert _shown_value(clinical, 1) == " = missing"
