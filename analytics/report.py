@@ -356,7 +356,7 @@ def feature_set_rows(frame: pl.DataFrame, study: Study, coverage: Mapping[str, i
                        "input_size", "window", "margin_mm", "bin_width")
     for r in frame.to_dicts():
         stored.add(r["name"])
-        params = json.loads(r["params"]) if isinstance(r["params"], str) else (r["params"] or {})
+        params = store.feature_set_params(r)
         res = [f"{k} {_dims(params[k])}" for k in resolution_keys if params.get(k) is not None]
         other = [f"{k}={_compact(v)}" for k, v in sorted(params.items()) if k not in resolution_keys]
         text, random = weights_text(r["weights"])

@@ -19,7 +19,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -277,6 +277,17 @@ class FeatureSetRecord:
     weights: str
     params: dict[str, Any]
     dim: int | None = None
+
+
+def feature_set_params(record: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``params`` of a ``feature_sets`` row (stored as JSON text; a dict passes through)."""
+    raw = (record or {}).get("params")
+    if isinstance(raw, str):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return {}
+    return dict(raw or {})
 
 
 def register_feature_set(con: duckdb.DuckDBPyConnection, rec: FeatureSetRecord) -> None:

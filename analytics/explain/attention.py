@@ -11,7 +11,6 @@ are the ones that were embedded.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,17 +38,6 @@ MASK_KEYS = ("saturation_threshold", "min_saturation", "min_area_um2", "max_hole
 class AttentionRun:
     outputs: ModelOutputs = field(default_factory=ModelOutputs)
     notes: list[str] = field(default_factory=list)
-
-
-def feature_set_params(record: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The ``params`` of a ``feature_sets`` row (stored as JSON text)."""
-    raw = (record or {}).get("params")
-    if isinstance(raw, str):
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return {}
-    return dict(raw or {})
 
 
 def default_patients(predictions: pl.DataFrame) -> dict[str, str]:

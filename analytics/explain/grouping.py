@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from pipeline.store import feature_set_params
+
 SCORE_PREFIX = "score:"
 
 
@@ -142,18 +144,6 @@ def _block_label(block: str, feature_sets: Mapping[str, Mapping[str, Any]]) -> s
     return f"{what}, {pooling}-pooled" if pooling else what
 
 
-def _params(rec: Mapping[str, Any]) -> dict[str, Any]:
-    import json
-
-    raw = rec.get("params")
-    if isinstance(raw, str):
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return {}
-    return dict(raw or {})
-
-
 def labels_for(
     names: Sequence[str],
     variables: pl.DataFrame | None = None,
@@ -175,7 +165,7 @@ def labels_for(
             continue
         parts = name.split(":")
         if len(parts) == 3 and parts[2].isdigit():
-            fnames = _params(fsets.get(parts[0]) or {}).get("feature_names") or []
+            fnames = feature_set_params(fsets.get(parts[0])).get("feature_names") or []
             j = int(parts[2])
             out[name] = f"{fnames[j]} ({parts[1]})" if j < len(fnames) else f"{parts[0]}:{parts[1]} #{j}"
         elif len(parts) == 2:

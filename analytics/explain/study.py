@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from analytics.cohort import Cohort, CohortError, load_cohort
 from analytics.explain import manifest as mf
-from analytics.explain.attention import default_patients, feature_set_params, mil_outputs, sources_by_id
+from analytics.explain.attention import default_patients, mil_outputs, sources_by_id
 from analytics.explain.grouping import SCORE_PREFIX, labels_for
 from analytics.explain.shap_outputs import chosen_patients, write_shap
 from analytics.explain.shap_values import (
@@ -63,6 +63,7 @@ from analytics.models.fusion import training_scores
 from analytics.models.persist import FittedModel, PersistError, load_model, read_manifest, read_predictions
 from pipeline import store
 from pipeline.config import Model, Study
+from pipeline.store import feature_set_params
 
 log = logging.getLogger("cohortlab.explain")
 
