@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -50,9 +49,15 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from analytics.splits import SPLITS, SplitError, assign_splits, check_splits, split_counts
+from analytics.splits import (
+    SPLITS,
+    SplitError,
+    assign_splits,
+    check_splits,
+    split_counts,
+)
 from analytics.table1 import Table1, table1
-from pipeline import store
+from pipeline import atomic, store
 from pipeline.config import SplitSection, Study
 
 log = logging.getLogger("cohortlab.cohort")
@@ -1005,16 +1010,13 @@ def run_sql(study: Study, query: str, out: Path | None = None, params: dict[str,
             _print(frame)
             return frame
         out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         try:
-            if out.suffix.lower() == ".csv":
-                frame.write_csv(tmp)
-            else:
-                frame.write_parquet(tmp)
+            with atomic.staged(out) as tmp:
+                if out.suffix.lower() == ".csv":
+                    frame.write_csv(tmp)
+                else:
+                    frame.write_parquet(tmp)
         except pl.exceptions.PolarsError as exc:
-            tmp.unlink(missing_ok=True)
             raise CohortError(f"--out {out}: cannot write this result ({exc}); list columns need .parquet") from None
-        os.replace(tmp, out)
         print(f"{frame.height} rows -> {out}")
         return frame

@@ -50,7 +50,15 @@ from tqdm.auto import tqdm
 
 from analytics.cohort import Cohort, CohortError, load_cohort
 from analytics.models import fusion, registry
-from analytics.models.data import Assembled, Columns, ModelInputError, assemble, input_models, mil_feature_set, pooled_refs
+from analytics.models.data import (
+    Assembled,
+    Columns,
+    ModelInputError,
+    assemble,
+    input_models,
+    mil_feature_set,
+    pooled_refs,
+)
 from analytics.models.learners import Learner
 from analytics.models.persist import (
     FittedModel,

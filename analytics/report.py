@@ -28,7 +28,6 @@ import base64
 import json
 import logging
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +43,7 @@ from tqdm.auto import tqdm
 from analytics import figures, tripod
 from analytics.stats.roc_band import BAND_SPECIFICITIES, roc_band
 from analytics.stats.thresholds import roc_curve
-from pipeline import store
+from pipeline import atomic, store
 from pipeline.config import Study
 
 log = logging.getLogger("cohortlab.report")
@@ -909,11 +908,6 @@ def report(study: Study, progress: bool = True) -> Path:
     for w in src.warnings:
         log.warning("%s", w)
     html = render(build_context(src, progress=progress))
-    out = study.report_dir
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / "index.html"
-    tmp = out / f".index.html.{os.getpid()}.tmp"
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, target)
+    target = atomic.write_text(study.report_dir / "index.html", html)
     log.info("report written: %s (%d bytes)", target, len(html.encode("utf-8")))
     return target

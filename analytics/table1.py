@@ -41,7 +41,6 @@ from __future__ import annotations
 import html
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +49,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 from scipy import stats as sps
+
+from pipeline import atomic
 
 log = logging.getLogger("cohortlab.table1")
 
@@ -97,12 +98,9 @@ class Table1:
 
     def to_csv(self, path: str | Path) -> Path:
         """Write the display table as CSV (temp file renamed on success)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        self.frame.write_csv(tmp)
-        os.replace(tmp, path)
-        return path
+        with atomic.staged(path) as tmp:
+            self.frame.write_csv(tmp)
+        return Path(path)
 
     def to_html(self) -> str:
         """An HTML fragment (``<table class="table1">``) with a two-row header and a method note."""

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from analytics import stats
 from analytics.cohort import load_cohort
-from pipeline import store
+from pipeline import atomic, store
 from pipeline.config import Study
 
 log = logging.getLogger("cohortlab.validate")
@@ -280,12 +280,6 @@ def _long_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def validate(study: Study, force: bool = False, progress: bool = True) -> ValidateResult:
     """Compute every metric for every model and split; write files and the ``metrics`` table.
 
@@ -342,10 +336,10 @@ def validate(study: Study, force: bool = False, progress: bool = True) -> Valida
     metrics = _clean(metrics)
     rows = _long_rows(metrics)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=1, sort_keys=True))
-    _write_atomic(out_dir / "curves.json", json.dumps(_clean(curves), sort_keys=True))
+    atomic.write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1, sort_keys=True))
+    atomic.write_text(out_dir / "curves.json", json.dumps(_clean(curves), sort_keys=True))
     table = pl.DataFrame(rows, schema={"model": pl.String, "split": pl.String, "metric": pl.String, "estimate": pl.Float64, "low": pl.Float64, "high": pl.Float64, "method": pl.String})
-    _write_atomic(out_dir / "metrics.csv", table.write_csv(float_precision=6))
+    atomic.write_text(out_dir / "metrics.csv", table.write_csv(float_precision=6))
     con = store.connect(study.store_path)
     try:
         with store.transaction(con):

@@ -38,7 +38,12 @@ from tqdm.auto import tqdm
 from pipeline import ct
 from pipeline import radiomics as rad
 from pipeline.config import FeatureSet
-from pipeline.ct_encoders import DEFAULT_INPUT_3D, VIDEO_MODELS, load_volume_encoder, slice_stack
+from pipeline.ct_encoders import (
+    DEFAULT_INPUT_3D,
+    VIDEO_MODELS,
+    load_volume_encoder,
+    slice_stack,
+)
 from pipeline.embedder import Source
 from pipeline.encoders import OWN_PARAMS, Encoder, EncoderError, load_encoder
 from pipeline.store import FeatureSetRecord

@@ -38,7 +38,7 @@ from typing import Any
 import duckdb
 from tqdm.auto import tqdm
 
-from pipeline import store
+from pipeline import atomic, store
 from pipeline.config import ConfigError, FeatureSet, Study
 from pipeline.embedder import Embedder, Source
 from pipeline.encoders import resolve_device
@@ -158,12 +158,7 @@ def make_embedder(fs: FeatureSet, device: str) -> Embedder:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(data, sort_keys=True), fsync=True)
 
 
 def status_path(store_path: Path, feature_set: str, source_id: str) -> Path:

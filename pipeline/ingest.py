@@ -21,7 +21,15 @@ from tqdm.auto import tqdm
 
 from pipeline import store
 from pipeline.config import Study, Variable
-from pipeline.manifest import CellError, Manifest, TypedColumn, infer_column, read_manifest, require_columns, text_column
+from pipeline.manifest import (
+    CellError,
+    Manifest,
+    TypedColumn,
+    infer_column,
+    read_manifest,
+    require_columns,
+    text_column,
+)
 
 log = logging.getLogger("cohortlab.ingest")
 

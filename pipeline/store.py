@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
 import time
@@ -30,6 +29,8 @@ import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
+
+from pipeline import atomic
 
 SCHEMA_VERSION = 1
 INSTANCE_COLUMNS = ("source_id", "instance", "x", "y", "z", "level", "tissue_fraction", "embedding")
@@ -217,18 +218,14 @@ def write_instances(path: str | Path, frame: pl.DataFrame) -> Path:
     missing = [c for c in INSTANCE_COLUMNS if c not in frame.columns]
     if missing:
         raise StoreError(f"{path}: instance frame lacks columns {missing}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     frame = frame.select(INSTANCE_COLUMNS).with_columns(
         pl.col("embedding").cast(pl.List(pl.Float32)),
         pl.col("instance").cast(pl.Int32),
         pl.col("x").cast(pl.Int64), pl.col("y").cast(pl.Int64), pl.col("z").cast(pl.Int64),
         pl.col("level").cast(pl.Int32), pl.col("tissue_fraction").cast(pl.Float64),
     )
-    frame.write_parquet(tmp, compression="zstd", statistics=True)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with atomic.staged(path, fsync=True) as tmp:
+        frame.write_parquet(tmp, compression="zstd", statistics=True)
     return path
 
 

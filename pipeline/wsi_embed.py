@@ -22,7 +22,7 @@ import polars as pl
 from PIL import Image
 from tqdm.auto import tqdm
 
-from pipeline import wsi
+from pipeline import atomic, wsi
 from pipeline.config import FeatureSet
 from pipeline.embedder import Source
 from pipeline.encoders import OWN_PARAMS, Encoder, EncoderError, load_encoder
@@ -40,10 +40,8 @@ class NoTissueError(wsi.SlideError):
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic.staged(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
 
 
 class WsiEmbedder:

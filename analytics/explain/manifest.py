@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pipeline import atomic
 
 FORMAT = 1
 NAME = "manifest.json"
@@ -109,7 +110,4 @@ def write(folder: Path, models: dict[str, ModelOutputs], order: list[str]) -> Pa
     text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
     if path.exists() and path.read_text(encoding="utf-8") == text:
         return path  # unchanged: leave the file (and its time stamp) alone
-    tmp = path.with_name(f".{NAME}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic.write_text(path, text)

@@ -8,7 +8,6 @@ byte-identical files.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from matplotlib.figure import Figure
 
 from analytics.explain.grouping import importance
 from analytics.explain.shap_values import ShapExplanation
+from pipeline import atomic
 
 DPI = 110
 POSITIVE = "#c0392b"  # pushes towards the positive class
@@ -33,12 +33,9 @@ def new_figure(width: float, height: float) -> Figure:
 
 def save(fig: Figure, path: Path, tight: bool = True) -> Path:
     """Write a PNG atomically, without metadata that would change between runs."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None}, bbox_inches="tight" if tight else None)
-    os.replace(tmp, path)
-    return path
+    with atomic.staged(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None}, bbox_inches="tight" if tight else None)
+    return Path(path)
 
 
 def axis_label(space: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -12,14 +11,13 @@ from analytics.explain import plots
 from analytics.explain.grouping import importance
 from analytics.explain.manifest import FigureEntry, ModelOutputs, ValueEntry
 from analytics.explain.shap_values import ShapExplanation
+from pipeline import atomic
 from pipeline.store import safe_name
 
 
 def write_parquet(frame: pl.DataFrame, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.write_parquet(tmp, compression="zstd", statistics=False)
-    os.replace(tmp, path)
+    with atomic.staged(path) as tmp:
+        frame.write_parquet(tmp, compression="zstd", statistics=False)
     return path
 
 

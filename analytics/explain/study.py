@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -58,10 +57,23 @@ from analytics.explain.shap_values import (
     explain_function,
     explain_pipeline,
 )
-from analytics.models.data import Columns, ModelInputError, assemble, input_models, mil_feature_set, pooled_refs
+from analytics.models.data import (
+    Columns,
+    ModelInputError,
+    assemble,
+    input_models,
+    mil_feature_set,
+    pooled_refs,
+)
 from analytics.models.fusion import training_scores
-from analytics.models.persist import FittedModel, PersistError, load_model, read_manifest, read_predictions
-from pipeline import store
+from analytics.models.persist import (
+    FittedModel,
+    PersistError,
+    load_model,
+    read_manifest,
+    read_predictions,
+)
+from pipeline import atomic, store
 from pipeline.config import Model, Study
 from pipeline.store import feature_set_params
 
@@ -304,24 +316,6 @@ def _mil_model(study: Study, fitted: FittedModel, patients: Sequence[str] | None
 # --- files ------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _staging(folder: Path, name: str) -> Iterator[Path]:
-    """A temporary folder that replaces ``folder / name`` when the block succeeds (removed when it fails)."""
-    tmp = folder / f".{name}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        target = folder / name
-        old = folder / f".{name}.{os.getpid()}.old"
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def model_digest(fit_manifest: dict[str, Any], settings: Settings, patients: Sequence[str] | None) -> str:
     """What a model's explanation depends on: its fit (key, cohort hash, predictions), settings, patients."""
     cohort = fit_manifest.get("cohort") or {}
@@ -411,7 +405,7 @@ def explain(
                 continue
             fitted = load_model(study.models_dir / spec.name)
             notes: list[str] = []
-            with _staging(folder, spec.name) as tmp:
+            with atomic.staged_dir(folder / spec.name) as tmp:
                 if spec.kind == "mil":
                     outputs = _mil_model(study, fitted, wanted, settings, tmp, summary, notes)
                 else:

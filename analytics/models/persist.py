@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +31,15 @@ import numpy as np
 import polars as pl
 
 from analytics.models.data import ModelData
-from analytics.models.learners import Learner, MILLearner, StackingLearner, TabularLearner, VotingLearner
+from analytics.models.learners import (
+    Learner,
+    MILLearner,
+    StackingLearner,
+    TabularLearner,
+    VotingLearner,
+)
 from analytics.models.mil import MILClassifier
+from pipeline import atomic
 from pipeline.config import Model
 
 FORMAT = 1
@@ -107,11 +112,7 @@ def save_model(
     import torch
 
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic.staged_dir(folder) as tmp:
         kind = manifest["kind"]
         name = artifact_name(kind)
         if isinstance(learner, TabularLearner):
@@ -125,13 +126,6 @@ def save_model(
         if attention is not None:
             attention.write_parquet(tmp / ATTENTION)
         _write_json(tmp / MANIFEST, {**manifest, "format": FORMAT, "artifact": name})
-        old = folder.with_name(f".{folder.name}.{os.getpid()}.old")
-        if folder.exists():
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

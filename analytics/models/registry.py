@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from analytics.models import classical
-from analytics.models.learners import Learner, MILLearner, StackingLearner, TabularLearner, VotingLearner
+from analytics.models.learners import (
+    Learner,
+    MILLearner,
+    StackingLearner,
+    TabularLearner,
+    VotingLearner,
+)
 from pipeline.config import Model
 
 
