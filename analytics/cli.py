@@ -126,7 +126,9 @@ def features(study: StudyArg) -> None:
     s = _study(study)
     con = store.connect(s.store_path, read_only=True)
     try:
-        _print_frame(store.feature_sets(con).drop("params"))
+        _print_frame(store.feature_sets(con).select(
+            "name", "modality", "encoder", "weights", "dim", "done", "failed", "instances", "code_version"
+        ))
         failed = store.query(
             con, "SELECT feature_set, source_id, error FROM embed_items WHERE status = 'failed' ORDER BY ALL"
         )
@@ -204,7 +206,8 @@ def run(
 def _print_frame(frame: Any) -> None:
     import polars as pl
 
-    with pl.Config(tbl_rows=200, tbl_cols=30, fmt_str_lengths=80, tbl_hide_dataframe_shape=True):
+    with pl.Config(tbl_rows=200, tbl_cols=30, fmt_str_lengths=80, tbl_width_chars=200,
+                   tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
         print(frame)
 
 
