@@ -270,6 +270,31 @@ class Study(_Strict):
         raise ConfigError(f"{self.root / 'study.toml'}: no model named '{name}'")
 
 
+def toml_value(v: Any) -> str:
+    """One value as TOML: booleans, numbers, strings, arrays and inline tables."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """A study dictionary as study.toml text: a table per key, an array of tables for lists of tables."""
+    parts = []
+    for key, val in data.items():
+        items = val if isinstance(val, list) else [val]
+        header = f"[[{key}]]" if isinstance(val, list) else f"[{key}]"
+        parts += [header + "\n" + "".join(f"{k} = {toml_value(x)}\n" for k, x in item.items()) for item in items]
+    return "\n".join(parts)
+
+
 def _unique(key: str, names: list[str]) -> None:
     seen: set[str] = set()
     for i, n in enumerate(names):

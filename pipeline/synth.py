@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from pipeline.config import ConfigError, parse_study
+from pipeline.config import ConfigError, parse_study, to_toml
 from pipeline.synth_ct import Scanner, ScanSpec, render_scan, write_scan
 from pipeline.synth_slides import SlideSpec, Stain, pyramid, render_slide, write_slide
 
@@ -200,24 +200,6 @@ def make_patients(n_patients: int = 60, seed: int = 0) -> list[Patient]:
 # --- study.toml ------------------------------------------------------------------
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def _table(header: str, values: dict[str, Any]) -> str:
-    return header + "\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items())
-
-
 def study_toml(seed: int, report_dir: str | None = None, small: bool = False) -> str:
     """The demo study's ``study.toml`` text (validated by :func:`make_study` before writing)."""
     variables = {
@@ -254,27 +236,27 @@ def study_toml(seed: int, report_dir: str | None = None, small: bool = False) ->
          "grid": {"C": [0.1, 1.0]}},
         {"name": "ensemble", "kind": "voting", "members": ["wsi_svm", "wsi_mil"]},
     ]
-    parts = [
-        "# Synthetic two-centre demo study written by pipeline.synth (not patient data).\n"
-        "# Paths are relative to this file's folder.\n",
-        _table("[study]", {
+    data: dict[str, Any] = {
+        "study": {
             "name": "demo",
             "description": "Synthetic Sjögren's cohort: labial-gland biopsy slides, sinus CT and clinical data"
             + (" (small variant)" if small else ""),
             "seed": seed,
-        }),
-        _table("[manifests]", {"patients": "manifests/patients.csv", "slides": "manifests/slides.csv",
-                               "scans": "manifests/scans.csv"}),
-        _table("[variables]", variables),
-        *(_table("[[feature_sets]]", fs) for fs in feature_sets),
-        _table("[cohort]", {"name": "demo", "params": {"min_age": 18}}),
-        _table("[split]", {"external_centers": ["B"], "internal_fraction": 0.25, "seed": 0}),
-        *(_table("[[models]]", m) for m in models),
-        _table("[validation]", {"n_boot": 500, "compare": [["fusion", "clinical"]]}),
-    ]
+        },
+        "manifests": {"patients": "manifests/patients.csv", "slides": "manifests/slides.csv",
+                      "scans": "manifests/scans.csv"},
+        "variables": variables,
+        "feature_sets": feature_sets,
+        "cohort": {"name": "demo", "params": {"min_age": 18}},
+        "split": {"external_centers": ["B"], "internal_fraction": 0.25, "seed": 0},
+        "models": models,
+        "validation": {"n_boot": 500, "compare": [["fusion", "clinical"]]},
+    }
     if report_dir is not None:
-        parts.append(_table("[report]", {"dir": report_dir}))
-    return "\n".join(parts)
+        data["report"] = {"dir": report_dir}
+    header = ("# Synthetic two-centre demo study written by pipeline.synth (not patient data).\n"
+              "# Paths are relative to this file's folder.\n")
+    return header + "\n" + to_toml(data)
 
 
 # --- writing ---------------------------------------------------------------------

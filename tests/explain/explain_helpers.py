@@ -13,7 +13,7 @@ from analytics.models.data import Columns
 from store_builders import write_patients
 
 from pipeline import store, wsi
-from pipeline.config import Study, load_study
+from pipeline.config import Study, load_study, to_toml
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CMU = DATA / "wsi" / "CMU-1-Small-Region.svs"
@@ -140,27 +140,3 @@ def build_study(root: Path, n: int = 40, seed: int = 3, models: list[dict[str, A
     }
     (root / "study.toml").write_text(to_toml(data), encoding="utf-8")
     return load_study(root / "study.toml")
-
-
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, list):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    return "{ " + ", ".join(f"{k} = {_value(x)}" for k, x in v.items()) + " }"
-
-
-def to_toml(data: dict[str, Any]) -> str:
-    """A study dictionary as study.toml text (tables, arrays of tables, inline tables below them)."""
-    out = []
-    for key, val in data.items():
-        if isinstance(val, list) and val and isinstance(val[0], dict):
-            for item in val:
-                out.append(f"[[{key}]]\n" + "".join(f"{k} = {_value(x)}\n" for k, x in item.items()))
-        else:
-            out.append(f"[{key}]\n" + "".join(f"{k} = {_value(x)}\n" for k, x in val.items()))
-    return "\n".join(out)

@@ -79,3 +79,22 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
         _load(tmp_path, "[study\nname=1")
     with pytest.raises(ConfigError, match="no such study file"):
         load_study(tmp_path / "nope.toml")
+
+
+def test_to_toml_round_trips_through_the_parser(tmp_path: Path) -> None:
+    import tomllib
+
+    from pipeline.config import to_toml
+
+    data = {
+        "study": {"name": "s1", "description": 'quote " and \\ back', "seed": 3},
+        "manifests": {"patients": "p.csv"},
+        "feature_sets": [{"name": "a", "modality": "wsi", "encoder": "resnet18", "mpp": 1.0, "pooling": ["mean"]}],
+        "models": [{"name": "m", "kind": "svm", "clinical": ["age"], "grid": {"C": [0.1, 1.0]}, "params": {"probability": True}}],
+    }
+    text = to_toml(data)
+    assert tomllib.loads(text) == data
+    (tmp_path / "study.toml").write_text(text)
+    assert load_study(tmp_path).models[0].grid == {"C": [0.1, 1.0]}
+    with pytest.raises(TypeError, match="cannot write"):
+        to_toml({"study": {"x": object()}})
