@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.encoders import WEIGHT_SUFFIXES, EncoderError, resolve_device, sha256_file
+from pipeline.encoders import EncoderError, resolve_device, sha256_file, weights_file
 
 log = logging.getLogger("cohortlab.ct_encoders")
 
@@ -102,14 +102,7 @@ def build_video_model(name: str, weights: str = "pretrained", seed: int = 0) -> 
             ) from None
         weights_id = f"torchvision:{enum_name}.{member.name}"
     else:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise EncoderError(
-                f"weights {weights!r}: no such file (weights is 'pretrained', 'random', one of "
-                f"{', '.join(enum.__members__)}, or a local {'/'.join(WEIGHT_SUFFIXES)} file)"
-            )
-        if path.suffix.lower() not in WEIGHT_SUFFIXES:
-            raise EncoderError(f"{path}: weights file must end in one of {', '.join(WEIGHT_SUFFIXES)}")
+        path = weights_file(weights, f"'pretrained', 'random', one of {', '.join(enum.__members__)}")
         model = builder(weights=None)
         model.fc = torch.nn.Identity()
         try:

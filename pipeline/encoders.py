@@ -106,20 +106,28 @@ def build_model(name: str, weights: str = "pretrained", seed: int = 0, **timm_kw
     if weights.startswith("hf-hub:"):
         model = _create(weights, True, timm_kwargs, f"weights {weights}")
         return model, weights
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise EncoderError(
-            f"weights {weights!r}: no such file (weights is 'pretrained', 'random', an hf-hub: name, "
-            f"or a local {'/'.join(WEIGHT_SUFFIXES)} file)"
-        )
-    if path.suffix.lower() not in WEIGHT_SUFFIXES:
-        raise EncoderError(f"{path}: weights file must end in one of {', '.join(WEIGHT_SUFFIXES)}")
+    path = weights_file(weights, "'pretrained', 'random', an hf-hub: name")
     digest = sha256_file(path)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _create(name, False, timm_kwargs, f"weights {path}")
     load_weights_file(model, path)
     return model, f"file:{digest}"
+
+
+def weights_file(weights: str, choices: str) -> Path:
+    """The local weights file that ``weights`` names; a clear error when it names none.
+
+    ``choices`` lists the other accepted values, for the message.
+    """
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise EncoderError(
+            f"weights {weights!r}: no such file (weights is {choices}, or a local {'/'.join(WEIGHT_SUFFIXES)} file)"
+        )
+    if path.suffix.lower() not in WEIGHT_SUFFIXES:
+        raise EncoderError(f"{path}: weights file must end in one of {', '.join(WEIGHT_SUFFIXES)}")
+    return path
 
 
 def load_weights_file(model: torch.nn.Module, path: Path) -> None:
