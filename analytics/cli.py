@@ -129,9 +129,7 @@ def features(study: StudyArg) -> None:
         _print_frame(store.feature_sets(con).select(
             "name", "modality", "encoder", "weights", "dim", "done", "failed", "instances", "code_version"
         ))
-        failed = store.query(
-            con, "SELECT feature_set, source_id, error FROM embed_items WHERE status = 'failed' ORDER BY ALL"
-        )
+        failed = store.failed_items(con)
         if failed.height:
             print("\nfailed inputs:")
             _print_frame(failed)

@@ -265,12 +265,7 @@ def stored_predictions(store_path: Path, model: str | None = None) -> pl.DataFra
     """Rows of the ``predictions`` table (of one model), ordered by model and patient."""
     con = store.connect(store_path, read_only=True)
     try:
-        sql = "SELECT model, patient_id, split, score, fold FROM predictions"
-        params: list[Any] = []
-        if model is not None:
-            sql += " WHERE model = ?"
-            params.append(model)
-        return store.query(con, sql + " ORDER BY model, patient_id", params or None).cast(PREDICTION_SCHEMA)
+        return store.read_predictions(con, model).cast(PREDICTION_SCHEMA)
     finally:
         con.close()
 

@@ -206,11 +206,9 @@ def read_sources(study: Study) -> Sources:
     try:
         patients = store.query(con, "SELECT patient_id, center FROM patients ORDER BY patient_id")
         fsets = store.feature_sets(con)
-        failed = store.query(con, "SELECT feature_set, source_id, patient_id, error FROM embed_items "
-                                  "WHERE status = 'failed' ORDER BY feature_set, source_id")
+        failed = store.failed_items(con)
         variables = store.query(con, "SELECT name, type, unit, role, label, n_missing FROM variables ORDER BY name")
-        predictions = store.query(con, "SELECT model, patient_id, split, score, fold FROM predictions "
-                                       "ORDER BY model, patient_id")
+        predictions = store.read_predictions(con)
         cohort, cohort_error = None, None
         if study.cohort is not None:
             try:

@@ -114,9 +114,7 @@ def _failed_inputs(study: Study) -> list[tuple[str, str, str]]:
         return []
     con = store.connect(study.store_path, read_only=True)
     try:
-        return [tuple(r) for r in con.execute(
-            "SELECT feature_set, source_id, error FROM embed_items WHERE status = 'failed' ORDER BY feature_set, source_id"
-        ).fetchall()]
+        return store.failed_items(con).select("feature_set", "source_id", "error").rows()
     finally:
         con.close()
 

@@ -104,10 +104,6 @@ def _dca_grid(spec: list[float]) -> np.ndarray:
     return np.round(start + step * np.arange(n), 10)
 
 
-def _predictions(con: Any) -> pl.DataFrame:
-    return store.query(con, "SELECT model, patient_id, split, score, fold FROM predictions ORDER BY model, patient_id")
-
-
 def inputs_digest(study: Study, preds: pl.DataFrame, outcomes: pl.DataFrame) -> str:
     """What the metrics depend on: predictions, outcomes, validation settings."""
     h = hashlib.sha256()
@@ -290,7 +286,7 @@ def validate(study: Study, force: bool = False, progress: bool = True) -> Valida
     result = ValidateResult(out_dir)
     con = store.connect(study.store_path, read_only=True)
     try:
-        preds = _predictions(con)
+        preds = store.read_predictions(con)
     finally:
         con.close()
     if preds.height == 0:

@@ -410,6 +410,25 @@ def feature_sets(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     )
 
 
+def failed_items(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Sources that could not be embedded: feature_set, source_id, patient_id, error."""
+    return query(
+        con,
+        "SELECT feature_set, source_id, patient_id, error FROM embed_items WHERE status = 'failed' "
+        "ORDER BY feature_set, source_id",
+    )
+
+
+def read_predictions(con: duckdb.DuckDBPyConnection, model: str | None = None) -> pl.DataFrame:
+    """Rows of the ``predictions`` table (of one model), ordered by model and patient."""
+    sql = "SELECT model, patient_id, split, score, fold FROM predictions"
+    params: list[Any] = []
+    if model is not None:
+        sql += " WHERE model = ?"
+        params.append(model)
+    return query(con, sql + " ORDER BY model, patient_id", params or None)
+
+
 def file_fingerprint(path: str | Path, *extra: Any) -> str:
     """Cheap identity of a file (size, mtime) plus the manifest fields that change its meaning."""
     p = Path(path)

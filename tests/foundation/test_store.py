@@ -141,3 +141,15 @@ def test_safe_name_is_unique() -> None:
     names = {store.safe_name(s) for s in ["a/b", "a_b", "a b", "a:b", "ab"]}
     assert len(names) == 5
     assert store.safe_name("S001.svs") == "S001.svs"
+
+
+def test_failed_items_and_predictions_readers(tmp_path: Path) -> None:
+    con = store.connect(tmp_path / "s.duckdb")
+    store.record_item(con, "fs", "b", "P2", "failed", None, "boom", 0.1, None, "f")
+    store.record_item(con, "fs", "a", "P1", "done", 3, None, 0.1, "x.parquet", "f")
+    assert store.failed_items(con).rows() == [("fs", "b", "P2", "boom")]
+    con.executemany("INSERT INTO predictions VALUES (?, ?, ?, ?, ?)",
+                    [("m2", "P1", "train", 0.2, 0), ("m1", "P2", "external", 0.9, None), ("m1", "P1", "train", 0.4, 1)])
+    assert store.read_predictions(con).select("model", "patient_id").rows() == [("m1", "P1"), ("m1", "P2"), ("m2", "P1")]
+    assert store.read_predictions(con, "m2")["score"].to_list() == [0.2]
+    con.close()
