@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -44,14 +45,35 @@ def _study(path: Path) -> Study:
     return study
 
 
+# libraries whose INFO/DEBUG output (SHAP's sampling dumps, font searches, HTTP chatter) would drown the study log
+THIRD_PARTY_LOGGERS = ("shap", "matplotlib", "PIL", "numba", "urllib3", "fsspec", "filelock", "h5py", "asyncio",
+                       "httpx", "httpcore", "huggingface_hub", "timm", "torch", "xgboost", "numexpr", "joblib")
+
+
+class _OwnOrWarning(logging.Filter):
+    """Keep cohortlab's own records; of any other library's, only warnings and errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        own = record.name == "cohortlab" or record.name.startswith("cohortlab.")
+        return own or record.levelno >= logging.WARNING
+
+
+def quiet_third_party() -> None:
+    """Set the loggers of :data:`THIRD_PARTY_LOGGERS` to WARNING (their debug records are then not even made)."""
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _log_to(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
+    quiet_third_party()
     root = logging.getLogger()
     target = str((folder / "cohortlab.log").resolve())
     if any(isinstance(h, logging.FileHandler) and h.baseFilename == target for h in root.handlers):
         return
     handler = logging.FileHandler(target, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_OwnOrWarning())
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     logging.getLogger("cohortlab").info("command: %s", " ".join(sys.argv))
@@ -133,8 +155,29 @@ def features(study: StudyArg) -> None:
         if failed.height:
             print("\nfailed inputs:")
             _print_frame(failed)
+        bad = store.unreadable_instances(con)
+        if bad:
+            print(f"\n{len(bad)} instance file(s) missing, unreadable or changed (left out of the instances view; "
+                  "`cohortlab embed` embeds them again):")
+            for problem in bad:
+                print(f"  {problem}")
     finally:
         con.close()
+
+
+def _warn_unreadable_instances(s: Study) -> None:
+    """One line on stderr per instance file that queries cannot see (the log has them too)."""
+    from pipeline import store
+
+    if not s.store_path.exists():
+        return
+    con = store.connect(s.store_path, read_only=True)
+    try:
+        bad = store.unreadable_instances(con)
+    finally:
+        con.close()
+    for problem in bad:
+        print(f"warning: left out of the instances view: {problem}", file=sys.stderr)
 
 
 @app.command()
@@ -155,7 +198,9 @@ def sql(
     param: Annotated[Optional[list[str]], typer.Option("--param", help="name=value, bound as $name")] = None,
 ) -> None:
     """Run an ad-hoc read-only query on the store."""
-    _entry("analytics.cohort", "run_sql")(_study(study), query, out=out, params=_params(param))
+    s = _study(study)
+    _warn_unreadable_instances(s)
+    _entry("analytics.cohort", "run_sql")(s, query, out=out, params=_params(param))
 
 
 @app.command()
@@ -168,9 +213,12 @@ def fit(
 
 
 @app.command()
-def validate(study: StudyArg) -> None:
+def validate(
+    study: StudyArg,
+    partial: Annotated[bool, typer.Option("--partial", help="validate the models that have predictions, listing those left out")] = False,
+) -> None:
     """Metrics with CIs per model and split; metrics.csv / metrics.json."""
-    print(_entry("analytics.validate", "validate")(_study(study)))
+    print(_entry("analytics.validate", "validate")(_study(study), partial=partial))
 
 
 @app.command()
@@ -184,9 +232,12 @@ def explain(
 
 
 @app.command()
-def report(study: StudyArg) -> None:
-    """Write the self-contained HTML validation report."""
-    print(_entry("analytics.report", "report")(_study(study)))
+def report(
+    study: StudyArg,
+    force: Annotated[bool, typer.Option("--force", help="render again even when no input changed")] = False,
+) -> None:
+    """Write the self-contained HTML validation report (skipped when none of its inputs changed)."""
+    print(_entry("analytics.report", "write_report")(_study(study), force=force))
 
 
 @app.command()
@@ -209,22 +260,42 @@ def _print_frame(frame: Any) -> None:
         print(frame)
 
 
+def _os_message(exc: BaseException) -> str:
+    """One line for an operating-system or storage error, naming the file when the error knows it."""
+    from pipeline.atomic import WriteError
+
+    if isinstance(exc, OSError) and not isinstance(exc, WriteError) and exc.filename is not None:
+        return f"{os.fsdecode(exc.filename)}: {exc.strerror or exc}"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: known errors print one clear message and exit 1."""
+    """Console entry point: known errors print one clear message and exit 1; so does a failed stage of ``run``."""
+    import duckdb
+
     from pipeline.store import StoreError
 
     known: tuple[type[BaseException], ...] = (UserError, ConfigError, StoreError, FileNotFoundError)
     from analytics.cohort import CohortError
     from analytics.splits import SplitError
+    from analytics.validate import ValidateError
     from pipeline.ingest import IngestError
 
-    known += (IngestError, CohortError, SplitError)
+    known += (IngestError, CohortError, SplitError, ValidateError)
     try:
-        app(args=argv, standalone_mode=False)
+        # without standalone mode click returns a command's exit code (typer.Exit) instead of exiting
+        code = app(args=argv, standalone_mode=False)
     except known as exc:
         print(f"error: {exc}", file=sys.stderr)
         if logging.getLogger().handlers:
             logging.getLogger("cohortlab").error("%s", exc)
+        return 1
+    except (OSError, duckdb.IOException) as exc:  # disk full, a file size limit, permissions: say where, briefly
+        message = _os_message(exc)
+        print(f"error: {message}", file=sys.stderr)
+        if logging.getLogger().handlers:
+            logging.getLogger("cohortlab").error("%s", message, exc_info=exc)
         return 1
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
@@ -238,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return exc.exit_code
         raise
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -7,19 +7,23 @@ per patient: ``patient_id`` and ``label`` (0/1/NULL), optionally ``time``,
 
 Running one:
 
-* The store is opened read-only; every ``sql/views/<name>.sql`` (and
-  ``<study>/views/<name>.sql``, which wins) holds one SELECT and becomes the
-  TEMP VIEW ``<name>`` on that connection. A view that does not bind on this
+* The store is opened read-only in a sandbox (:mod:`analytics.sandbox`): SQL
+  reads files only below the study's folder and the store's ``instances/``,
+  no URL, no extension, and cannot change that configuration. Every
+  ``sql/views/<name>.sql`` (and ``<study>/views/<name>.sql``, which wins)
+  holds one SELECT and becomes the TEMP VIEW ``<name>`` on that connection. A view that does not bind on this
   store (it names a column the store lacks) is skipped and named in the error
   of any cohort that then fails to find it.
 * The file must hold exactly one SELECT (``WITH`` / ``FROM`` / ``VALUES`` are
   SELECTs); anything else (INSERT, CREATE, DROP, COPY, ATTACH, SET, ...) is
-  refused before it runs, and the read-only connection refuses writes anyway.
+  refused before it runs (EXPLAIN ANALYZE too: it runs what it explains), and
+  the read-only connection refuses writes anyway.
 * Named parameters (``$min_age``, ``$centers`` a list) are bound by DuckDB,
   never pasted into the text. Values come from ``study.toml``
   (``[cohort] params``, applied to the study's own cohort) overlaid by the
   caller's (``--param name=value``). A parameter the SQL needs but nobody gave,
-  or one given but not used, is an error.
+  or one given but not used (a misspelt name, with the likely intended one),
+  is an error.
 * Checks, each naming the file, the column and the result rows: columns
   ``patient_id`` and ``label`` present; at least one row; ``patient_id`` not
   NULL, unique and present in the store's ``patients``; ``label`` and ``event``
@@ -33,6 +37,7 @@ The result, :class:`Cohort`, is what models consume; see its docstring.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import logging
@@ -49,6 +54,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from analytics import sandbox
 from analytics.splits import (
     SPLITS,
     SplitError,
@@ -158,18 +164,26 @@ def create_views(con: duckdb.DuckDBPyConnection, files: Mapping[str, Path]) -> d
 
 @dataclass(frozen=True)
 class Session:
-    """A read-only connection and the views that could not be created on it (name -> reason)."""
+    """A read-only connection, the views that could not be created on it (name -> reason), the folders it reads."""
 
     con: duckdb.DuckDBPyConnection
     view_failures: dict[str, str]
+    readable: tuple[str, ...] = ()
 
 
 @contextmanager
-def read_only(store_path: str | Path, views: Mapping[str, Path] | None = None) -> Iterator[Session]:
-    """Open the store read-only with the shared views as TEMP views; closed on exit."""
-    con = store.connect(store_path, read_only=True)
+def read_only(
+    store_path: str | Path, views: Mapping[str, Path] | None = None, folders: Sequence[str | Path] = ()
+) -> Iterator[Session]:
+    """Open the store read-only in the SQL sandbox, with the shared views as TEMP views; closed on exit.
+
+    The connection reads files only below ``folders`` (the study root) and the
+    store's ``instances/`` folder, and loads no extension
+    (:func:`analytics.sandbox.connect`); the views are created inside it.
+    """
+    con = sandbox.connect(store_path, folders)
     try:
-        yield Session(con, create_views(con, views or {}))
+        yield Session(con, create_views(con, views or {}), tuple(sandbox.readable(store_path, folders)))
     finally:
         con.close()
 
@@ -187,16 +201,19 @@ def _bind(stmt: Any, params: Mapping[str, Any], source: str) -> dict[str, Any]:
     if positional:
         raise CohortError(f"{source}: uses positional parameters (?, $1); name them ($min_age) so they can be bound")
     missing = sorted(used - set(params))
+    unknown = sorted(set(params) - used)
+    if unknown:  # a misspelt name is both unknown and missing: name it first, with the likely intent
+        hints = {u: difflib.get_close_matches(u, missing, n=1) for u in unknown}
+        named = ", ".join(u + (f" (did you mean ${hints[u][0]}?)" if hints[u] else "") for u in unknown)
+        raise CohortError(
+            f"{source}: unknown parameter(s) {named}; the SQL uses "
+            f"{', '.join('$' + u for u in sorted(used)) or 'no parameters'}"
+            + (f"; {', '.join('$' + m for m in missing)} not given" if missing else "")
+        )
     if missing:
         raise CohortError(
             f"{source}: parameter(s) {', '.join('$' + m for m in missing)} not given; set them in study.toml "
             f"[cohort] params or pass --param {missing[0]}=..."
-        )
-    unknown = sorted(set(params) - used)
-    if unknown:
-        raise CohortError(
-            f"{source}: unknown parameter(s) {', '.join(unknown)}; the SQL uses "
-            f"{', '.join('$' + u for u in sorted(used)) or 'no parameters'}"
         )
     return {k: params[k] for k in sorted(used)}
 
@@ -210,24 +227,31 @@ def run_select(
 ) -> pl.DataFrame:
     """Run one read-only statement with bound named parameters and return a polars frame.
 
-    Anything but a single SELECT (or EXPLAIN when ``allow_explain``) is refused
-    before it runs.
+    Anything but a single SELECT (or, when ``allow_explain``, a plain EXPLAIN
+    of one SELECT) is refused before it runs. EXPLAIN ANALYZE is refused
+    always: it runs the statement it explains.
     """
     stmts = _parse(session.con, text, source)
     if len(stmts) != 1:
         raise CohortError(f"{source}: holds {len(stmts)} statements; give exactly one SELECT (nothing was run)")
     kind = stmts[0].type
-    allowed = {duckdb.StatementType.SELECT} | ({duckdb.StatementType.EXPLAIN} if allow_explain else set())
-    if kind not in allowed:
+    explain = allow_explain and kind == duckdb.StatementType.EXPLAIN
+    if not (kind == duckdb.StatementType.SELECT or (explain and sandbox.explained_select(session.con, text))):
+        what = sandbox.statement_name(kind, text)
+        article = "an" if what[0] in "AEIO" or what == "UPDATE" else "a"
+        runs = ", which runs the statement it explains" if what == "EXPLAIN ANALYZE" else ""
+        reads = "SELECT / WITH / FROM" + (", or EXPLAIN of a SELECT" if allow_explain else "")
         raise CohortError(
-            f"{source}: is a {kind.name} statement; cohort and ad-hoc SQL may only read "
-            "(SELECT / WITH / FROM); nothing was run and the store is unchanged"
+            f"{source}: is {article} {what} statement{runs}; cohort and ad-hoc SQL may only read ({reads}); "
+            "nothing was run and the store is unchanged"
         )
     values = _bind(stmts[0], params or {}, source)
     try:
         return store.query(session.con, text, values or None)
     except duckdb.Error as exc:
         msg = str(exc)
+        if isinstance(exc, duckdb.PermissionException):  # the sandbox refused a file, URL or extension
+            msg = f"{msg.splitlines()[0]}; SQL here reads files only below {', '.join(session.readable)}"
         if session.view_failures and "Catalog Error" in msg:
             skipped = "; ".join(f"{n}: {r}" for n, r in sorted(session.view_failures.items()))
             msg += f" (views not available on this store: {skipped})"
@@ -919,7 +943,7 @@ def load_cohort(
     file = find_cohort(study, name)
     bound = cohort_params(study, name, params)
     views = view_files(study)
-    with read_only(study.store_path, views) as session:
+    with read_only(study.store_path, views, [study.root]) as session:
         return build_cohort(
             session, file, bound, split or study.split, name=Path(name).stem, features=features, bags=bags,
             on_missing=on_missing, views=views, store_path=study.store_path,
@@ -978,7 +1002,7 @@ def show_cohort(study: Study, name: str | None, params: dict[str, Any]) -> Cohor
         name = name or study.cohort.name  # type: ignore[union-attr]
         file = find_cohort(study, name)
         views = view_files(study)
-        with read_only(study.store_path, views) as session:
+        with read_only(study.store_path, views, [study.root]) as session:
             cohort = build_cohort(session, file, cohort_params(study, name, params), study.split,
                                   name=Path(name).stem, views=views, store_path=study.store_path)
             refs = [f"{f.name}:{p}" for f in study.feature_sets for p in f.pooling]
@@ -1004,7 +1028,7 @@ def run_sql(study: Study, query: str, out: Path | None = None, params: dict[str,
     with _user_errors():
         if out is not None and Path(out).suffix.lower() not in (".csv", ".parquet", ".pq"):
             raise CohortError(f"--out {out}: write .csv or .parquet")
-        with read_only(study.store_path, view_files(study)) as session:
+        with read_only(study.store_path, view_files(study), [study.root]) as session:
             frame = run_select(session, query, params or {}, source="query", allow_explain=True)
         if out is None:
             _print(frame)

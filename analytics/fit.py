@@ -21,7 +21,12 @@ For each model in ``study.toml`` order (a model only names earlier models):
 
 Second-stage models (fusion ``scores``, ``voting`` / ``stacking`` members)
 read their inputs' OOF scores for training patients and final-model scores for
-held-out ones (:mod:`analytics.models.fusion`).
+held-out ones (:mod:`analytics.models.fusion`). The outer fold k model of one
+that fits something on those scores (not soft voting) is fitted on input scores
+cross-fitted without fold k instead, and scores fold k with the input models'
+fold k models (nested cross-fitting, :mod:`analytics.crossfit`; ``nested =
+false`` on the model skips it and its training estimate is optimistic). The
+fits are cached under ``<study>/models/.crossfit/``.
 
 Resumable: a model whose saved ``fit_key`` (its config, the cohort hash of its
 inputs, the outer folds, the seed and its input models' prediction hashes)
@@ -49,12 +54,15 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from analytics.cohort import Cohort, CohortError, load_cohort
-from analytics.models import fusion, registry
+from analytics.crossfit import CACHE_FOLDER, CrossFitter, FitCache, needs_nesting, optimistic
+from analytics.models import fusion, registry, tuning
 from analytics.models.data import (
     Assembled,
     Columns,
+    ModelData,
     ModelInputError,
     assemble,
+    dropped_text,
     input_models,
     mil_feature_set,
     pooled_refs,
@@ -72,7 +80,7 @@ from analytics.models.persist import (
 )
 from analytics.models.registry import ModelSpecError
 from analytics.splits import SplitError
-from pipeline import store
+from pipeline import atomic, store
 from pipeline.config import Model, Study
 
 log = logging.getLogger("cohortlab.fit")
@@ -132,6 +140,19 @@ def outer_folds(patient_ids: Sequence[str], y: np.ndarray, folds: int, seed: int
 # --- fitting one model ---------------------------------------------------------------------------
 
 
+def train_learner(spec: Model, data: ModelData, y: np.ndarray, seed: int, make: Callable[[Model, int], Learner],
+                  step: str) -> Learner:
+    """A fresh learner of ``spec`` fitted on ``data`` (both classes required); failures as :class:`FitError`."""
+    classes = np.unique(y)
+    if len(classes) < 2:
+        raise FitError(f"model '{spec.name}', {step}: its training patients with inputs hold only label "
+                       f"{classes.tolist()}; it needs both classes")
+    try:
+        return make(spec, seed).fit(data, y)
+    except (ValueError, RuntimeError) as exc:
+        raise FitError(f"model '{spec.name}', {step}: {exc}") from exc
+
+
 @dataclass(frozen=True, eq=False)
 class ModelFit:
     """One model fitted by outer CV and refit: its predictions and final learner."""
@@ -164,6 +185,8 @@ def fit_model(
     seed: int,
     make: Callable[[Model, int], Learner] | None = None,
     progress: bool = False,
+    fold_data: Sequence[ModelData] | None = None,
+    on_fold: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
 ) -> ModelFit:
     """Outer-CV out-of-fold predictions for training patients, then a final refit for held-out ones.
 
@@ -185,6 +208,11 @@ def fit_model(
         Builds a fresh learner (default :func:`analytics.models.registry.build_learner`).
     progress
         Show a progress bar over folds.
+    fold_data
+        Per outer fold, the inputs its model is fitted on and scores its patients with
+        (nested cross-fitting, :meth:`analytics.crossfit.CrossFitter.fold_inputs`); default ``inputs``.
+    on_fold
+        Called with each outer fold, the positions of its patients and their scores.
     """
     make = make or registry.build_learner
     data, available = inputs.data, inputs.available
@@ -203,26 +231,22 @@ def fit_model(
     attention: list[pl.DataFrame] = []
     is_mil = spec.kind == "mil"
 
-    def run(step: str, tr: np.ndarray) -> Learner:
-        classes = np.unique(y[tr])
-        if len(classes) < 2:
-            raise FitError(f"model '{spec.name}', {step}: its training patients with inputs hold only label "
-                           f"{classes.tolist()}; it needs both classes")
-        try:
-            return make(spec, seed).fit(data.take(tr), y[tr])
-        except (ValueError, RuntimeError) as exc:
-            raise FitError(f"model '{spec.name}', {step}: {exc}") from exc
+    def run(step: str, tr: np.ndarray, rows: ModelData) -> Learner:
+        return train_learner(spec, rows.take(tr), y[tr], seed, make, step)
 
     for k in tqdm(range(plan.k), desc=f"{spec.name} outer folds", leave=False, disable=not progress):
         tr, te = np.flatnonzero(use & (fold != k)), np.flatnonzero(use & (fold == k))
         if len(te) == 0:
             continue
-        learner = run(f"outer fold {k}", tr)
+        rows = data if fold_data is None else fold_data[k]
+        learner = run(f"outer fold {k}", tr, rows)
         fold_chosen.append({"fold": k, **learner.chosen})
-        scores[te] = learner.predict_score(data.take(te))
+        scores[te] = learner.predict_score(rows.take(te))
+        if on_fold is not None:
+            on_fold(k, te, scores[te])
         if is_mil:
             attention += _attention_rows(data, te, learner.attention(data.take(te)), split, k)
-    final = run("final refit", np.flatnonzero(use))
+    final = run("final refit", np.flatnonzero(use), data)
     held = np.flatnonzero(available & ~is_train)
     if len(held):
         scores[held] = final.predict_score(data.take(held))
@@ -326,6 +350,8 @@ class ModelReport:
     unlabelled: list[str]
     seconds: float
     folder: Path
+    dropped: dict[str, str] = field(default_factory=dict)  # input column -> why it was left out
+    optimistic: str | None = None  # why its training (out-of-fold) estimate is not nested, when it should be
 
 
 @dataclass(frozen=True)
@@ -360,6 +386,11 @@ class FitResult:
                          chosen or "-", f"{m.seconds:.1f}"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        lines += [f"warning: {dropped_text(m.name, m.dropped)}" for m in self.models if m.dropped]
+        lines += [f"warning: model '{m.name}': training estimate not nested, optimistic ({m.optimistic})"
+                  for m in self.models if m.optimistic]
+        n_cohort = sum(self.cohort_counts.values())
+        lines += [f"warning: {text}" for m in self.models if (text := short_of_cohort(m, n_cohort))]
         lacking = [(m.name, k, v) for m in self.models for k, v in m.missing.items() if v]
         if lacking:
             lines.append("patients without a model's inputs (no prediction from that model):")
@@ -405,6 +436,35 @@ def _counts(frame: pl.DataFrame) -> dict[str, int]:
     return {s: int((frame["split"] == s).sum()) for s in ("train", "internal", "external")}
 
 
+def short_of_cohort(m: ModelReport, n_cohort: int, shown: int = 8) -> str | None:
+    """One line when a model predicts fewer patients than its cohort for lack of inputs (``None`` otherwise)."""
+    absent = sorted({p for ids in m.missing.values() for p in ids})
+    if not absent:
+        return None
+    inputs = ", ".join(k for k, v in m.missing.items() if v)
+    more = f" and {len(absent) - shown} more" if len(absent) > shown else ""
+    return (f"model '{m.name}': {len(absent)} of the cohort's {n_cohort} patients have no prediction, "
+            f"lacking {inputs} ({', '.join(absent[:shown])}{more})")
+
+
+def _declared_orders(spec: Model, cohort: Cohort) -> dict[str, list[str]]:
+    """The model's clinical columns whose stored level order is not the sorted one (declared in study.toml)."""
+    var = cohort.variables
+    if not spec.clinical or var.height == 0 or "levels" not in var.columns:
+        return {}
+    return {r["name"]: list(r["levels"]) for r in var.select("name", "levels").to_dicts()
+            if r["name"] in spec.clinical and r["levels"] and list(r["levels"]) != sorted(r["levels"])}
+
+
+def tuning_record(spec: Model, inner_auc: float | None) -> dict[str, Any]:
+    """How a model's hyper-parameters were chosen: the grid searched, where it came from, the inner CV."""
+    grid, source = tuning.searched_grid(spec.kind, spec.grid, spec.params)
+    points = len(tuning.grid_points(grid)) if grid else 0
+    return {"grid": grid, "source": source, "points": points, "searched": inner_auc is not None,
+            "inner_folds": int(spec.params.get("inner_folds", tuning.DEFAULT_INNER_FOLDS)) if points > 1 else None,
+            "criterion": tuning.CRITERION if points > 1 else None}
+
+
 # --- the entry points ----------------------------------------------------------------------------
 
 
@@ -423,14 +483,71 @@ def _labels(cohort: Cohort) -> np.ndarray:
     return cohort.frame["label"].cast(pl.Float64).fill_null(np.nan).to_numpy()
 
 
+def _fold_rule(plan: OuterFolds, folds: int, seed: int) -> Callable[[Sequence[str], np.ndarray], Mapping[str, int]]:
+    """Folds of a set of training patients: the outer folds for all of them, else the same stratified, seeded
+    assignment drawn on the set (the inner folds of nested cross-fitting)."""
+    everyone = frozenset(plan.patient_ids)
+
+    def rule(ids: Sequence[str], y: np.ndarray) -> Mapping[str, int]:
+        if len(ids) == len(everyone) and everyone.issuperset(ids):
+            return plan.fold_of()
+        counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=2)
+        if counts.min() < 2:
+            raise FitError(f"{len(ids)} training patients inside the outer folds hold {counts[0]} of label 0 and "
+                           f"{counts[1]} of label 1; nested cross-fitting needs at least 2 of each")
+        return outer_folds(ids, y, int(min(folds, counts.min())), seed).fold_of()
+
+    return rule
+
+
+def _nested_inputs(spec: Model, crossfit: CrossFitter, k: int, progress: bool,
+                   ) -> tuple[dict[str, Any], list[ModelData] | None]:
+    """A second-stage model's inputs for each outer fold (nested cross-fitting), and the manifest's record of it."""
+    record: dict[str, Any] = {"needed": needs_nesting(spec), "nested": False,
+                              "optimistic": optimistic(spec, crossfit.specs), "reason": None}
+    if not record["needed"]:
+        return record, None
+    if not spec.nested:
+        record["reason"] = "nested = false"
+        return record, None
+    t0, fits, hits = time.perf_counter(), crossfit.fits, crossfit.cache.hits
+    data: list[ModelData] = []
+    bar = tqdm(range(k), desc=f"{spec.name} nested cross-fitting", leave=False, disable=not progress)
+    try:
+        for j in bar:
+            data.append(crossfit.fold_inputs(spec.name, j))
+            bar.set_postfix_str(f"{crossfit.fits - fits} fits, {crossfit.cache.hits - hits} cached")
+    except FitError as exc:
+        log.warning("model '%s' is not nested; its training estimate is optimistic: %s", spec.name, exc)
+        record.update(optimistic=True, reason=str(exc))
+        return record, None
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    record.update(nested=True, fits=crossfit.fits - fits, cached=crossfit.cache.hits - hits, seconds=round(seconds, 2))
+    log.info("model %s: nested cross-fitting over %d outer folds: %d input-model fits, %d cached, %.1f s", spec.name,
+             k, record["fits"], record["cached"], seconds)
+    return record, data
+
+
+def _optimistic_reason(nesting: Mapping[str, Any] | None) -> str | None:
+    if not nesting or not nesting.get("optimistic"):
+        return None
+    return nesting.get("reason") or "an input model's training estimate is optimistic"
+
+
 def _fit_one(study: Study, spec: Model, cohort: Cohort, plan: OuterFolds, predictions: dict[str, pl.DataFrame],
-             hashes: dict[str, str], progress: bool) -> ModelReport:
+             hashes: dict[str, str], progress: bool, crossfit: CrossFitter | None = None) -> ModelReport:
     t0 = time.perf_counter()
     seed = study.study.seed
     inputs = input_models(spec)
     bags = [mil_feature_set(spec)] if spec.kind == "mil" else []
     cohort_hash = cohort.digest(features=pooled_refs(spec), bags=bags)
-    key = fit_key(spec, cohort_hash, plan, seed, {n: hashes[n] for n in inputs})
+    key_inputs = {n: hashes[n] for n in inputs}
+    ordered = _declared_orders(spec, cohort)
+    if ordered:  # a declared level order changes the one-hot encoding (a bracketed name: no model is called so)
+        key_inputs["[levels]"] = json.dumps(ordered, sort_keys=True)
+    key = fit_key(spec, cohort_hash, plan, seed, key_inputs)
     folder = study.models_dir / spec.name
     labels = dict(zip(cohort.patient_ids, _labels(cohort).tolist()))
     manifest = read_manifest(folder)
@@ -442,10 +559,22 @@ def _fit_one(study: Study, spec: Model, cohort: Cohort, plan: OuterFolds, predic
         predictions[spec.name], hashes[spec.name] = frame, manifest["predictions_hash"]
         return ModelReport(spec.name, spec.kind, "up to date", _counts(frame), manifest.get("oof_auc"),
                            manifest.get("chosen", {}), manifest.get("missing", {}), manifest.get("unlabelled", []),
-                           time.perf_counter() - t0, folder)
+                           time.perf_counter() - t0, folder, manifest.get("dropped") or {},
+                           _optimistic_reason(manifest.get("nesting")))
 
     assembled = assemble(spec, cohort, fusion.training_scores(inputs, predictions))
-    result = fit_model(spec, assembled, _labels(cohort), cohort.split, plan, seed, progress=progress)
+    nesting, fold_data, on_fold = None, None, None
+    if crossfit is not None:
+        nesting, fold_data = _nested_inputs(spec, crossfit, plan.k, progress)
+        if spec.name in crossfit.shared and (not inputs or nesting["nested"]):
+            # this model's outer-fold fits are the fits a nested model's folds read: keep their scores
+            on_fold = lambda k, te, s: crossfit.record(spec.name, k, te, s)  # noqa: E731
+    result = fit_model(spec, assembled, _labels(cohort), cohort.split, plan, seed, progress=progress,
+                       fold_data=fold_data, on_fold=on_fold)
+    dropped = dict(getattr(result.learner, "dropped_", None) or {})
+    used = getattr(result.learner, "columns_", None) or assembled.data.columns
+    if dropped:
+        log.warning("%s", dropped_text(spec.name, dropped))
     frame = result.predictions
     digest = predictions_hash(frame)
     oof_auc = _oof_auc(frame, labels)
@@ -458,8 +587,12 @@ def _fit_one(study: Study, spec: Model, cohort: Cohort, plan: OuterFolds, predic
         "feature_sets": {fs: cohort.feature_sets.get(fs) for fs in used_sets},
         "seed": seed, "outer_folds": {"k": plan.k, "hash": plan.digest()}, "fit_key": key,
         "chosen": result.learner.chosen, "fold_chosen": result.fold_chosen,
-        "inner_auc": getattr(result.learner, "inner_auc_", None),
-        "columns": assembled.data.columns.to_dict() if assembled.data.columns is not None else None,
+        "inner_auc": getattr(result.learner, "inner_auc_", None), "nesting": nesting,
+        "tuning": tuning_record(spec, getattr(result.learner, "inner_auc_", None)),
+        # the columns the final model uses; input_columns, those the model reads from a cohort
+        "columns": used.to_dict() if used is not None else None,
+        "input_columns": assembled.data.columns.to_dict() if assembled.data.columns is not None else None,
+        "dropped": dropped,
         "predictions_hash": digest, "counts": _counts(frame), "oof_auc": oof_auc,
         "missing": result.missing, "unlabelled": result.unlabelled, "versions": library_versions(),
         "device": getattr(getattr(result.learner, "classifier_", None), "device_", None),
@@ -470,10 +603,11 @@ def _fit_one(study: Study, spec: Model, cohort: Cohort, plan: OuterFolds, predic
     predictions[spec.name], hashes[spec.name] = frame, digest
     log.info("model %s (%s): fitted; %s; OOF AUC %s", spec.name, spec.kind, _counts(frame), oof_auc)
     return ModelReport(spec.name, spec.kind, "fitted", _counts(frame), oof_auc, manifest["chosen"], result.missing,
-                       result.unlabelled, time.perf_counter() - t0, folder)
+                       result.unlabelled, time.perf_counter() - t0, folder, dropped, _optimistic_reason(nesting))
 
 
-def fit(study: Study, models: list[str] | None = None, progress: bool = True) -> FitResult:
+def fit(study: Study, models: list[str] | None = None, progress: bool = True,
+        plan: OuterFolds | None = None) -> FitResult:
     """Fit the study's models (or ``models`` and what they depend on); see the module notes.
 
     Parameters
@@ -484,6 +618,9 @@ def fit(study: Study, models: list[str] | None = None, progress: bool = True) ->
         Only these models (their input models are fitted too when not up to date).
     progress
         Progress bars over models and folds.
+    plan
+        The outer fold of every labelled training patient (default: stratified and seeded by
+        :func:`outer_folds`); given to hold the assignment fixed while the labels change.
 
     Returns
     -------
@@ -493,6 +630,10 @@ def fit(study: Study, models: list[str] | None = None, progress: bool = True) ->
     """
     # small matrices: BLAS threads only add contention (and run-to-run variation)
     with _user_errors(), threadpool_limits(limits=1):
+        # model folders and cache files half-written by a run that was killed (disk full, interrupted)
+        for folder in (study.models_dir, study.models_dir / CACHE_FOLDER):
+            if atomic.remove_stale_temporaries(folder):
+                log.info("removed temporaries left by an interrupted run in %s", folder)
         specs = select_models(study, models)
         if not specs:
             return FitResult(study.cohort.name if study.cohort else "-", {}, 0, study.study.seed, [], study.models_dir)
@@ -500,15 +641,30 @@ def fit(study: Study, models: list[str] | None = None, progress: bool = True) ->
         cohort = load_cohort(study, features=features, bags=bags, on_missing="keep")
         labels = _labels(cohort)
         train = (cohort.split == "train") & np.isfinite(labels)
-        plan = outer_folds(np.asarray(cohort.patient_ids, dtype=object)[train], labels[train],
-                           study.validation.folds, study.study.seed)
+        if plan is None:
+            plan = outer_folds(np.asarray(cohort.patient_ids, dtype=object)[train], labels[train],
+                               study.validation.folds, study.study.seed)
         counts = {s: int((cohort.split == s).sum()) for s in ("train", "internal", "external")}
         predictions: dict[str, pl.DataFrame] = {}
         hashes: dict[str, str] = {}
-        reports = [
-            _fit_one(study, spec, cohort, plan, predictions, hashes, progress)
-            for spec in tqdm(specs, desc="fitting models", unit="model", disable=not progress)
-        ]
+        seed, folds = study.study.seed, study.validation.folds
+        versions = {k: v for k, v in library_versions().items() if k != "cohortlab"}
+        cache = FitCache(study.models_dir / CACHE_FOLDER)
+        crossfit = CrossFitter(
+            {m.name: m for m in specs}, cohort, labels, cohort.split, _fold_rule(plan, folds, seed),
+            lambda spec, data, y, step: train_learner(spec, data, y, seed, registry.build_learner, step),
+            cache, {"seed": seed, "folds": folds, "versions": versions},
+        )
+        try:
+            reports = [
+                _fit_one(study, spec, cohort, plan, predictions, hashes, progress, crossfit)
+                for spec in tqdm(specs, desc="fitting models", unit="model", disable=not progress)
+            ]
+        finally:
+            cache.flush()
+        for m in reports:
+            if text := short_of_cohort(m, len(cohort)):
+                log.warning("%s", text)
         return FitResult(cohort.name, counts, plan.k, study.study.seed, reports, study.models_dir)
 
 
@@ -554,10 +710,10 @@ def _predict(study: Study, name: str, cohort: Cohort, memo: dict[str, pl.DataFra
 
 
 def _check_columns(fitted: FittedModel, assembled: Assembled) -> None:
-    saved = fitted.manifest.get("columns")
+    saved = fitted.manifest.get("input_columns") or fitted.manifest.get("columns")
     if saved is None or assembled.data.columns is None:
         return
-    if Columns.from_dict(saved) != assembled.data.columns:
+    if Columns.from_dict(saved).names() != assembled.data.columns.names():
         raise FitError(f"model '{fitted.spec.name}': the cohort's input columns differ from those it was fitted on "
                        f"({fitted.path / 'manifest.json'})")
 

@@ -17,7 +17,8 @@ Figures are PNGs embedded as base64 ``data:`` URIs, the CSS is inline and
 there are no scripts, so the file reads offline and prints (print CSS starts
 each section on a new page and keeps table rows and figures whole). Every
 performance cell carries ``data-metric="model|split|metric"`` (metric names as
-in ``metrics.csv``) so the numbers can be checked against ``metrics.json``.
+in ``metrics.csv``; per-centre cells ``model|center:<centre>/<split>|metric``)
+so the numbers can be checked against ``metrics.json``.
 Same inputs give a byte-identical file: no time stamps, PNGs without
 software metadata, seeded bootstraps.
 """
@@ -25,11 +26,13 @@ software metadata, seeded bootstraps.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -78,8 +81,9 @@ METRIC_ROWS = (
     ("ppv", "PPV"),
     ("npv", "NPV"),
     ("f1", "F1"),
-    ("calibration_intercept", "Calibration intercept"),
-    ("calibration_slope", "Calibration slope"),
+    ("calibration_in_the_large", "Calibration-in-the-large"),
+    ("calibration_recalibration_intercept", "Recalibration intercept"),
+    ("calibration_recalibration_slope", "Recalibration slope"),
     ("calibration_brier", "Brier score"),
     ("calibration_ici", "ICI"),
     ("c_index", "C-index (Harrell)"),
@@ -427,6 +431,13 @@ def manifest_facts(man: Mapping[str, Any]) -> list[tuple[str, str]]:
     of = man.get("outer_folds") or {}
     if of.get("k"):
         out.append(("Out-of-fold training predictions", f"{of['k']} outer folds, seed {man.get('seed', '–')}"))
+    nesting = man.get("nesting") or {}
+    if nesting.get("optimistic"):
+        why = nesting.get("reason") or "an input model's estimate is optimistic"
+        out.append(("Training estimate", f"not nested: optimistic ({why})"))
+    elif nesting.get("nested"):
+        out.append(("Training estimate", "nested cross-fitting: in each outer fold the input models were refitted, "
+                                         "and cross-fitted by inner folds, on the training patients outside it"))
     cols = man.get("columns") or {}
     parts = []
     if cols.get("numeric"):
@@ -462,6 +473,47 @@ def class_weights(manifests: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return out
 
 
+def _planned_tuning(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The tuning a model entry of study.toml asks for (its grid, else its kind's default), before any fit."""
+    from analytics.models import tuning
+
+    if not entry:
+        return {}
+    params = entry.get("params") or {}
+    grid, source = tuning.searched_grid(entry.get("kind", ""), entry.get("grid") or {}, params)
+    points = len(tuning.grid_points(grid)) if grid else 0
+    return {"grid": grid, "source": source, "points": points, "searched": None,
+            "inner_folds": int(params.get("inner_folds", tuning.DEFAULT_INNER_FOLDS)) if points > 1 else None}
+
+
+def tuning_text(tuning: Mapping[str, Any], chosen: Mapping[str, Any] | None) -> str:
+    """The grid a model searched (or will search), where it came from, how, and the values chosen."""
+    grid = tuning.get("grid") or {}
+    if not grid:
+        return "none (fixed)"
+    space = "; ".join(f"{k} ∈ {{{', '.join(_compact(x) for x in v)}}}" for k, v in grid.items())
+    source = {"default": "default grid of the model kind", "study.toml": "grid from study.toml"}.get(
+        str(tuning.get("source")), "grid")
+    folds = tuning.get("inner_folds")
+    if (tuning.get("points") or 0) <= 1:
+        how = "a single value: nothing searched"
+    elif tuning.get("searched") is None:
+        how = f"searched by {folds}-fold inner cross-validation on mean AUC when fitted"
+    elif not tuning.get("searched"):
+        how = "not searched: too few training patients of a class for inner cross-validation; the first value used"
+    else:
+        how = f"searched by {folds}-fold inner cross-validation of the training patients, mean AUC"
+    text = f"{space} ({source}; {how})"
+    picked = [f"{k} = {_compact(chosen[k])}" for k in grid if chosen and k in chosen]
+    return text + (f"; chosen {', '.join(picked)}" if picked else "")
+
+
+def _dropped_line(dropped: Mapping[str, str] | None) -> str:
+    from analytics.models.data import dropped_summary
+
+    return dropped_summary(dropped) if dropped else ""
+
+
 def model_rows(study: Study, models: Sequence[str], metrics: Mapping[str, Any] | None,
                manifests: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Type, inputs, tuning, threshold rule and value of each model (manifest first, else study.toml)."""
@@ -477,14 +529,14 @@ def model_rows(study: Study, models: Sequence[str], metrics: Mapping[str, Any] |
             vals = man.get(key, entry.get(key)) or []
             if vals:
                 inputs.append(f"{label}: {', '.join(map(str, vals))}")
-        grid = man.get("grid", entry.get("grid")) or {}
+        tuning = man.get("tuning") or _planned_tuning(entry)
         mm = (metrics or {}).get("models", {}).get(name, {})
         thr = mm.get("threshold") or {}
         cut = mm.get("risk_cutpoints") or {}
         rows.append({
             "name": name, "kind": man.get("kind", entry.get("kind", "–")), "inputs": inputs or ["–"],
-            "grid": "; ".join(f"{k} ∈ {{{', '.join(_compact(x) for x in v)}}}"
-                              for k, v in sorted(grid.items())) or "none (fixed)",
+            "grid": tuning_text(tuning, man.get("chosen") if man else None),
+            "dropped": _dropped_line(man.get("dropped")),
             "params": _compact(man.get("params", entry.get("params"))) if (man.get("params") or entry.get("params")) else "–",
             "manifest": manifest_facts(man) if man else [],
             "has_manifest": name in manifests,
@@ -498,34 +550,69 @@ def model_rows(study: Study, models: Sequence[str], metrics: Mapping[str, Any] |
 # --- performance ---------------------------------------------------------------------------------------------------
 
 
-def performance(models: Sequence[str], metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """Headline AUC table (models × splits) and one detailed table per model (metrics × splits)."""
+def training_estimates(manifests: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """How each second-stage model's training (out-of-fold) estimate was made, from its manifest's ``nesting``.
+
+    ``{"text": ..., "optimistic": bool, "reason": ...}`` per model whose inputs are
+    other models' scores: "nested" (input models refitted within each outer fold),
+    or "not nested: optimistic" (its out-of-fold predictions may have seen the labels they predict).
+    """
+    out = {}
+    for name, man in manifests.items():
+        nesting = man.get("nesting") or {}
+        if nesting.get("optimistic"):
+            out[name] = {"text": "not nested: optimistic", "optimistic": True, "reason": nesting.get("reason")}
+        elif nesting.get("nested"):
+            out[name] = {"text": "nested", "optimistic": False, "reason": None}
+    return out
+
+
+def _flag_training(cells: list[Cell], splits: Sequence[str], flagged: bool) -> list[Cell]:
+    return [replace(c, cls=f"{c.cls} flag") if flagged and s == "train" else c
+            for c, s in zip(cells, splits)]
+
+
+def performance(models: Sequence[str], metrics: Mapping[str, Any],
+                training: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Headline AUC table (models × splits) and one detailed table per model (metrics × splits).
+
+    ``training`` (:func:`training_estimates`) marks second-stage models' training
+    estimates: nested, or not nested and optimistic (in red).
+    """
+    training = training or {}
     mm = metrics.get("models", {})
     splits = [s for s in SPLITS if any(s in mm.get(m, {}).get("splits", {}) for m in models)]
     headline = []
     for model in models:
         sp = mm.get(model, {}).get("splits", {})
-        headline.append({"model": model, "cells": [
-            metric_cell(model, s, "auc", sp[s]) if s in sp else Cell("–") for s in splits]})
+        flagged = bool((training.get(model) or {}).get("optimistic"))
+        headline.append({"model": model, "training": training.get(model), "cells": _flag_training(
+            [metric_cell(model, s, "auc", sp[s]) if s in sp else Cell("–") for s in splits], splits, flagged)})
     detail = []
     for model in models:
         sp = mm.get(model, {}).get("splits", {})
+        flagged = bool((training.get(model) or {}).get("optimistic"))
         rows = []
         for name, label in METRIC_ROWS:
             cells = [metric_cell(model, s, name, sp[s]) if s in sp else Cell("–") for s in splits]
             if all(c.text == "–" for c in cells):
                 continue
-            rows.append({"label": label, "method": _method(name, sp), "cells": cells})
-        detail.append({"model": model, "rows": rows})
+            rows.append({"label": label, "method": _method(name, sp), "cells": _flag_training(cells, splits, flagged)})
+        detail.append({"model": model, "training": training.get(model), "rows": rows})
     centers = []
     for model in models:
-        for ctr, e in sorted(mm.get(model, {}).get("centers", {}).items()):
-            centers.append({
-                "model": model, "center": ctr, "splits": ", ".join(e.get("splits", [])),
-                "n": Cell(str(e.get("n", "–")), f"{model}|center:{ctr}|n"),
-                "events": Cell(str(e.get("n_positive", "–")), f"{model}|center:{ctr}|n_positive"),
-                "auc": Cell(fmt_interval(e.get("auc")), f"{model}|center:{ctr}|auc"),
-            })
+        for ctr, per_split in sorted(mm.get(model, {}).get("centers", {}).items()):
+            for split in SPLITS:
+                e = per_split.get(split)
+                if e is None:
+                    continue
+                key = f"{model}|center:{ctr}/{split}"
+                centers.append({
+                    "model": model, "center": ctr, "split": SPLIT_NAMES[split],
+                    "n": Cell(str(e.get("n", "–")), f"{key}|n"),
+                    "events": Cell(str(e.get("n_positive", "–")), f"{key}|n_positive"),
+                    "auc": Cell(fmt_interval(e.get("auc")), f"{key}|auc"),
+                })
     return {"splits": [SPLIT_NAMES[s] for s in splits], "split_keys": splits, "headline": headline,
             "detail": detail, "centers": centers}
 
@@ -535,8 +622,11 @@ def _method(name: str, splits: Mapping[str, Any]) -> str:
         v = sm.get(name)
         if isinstance(v, dict) and v.get("method"):
             return str(v["method"])
-    return {"n": "count", "n_positive": "count", "calibration_intercept": "logistic recalibration",
-            "calibration_slope": "logistic recalibration", "calibration_brier": "mean squared error",
+    return {"n": "count", "n_positive": "count",
+            "calibration_in_the_large": "intercept with the slope fixed at 1 (offset logit(p))",
+            "calibration_recalibration_intercept": "logistic recalibration a + b·logit(p): a (rms::val.prob Intercept)",
+            "calibration_recalibration_slope": "logistic recalibration a + b·logit(p): b (rms::val.prob Slope)",
+            "calibration_brier": "mean squared error",
             "calibration_ici": "loess (Austin & Steyerberg)", "logrank_p": "log-rank"}.get(name, "")
 
 
@@ -634,7 +724,9 @@ def calibration_figures(models: Sequence[str], curves: Mapping[str, Any], scored
             bn = cal.get("binned", [])
             cm = metrics["models"].get(model, {}).get("splits", {}).get(split, {}).get("calibration", {})
             _, s = _arrays(scored, model, split)
-            label = f"intercept {fmt(cm.get('intercept'))}\nslope {fmt(cm.get('slope'))}\nBrier {fmt(cm.get('brier'))}"
+            label = (f"calibration-in-the-large {fmt(cm.get('in_the_large'))}\nrecalibration: intercept "
+                     f"{fmt(cm.get('recalibration_intercept'))}, slope {fmt(cm.get('recalibration_slope'))}\n"
+                     f"Brier {fmt(cm.get('brier'))}")
             panels.append(figures.CalibrationPanel(
                 split,
                 np.array([r["prob"] for r in sm], dtype=float), np.array([r["observed"] for r in sm], dtype=float),
@@ -761,6 +853,32 @@ def explanation_figures(report_dir: Path, manifest: Mapping[str, Any] | None) ->
     return {"computed": True, **groups, "problems": problems, "notes": notes}
 
 
+BUDGET_WORDS = MappingProxyType({
+    "max_rows": "up to {} held-out patients explained per model (a seeded sample above)",
+    "background": "background: a k-means summary of the training patients in {} weighted centres",
+    "nsamples": "{} coalitions per patient (Kernel SHAP)",
+    "max_units": "image blocks as single players above {} inputs",
+    "max_background": "background: up to {} training patients",
+    "top_k": "{} tiles per gallery row",
+})
+
+
+def explain_budget(manifest: Mapping[str, Any] | None) -> list[dict[str, str]]:
+    """The sample budget each model's explanations were made with (``explain/manifest.json``), one row per budget."""
+    if not isinstance(manifest, Mapping) or not isinstance(manifest.get("models"), Mapping):
+        return []
+    groups: dict[str, list[str]] = {}
+    for model, rec in manifest["models"].items():
+        budget = rec.get("budget") if isinstance(rec, Mapping) else None
+        if not isinstance(budget, Mapping) or not budget:
+            continue
+        method = {"kernel": "Kernel SHAP", "tree": "tree SHAP", "linear": "linear SHAP",
+                  "attention": "attention"}.get(str(rec.get("explainer", "")), str(rec.get("explainer", "")))
+        parts = [words.format(budget[k]) for k, words in BUDGET_WORDS.items() if k in budget]
+        groups.setdefault(f"{method}: {'; '.join(parts)}", []).append(str(model))
+    return [{"models": ", ".join(models), "text": text} for text, models in groups.items()]
+
+
 # --- assembling -------------------------------------------------------------------------------------------------------
 
 
@@ -802,7 +920,7 @@ def build_context(src: Sources, progress: bool = True) -> dict[str, Any]:
     level = float((metrics or {}).get("settings", {}).get("level", study.validation.level))
     ctx["level"] = level
     if metrics is not None:
-        ctx["performance"] = performance(models, metrics)
+        ctx["performance"] = performance(models, metrics, training_estimates(src.manifests))
         ctx["roc_overview"], ctx["roc"] = roc_figures(models, scored, metrics, study.study.seed, progress)
         ctx["calibration"] = calibration_figures(models, src.curves, scored, metrics)
         ctx["decision"] = decision_figures(models, src.curves, level)
@@ -813,7 +931,9 @@ def build_context(src: Sources, progress: bool = True) -> dict[str, Any]:
     else:
         ctx.update(performance=None, roc_overview=None, roc=[], calibration=[], decision=[], comparisons=[],
                    forest=None, survival=[])
-    ctx["explain"] = explanation_figures(study.report_dir, src.explain)
+    enabled = study.explain.enabled
+    ctx["explain"] = explanation_figures(study.report_dir, src.explain if enabled else None)
+    ctx["explain"].update(enabled=enabled, budget=explain_budget(src.explain) if enabled else [])
     ctx["failed"] = src.failed.to_dicts()
     ctx["tripod"] = tripod.checklist(_facts(src, models, ctx))
     return ctx
@@ -853,8 +973,10 @@ def _facts(src: Sources, models: Sequence[str], ctx: Mapping[str, Any]) -> tripo
     fs_text = "; ".join(
         f"{r['name']} ({r['modality']}, {r['encoder']}, weights: {r['weights']}, {r['resolution']})" for r in ctx["feature_sets"])
     model_text = "; ".join(
-        f"{r['name']}: {r['kind']} on {'; '.join(r['inputs'])}; tuning {r['grid']}" for r in ctx["model_rows"])
+        f"{r['name']}: {r['kind']} on {'; '.join(r['inputs'])}; tuning {r['grid']}"
+        + (f"; left out {r['dropped']}" if r["dropped"] else "") for r in ctx["model_rows"])
     thr = sorted({f"{r['threshold_rule']} ({r['threshold_on']})" for r in ctx["model_rows"] if r["threshold_rule"] != "–"})
+    training = {m: t for m, t in training_estimates(src.manifests).items() if m in models}
     excluded = []
     if frame is not None:
         rows = ctx["flow"]["rows"]
@@ -878,6 +1000,8 @@ def _facts(src: Sources, models: Sequence[str], ctx: Mapping[str, Any]) -> tripo
         code_version=ctx["code_version"], manifests=tuple(sorted(src.manifests)),
         n_failed=len(ctx["failed"]), has_table1=src.cohort is not None, class_weights=tuple(class_weights(src.manifests)),
         level=ctx["level"], n_boot=int(metrics.get("settings", {}).get("n_boot", study.validation.n_boot)),
+        nested=tuple(m for m, t in training.items() if not t["optimistic"]),
+        not_nested=tuple(m for m, t in training.items() if t["optimistic"]),
     )
 
 
@@ -897,15 +1021,103 @@ def render(ctx: Mapping[str, Any]) -> str:
     return environment().get_template("report.html.j2").render(**ctx)
 
 
-def report(study: Study, progress: bool = True) -> Path:
-    """Write ``<report_dir>/index.html`` for ``study`` and return its path.
+# --- writing, or not when nothing changed ----------------------------------------------------------------------------
 
-    The file is written to a temporary name and renamed when complete.
+DIGEST_MARK = "<!-- report inputs "  # the last line of index.html: the digest of what it was rendered from
+_DIGEST_LINE = re.compile(r"<!-- report inputs ([0-9a-f]{64}) -->\s*$")
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    """The report file, and whether it was left as it was (its inputs had not changed)."""
+
+    path: Path
+    skipped: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.path}" + (" (unchanged: same inputs as when it was rendered; not rendered again)"
+                                 if self.skipped else "")
+
+
+def _renderer_files() -> list[Path]:
+    """The code and templates that turn the sources into HTML (a change to any of them re-renders)."""
+    package = Path(__file__).resolve().parent
+    return sorted(p for p in package.rglob("*") if p.is_file() and p.suffix in (".py", ".j2", ".css"))
+
+
+def inputs_digest(src: Sources) -> str:
+    """sha256 of everything :func:`build_context` reads: files, store tables, cohort, settings and code.
+
+    The study folder's own location is left out: a moved study whose
+    contents are unchanged is not rendered again.
+    """
+    from importlib.metadata import version
+
+    study = src.study
+    h = hashlib.sha256()
+
+    def add(label: str, data: bytes | str) -> None:
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+        h.update(f"{label}:{len(raw)}:".encode())
+        h.update(raw)
+
+    add("study", study.model_dump_json(exclude={"root"}))
+    for name in ("metrics.json", "curves.json", "explain/manifest.json"):
+        path = study.report_dir / name
+        add(name, path.read_bytes() if path.is_file() else b"-")
+    for i, item in enumerate((src.explain or {}).get("figures", []) if isinstance(src.explain, dict) else []):
+        path = study.report_dir / "explain" / str(item.get("path", "")) if isinstance(item, dict) else None
+        add(f"figure {i}", path.read_bytes() if path is not None and path.is_file() else b"-")
+    for label, frame in (("predictions", src.predictions), ("patients", src.store_patients),
+                         ("feature_sets", src.feature_sets), ("failed", src.failed), ("variables", src.variables)):
+        add(label, frame.write_ndjson())
+    add("coverage", json.dumps(src.coverage, sort_keys=True))
+    add("cohort", src.cohort.hash if src.cohort is not None else f"none: {src.cohort_error}")
+    add("manifests", json.dumps(src.manifests, sort_keys=True, default=str))
+    add("warnings", "\n".join(src.warnings))
+    add("code", store.code_version())
+    for path in _renderer_files():
+        add(str(path.relative_to(TEMPLATES.parent)), path.read_bytes())
+    for lib in ("jinja2", "matplotlib", "numpy", "polars"):
+        add(lib, version(lib))
+    return h.hexdigest()
+
+
+def rendered_digest(path: Path) -> str | None:
+    """The inputs digest recorded at the end of an existing report, else None."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - 200))
+            tail = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    found = _DIGEST_LINE.search(tail)
+    return found.group(1) if found else None
+
+
+def write_report(study: Study, force: bool = False, progress: bool = True) -> ReportOutcome:
+    """Write ``<report_dir>/index.html`` for ``study``, unless the existing one was rendered from the same inputs.
+
+    The file is written to a temporary name and renamed when complete; its
+    last line records :func:`inputs_digest`, which the next call compares
+    (``force`` renders regardless).
     """
     src = read_sources(study)
     for w in src.warnings:
         log.warning("%s", w)
-    html = render(build_context(src, progress=progress))
-    target = atomic.write_text(study.report_dir / "index.html", html)
+    target = study.report_dir / "index.html"
+    atomic.remove_stale_temporaries(study.report_dir)
+    digest = inputs_digest(src)
+    if not force and rendered_digest(target) == digest:
+        log.info("report unchanged (same inputs): %s", target)
+        return ReportOutcome(target, skipped=True)
+    html = render(build_context(src, progress=progress)) + f"{DIGEST_MARK}{digest} -->\n"
+    atomic.write_text(target, html)
     log.info("report written: %s (%d bytes)", target, len(html.encode("utf-8")))
-    return target
+    return ReportOutcome(target)
+
+
+def report(study: Study, progress: bool = True, force: bool = False) -> Path:
+    """Write ``<report_dir>/index.html`` for ``study`` (see :func:`write_report`) and return its path."""
+    return write_report(study, force=force, progress=progress).path

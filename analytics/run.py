@@ -3,9 +3,12 @@
 ingest -> embed -> cohort -> fit -> validate -> explain -> report. Every stage
 is resumable on its own (ingest writes nothing when the manifests are
 unchanged, embed skips done sources, fit skips models whose inputs are
-unchanged, validate and explain skip when their inputs' digests match), so
-re-running a finished study does no work again and gives identical metrics.
-A stage that fails stops the stages after it; the summary says which and why.
+unchanged, validate, explain and report skip when their inputs' digests
+match), so re-running a finished study does no work again and gives identical
+outputs. ``[explain] enabled = false`` skips the explain stage. A stage that
+fails stops the stages after it; the summary says which and why, and the run
+is not ``ok`` (the CLI exits non-zero). A study with models but no
+``[cohort]`` is refused before any stage runs.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import store
-from pipeline.config import Study
+from pipeline.config import ConfigError, Study
 
 log = logging.getLogger("cohortlab.run")
 
@@ -30,6 +33,22 @@ class StageOutcome:
     seconds: float
     ok: bool
     summary: str
+    skipped: bool = False  # switched off, or its inputs unchanged: nothing was done
+
+    @property
+    def status(self) -> str:
+        return "FAIL" if not self.ok else "skip" if self.skipped else "ok"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A stage left out on purpose, and why."""
+
+    reason: str
+    skipped: bool = True
+
+    def __str__(self) -> str:
+        return f"skipped: {self.reason}"
 
 
 @dataclass
@@ -43,10 +62,19 @@ class RunResult:
     def ok(self) -> bool:
         return all(s.ok for s in self.stages)
 
+    @property
+    def warnings(self) -> list[str]:
+        """The ``warning:`` lines of the stages' summaries (a model short of patients, a file embedded again ...)."""
+        return [f"{s.name}: {line.strip().removeprefix('warning:').strip()}"
+                for s in self.stages if s.ok for line in s.summary.splitlines() if line.strip().startswith("warning:")]
+
     def __str__(self) -> str:
         lines = [f"study {self.study.study.name}: {'done' if self.ok else 'stopped'}"]
         for s in self.stages:
-            lines.append(f"  {'ok  ' if s.ok else 'FAIL'} {s.name:<9} {s.seconds:6.1f} s  {s.summary.splitlines()[0] if s.summary else ''}")
+            lines.append(f"  {s.status:<4} {s.name:<9} {s.seconds:6.1f} s  {s.summary.splitlines()[0] if s.summary else ''}")
+        if self.warnings:
+            lines.append(f"\n{len(self.warnings)} warning(s):")
+            lines += [f"  {w}" for w in self.warnings]
         failed = [s for s in self.stages if not s.ok]
         for s in failed:
             lines.append(f"\n{s.name} failed:\n{s.summary}")
@@ -91,12 +119,14 @@ def _stages(study: Study, device: str, progress: bool) -> list[tuple[str, Callab
     def explain() -> Any:
         from analytics.explain import explain as f
 
-        return f(study)
+        if not study.explain.enabled:
+            return Skipped("[explain] enabled = false in study.toml")
+        return f(study, progress=progress)
 
     def report() -> Any:
-        from analytics.report import report as f
+        from analytics.report import write_report
 
-        return f(study)
+        return write_report(study, progress=progress)
 
     stages: list[tuple[str, Callable[[], Any]]] = [("ingest", ingest)]
     if study.feature_sets:
@@ -119,8 +149,38 @@ def _failed_inputs(study: Study) -> list[tuple[str, str, str]]:
         con.close()
 
 
+def check_runnable(study: Study) -> None:
+    """Refuse a study whose models could never be fitted by ``run`` (models but no ``[cohort]``).
+
+    Raises
+    ------
+    ConfigError
+        Naming study.toml, the models, and the section to add.
+    """
+    if not study.models or study.cohort is not None:
+        return
+    from analytics.cohort import cohort_dirs
+
+    dirs = [d for d in cohort_dirs(study) if d.is_dir()]
+    found = [sorted(p.stem for p in d.glob("*.sql")) for d in dirs]
+    own = found[0] if dirs and dirs[0] == study.root / "cohorts" else []
+    example = own[0] if len(own) == 1 else "<name>"
+    known = sorted({n for names in found for n in names})
+    raise ConfigError(
+        f"{study.root / 'study.toml'}: {len(study.models)} model(s) ({', '.join(m.name for m in study.models)}) "
+        f"but no [cohort] section, so none could be fitted: add [cohort] with name = \"{example}\" "
+        f"(<name>.sql in {' or '.join(str(d) for d in cohort_dirs(study))}; found: {', '.join(known) or 'none'})")
+
+
 def run(study: Study, device: str = "auto", progress: bool = True) -> RunResult:
-    """Run every stage of ``study`` in order, each skipping work already done."""
+    """Run every stage of ``study`` in order, each skipping work already done.
+
+    Raises
+    ------
+    ConfigError
+        The study has models but no ``[cohort]`` to fit them on (see :func:`check_runnable`).
+    """
+    check_runnable(study)
     result = RunResult(study)
     stages = _stages(study, device, progress)
     for i, (name, stage) in enumerate(stages, 1):
@@ -131,12 +191,14 @@ def run(study: Study, device: str = "auto", progress: bool = True) -> RunResult:
             out = stage()
             ok, summary = True, str(out) if out is not None else ""
             if name == "report" and out is not None:
-                result.report = Path(out)
+                result.report = Path(getattr(out, "path", out))
         except Exception as exc:  # a failed stage stops the ones after it
             log.error("stage %s failed: %s\n%s", name, exc, traceback.format_exc())
             ok, summary = False, f"{type(exc).__name__}: {exc}"
-        result.stages.append(StageOutcome(name, time.perf_counter() - t0, ok, summary))
-        log.info("stage %s: %s in %.1f s", name, "ok" if ok else "failed", time.perf_counter() - t0)
+        skipped = ok and getattr(out, "skipped", False) is True
+        result.stages.append(StageOutcome(name, time.perf_counter() - t0, ok, summary, skipped))
+        log.info("stage %s: %s in %.1f s", name, "skipped" if skipped else "ok" if ok else "failed",
+                 time.perf_counter() - t0)
         if not ok:
             break
     result.failed_inputs = _failed_inputs(study)

@@ -123,6 +123,8 @@ class RunFacts:
     class_weights: tuple[str, ...] = ()
     level: float = 0.95
     n_boot: int = 0
+    nested: tuple[str, ...] = ()  # models on other models' scores whose training estimate is nested
+    not_nested: tuple[str, ...] = ()  # ... and those whose training estimate is optimistic
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ class Row:
     status: str
     text: str
     links: tuple[tuple[str, str], ...] = ()  # (element id, label)
+    flags: tuple[str, ...] = ()  # warnings the report shows in red
 
     @property
     def filled(self) -> bool:
@@ -211,13 +214,18 @@ def _model_type(f: RunFacts) -> Answer:
     if not f.models:
         return None
     man = f" Manifests of the fitted models: {', '.join(f.manifests)}." if f.manifests else ""
-    return (FILLED, f"{f.models}.{man} Rationale for the model choice: for the author.", (("sec-models", "models"),))
+    nested = (f" Internal validation of models on other models' scores ({', '.join(f.nested)}) by nested "
+              "cross-fitting: in each outer fold the input models were refitted and cross-fitted on the training "
+              "patients outside it." if f.nested else "")
+    return (FILLED, f"{f.models}.{man}{nested} Rationale for the model choice: for the author.",
+            (("sec-models", "models"),))
 
 
 def _heterogeneity_methods(f: RunFacts) -> Answer:
     if not f.has_centers:
         return None
-    return (FILLED, "AUC with DeLong CI per centre; external validation on held-out centre(s).",
+    return (FILLED, "AUC with DeLong CI per centre and split (training out-of-fold and held-out scores are never "
+                    "pooled); external validation on held-out centre(s).",
             (("centers", "performance by centre"),))
 
 
@@ -226,7 +234,8 @@ def _measures(f: RunFacts) -> Answer:
         return None
     parts = [f"AUC with DeLong and stratified bootstrap ({f.n_boot} resamples) {f.level:.0%} CIs",
              "sensitivity, specificity, accuracy, PPV, NPV and F1 at the training threshold",
-             "calibration intercept, slope, Brier score and ICI with calibration plots", "decision curves",
+             "calibration-in-the-large, logistic recalibration intercept and slope, Brier score and ICI with "
+             "calibration plots", "decision curves",
              "ROC curves with bootstrap bands"]
     if f.has_survival:
         parts.append("Harrell's C-index and Kaplan-Meier curves by risk group with log-rank tests")
@@ -311,7 +320,7 @@ def _performance(f: RunFacts) -> Answer:
 def _heterogeneity(f: RunFacts) -> Answer:
     if not f.has_centers:
         return None
-    return (FILLED, "AUC per centre with CIs.", (("centers", "performance by centre"),))
+    return (FILLED, "AUC per centre and split with CIs.", (("centers", "performance by centre"),))
 
 
 FILL: MappingProxyType[str, Callable[[RunFacts], Answer]] = MappingProxyType({
@@ -319,6 +328,16 @@ FILL: MappingProxyType[str, Callable[[RunFacts], Answer]] = MappingProxyType({
     "12a": _splitting, "12b": _handling, "12c": _model_type, "12d": _heterogeneity_methods, "12e": _measures,
     "12g": _predictions, "13": _imbalance, "15": _output, "16": _differences, "18f": _code, "20a": _flow, "20b": _characteristics,
     "20c": _comparison_dev, "21": _per_analysis, "22": _specification, "23a": _performance, "23b": _heterogeneity,
+})
+
+
+def _optimistic(f: RunFacts) -> tuple[str, ...]:
+    return tuple(f"{m}: training estimate not nested: optimistic" for m in f.not_nested)
+
+
+# items whose filled answer carries red warnings: internal validation and performance
+FLAGS: MappingProxyType[str, Callable[[RunFacts], tuple[str, ...]]] = MappingProxyType({
+    "12c": _optimistic, "23a": _optimistic,
 })
 
 
@@ -332,5 +351,6 @@ def checklist(facts: RunFacts) -> list[Row]:
             rows.append(Row(item, AUTHOR, ""))
         else:
             status, text, links = answer
-            rows.append(Row(item, status, text, links))
+            flags = FLAGS[item.number](facts) if item.number in FLAGS else ()
+            rows.append(Row(item, status, text, links, flags))
     return rows

@@ -17,7 +17,9 @@ Rules kept here:
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import logging
 import math
@@ -38,8 +40,23 @@ from pipeline.config import Study
 
 log = logging.getLogger("cohortlab.validate")
 
+
+class ValidateError(ValueError):
+    """Metrics that cannot be computed as configured (no predictions, or models without them)."""
+
+
 SPLIT_ORDER = ("train", "internal", "external")
 BINARY = ("sensitivity", "specificity", "accuracy", "ppv", "npv", "f1")
+# calibration measures kept in metrics.json (names as stats.calibration), and how each is computed
+CALIBRATION = {
+    "in_the_large": "calibration-in-the-large: intercept of logit(y) ~ offset(logit(p)), slope fixed at 1",
+    "recalibration_intercept": "logistic recalibration logit(y) ~ a + b logit(p): a (rms::val.prob Intercept)",
+    "recalibration_slope": "logistic recalibration logit(y) ~ a + b logit(p): b (rms::val.prob Slope)",
+    "brier": "mean squared error",
+    "ici": "loess (Austin & Steyerberg)",
+    "e50": "loess (Austin & Steyerberg)",
+    "e90": "loess (Austin & Steyerberg)",
+}
 
 
 @dataclass
@@ -49,12 +66,14 @@ class ValidateResult:
     models: list[str] = field(default_factory=list)
     headline: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # partial validation: what was not validated, and why
 
     def __str__(self) -> str:
         head = f"metrics: {self.report_dir / 'metrics.json'}"
+        partial = [f"left out: {x}" for x in self.left_out]
         if self.skipped:
-            return head + " (up to date; nothing recomputed)"
-        return "\n".join([head, *self.headline, *(f"note: {n}" for n in self.notes)])
+            return "\n".join([head + " (up to date; nothing recomputed)", *partial])
+        return "\n".join([head, *self.headline, *partial, *(f"note: {n}" for n in self.notes)])
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -149,7 +168,7 @@ def _split_metrics(
             notes.append(note)
     cal, note = _safe(stats.calibration, y, score)
     if cal is not None:
-        out["calibration"] = {k: cal[k] for k in ("intercept", "slope", "brier", "ici", "e50", "e90") if k in cal}
+        out["calibration"] = {k: cal[k] for k in CALIBRATION if k in cal}
     elif note:
         notes.append(note)
     roc = stats.roc_curve(y, score)
@@ -218,25 +237,33 @@ def _model_metrics(
         result["splits"][split] = m
         curves[split] = c
         notes += [f"{name} / {split}: {x}" for x in n]
-    # heterogeneity across centres (held-out and training patients alike, per centre)
+    # heterogeneity across centres, per split: training out-of-fold scores and held-out scores come from
+    # different models (fold models, the final refit), so they are never pooled
     for center in sorted(frame.get_column("center").unique().drop_nulls().to_list()):
-        part = frame.filter(pl.col("center") == center)
-        y = part.get_column("label").to_numpy().astype(int)
-        entry: dict[str, Any] = {"n": int(len(y)), "n_positive": int(y.sum()), "splits": sorted(part.get_column("split").unique().to_list())}
-        if len(np.unique(y)) == 2:
-            iv, _ = _safe(stats.auc_ci, y, part.get_column("score").to_numpy(), level=v.level)
-            if iv is not None:
-                entry["auc"] = _interval(iv)
-        result["centers"][str(center)] = entry
+        per_split: dict[str, Any] = {}
+        for split in SPLIT_ORDER:
+            part = frame.filter((pl.col("center") == center) & (pl.col("split") == split))
+            if part.height == 0:
+                continue
+            y = part.get_column("label").to_numpy().astype(int)
+            score = part.get_column("score").to_numpy().astype(float)
+            entry: dict[str, Any] = {"n": int(len(y)), "n_positive": int(y.sum())}
+            if len(np.unique(y)) == 2:
+                iv, _ = _safe(stats.auc_ci, y, score, level=v.level)
+                entry["auc"] = _interval(iv) if iv is not None else {
+                    "estimate": stats.auc(y, score), "low": None, "high": None, "method": "no CI", "level": v.level}
+            per_split[split] = entry
+        result["centers"][str(center)] = per_split
     return result, curves, notes
 
 
 def _comparisons(preds: pl.DataFrame, outcomes: pl.DataFrame, study: Study, models: list[str]) -> list[dict[str, Any]]:
+    """Paired DeLong comparisons of the configured pairs (all pairs when none are), among ``models``."""
     pairs = [tuple(p) for p in study.validation.compare] or list(combinations(models, 2))
     out = []
     for a, b in pairs:
         if a not in models or b not in models:
-            continue
+            continue  # only in a partial validation, which lists the pair as left out
         wide = (
             preds.filter(pl.col("model") == a).select("patient_id", "split", pl.col("score").alias("a"))
             .join(preds.filter(pl.col("model") == b).select("patient_id", pl.col("score").alias("b")), on="patient_id")
@@ -255,32 +282,85 @@ def _comparisons(preds: pl.DataFrame, outcomes: pl.DataFrame, study: Study, mode
     return out
 
 
+def _row(model: str, split: str, metric: str, estimate: Any, method: str, low: Any = None, high: Any = None,
+         center: str | None = None, z: Any = None, p: Any = None) -> dict[str, Any]:
+    return {"model": model, "split": split, "center": center, "metric": metric, "estimate": estimate, "low": low,
+            "high": high, "z": z, "p": p, "method": method}
+
+
 def _long_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """metrics.json -> one row per (model, split, metric) for metrics.csv and the store."""
+    """metrics.json -> one row per (model, split[, centre], metric) for metrics.csv and the store."""
     rows: list[dict[str, Any]] = []
     for model, m in metrics["models"].items():
         for split, sm in m["splits"].items():
             for key, val in sm.items():
                 if isinstance(val, dict) and "estimate" in val:
-                    rows.append({"model": model, "split": split, "metric": key, "estimate": val["estimate"], "low": val["low"], "high": val["high"], "method": val["method"]})
+                    rows.append(_row(model, split, key, val["estimate"], val["method"], val["low"], val["high"]))
                 elif key == "calibration":
-                    rows += [{"model": model, "split": split, "metric": f"calibration_{k}", "estimate": x, "low": None, "high": None, "method": "logistic recalibration" if k in ("intercept", "slope") else ""} for k, x in val.items()]
+                    rows += [_row(model, split, f"calibration_{k}", x, CALIBRATION.get(k, "")) for k, x in val.items()]
                 elif key == "logrank":
-                    rows.append({"model": model, "split": split, "metric": "logrank_p", "estimate": val.get("p"), "low": None, "high": None, "method": "log-rank"})
+                    rows.append(_row(model, split, "logrank_p", val.get("p"), "log-rank", p=val.get("p")))
                 elif key in ("n", "n_positive"):
-                    rows.append({"model": model, "split": split, "metric": key, "estimate": float(val), "low": None, "high": None, "method": "count"})
+                    rows.append(_row(model, split, key, float(val), "count"))
         if "threshold" in m:
-            rows.append({"model": model, "split": "train", "metric": "threshold", "estimate": m["threshold"]["value"], "low": None, "high": None, "method": m["threshold"]["rule"]})
+            rows.append(_row(model, "train", "threshold", m["threshold"]["value"], m["threshold"]["rule"]))
+        for center, per_split in m.get("centers", {}).items():
+            for split, e in per_split.items():
+                rows.append(_row(model, split, "n", float(e["n"]), "count", center=center))
+                rows.append(_row(model, split, "n_positive", float(e["n_positive"]), "count", center=center))
+                if "auc" in e:
+                    a = e["auc"]
+                    rows.append(_row(model, split, "auc", a["estimate"], a["method"], a["low"], a["high"], center=center))
     for c in metrics["comparisons"]:
-        rows.append({"model": f"{c['a']} vs {c['b']}", "split": c["split"], "metric": "auc_difference", "estimate": c["difference"], "low": c["low"], "high": c["high"], "method": f"delong p={c['p']}"})
+        rows.append(_row(f"{c['a']} vs {c['b']}", c["split"], "auc_difference", c["difference"], "delong",
+                         c["low"], c["high"], z=c.get("z"), p=c.get("p")))
     return rows
 
 
-def validate(study: Study, force: bool = False, progress: bool = True) -> ValidateResult:
+CSV_SCHEMA = {"model": pl.String, "split": pl.String, "center": pl.String, "metric": pl.String,
+              "estimate": pl.Float64, "low": pl.Float64, "high": pl.Float64, "z": pl.Float64, "p": pl.Float64,
+              "method": pl.String}
+
+
+def metrics_csv(rows: list[dict[str, Any]]) -> str:
+    """metrics.csv text: every float written in full (the shortest text that reads back as the same float)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(list(CSV_SCHEMA))
+    for r in rows:
+        writer.writerow(["" if r[c] is None else repr(float(r[c])) if t == pl.Float64 else r[c]
+                         for c, t in CSV_SCHEMA.items()])
+    return buf.getvalue()
+
+
+def left_out(study: Study, present: set[str]) -> tuple[list[str], list[str]]:
+    """Models of study.toml without predictions, and what leaving them out drops (one line each)."""
+    missing = [m.name for m in study.models if m.name not in present]
+    lines = [f"model {name}: no predictions (not fitted, or `cohortlab fit` was interrupted)" for name in missing]
+    for a, b in (tuple(p) for p in study.validation.compare):
+        lacking = [n for n in (a, b) if n in missing]
+        if lacking:
+            lines.append(f"comparison {a} vs {b}: {' and '.join(lacking)} not validated")
+    return missing, lines
+
+
+def validate(study: Study, force: bool = False, progress: bool = True, partial: bool = False) -> ValidateResult:
     """Compute every metric for every model and split; write files and the ``metrics`` table.
 
     Skips the work when ``metrics.json`` already holds metrics for the same
     predictions, outcomes and settings (unless ``force``).
+
+    Parameters
+    ----------
+    partial
+        Validate the models that have predictions when some of study.toml's do
+        not (an interrupted ``fit``); what is left out, configured comparisons
+        included, is listed in the result and in ``metrics.json`` notes.
+
+    Raises
+    ------
+    ValidateError
+        No predictions at all; or, unless ``partial``, models without predictions (named).
     """
     out_dir = study.report_dir
     result = ValidateResult(out_dir)
@@ -290,9 +370,20 @@ def validate(study: Study, force: bool = False, progress: bool = True) -> Valida
     finally:
         con.close()
     if preds.height == 0:
-        raise ValueError(f"{study.store_path}: no predictions yet; run `cohortlab fit` first")
+        raise ValidateError(f"{study.store_path}: no predictions yet; run `cohortlab fit` first")
     # predictions of models since removed from study.toml are left out
-    models = [m.name for m in study.models if m.name in set(preds.get_column("model").to_list())]
+    present = set(preds.get_column("model").to_list())
+    missing, dropped = left_out(study, present)
+    if missing and not partial:
+        raise ValidateError(
+            f"{study.store_path}: no predictions for model(s) {', '.join(missing)} of {study.root / 'study.toml'} "
+            f"(not fitted, or `cohortlab fit` was interrupted): run `cohortlab fit`, or validate the others with "
+            f"`cohortlab validate --partial`")
+    result.left_out = dropped
+    models = [m.name for m in study.models if m.name in present]
+    if not models:
+        raise ValidateError(f"{study.store_path}: no predictions for any model of {study.root / 'study.toml'}; "
+                            "run `cohortlab fit` first")
     preds = preds.filter(pl.col("model").is_in(models))
     cohort = load_cohort(study)
     cols = ["patient_id", "label", "center", "split"] + [c for c in ("time", "event") if c in cohort.frame.columns]
@@ -328,14 +419,19 @@ def validate(study: Study, force: bool = False, progress: bool = True) -> Valida
             if auc:
                 result.headline.append(f"  {name:<14} {split:<9} AUC {auc['estimate']:.3f} ({auc['low']:.3f}-{auc['high']:.3f})")
     metrics["comparisons"] = _comparisons(preds, outcomes, study, models)
-    metrics["notes"] = result.notes
+    metrics["notes"] = [f"left out of this partial validation: {x}" for x in dropped] + result.notes
     metrics = _clean(metrics)
     rows = _long_rows(metrics)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1, sort_keys=True))
     atomic.write_text(out_dir / "curves.json", json.dumps(_clean(curves), sort_keys=True))
-    table = pl.DataFrame(rows, schema={"model": pl.String, "split": pl.String, "metric": pl.String, "estimate": pl.Float64, "low": pl.Float64, "high": pl.Float64, "method": pl.String})
-    atomic.write_text(out_dir / "metrics.csv", table.write_csv(float_precision=6))
+    atomic.write_text(out_dir / "metrics.csv", metrics_csv(rows))
+    # the store's metrics table is keyed by (model, split, metric) and has no z / p columns: per-centre rows
+    # live in the files only, and a comparison's z and p go into its method text there
+    stored = [{**r, "method": f"{r['method']} z={r['z']!r} p={r['p']!r}"} if r["z"] is not None else r
+              for r in rows if r["center"] is None]
+    table = pl.DataFrame(stored, schema=CSV_SCHEMA).select(
+        "model", "split", "metric", "estimate", "low", "high", "method")
     con = store.connect(study.store_path)
     try:
         with store.transaction(con):

@@ -7,15 +7,98 @@ process can be recognised and removed.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+# errors meaning "no room": a full disk, a full quota, a file size limit (``ulimit -f``)
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")  # how Rust-based writers (polars) report the OS error
+_STALE = re.compile(r"^\..+\.(\d+)\.(tmp|old)$")
+
+
+class WriteError(OSError):
+    """A file or folder that could not be written (disk full, size limit, permissions); the target is unchanged."""
+
+    def __init__(self, path: Path, code: int | None, reason: str):
+        super().__init__(code, reason, str(path))
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        hint = " (the disk is full or a file size limit was reached)" if self.errno in NO_SPACE else ""
+        return f"{self.path}: cannot write: {self.strerror}{hint}; nothing was replaced"
+
+
+def write_error(path: Path, exc: BaseException, tmp: Path | None = None) -> WriteError | None:
+    """``exc`` as a :class:`WriteError` naming ``path``, when it says that writing failed, else None.
+
+    A write failed when the error is "no room" (:data:`NO_SPACE`; many writers
+    do not say which file), or an operating-system error on the temporary
+    ``tmp`` or a file in it. Other errors (a failed read, a bug) pass unchanged.
+    """
+    if isinstance(exc, WriteError):
+        return exc
+    if isinstance(exc, OSError):
+        code = exc.errno
+    else:
+        found = _OS_ERROR.search(str(exc))
+        code = int(found.group(1)) if found is not None else None
+    if code in NO_SPACE:
+        return WriteError(path, code, os.strerror(code))
+    if isinstance(exc, OSError) and tmp is not None and exc.filename is not None:
+        failed = Path(os.fsdecode(exc.filename))
+        if failed == tmp or tmp in failed.parents:
+            return WriteError(path, code, exc.strerror or str(exc))
+    return None
+
 
 def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (one we may not signal counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete the temporary files and folders (``.<name>.<pid>.tmp`` / ``.old``) of processes that no longer run.
+
+    They are what a killed run leaves behind; those of a running process
+    (another shard, a concurrent command) are left alone. An ``.old`` folder
+    whose target is missing (killed between the two renames of
+    :func:`staged_dir`) is the last complete version: it is put back.
+    Returns how many were removed or put back.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    n = 0
+    for p in sorted(folder.iterdir()):
+        m = _STALE.match(p.name)
+        if m is None or pid_alive(int(m.group(1))):
+            continue
+        target = folder / p.name[1:m.start(1) - 1]
+        if m.group(2) == "old" and not target.exists():
+            os.replace(p, target)
+        elif p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        n += 1
+    return n
 
 
 @contextmanager
@@ -34,6 +117,11 @@ def staged(path: str | Path, fsync: bool = False) -> Iterator[Path]:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except Exception as exc:
+        error = write_error(path, exc, tmp)
+        if error is None or error is exc:
+            raise
+        raise error from exc
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -56,9 +144,20 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         old = path.with_name(f".{path.name}.{os.getpid()}.old")
-        if path.exists():
+        moved = path.exists()
+        if moved:
             os.replace(path, old)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if moved:  # put the previous version back
+                os.replace(old, path)
+            raise
         shutil.rmtree(old, ignore_errors=True)
+    except Exception as exc:
+        error = write_error(path, exc, tmp)
+        if error is None or error is exc:
+            raise
+        raise error from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -7,6 +7,7 @@ user can fix the file without reading code.
 
 from __future__ import annotations
 
+import codecs
 import re
 import sys
 from pathlib import Path
@@ -58,6 +59,16 @@ class Manifests(_Strict):
     patients: str
     slides: str | None = None
     scans: str | None = None
+    encoding: str = "utf-8"  # of every CSV manifest, read strictly (e.g. "cp1252" for a CSV saved by Excel)
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, v: str) -> str:
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {v!r} (e.g. \"utf-8\", \"cp1252\", \"latin-1\")") from None
+        return v
 
 
 class Variable(_Strict):
@@ -67,6 +78,38 @@ class Variable(_Strict):
     unit: str | None = None
     role: Literal["predictor", "outcome", "time", "event", "id", "strata", "other"] | None = None
     label: str | None = None
+    # the levels of a categorical column, in the order tables, one-hot encodings and figures show them;
+    # every value in the manifest must be one of them
+    levels: list[str] | None = None
+
+    @field_validator("levels", mode="before")
+    @classmethod
+    def _levels_text(cls, v: Any) -> Any:
+        # levels written as numbers (codes 1, 2, 3) are the manifest's text "1", "2", "3"
+        if isinstance(v, list):
+            return [str(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x for x in v]
+        return v
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("levels is a non-empty list of the column's values, in the order to show them")
+        stripped = [x.strip() for x in v]
+        if any(not x for x in stripped):
+            raise ValueError("levels may not hold an empty value (leave a cell empty for missing)")
+        dup = sorted({x for x in stripped if stripped.count(x) > 1})
+        if dup:
+            raise ValueError(f"levels {dup} are listed more than once")
+        return stripped
+
+    @model_validator(mode="after")
+    def _levels_type(self) -> "Variable":
+        if self.levels is not None and self.type not in (None, "categorical"):
+            raise ValueError(f"levels apply to categorical variables, not type '{self.type}'")
+        return self
 
 
 class FeatureSet(_Strict):
@@ -167,6 +210,8 @@ class Model(_Strict):
     members: list[str] = Field(default_factory=list)  # for voting / stacking
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
+    # a model fitted on other models' out-of-fold scores refits them inside each outer fold (nested cross-fitting)
+    nested: bool = True
 
     @field_validator("name")
     @classmethod
@@ -197,6 +242,22 @@ class Validation(_Strict):
     folds: int = Field(default=5, ge=2)
 
 
+class ExplainSection(_Strict):
+    """Whether ``run`` explains the models, and the sample budget of the explanations.
+
+    A budget left out takes the explain stage's default (see the README). The
+    budget used is recorded with each model's explanations and shown in the report.
+    """
+
+    enabled: bool = True
+    max_rows: int | None = Field(default=None, ge=1)  # held-out patients explained per model (a seeded sample above)
+    background: int | None = Field(default=None, ge=1)  # k-means centres summarising the training patients (Kernel SHAP)
+    nsamples: int | None = Field(default=None, ge=1)  # coalitions per explained patient (Kernel SHAP)
+    max_background: int | None = Field(default=None, ge=1)  # training patients (tree and linear explainers)
+    max_units: int | None = Field(default=None, ge=1)  # inputs above which an image block is one player
+    top_k: int | None = Field(default=None, ge=1)  # tiles per attention gallery row
+
+
 class Report(_Strict):
     dir: str | None = None  # default: reports/<study name> beside study.toml
     title: str | None = None
@@ -217,6 +278,7 @@ class Study(_Strict):
     split: SplitSection = Field(default_factory=SplitSection)
     models: list[Model] = Field(default_factory=list)
     validation: Validation = Field(default_factory=Validation)
+    explain: ExplainSection = Field(default_factory=ExplainSection)
     report: Report = Field(default_factory=Report)
 
     @model_validator(mode="after")
@@ -234,6 +296,13 @@ class Study(_Strict):
                     raise ValueError(
                         f"models[{i}]: '{ref}' must name a model defined earlier in the file"
                     )
+        for j, pair in enumerate(self.validation.compare):
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise ValueError(f"validation.compare[{j}]: give two different model names, e.g. [\"a\", \"b\"]")
+            unknown = [n for n in pair if n not in names]
+            if unknown:
+                raise ValueError(f"validation.compare[{j}]: no model named {', '.join(repr(n) for n in unknown)} "
+                                 f"(models: {', '.join(names) or 'none'})")
         return self
 
     # --- resolved paths -------------------------------------------------

@@ -19,6 +19,11 @@ transaction and removed. A run killed at any point leaves either nothing that
 counts, or a status file that the next run folds in; temporary files never count.
 When every source of a feature set has been tried (in any shard), the
 process that finishes last pools the instances per patient.
+
+Each done item records the sha256, size and modification time of its instance
+file. On every run the done items of this shard are checked (a ``stat``; the
+sha256 only when the time has changed), and a source whose file is missing,
+unreadable or not the one written is embedded again.
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ class FeatureSetRun:
     instances: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    redone: list[tuple[str, str]] = field(default_factory=list)  # done sources embedded again: their file was bad
     pooled: dict[str, int] = field(default_factory=dict)
     waiting: int = 0  # sources not yet tried by other shards (pooling deferred)
 
@@ -81,6 +87,7 @@ class FeatureSetRun:
             lines.append(f"  pooling waits for {self.waiting} source(s) of other shards")
         else:
             lines.append("  pooled per patient: up to date")
+        lines += [f"  warning: {sid} embedded again (instance file {why})" for sid, why in self.redone]
         lines += [f"  failed {sid}: {why}" for sid, why in self.failures]
         return "\n".join(lines)
 
@@ -193,7 +200,8 @@ def fold_status_files(con: duckdb.DuckDBPyConnection, study: Study, feature_set:
     Returns how many of them change the set of done sources (a new done item,
     or a failure replacing a done one), i.e. whether pooling is out of date.
     A status file for a source that is gone, or whose fingerprint has changed
-    since, is dropped; so is a ``done`` one whose instance file is missing.
+    since, is dropped; so is a ``done`` one whose instance file is missing or
+    is not the file that was written.
     """
     folder = store.instance_path(study.store_path, feature_set, "x").parent
     files = sorted(folder.glob(f"*{STATUS_SUFFIX}")) if folder.exists() else []
@@ -210,19 +218,67 @@ def fold_status_files(con: duckdb.DuckDBPyConnection, study: Study, feature_set:
             src = current.get(st.get("source_id"))
             if src is None or src.fingerprint != st.get("fingerprint"):
                 continue
-            if st["status"] == "done" and not (base / st["path"]).exists():
-                continue
+            stamp = None
+            if st["status"] == "done":
+                written = _status_stamp(st)
+                problem, fresh = store.verify_instance_file(base / st["path"], written, st.get("n_instances"))
+                if problem is not None:
+                    log.warning("%s / %s: %s: %s; the source is embedded again", feature_set, st["source_id"],
+                                st["path"], problem)
+                    continue
+                stamp = fresh or written
             before = con.execute(
                 "SELECT status FROM embed_items WHERE feature_set = ? AND source_id = ?", [feature_set, st["source_id"]]
             ).fetchone()
             n += st["status"] == "done" or (before is not None and before[0] == "done")
             store.record_item(
                 con, feature_set, st["source_id"], st["patient_id"], st["status"], st.get("n_instances"),
-                st.get("error"), st.get("seconds"), st.get("path"), st.get("fingerprint"),
+                st.get("error"), st.get("seconds"), st.get("path"), st.get("fingerprint"), stamp,
             )
     for f in files:
         f.unlink(missing_ok=True)
     return n
+
+
+def _status_stamp(st: dict[str, Any]) -> store.FileStamp | None:
+    if st.get("checksum") is None:
+        return None
+    return store.FileStamp(st["checksum"], int(st["file_bytes"]), int(st["file_mtime_ns"]))
+
+
+def check_done_outputs(con: duckdb.DuckDBPyConnection, study: Study, feature_set: str, source_ids: Sequence[str]) -> dict[str, str]:
+    """Check the instance files of done items; ``source_id -> problem`` for those to embed again.
+
+    A file whose size and modification time are those recorded passes on a
+    ``stat``; one whose time changed (a copy without times) is hashed, and its
+    new time recorded when the sha256 matches. Rows without a checksum (an
+    older store) get one when their file reads as the one recorded.
+    """
+    if not source_ids:
+        return {}
+    rows = con.execute(
+        "SELECT source_id, path, n_instances, checksum, file_bytes, file_mtime_ns FROM embed_items "
+        "WHERE feature_set = ? AND status = 'done' AND source_id IN (SELECT unnest(?))",
+        [feature_set, list(source_ids)],
+    ).fetchall()
+    base = store.store_dir(study.store_path)
+    bad: dict[str, str] = {}
+    fresh: dict[str, store.FileStamp] = {}
+    for sid, rel, n, checksum, size, mtime in rows:
+        if rel is None:
+            bad[sid] = "not recorded"
+            continue
+        stamp = store.FileStamp(checksum, int(size), int(mtime)) if checksum is not None else None
+        problem, new = store.verify_instance_file(base / rel, stamp, n)
+        if problem is not None:
+            bad[sid] = problem
+            log.warning("%s / %s: instance file %s is %s; embedding it again", feature_set, sid, rel, problem)
+        elif new is not None:
+            fresh[sid] = new
+    if fresh:
+        with store.transaction(con):
+            store.record_stamps(con, feature_set, fresh)
+    return bad
 
 
 def clean_error(exc: BaseException) -> str:
@@ -257,7 +313,9 @@ def embed_source(embedder: Embedder, source: Source, feature_set: str, store_pat
         if frame.height and (frame["source_id"] != source.source_id).any():
             raise ValueError(f"embedder returned rows of another source for {source.source_id}")
         store.write_instances(out, frame)
-        status.update(status="done", n_instances=frame.height, error=None, path=rel)
+        stamp = store.stamp_file(out)
+        status.update(status="done", n_instances=frame.height, error=None, path=rel, checksum=stamp.checksum,
+                      file_bytes=stamp.bytes, file_mtime_ns=stamp.mtime_ns)
     except Exception as exc:  # one broken source must not stop the run
         log.warning("%s / %s failed: %s", feature_set, source.source_id, exc)
         status.update(status="failed", n_instances=0, error=clean_error(exc), path=None)
@@ -290,8 +348,11 @@ def embed_feature_set(
         current = {s.source_id: s for s in sources}
         folded = fold_status_files(con, study, fs.name, current)
         attempted_before = _attempted(con, fs.name)
-    mine = shard_of(sources, shard)
-    todo = [s for s in mine if attempted_before.get(s.source_id) != ("done", s.fingerprint)]
+        mine = shard_of(sources, shard)
+        done = [s.source_id for s in mine if attempted_before.get(s.source_id) == ("done", s.fingerprint)]
+        broken = check_done_outputs(con, study, fs.name, done)
+    run.redone = sorted(broken.items())
+    todo = [s for s in mine if attempted_before.get(s.source_id) != ("done", s.fingerprint) or s.source_id in broken]
     run.skipped = len(mine) - len(todo)
     if todo:
         try:
@@ -321,6 +382,10 @@ def embed_feature_set(
         folded += fold_status_files(con, study, fs.name, current)
         attempted = _attempted(con, fs.name)
         untried = [s for s in sources if attempted.get(s.source_id, (None, None))[1] != s.fingerprint]
+        # another shard's damaged files wait for that shard to embed them again
+        damaged = {p.source_id for p in store.unreadable_instances(con, study.store_path, fs.name)}
+        waiting = {s.source_id for s in untried}
+        untried += [s for s in sources if s.source_id in damaged and s.source_id not in waiting]
         run.waiting = len(untried)
         # Re-pool only when the set of done instances may have changed.
         was_done = any(attempted_before.get(s.source_id, (None, None))[0] == "done" for s in todo)

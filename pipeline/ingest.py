@@ -5,11 +5,19 @@ The store mirrors the manifests: after ``ingest`` the ``patients``,
 the manifests say (embeddings already computed are kept). Every problem found
 is reported at once, each naming the file, the row and the column; if there is
 any, nothing is written. Re-ingesting unchanged manifests writes nothing.
+
+Paths are stored as the manifests give them, relative to the study folder
+(see :func:`stored_path`), and each slide or scan gets a fingerprint of its
+content and manifest fields, so a copied or moved study folder ingests to the
+same rows and its embeddings stay valid.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +32,9 @@ from pipeline.config import Study, Variable
 from pipeline.manifest import (
     CellError,
     Manifest,
+    ManifestError,
     TypedColumn,
+    apply_levels,
     infer_column,
     read_manifest,
     require_columns,
@@ -139,7 +149,10 @@ def read_patients(study: Study) -> tuple[PatientTables | None, set[str], list[Ce
     slide and scan rows are checked against it in the same pass.
     """
     path = study.path(study.manifests.patients)
-    m = read_manifest(path)
+    try:
+        m = read_manifest(path, study.manifests.encoding)
+    except ManifestError as exc:
+        return None, set(), [exc.error]
     errors = require_columns(m, ["patient_id", "center"])
     if errors:
         return None, set(), errors
@@ -157,10 +170,15 @@ def read_patients(study: Study) -> tuple[PatientTables | None, set[str], list[Ce
         if name in ("patient_id", "center"):
             continue
         declared = study.variables.get(name)
-        col, col_errors = infer_column(m, name, declared.type if declared else None)
+        levels = declared.levels if declared else None
+        kind = declared.type if declared else None
+        col, col_errors = infer_column(m, name, "categorical" if levels and kind is None else kind)
         errors += col_errors
         if col is None:
             continue
+        if levels:
+            col, level_errors = apply_levels(m, col, levels)
+            errors += level_errors
         role = _role(name, declared)
         errors += _check_roles(m, col, role)
         columns.append(col)
@@ -181,7 +199,7 @@ def read_patients(study: Study) -> tuple[PatientTables | None, set[str], list[Ce
         {
             "patient_id": ids,
             "center": centers,
-            "source_file": [str(path)] * m.frame.height,
+            "source_file": [stored_path(study, study.manifests.patients)] * m.frame.height,
             "source_row": [m.row_number(i) for i in range(m.frame.height)],
         },
         schema={"patient_id": pl.String, "center": pl.String, "source_file": pl.String, "source_row": pl.Int32},
@@ -198,6 +216,25 @@ def read_patients(study: Study) -> tuple[PatientTables | None, set[str], list[Ce
 # --- slides and scans ----------------------------------------------------------------
 
 
+def stored_path(study: Study, text: str) -> str:
+    """How the store keeps a manifest path: relative to the study folder, with ``/`` separators.
+
+    A relative path is kept relative (normalised, ``..`` allowed); an absolute
+    one inside the study folder becomes relative; any other absolute path (data
+    outside the study) stays absolute. Readers resolve it with ``study.path``.
+    """
+    root = study.root
+    p = Path(os.path.normpath(root / text))
+    for base in (root, root.resolve()):
+        try:
+            return p.relative_to(base).as_posix()
+        except ValueError:
+            pass
+    if not Path(text).is_absolute():
+        return Path(os.path.relpath(p, root)).as_posix()
+    return p.as_posix()
+
+
 def _source_rows(
     study: Study,
     manifest_path: str,
@@ -208,7 +245,10 @@ def _source_rows(
     what: str,
     progress: bool,
 ) -> tuple[list[dict[str, Any]], list[CellError]]:
-    m = read_manifest(study.path(manifest_path))
+    try:
+        m = read_manifest(study.path(manifest_path), study.manifests.encoding)
+    except ManifestError as exc:
+        return [], [exc.error]
     errors = require_columns(m, [id_col, "patient_id", path_cols[0]])
     if errors:
         return [], errors
@@ -239,7 +279,9 @@ def _source_rows(
             probed, probe_errors = probe(m, i, resolved)
             row_errors += probe_errors
             if probed is not None and not probe_errors:
-                rows.append({id_col: ids[i], "patient_id": pid, **probed})
+                # probed with absolute paths, stored relative to the study folder
+                stored = {c: stored_path(study, values[i]) if values[i] is not None else None for c, values in paths.items()}
+                rows.append({id_col: ids[i], "patient_id": pid, **probed, **stored})
         errors += row_errors
     return rows, errors
 
@@ -273,6 +315,7 @@ def _probe_slide(m: Manifest, i: int, paths: dict[str, Any]) -> tuple[dict[str, 
         "levels": info.get("levels"),
         "downsamples": [float(d) for d in info.get("downsamples", [])],
         "fingerprint": store.file_fingerprint(path, mpp),
+        "legacy_fingerprint": _legacy_fingerprint(path, mpp),
     }, []
 
 
@@ -312,8 +355,12 @@ def _probe_scan(m: Manifest, i: int, paths: dict[str, Any]) -> tuple[dict[str, A
         "origin": [float(v) for v in info["origin"]],
         "direction": [float(v) for v in info["direction"]],
         "roi_voxels": info.get("roi_voxels"),
-        "fingerprint": store.file_fingerprint(image, str(mask) if mask else None, label)
-        + (store.file_fingerprint(mask) if mask is not None else ""),
+        # every byte of the volumes (the probe above has read them all anyway), the mask's too, and the label
+        "fingerprint": store.file_fingerprint(
+            image, store.content_digest(mask, None) if mask is not None else None, label, sample_above=None
+        ),
+        "legacy_fingerprint": _legacy_fingerprint(image, str(mask) if mask else None, label)
+        + (_legacy_fingerprint(mask) if mask is not None else ""),
     }, []
 
 
@@ -351,6 +398,42 @@ def _diff(con: duckdb.DuckDBPyConnection, table: str, key: str, new: pl.DataFram
             change.updated += 1
     change.removed = len(old_rows)
     return change
+
+
+def _legacy_fingerprint(path: Path, *extra: Any) -> str:
+    """The fingerprint stores of schema 1 gave a file (size and time; absolute mask paths came in ``extra``)."""
+    parts: list[Any] = []
+    if path.is_dir():
+        for f in sorted(path.iterdir()):
+            st = f.stat()
+            parts += [f.name, st.st_size, st.st_mtime_ns]
+    else:
+        st = path.stat()
+        parts += [st.st_size, st.st_mtime_ns]
+    parts += list(extra)
+    return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
+def _keep_legacy_embeddings(
+    con: duckdb.DuckDBPyConnection, modality: str, table: str, key: str, frame: pl.DataFrame, legacy: dict[str, str]
+) -> int:
+    """Move ``embed_items`` of sources unchanged since an older store fingerprinted them onto their new fingerprint.
+
+    A stored fingerprint equal to the one the old rule gives the file now means
+    the source has not changed, so its embeddings stay valid. Returns the rows moved.
+    """
+    old = dict(con.execute(f"SELECT {key}, fingerprint FROM {table}").fetchall())
+    moved = 0
+    for sid, new in zip(frame[key].to_list(), frame["fingerprint"].to_list()):
+        before = old.get(sid)
+        if before is None or before == new or before != legacy.get(sid):
+            continue
+        moved += con.execute(
+            "UPDATE embed_items SET fingerprint = ? WHERE source_id = ? AND fingerprint = ? "
+            "AND feature_set IN (SELECT name FROM feature_sets WHERE modality = ?)",
+            [new, sid, before, modality],
+        ).fetchone()[0]
+    return moved
 
 
 def _replace(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
@@ -395,6 +478,8 @@ def ingest(study: Study, progress: bool = True) -> IngestResult:
     if errors or patients is None:
         raise IngestError(errors)
 
+    legacy = {"wsi": {r["slide_id"]: r.pop("legacy_fingerprint") for r in slides},
+              "ct": {r["scan_id"]: r.pop("legacy_fingerprint") for r in scans}}
     slide_frame = pl.DataFrame(slides, schema=SLIDE_SCHEMA).sort("slide_id")
     scan_frame = pl.DataFrame(scans, schema=SCAN_SCHEMA).sort("scan_id")
     con = store.connect(study.store_path)
@@ -409,6 +494,11 @@ def ingest(study: Study, progress: bool = True) -> IngestResult:
             log.info("ingest: store already up to date")
             return result
         with store.transaction(con):
+            kept = _keep_legacy_embeddings(con, "wsi", "slides", "slide_id", slide_frame, legacy["wsi"])
+            kept += _keep_legacy_embeddings(con, "ct", "scans", "scan_id", scan_frame, legacy["ct"])
+            if kept:
+                log.info("ingest: %d embedded source(s) of an older store keep their embeddings (fingerprints now "
+                         "of content)", kept)
             _replace(con, "patients", patients.patients)
             _replace_clinical(con, patients)
             _replace(con, "variables", patients.variables)

@@ -8,6 +8,9 @@ number (the header is line 1); for Parquet the 1-based record number.
 
 from __future__ import annotations
 
+import codecs
+import csv
+import io
 import math
 import re
 from dataclasses import dataclass
@@ -59,8 +62,48 @@ class Manifest:
         return CellError(self.path, None if index is None else self.row_number(index), column, message, self.is_csv)
 
 
-def read_manifest(path: Path) -> Manifest:
-    """Read a CSV (all cells as text, stripped) or Parquet manifest."""
+class ManifestError(ValueError):
+    """A manifest file that cannot be read at all; ``error`` says where and why."""
+
+    def __init__(self, error: CellError):
+        self.error = error
+        super().__init__(str(error))
+
+
+def decode_text(path: Path, data: bytes, encoding: str = "utf-8", separator: str = ",") -> str:
+    """``data`` decoded strictly in ``encoding`` (a UTF-8 byte-order mark is dropped).
+
+    Raises
+    ------
+    ManifestError
+        At the first byte that is not valid in ``encoding``, naming the line,
+        the CSV column, the character position and the byte offset.
+    """
+    codec = codecs.lookup(encoding).name
+    try:
+        return data.decode("utf-8-sig" if codec == "utf-8" else codec)
+    except UnicodeDecodeError as exc:
+        start = exc.start
+    line_start = data.rfind(b"\n", 0, start) + 1
+    line = data.count(b"\n", 0, start) + 1
+    before = data[line_start:start].decode(codec, errors="replace")
+    header = data[: data.find(b"\n") if b"\n" in data else len(data)].decode(codec, errors="replace")
+    names = next(csv.reader([header.lstrip("\ufeff").strip("\r")], delimiter=separator), [])
+    field_index = len(next(csv.reader([before], delimiter=separator), [""])) - 1 if before else 0
+    column = names[field_index].strip() if line > 1 and 0 <= field_index < len(names) else None
+    bad = data[start:start + 1].hex()
+    message = (f"byte 0x{bad} (character {len(before) + 1} of the line, byte offset {start} of the file) is not "
+               f"valid {encoding}; nothing was read. If the file was saved in another encoding (Excel on Windows "
+               f"writes cp1252), declare it in study.toml: [manifests] encoding = \"cp1252\"")
+    raise ManifestError(CellError(path, line, column, message))
+
+
+def read_manifest(path: Path, encoding: str = "utf-8") -> Manifest:
+    """Read a CSV (all cells as text, stripped) or Parquet manifest.
+
+    CSV files are decoded strictly in ``encoding``: a byte that is not valid in
+    it is an error (see :func:`decode_text`), never a replacement character.
+    """
     if not path.exists():
         raise FileNotFoundError(f"{path}: manifest not found")
     suffix = path.suffix.lower()
@@ -69,15 +112,12 @@ def read_manifest(path: Path) -> Manifest:
         return Manifest(path, frame, is_csv=False)
     if suffix not in (".csv", ".tsv", ".txt"):
         raise ValueError(f"{path}: manifests are .csv, .tsv or .parquet")
+    separator = "\t" if suffix == ".tsv" else ","
+    text = decode_text(path, path.read_bytes(), encoding, separator)
     try:
-        frame = pl.read_csv(
-            path,
-            infer_schema=False,
-            separator="\t" if suffix == ".tsv" else ",",
-            encoding="utf8-lossy",
-        )
+        frame = pl.read_csv(io.BytesIO(text.encode("utf-8")), infer_schema=False, separator=separator)
     except pl.exceptions.ComputeError as exc:
-        raise ValueError(f"{path}: cannot be read as CSV: {exc}") from None
+        raise ManifestError(CellError(path, None, None, f"cannot be read as CSV: {exc}")) from None
     frame = frame.rename({c: c.strip() for c in frame.columns})
     frame = frame.with_columns(pl.col(c).str.strip_chars() for c in frame.columns)
     return Manifest(path, frame, is_csv=True)
@@ -185,6 +225,21 @@ def infer_column(m: Manifest, column: str, declared: str | None = None) -> tuple
     series_out = pl.Series(column, values, dtype=dtype)
     levels = sorted({v for v in values if v is not None}) if kind == "categorical" else None  # type: ignore[type-var]
     return TypedColumn(column, kind, series_out, levels), errors
+
+
+def apply_levels(m: Manifest, col: TypedColumn, levels: list[str]) -> tuple[TypedColumn, list[CellError]]:
+    """``col`` with its declared ``levels`` (in declared order); an error at every value not among them.
+
+    Levels declared but absent from the manifest are kept: they are part of
+    the variable's definition (its order), not of this sample.
+    """
+    allowed = set(levels)
+    errors = [
+        m.error(i, col.name, f"'{v}' is not one of the declared levels {levels}: fix the cell, leave it empty for "
+                f"missing, or add the level to study.toml [variables] {col.name}.levels")
+        for i, v in enumerate(col.values.cast(pl.String).to_list()) if v is not None and v not in allowed
+    ]
+    return TypedColumn(col.name, col.type, col.values, list(levels)), errors
 
 
 def _typed_from_parquet(

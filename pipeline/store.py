@@ -8,13 +8,22 @@ Layout beside ``store.duckdb``::
 The schema lives in ``sql/schema.sql``; its version is kept in ``meta`` and
 older stores are migrated by ``sql/migrations/NNN_*.sql``. Instance files are
 written to a temporary name and renamed when complete, so a file that exists is
-whole; whether it *counts* is decided by its ``embed_items`` row.
+whole; whether it *counts* is decided by its ``embed_items`` row, which also
+records the file's sha256, size and modification time: a file that is missing,
+unreadable or no longer the one recorded is left out of the ``instances`` view
+(and reported), and embedded again by the next ``embed``.
+
+The store is relocatable: ``embed_items.path`` is relative to the store's
+folder, slide and scan paths are relative to the study folder (as the
+manifests give them), and source fingerprints hold file content, never a path.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import re
 import subprocess
 import time
@@ -29,10 +38,13 @@ import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline import atomic
 
-SCHEMA_VERSION = 1
+log = logging.getLogger("cohortlab.store")
+
+SCHEMA_VERSION = 2
 INSTANCE_COLUMNS = ("source_id", "instance", "x", "y", "z", "level", "tissue_fraction", "embedding")
 
 
@@ -192,21 +204,175 @@ def instance_path(store: str | Path, feature_set: str, source_id: str) -> Path:
     return Path(store).resolve().parent / "instances" / f"feature_set={feature_set}" / f"{safe_name(source_id)}.parquet"
 
 
-def refresh_instances_view(con: duckdb.DuckDBPyConnection, path: str | Path | None = None) -> None:
-    """(Re)create the temporary ``instances`` view over done instance files."""
+@dataclass(frozen=True)
+class FileStamp:
+    """What an instance file was when written: sha256 of its bytes, size, modification time."""
+
+    checksum: str
+    bytes: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class InstanceProblem:
+    """A done item whose instance file cannot be served: missing, unreadable, or not the file recorded."""
+
+    feature_set: str
+    source_id: str
+    path: str  # relative to the store's folder
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.feature_set} / {self.source_id}: {self.path}: {self.reason}"
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def stamp_file(path: str | Path) -> FileStamp:
+    """The :class:`FileStamp` of a file as it is now."""
+    st = os.stat(path)
+    return FileStamp(sha256_file(path), st.st_size, st.st_mtime_ns)
+
+
+def check_instance_file(path: str | Path, recorded_bytes: int | None = None) -> str | None:
+    """Why an instance file cannot be read as one (``None`` when it can), cheaply.
+
+    Only the size and the Parquet footer are looked at (no data pages): a
+    missing file, a size other than the one recorded, a damaged footer, or
+    (when no size is recorded) missing instance columns are caught; see
+    :func:`verify_instance_file` for the identity check that ``embed`` makes.
+    """
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if recorded_bytes is not None and size != recorded_bytes:
+        return f"{size} bytes, {recorded_bytes} when written ({'truncated' if size < recorded_bytes else 'changed'})"
+    try:
+        meta = pq.read_metadata(p)
+    except Exception as exc:  # pyarrow raises several types for a damaged footer
+        return f"not a readable Parquet file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    if recorded_bytes is None:  # no size to compare (an older store's row): look at the columns (~0.1 ms more)
+        top = {meta.schema.column(i).path.split(".")[0] for i in range(meta.num_columns)}
+        lacking = [c for c in INSTANCE_COLUMNS if c not in top]
+        if lacking:
+            return f"not an instance file (no column {', '.join(lacking)})"
+    return None
+
+
+def verify_instance_file(
+    path: str | Path, stamp: FileStamp | None, n_instances: int | None = None
+) -> tuple[str | None, FileStamp | None]:
+    """Whether an instance file is still the one recorded: ``(problem or None, stamp to record or None)``.
+
+    With a recorded stamp, equal size and modification time are trusted (a
+    ``stat``); when only the time differs (a copy, a ``touch``) the sha256 is
+    compared, and on a match the fresh stamp is returned so that the next check
+    is a ``stat`` again. Without one (rows of an older store), the footer and
+    row count are checked and the file's stamp is returned to be recorded.
+    """
+    if stamp is not None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        if st is not None and (st.st_size, st.st_mtime_ns) == (stamp.bytes, stamp.mtime_ns):
+            return None, None
+        problem = check_instance_file(path, stamp.bytes)
+        if problem is not None:
+            return problem, None
+        fresh = stamp_file(path)
+        if fresh.checksum != stamp.checksum:
+            return "not the file that was written (sha256 differs)", None
+        return None, fresh
+    problem = check_instance_file(path)
+    if problem is not None:
+        return problem, None
+    rows = pq.read_metadata(path).num_rows
+    if n_instances is not None and rows != n_instances:
+        return f"not the file recorded ({rows} instances, {n_instances} recorded)", None
+    return None, stamp_file(path)
+
+
+def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
+    return bool(con.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'main' AND table_name = ? "
+        "AND column_name = ?", [table, column],
+    ).fetchone()[0])
+
+
+def _done_files(con: duckdb.DuckDBPyConnection, feature_set: str | None = None) -> list[tuple[Any, ...]]:
+    # a read-only connection to a store of schema 1 (not migrated) has no recorded sizes
+    size = "file_bytes" if _has_column(con, "embed_items", "file_bytes") else "NULL::BIGINT"
+    sql = (
+        f"SELECT feature_set, source_id, path, {size} FROM embed_items "
+        "WHERE status = 'done' AND path IS NOT NULL"
+    )
+    params: list[Any] = []
+    if feature_set is not None:
+        sql += " AND feature_set = ?"
+        params.append(feature_set)
+    return con.execute(sql + " ORDER BY feature_set, source_id", params).fetchall()
+
+
+def unreadable_instances(
+    con: duckdb.DuckDBPyConnection, path: str | Path | None = None, feature_set: str | None = None
+) -> list[InstanceProblem]:
+    """Done items whose instance file is missing, unreadable or not the size recorded (see :func:`check_instance_file`).
+
+    These are the files the ``instances`` view leaves out; ``cohortlab embed``
+    embeds their sources again.
+    """
     base = store_dir(path if path is not None else con)
-    rows = con.execute(
-        "SELECT feature_set, path FROM embed_items WHERE status = 'done' AND path IS NOT NULL ORDER BY feature_set, source_id"
-    ).fetchall()
-    files = [str(base / p) for _, p in rows if (base / p).exists()]
+    out = []
+    for fs, sid, rel, size in _done_files(con, feature_set):
+        reason = check_instance_file(base / rel, size)
+        if reason is not None:
+            out.append(InstanceProblem(fs, sid, rel, reason))
+    return out
+
+
+def refresh_instances_view(con: duckdb.DuckDBPyConnection, path: str | Path | None = None) -> list[InstanceProblem]:
+    """(Re)create the temporary ``instances`` view over done instance files.
+
+    Files that cannot be read (see :func:`unreadable_instances`) are left out
+    and logged as a warning, so one damaged file does not stop every query;
+    they are returned so that a caller can show them.
+    """
+    base = store_dir(path if path is not None else con)
+    files: list[str] = []
+    problems: list[InstanceProblem] = []
+    for fs, sid, rel, size in _done_files(con):
+        reason = check_instance_file(base / rel, size)
+        if reason is None:
+            files.append(str(base / rel))
+        else:
+            problems.append(InstanceProblem(fs, sid, rel, reason))
+    if problems:
+        more = f"; and {len(problems) - 10} more (cohortlab features)" if len(problems) > 10 else ""
+        log.warning(
+            "%d instance file(s) left out of the instances view (run `cohortlab embed` to embed them again): %s%s",
+            len(problems), "; ".join(str(p) for p in problems[:10]), more,
+        )
     if not files:
         con.execute(f"CREATE OR REPLACE TEMP VIEW instances AS {_EMPTY_INSTANCES}")
-        return
+        return problems
     listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
     con.execute(
         "CREATE OR REPLACE TEMP VIEW instances AS SELECT feature_set, source_id, instance, x, y, z, level, "
         f"tissue_fraction, embedding FROM read_parquet([{listing}], hive_partitioning = true, union_by_name = true)"
     )
+    return problems
 
 
 def write_instances(path: str | Path, frame: pl.DataFrame) -> Path:
@@ -329,14 +495,41 @@ def record_item(
     seconds: float | None = None,
     path: str | None = None,
     fingerprint: str | None = None,
+    stamp: FileStamp | None = None,
 ) -> None:
-    """Upsert one ``embed_items`` row (``path`` relative to the store folder)."""
+    """Upsert one ``embed_items`` row (``path`` relative to the store folder, ``stamp`` of the file written there)."""
     if status not in ("done", "failed"):
         raise StoreError(f"embed item status must be done or failed, not {status!r}")
     con.execute(
-        "INSERT OR REPLACE INTO embed_items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [feature_set, source_id, patient_id, status, n_instances, error, seconds, path, fingerprint, _now()],
+        "INSERT OR REPLACE INTO embed_items (feature_set, source_id, patient_id, status, n_instances, error, seconds, "
+        "path, fingerprint, updated_at, checksum, file_bytes, file_mtime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [feature_set, source_id, patient_id, status, n_instances, error, seconds, path, fingerprint, _now(),
+         *((stamp.checksum, stamp.bytes, stamp.mtime_ns) if stamp is not None else (None, None, None))],
     )
+
+
+def record_stamps(con: duckdb.DuckDBPyConnection, feature_set: str, stamps: Mapping[str, FileStamp]) -> None:
+    """Record new stamps of done items' instance files (``source_id -> stamp``) in one statement.
+
+    For files whose time changed with their bytes the same (a copy), and for an older store's rows.
+    """
+    if not stamps:
+        return
+    table = pa.table({
+        "source_id": pa.array(list(stamps), type=pa.string()),
+        "checksum": pa.array([s.checksum for s in stamps.values()], type=pa.string()),
+        "file_bytes": pa.array([s.bytes for s in stamps.values()], type=pa.int64()),
+        "file_mtime_ns": pa.array([s.mtime_ns for s in stamps.values()], type=pa.int64()),
+    })
+    con.register("_stamps_new", table)
+    try:
+        con.execute(
+            "UPDATE embed_items SET checksum = n.checksum, file_bytes = n.file_bytes, file_mtime_ns = n.file_mtime_ns "
+            "FROM _stamps_new n WHERE embed_items.feature_set = ? AND embed_items.source_id = n.source_id",
+            [feature_set],
+        )
+    finally:
+        con.unregister("_stamps_new")
 
 
 def done_items(con: duckdb.DuckDBPyConnection, feature_set: str) -> dict[str, str | None]:
@@ -429,16 +622,47 @@ def read_predictions(con: duckdb.DuckDBPyConnection, model: str | None = None) -
     return query(con, sql + " ORDER BY model, patient_id", params or None)
 
 
-def file_fingerprint(path: str | Path, *extra: Any) -> str:
-    """Cheap identity of a file (size, mtime) plus the manifest fields that change its meaning."""
+SAMPLE_ABOVE = 64 << 20  # bytes; larger files (whole-slide images) are fingerprinted by samples
+_EDGE = 1 << 20
+_BLOCK = 64 << 10
+_BLOCKS = 14
+
+
+def content_digest(path: str | Path, sample_above: int | None = SAMPLE_ABOVE) -> str:
+    """sha256 of a file's content, or of a folder's files (a DICOM series) by name and content.
+
+    Files up to ``sample_above`` bytes (every file when ``None``) are hashed
+    whole. A larger one is hashed by its size, its first and last MiB and
+    evenly spaced 64 KiB blocks between them: a few MiB read whatever its
+    size, enough to tell scanner outputs apart. No path and no time goes in,
+    so a copied or moved file keeps its digest.
+    """
     p = Path(path)
-    parts: list[Any] = []
+    h = hashlib.sha256()
     if p.is_dir():
-        for f in sorted(p.iterdir()):
-            st = f.stat()
-            parts += [f.name, st.st_size, st.st_mtime_ns]
-    else:
-        st = p.stat()
-        parts += [st.st_size, st.st_mtime_ns]
-    parts += list(extra)
+        for f in sorted(q for q in p.rglob("*") if q.is_file()):
+            h.update(f"{f.relative_to(p).as_posix()}\0{content_digest(f, sample_above)}\0".encode())
+        return h.hexdigest()
+    size = p.stat().st_size
+    if sample_above is None or size <= sample_above:
+        return sha256_file(p)
+    h.update(f"sampled:{size}\0".encode())
+    step = (size - 2 * _EDGE - _BLOCK) // (_BLOCKS + 1)
+    with open(p, "rb") as fh:
+        h.update(fh.read(_EDGE))
+        for k in range(1, _BLOCKS + 1):
+            fh.seek(_EDGE + k * step)
+            h.update(fh.read(_BLOCK))
+        fh.seek(size - _EDGE)
+        h.update(fh.read(_EDGE))
+    return h.hexdigest()
+
+
+def file_fingerprint(path: str | Path, *extra: Any, sample_above: int | None = SAMPLE_ABOVE) -> str:
+    """Identity of a source file: its content (:func:`content_digest`) plus the manifest fields that change its meaning.
+
+    Paths and modification times stay out, so a study folder can be copied or
+    moved without its sources counting as changed.
+    """
+    parts = [content_digest(path, sample_above), *extra]
     return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:16]

@@ -26,13 +26,13 @@ CREATE TABLE IF NOT EXISTS variables (
     role      VARCHAR NOT NULL,   -- predictor | outcome | time | event | id | strata | other
     label     VARCHAR,
     n_missing INTEGER NOT NULL,
-    levels    VARCHAR[]           -- categorical levels, sorted
+    levels    VARCHAR[]           -- categorical levels: the declared order ([variables] x.levels), else sorted
 );
 
 CREATE TABLE IF NOT EXISTS slides (
     slide_id    VARCHAR PRIMARY KEY,
     patient_id  VARCHAR NOT NULL,
-    path        VARCHAR NOT NULL,
+    path        VARCHAR NOT NULL,  -- relative to the study folder, as in the manifest (absolute only if given so)
     vendor      VARCHAR,
     width       BIGINT,
     height      BIGINT,
@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS slides (
 CREATE TABLE IF NOT EXISTS scans (
     scan_id     VARCHAR PRIMARY KEY,
     patient_id  VARCHAR NOT NULL,
-    image_path  VARCHAR NOT NULL,
+    image_path  VARCHAR NOT NULL,  -- relative to the study folder, like slides.path
     mask_path   VARCHAR,
     mask_label  INTEGER,
     size        INTEGER[],         -- x, y, z voxels
@@ -82,6 +82,9 @@ CREATE TABLE IF NOT EXISTS embed_items (
     path        VARCHAR,            -- instance Parquet, relative to the store's folder
     fingerprint VARCHAR,            -- the source's fingerprint when it was embedded
     updated_at  TIMESTAMP NOT NULL,
+    checksum    VARCHAR,            -- sha256 of the instance Parquet as written (done only)
+    file_bytes  BIGINT,             -- its size,
+    file_mtime_ns BIGINT,           -- and modification time: unchanged size and time skip the sha256 check
     PRIMARY KEY (feature_set, source_id)
 );
 

@@ -74,7 +74,7 @@ from analytics.models.persist import (
     read_predictions,
 )
 from pipeline import atomic, store
-from pipeline.config import Model, Study
+from pipeline.config import ExplainSection, Model, Study
 from pipeline.store import feature_set_params
 
 log = logging.getLogger("cohortlab.explain")
@@ -94,6 +94,21 @@ class Settings:
     max_units: int = DEFAULT_MAX_UNITS  # inputs above which an image block is one player
     max_rows: int = 200  # explained patients per model (a seeded sample when more)
     top_k: int = 8  # tiles per gallery row
+
+    @classmethod
+    def from_config(cls, section: ExplainSection) -> Settings:
+        """The ``[explain]`` budget of study.toml; a key left out keeps its default."""
+        given = {k: v for k, v in section.model_dump().items() if k != "enabled" and v is not None}
+        return cls(**given)
+
+    def budget(self, explainer: str) -> dict[str, int]:
+        """The knobs that bound an explanation made by ``explainer`` (recorded with it, shown in the report)."""
+        if explainer == "attention":
+            return {"top_k": self.top_k}
+        if explainer == "kernel":
+            return {"max_rows": self.max_rows, "background": self.background, "nsamples": self.nsamples,
+                    "max_units": self.max_units}
+        return {"max_rows": self.max_rows, "max_background": self.max_background}
 
 
 @dataclass
@@ -190,8 +205,9 @@ def _background(cohort: Cohort, available: np.ndarray) -> np.ndarray:
 
 
 def _check_columns(fitted: FittedModel, columns: Columns | None) -> None:
-    saved = fitted.manifest.get("columns")
-    if saved is not None and columns is not None and Columns.from_dict(saved) != columns:
+    # input_columns: what the model reads from a cohort ("columns" holds those it uses, less any left out)
+    saved = fitted.manifest.get("input_columns") or fitted.manifest.get("columns")
+    if saved is not None and columns is not None and Columns.from_dict(saved).names() != columns.names():
         raise ExplainError(f"model '{fitted.spec.name}': the cohort's input columns differ from those it was "
                            f"fitted on ({fitted.path / 'manifest.json'}); run `cohortlab fit` again")
 
@@ -368,17 +384,22 @@ def explain(
         ``[report] explain_patients``, else each model's highest- and
         lowest-scored external patient).
     settings
-        Size limits (:class:`Settings`).
+        Size limits (:class:`Settings`; default: study.toml's ``[explain]``).
     progress
         Show a progress bar over models.
 
     Returns
     -------
     ExplainResult
+        Nothing is done when study.toml says ``[explain] enabled = false`` (a note says so).
     """
-    settings = settings or Settings()
+    settings = settings or Settings.from_config(study.explain)
     folder = study.report_dir / "explain"
     result = ExplainResult(folder)
+    if not study.explain.enabled:
+        result.notes.append("explanations are switched off in study.toml ([explain] enabled = false); nothing done")
+        return result
+    atomic.remove_stale_temporaries(folder)
     wanted = list(patients or study.report.explain_patients or []) or None
     with _user_errors(), threadpool_limits(limits=1):
         specs = _select(study, models)
@@ -399,6 +420,7 @@ def explain(
             digest = model_digest(fit_manifest, settings, wanted)
             prev = old.get(spec.name)
             if prev is not None and prev.record.get("digest") == digest and mf.complete(folder, prev):
+                prev.record.setdefault("budget", settings.budget(str(prev.record.get("explainer", ""))))
                 current[spec.name] = prev
                 summary.status = "up to date"
                 _fill(summary, prev)
@@ -410,7 +432,8 @@ def explain(
                     outputs = _mil_model(study, fitted, wanted, settings, tmp, summary, notes)
                 else:
                     outputs = _shap_model(ctx, fitted, wanted, settings, tmp, summary, notes)
-                outputs.record.update(digest=digest, kind=spec.kind, notes=notes)
+                outputs.record.update(digest=digest, kind=spec.kind, notes=notes,
+                                      budget=settings.budget("attention" if spec.kind == "mil" else summary.explainer))
             current[spec.name] = outputs
             result.notes += notes
             summary.status = "explained"

@@ -8,7 +8,8 @@ final refit) fits all of it on its own training rows only. Layout::
     prep  ColumnTransformer
             features     median imputation -> standardisation -> PCA (params.pca)
             numeric      median imputation -> standardisation   (clinical numbers, input scores)
-            categorical  most-frequent imputation -> one-hot (unknown levels -> all zeros)
+            categorical  most-frequent imputation -> one-hot (unknown levels -> all zeros; columns in the
+                         declared order of the variable's levels, [variables] x.levels, else sorted)
     clf   LogisticRegression | CalibratedSVC | EarlyStoppedXGB
 
 Learners:
@@ -32,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
@@ -198,6 +200,35 @@ class EarlyStoppedXGB(ClassifierMixin, BaseEstimator):
         return self.booster_.predict(np.asarray(X, dtype=np.float32))
 
 
+class RowStablePCA(PCA):
+    """PCA whose projection of a row does not depend on the other rows scored with it.
+
+    ``PCA.transform`` is one matrix product, and BLAS may accumulate a row's
+    products in a different order depending on how many rows share the call,
+    which moves scores by an ulp: a patient scored at fit time and again after
+    reloading the model would not get the same bits. Here each row's
+    projection is a multiply and a last-axis sum (numpy's pairwise summation
+    over the same contiguous features for every row), done in bounded chunks.
+    """
+
+    _CHUNK = 1 << 22  # elements of the (rows, components, features) product held at once
+
+    def transform(self, X: Any) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.components_.shape[1]:
+            return super().transform(X)  # let scikit-learn raise its own shape error
+        centred = X - self.mean_
+        comps = np.ascontiguousarray(self.components_, dtype=np.float64)
+        out = np.empty((X.shape[0], comps.shape[0]))
+        step = max(1, self._CHUNK // max(1, comps.size))
+        for start in range(0, X.shape[0], step):
+            block = centred[start:start + step]
+            out[start:start + step] = (block[:, None, :] * comps[None, :, :]).sum(axis=-1)
+        if self.whiten:
+            out /= np.sqrt(self.explained_variance_)
+        return out
+
+
 PENALTIES = ("l2", "l1", "elasticnet")
 
 
@@ -238,13 +269,18 @@ def classifier(kind: str, params: Mapping[str, Any], seed: int, grid: Mapping[st
     return est.set_params(**own)
 
 
-def preprocessor(columns: Columns, pca: int | float | None = None, seed: int = 0) -> ColumnTransformer:
-    """Imputation, scaling, one-hot encoding and optional PCA of the image features (see module notes)."""
+def preprocessor(columns: Columns, pca: int | float | None = None, seed: int = 0,
+                 categories: list[list[str]] | None = None) -> ColumnTransformer:
+    """Imputation, scaling, one-hot encoding and optional PCA of the image features (see module notes).
+
+    ``categories`` gives the one-hot levels of each categorical column, in
+    order (default: the sorted levels seen when fitting).
+    """
     parts: list[tuple[str, Any, list[str]]] = []
     if columns.features:
         steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
         if pca is not None:
-            steps.append(("pca", PCA(n_components=pca, svd_solver="full", random_state=seed)))
+            steps.append(("pca", RowStablePCA(n_components=pca, svd_solver="full", random_state=seed)))
         parts.append(("features", Pipeline(steps), list(columns.features)))
     elif pca is not None:
         raise ValueError("params.pca reduces image features, but the model has none")
@@ -254,7 +290,7 @@ def preprocessor(columns: Columns, pca: int | float | None = None, seed: int = 0
     if columns.categorical:
         parts.append(("categorical", Pipeline([
             ("impute", SimpleImputer(strategy="most_frequent")),
-            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+            ("onehot", OneHotEncoder(categories=categories or "auto", handle_unknown="ignore", sparse_output=False)),
         ]), list(columns.categorical)))
     if not parts:
         raise ValueError("the model has no input columns")
@@ -262,10 +298,28 @@ def preprocessor(columns: Columns, pca: int | float | None = None, seed: int = 0
 
 
 def build_pipeline(kind: str, columns: Columns, params: Mapping[str, Any], seed: int,
-                   grid: Mapping[str, Any] | None = None) -> Pipeline:
+                   grid: Mapping[str, Any] | None = None, categories: list[list[str]] | None = None) -> Pipeline:
     """An unfitted ``prep -> clf`` pipeline for a classical learner (see module notes)."""
-    return Pipeline([("prep", preprocessor(columns, params.get("pca"), seed)),
+    return Pipeline([("prep", preprocessor(columns, params.get("pca"), seed, categories)),
                      ("clf", classifier(kind, params, seed, grid))])
+
+
+def one_hot_levels(table: Any, columns: Columns) -> list[list[str]] | None:
+    """One-hot levels of each categorical column of ``table``, in the declared order where one is known.
+
+    The levels are those seen in ``table`` (the rows a pipeline is fitted on):
+    declared levels in their declared order, then any others sorted. None when
+    every column's order is the sorted one, i.e. what ``OneHotEncoder``
+    finds by itself.
+    """
+    out, declared = [], False
+    for col in columns.categorical:
+        seen = {str(v) for v in table[col] if isinstance(v, str) or not (v is None or pd.isna(v))}
+        order = [lv for lv in columns.level_order(col) if lv in seen]
+        levels = order + sorted(seen - set(order))
+        declared |= levels != sorted(seen)
+        out.append(levels)
+    return out if declared else None
 
 
 def pipeline_grid(grid: Mapping[str, list[Any]], params: Mapping[str, Any] | None = None) -> dict[str, list[Any]]:

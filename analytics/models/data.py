@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,17 +47,85 @@ class Columns:
     features: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
+    # declared order of a categorical column's levels (from the store's variables table), where known
+    levels: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def all(self) -> tuple[str, ...]:
         return self.features + self.numeric + self.categorical
 
-    def to_dict(self) -> dict[str, list[str]]:
-        return {"features": list(self.features), "numeric": list(self.numeric), "categorical": list(self.categorical)}
+    def names(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+        """The column names by kind (what two tables must share to be read by the same model)."""
+        return self.features, self.numeric, self.categorical
+
+    def level_order(self, column: str) -> tuple[str, ...]:
+        """The declared order of ``column``'s levels (empty when none is known)."""
+        return dict(self.levels).get(column, ())
+
+    def without(self, names: Sequence[str]) -> "Columns":
+        """These columns less ``names``."""
+        drop = set(names)
+        return Columns(tuple(c for c in self.features if c not in drop), tuple(c for c in self.numeric if c not in drop),
+                       tuple(c for c in self.categorical if c not in drop),
+                       tuple((c, lv) for c, lv in self.levels if c not in drop))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"features": list(self.features), "numeric": list(self.numeric),
+                               "categorical": list(self.categorical)}
+        if self.levels:
+            out["levels"] = {c: list(lv) for c, lv in self.levels}
+        return out
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Sequence[str]]) -> "Columns":
-        return cls(tuple(d.get("features", ())), tuple(d.get("numeric", ())), tuple(d.get("categorical", ())))
+    def from_dict(cls, d: Mapping[str, Any]) -> "Columns":
+        levels = tuple((str(c), tuple(map(str, lv))) for c, lv in (d.get("levels") or {}).items())
+        return cls(tuple(d.get("features", ())), tuple(d.get("numeric", ())), tuple(d.get("categorical", ())), levels)
+
+
+def uninformative(table: pd.DataFrame, columns: Columns) -> dict[str, str]:
+    """Columns of ``table`` that cannot inform a model fitted on its rows, with the reason.
+
+    A column is ``"all missing"`` when no row has a value; a clinical or score
+    column is ``"constant"`` when every row with a value has the same one (after
+    imputation it carries nothing). Constant image-feature columns (units an
+    encoder never activates) stay: they are part of the feature block, and
+    standardised they are zero on every training patient. Returned in
+    ``columns.all`` order.
+    """
+    out: dict[str, str] = {}
+    features = set(columns.features)
+    for col in columns.all:
+        values = table[col]
+        present = values[values.notna()]
+        if present.empty:
+            out[col] = "all missing"
+        elif col not in features and present.nunique(dropna=True) == 1:
+            out[col] = "constant"
+    return out
+
+
+def dropped_text(model: str, dropped: Mapping[str, str], shown: int = 8) -> str:
+    """One line naming the input columns a model left out and why (image-feature columns counted per block)."""
+    return f"model '{model}': left out {dropped_summary(dropped, shown)}"
+
+
+def dropped_summary(dropped: Mapping[str, str], shown: int = 8) -> str:
+    """The left-out columns by reason, e.g. ``igg (all missing on its training patients); site (constant ...)``."""
+    parts: list[str] = []
+    for reason in ("all missing", "constant"):
+        cols = [c for c, why in dropped.items() if why == reason]
+        if not cols:
+            continue
+        named = [c for c in cols if c.count(":") < 2]
+        blocks: dict[str, int] = {}
+        for c in cols:
+            if c.count(":") >= 2:  # "feature_set:pooling:index"
+                block = c.rsplit(":", 1)[0]
+                blocks[block] = blocks.get(block, 0) + 1
+        items = named[:shown] + ([f"{len(named) - shown} more"] if len(named) > shown else [])
+        items += [f"{n} image-feature column(s) of {b}" for b, n in blocks.items()]
+        parts.append(f"{', '.join(items)} ({reason} on its training patients)")
+    return "; ".join(parts)
 
 
 @dataclass(frozen=True, eq=False)
@@ -195,8 +264,18 @@ def _table(spec: Model, cohort: Cohort, score_values: np.ndarray) -> tuple[pd.Da
     score_cols = [f"{SCORE_PREFIX}{n}" for n in spec.scores]
     for j, col in enumerate(score_cols):
         parts[col] = score_values[:, j]
-    columns = Columns(tuple(feat_names), tuple(numeric + score_cols), tuple(categorical))
+    columns = Columns(tuple(feat_names), tuple(numeric + score_cols), tuple(categorical),
+                      _level_orders(cohort, categorical))
     return pd.DataFrame({c: parts[c] for c in columns.all}), columns
+
+
+def _level_orders(cohort: Cohort, categorical: Sequence[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The store's level order (declared in study.toml, else sorted) of each categorical column it knows."""
+    var = cohort.variables
+    if not categorical or var.height == 0 or "levels" not in var.columns:
+        return ()
+    known = {r["name"]: r["levels"] for r in var.select("name", "levels").to_dicts()}
+    return tuple((c, tuple(str(v) for v in known[c])) for c in categorical if known.get(c))
 
 
 def _bags(spec: Model, cohort: Cohort) -> tuple[Bags, list[str]]:

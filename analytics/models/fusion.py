@@ -13,11 +13,12 @@ These are exactly the rows ``cohortlab fit`` writes to the ``predictions``
 table, so the second stage never trains on scores of patients its inputs were
 fitted on (in-sample scores would be over-confident and inflate it). Every
 model shares one outer fold assignment, so a training patient's input score
-and its own out-of-fold prediction come from the same fold. One effect
-remains, as in any stacking by cross-validation: the out-of-fold scores of
-*other* training patients came from models that saw this fold's patients; it
-is second order and it touches the out-of-fold estimate only, never the held-out
-splits.
+and its own out-of-fold prediction come from the same fold. These scores
+train the final second-stage model. Its *out-of-fold* predictions need more:
+the out-of-fold scores of other training patients came from models that saw
+this fold's patients, so each outer fold's second stage is fitted on input
+scores cross-fitted without that fold (nested cross-fitting,
+:mod:`analytics.crossfit`), unless the model says ``nested = false``.
 
 For patients outside the fitted cohort (:func:`analytics.fit.predict`) every
 input score is the input model's final-model prediction.

@@ -8,6 +8,7 @@ and predicts the probability of the positive class.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -15,7 +16,7 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from analytics.models import classical, tuning
-from analytics.models.data import ModelData
+from analytics.models.data import ModelData, uninformative
 from analytics.models.ensemble import SoftVoting, Stacking
 from analytics.models.mil import MILClassifier
 
@@ -33,9 +34,12 @@ class Learner(Protocol):
 
 def _grid(kind: str, grid: Mapping[str, list[Any]], params: Mapping[str, Any]) -> dict[str, list[Any]]:
     """The study's grid, else the default grid without the parameters fixed in ``params``."""
-    if grid:
-        return dict(grid)
-    return {k: v for k, v in classical.DEFAULT_GRIDS.get(kind, {}).items() if k not in params}
+    return tuning.searched_grid(kind, grid, params)[0]
+
+
+# scikit-learn's SimpleImputer warns, on every fit, about a column without values and drops it; such
+# columns are dropped (and named once per model) before fitting, so only inner-fold cases remain
+_EMPTY_COLUMN_WARNING = "Skipping features without any observed values"
 
 
 class TabularLearner:
@@ -57,14 +61,23 @@ class TabularLearner:
             raise ValueError("tune either penalty or l1_ratio, not both")
 
     def fit(self, data: ModelData, y: np.ndarray) -> "TabularLearner":
+        """Fit on ``data``'s rows; columns constant or without values on them are left out (``dropped_``)."""
         if data.table is None or data.columns is None:
             raise ValueError(f"a {self.kind} model needs an input table")
-        pipe = classical.build_pipeline(self.kind, data.columns, self.params, self.seed, self.grid)
+        self.dropped_ = uninformative(data.table, data.columns)
+        self.columns_ = data.columns.without(list(self.dropped_))
+        if not self.columns_.all:
+            raise ValueError(f"every input column is constant or missing on its {len(y)} training patients: "
+                             + ", ".join(f"{c} ({why})" for c, why in self.dropped_.items()))
+        pipe = classical.build_pipeline(self.kind, self.columns_, self.params, self.seed, self.grid,
+                                        classical.one_hot_levels(data.table, self.columns_))
         groups = np.asarray(data.patient_ids, dtype=object)
-        self.pipeline_, chosen, self.inner_auc_ = tuning.grid_search(
-            pipe, classical.pipeline_grid(self.grid, self.params), data.table, y, groups,
-            int(self.params.get("inner_folds", tuning.DEFAULT_INNER_FOLDS)), self.seed,
-        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_EMPTY_COLUMN_WARNING, category=UserWarning)
+            self.pipeline_, chosen, self.inner_auc_ = tuning.grid_search(
+                pipe, classical.pipeline_grid(self.grid, self.params), data.table, y, groups,
+                int(self.params.get("inner_folds", tuning.DEFAULT_INNER_FOLDS)), self.seed,
+            )
         self.chosen_ = {"pca" if k.startswith("prep__") else k.removeprefix("clf__"): v for k, v in chosen.items()}
         if "penalty" in self.grid:
             ratio = self.chosen_.pop("l1_ratio")
@@ -84,6 +97,7 @@ class TabularLearner:
         out = cls.__new__(cls)
         out.kind, out.params, out.grid, out.seed = kind, dict(params), {}, 0
         out.pipeline_, out.chosen_, out.inner_auc_ = pipeline, dict(chosen), None
+        out.dropped_, out.columns_ = {}, None
         return out
 
 

@@ -25,6 +25,30 @@ log = logging.getLogger("cohortlab.models.tuning")
 DEFAULT_INNER_FOLDS = 3
 
 
+CRITERION = "ROC AUC averaged over stratified, patient-grouped, seeded inner folds of the training patients"
+
+
+def searched_grid(kind: str, grid: Mapping[str, Sequence[Any]],
+                  params: Mapping[str, Any]) -> tuple[dict[str, list[Any]], str]:
+    """The hyper-parameter grid a model of ``kind`` searches, and where it comes from.
+
+    Returns
+    -------
+    (grid, source)
+        The study's ``grid`` when it gives one (source ``"study.toml"``); else,
+        for logistic / svm / xgboost, the kind's default grid
+        (:data:`analytics.models.classical.DEFAULT_GRIDS`) without the
+        parameters fixed in ``params`` (source ``"default"``); else ``{}``
+        (source ``"none"``: nothing is tuned).
+    """
+    from analytics.models.classical import DEFAULT_GRIDS
+
+    if grid:
+        return {k: list(v) for k, v in grid.items()}, "study.toml"
+    default = {k: list(v) for k, v in DEFAULT_GRIDS.get(kind, {}).items() if k not in params}
+    return (default, "default") if default else ({}, "none")
+
+
 def inner_splitter(y: np.ndarray, folds: int, seed: int) -> StratifiedGroupKFold | None:
     """Stratified, grouped, seeded inner folds; fewer when a class is small; None when it is too small to tune."""
     counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=2)

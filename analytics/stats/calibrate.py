@@ -1,8 +1,9 @@
 """Calibration of predicted probabilities: intercept, slope, Brier, ICI/E50/E90, curves.
 
-Calibration intercept ("calibration-in-the-large") and slope follow Cox
-(Biometrika 1958;45:562-565) and Steyerberg, *Clinical Prediction Models*
-(2nd ed., 2019, ch. 15); the smoothed-calibration summaries ICI, E50, E90 and
+Calibration-in-the-large (intercept with the slope fixed at 1) and the
+intercept and slope of logistic recalibration (R ``rms::val.prob``'s
+"Intercept" and "Slope") follow Cox (Biometrika 1958;45:562-565) and
+Steyerberg, *Clinical Prediction Models* (2nd ed., 2019, ch. 15); the smoothed-calibration summaries ICI, E50, E90 and
 Emax follow Austin & Steyerberg (Stat Med 2019;38:4051-4065), with the loess
 smoother of Cleveland & Devlin (JASA 1988;83:596-610) as R ``loess()``.
 """
@@ -233,11 +234,17 @@ def calibration(
     Returns
     -------
     dict
-        ``intercept``: calibration-in-the-large, ``a`` in
-        ``logit P(y=1) = a + logit(prob)`` (logistic model with offset; ideal 0).
-        ``slope``: ``b`` in ``logit P(y=1) = a' + b logit(prob)`` (logistic
-        recalibration, Cox 1958; ideal 1, < 1 means predictions too extreme, as
-        from an overfitted model); ``slope_intercept`` is that ``a'``.
+        ``in_the_large``: calibration-in-the-large, ``a`` in
+        ``logit P(y=1) = a + logit(prob)`` (logistic model with the slope fixed
+        at 1, i.e. an offset; ideal 0).
+        ``recalibration_intercept``, ``recalibration_slope``: ``a'`` and ``b``
+        of logistic recalibration ``logit P(y=1) = a' + b logit(prob)`` (Cox
+        1958; ideal 0 and 1; ``b < 1`` means predictions too extreme, as from
+        an overfitted model). These are what R ``rms::val.prob`` reports as
+        "Intercept" and "Slope".
+        ``intercept``, ``slope``, ``slope_intercept``: the same three numbers
+        under their earlier names (``intercept`` is calibration-in-the-large,
+        ``slope_intercept`` the recalibration intercept).
         ``brier``: mean squared error of ``prob`` (Brier, Mon Weather Rev 1950).
         ``ici``, ``e50``, ``e90``, ``emax``: mean, median, 90th percentile and
         maximum of ``|loess(y ~ prob) - prob|`` over the subjects (Austin &
@@ -259,6 +266,9 @@ def calibration(
     b = logistic_fit(np.column_stack([np.ones(p.size), lp]), yf)
     err = np.abs(_smooth(p, yy, p, span, max_points) - p)
     return {
+        "in_the_large": intercept,
+        "recalibration_intercept": float(b[0]),
+        "recalibration_slope": float(b[1]),
         "intercept": intercept,
         "slope": float(b[1]),
         "slope_intercept": float(b[0]),

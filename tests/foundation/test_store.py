@@ -40,7 +40,7 @@ def test_newer_store_is_refused(tmp_path: Path) -> None:
 
 
 def test_old_store_is_migrated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A store at version 1 gains what a version-2 migration adds, keeping its rows."""
+    """A store at the current version gains what the next version's migration adds, keeping its rows."""
     path = tmp_path / "s.duckdb"
     con = store.connect(path)
     con.execute("INSERT INTO patients VALUES ('P1', 'A', NULL, NULL)")
@@ -48,11 +48,12 @@ def test_old_store_is_migrated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     sql = tmp_path / "sql"
     (sql / "migrations").mkdir(parents=True)
     (sql / "schema.sql").write_text((store.sql_dir() / "schema.sql").read_text())
-    (sql / "migrations" / "002_notes.sql").write_text("ALTER TABLE patients ADD COLUMN note VARCHAR;")
+    nxt = store.SCHEMA_VERSION + 1
+    (sql / "migrations" / f"{nxt:03d}_notes.sql").write_text("ALTER TABLE patients ADD COLUMN note VARCHAR;")
     monkeypatch.setattr(store, "sql_dir", lambda: sql)
-    monkeypatch.setattr(store, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(store, "SCHEMA_VERSION", nxt)
     con = store.connect(path)
-    assert store._version(con) == 2
+    assert store._version(con) == nxt
     assert con.execute("SELECT patient_id, note FROM patients").fetchall() == [("P1", None)]
     con.close()
 

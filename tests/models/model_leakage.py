@@ -83,8 +83,8 @@ def leaky_preprocessor(all_features: np.ndarray, what: str) -> Callable[..., Any
     real = classical.preprocessor
     scaler = StandardScaler().fit(all_features)
 
-    def make(columns: Any, pca: Any = None, seed: int = 0) -> Any:
-        ct = real(columns, pca, seed)
+    def make(columns: Any, pca: Any = None, seed: int = 0, categories: Any = None) -> Any:
+        ct = real(columns, pca, seed, categories)
         name, pipe, cols = ct.transformers[0]
         assert name == "features"
         if what == "scaler":

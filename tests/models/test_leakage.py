@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from analytics.cohort import load_cohort
 from analytics.models import classical, fusion, registry
 from pipeline.config import Study
 
-from model_helpers import ALL_KINDS, add_pooled, build_store, copy_study, make_study, write_cohort_store
+from model_helpers import ALL_KINDS, COHORT_SQL, add_pooled, build_store, copy_study, make_study, write_cohort_store
 from model_leakage import artefacts, differing, leaky_preprocessor, perturb_held_out
 
 
@@ -111,13 +112,28 @@ def test_fusion_trains_on_out_of_fold_scores_and_in_sample_scores_would_show(
     fit(noise_study, progress=False)
     monkeypatch.undo()
 
-    # by construction: every fusion fit (5 outer folds + final) saw the input model's out-of-fold scores
+    # by construction: the final fusion fit saw the input model's out-of-fold scores ...
     oof = stored_predictions(noise_study.store_path, "noise_svm").filter(pl.col("split") == "train")
     oof_scores = dict(zip(oof["patient_id"].to_list(), oof["score"].to_list()))
     assert len(seen) == 6
-    for frame in seen:
-        assert frame["score"].to_list() == [oof_scores[p] for p in frame["patient_id"]]
+    assert seen[-1]["score"].to_list() == [oof_scores[p] for p in seen[-1]["patient_id"]]
     assert sorted(seen[-1]["patient_id"].to_list()) == sorted(oof_scores)
+    # ... and outer fold k's fit saw out-of-fold scores of the training patients outside fold k made by the input
+    # model cross-fitted on those patients alone: the scores that fitting it on a cohort of just them stores
+    fold_of = dict(zip(oof["patient_id"].to_list(), oof["fold"].to_list()))
+    for k, frame in enumerate(seen[:-1]):
+        outside = sorted(p for p, f in fold_of.items() if f != k)
+        assert sorted(frame["patient_id"].to_list()) == outside
+        alone = tmp_path / f"outside{k}"
+        shutil.copytree(noise_study.root, alone, ignore=shutil.ignore_patterns("models"))
+        only = make_study(alone, [noise_study.models[0].model_dump()], folds=5, feature_sets=("img",),
+                          cohort_sql=COHORT_SQL + " WHERE p.patient_id IN (" + ", ".join(f"'{p}'" for p in outside) + ")")
+        fit(only, progress=False)
+        inner = stored_predictions(only.store_path, "noise_svm")
+        assert inner["split"].unique().to_list() == ["train"]
+        inner_scores = dict(zip(inner["patient_id"].to_list(), inner["score"].to_list()))
+        assert frame["score"].to_list() == [inner_scores[p] for p in frame["patient_id"]]
+        assert frame["score"].to_list() != [oof_scores[p] for p in frame["patient_id"]]
 
     # with noise inputs an honest fusion cannot beat chance by much ...
     honest = _oof_auc(noise_study, "fusion")
@@ -125,6 +141,8 @@ def test_fusion_trains_on_out_of_fold_scores_and_in_sample_scores_would_show(
 
     # ... while one fed in-sample scores (the final input model on its own training patients) looks excellent
     leaky = copy_study(noise_study, tmp_path / "leaky", models=False)
+    leaky = make_study(leaky.root, [m.model_dump() | {"nested": m.name != "fusion"} for m in leaky.models], folds=5,
+                       feature_sets=("img",))
     fit(leaky, models=["noise_svm"], progress=False)
     features, bags = required_inputs(leaky.models)
     cohort = load_cohort(leaky, features=features, bags=bags)

@@ -40,7 +40,8 @@ def _expected(metrics: dict, key: str) -> str:
                 "p": lambda: p(c["p"]), "auc_difference": lambda: iv({"estimate": c["difference"], "low": c["low"], "high": c["high"]})}[metric]()
     m = metrics["models"][model]
     if split.startswith("center:"):
-        e = m["centers"][split[7:]]
+        center, _, sp = split[7:].rpartition("/")
+        e = m["centers"][center][sp]
         return {"n": str(e["n"]), "n_positive": str(e["n_positive"]), "auc": iv(e["auc"]) if "auc" in e else "–"}[metric]
     if metric == "threshold":
         return f3(m["threshold"]["value"])
@@ -83,11 +84,13 @@ def test_every_number_equals_metrics_json(parsed: tuple) -> None:
     csv = pl.read_csv(study.report_dir / "metrics.csv")
     shown = {k: t for k, t in doc.metrics}
     wanted = {"n", "n_positive", "auc", "auc_bootstrap", "sensitivity", "specificity", "accuracy", "ppv", "npv", "f1",
-              "calibration_intercept", "calibration_slope", "calibration_brier", "calibration_ici", "c_index",
+              "calibration_in_the_large", "calibration_recalibration_intercept", "calibration_recalibration_slope",
+              "calibration_brier", "calibration_ici", "c_index",
               "logrank_p", "threshold", "auc_difference"}
     n_checked = 0
     for r in csv.filter(pl.col("metric").is_in(list(wanted))).iter_rows(named=True):
-        text = shown[f"{r['model']}|{r['split']}|{r['metric']}"]
+        where = r["split"] if r["center"] is None else f"center:{r['center']}/{r['split']}"
+        text = shown[f"{r['model']}|{where}|{r['metric']}"]
         m = INTERVAL.match(text)
         numbers = [float(g) for g in m.groups()] if m else [float(text.replace("<", ""))]
         ref = [r["estimate"]] + ([r["low"], r["high"]] if m else [])
@@ -178,7 +181,7 @@ def test_tripod_checklist_filled_from_the_run(parsed: tuple) -> None:
 def test_two_renders_are_byte_identical(reported: tuple[Study, Path]) -> None:
     study, path = reported
     first = path.read_bytes()
-    again = report(load_study(study.root / "study.toml"), progress=False)
+    again = report(load_study(study.root / "study.toml"), progress=False, force=True)  # rendered again
     assert again.read_bytes() == first
 
 
