@@ -134,22 +134,23 @@ def delong_covariance(y: ArrayLike, *scores: ArrayLike) -> tuple[np.ndarray, np.
         raise ValueError(
             f"DeLong variance needs at least 2 cases and 2 controls (got {m} and {n})"
         )
-    aucs, vs = [], []
+    aucs: list[float] = []
+    vs: list[np.ndarray] = []
     for i, sc in enumerate(scores):
         name = "score" if len(scores) == 1 else f"score {i + 1}"
         s = v.as_1d(sc, name)
         v.same_length(y=yy, **{name.replace(" ", "_"): s})
         v.no_nan(s, name)
-        a, pl = placements(yy, s)
-        aucs.append(a)
-        vs.append(pl)
+        auc_i, place = placements(yy, s)
+        aucs.append(auc_i)
+        vs.append(place)
     mat = np.vstack(vs)
     pos, neg = mat[:, yy == 1], mat[:, yy == 0]
-    a = np.asarray(aucs)
-    d10 = pos - a[:, None]
-    d01 = neg - a[:, None]
+    est = np.asarray(aucs)
+    d10 = pos - est[:, None]
+    d01 = neg - est[:, None]
     cov = (d10 @ d10.T) / ((m - 1) * m) + (d01 @ d01.T) / ((n - 1) * n)
-    return a, cov
+    return est, cov
 
 
 def _z(level: float) -> float:
