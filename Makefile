@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench report-check setup clean
+.PHONY: demo test lint bench report-check setup clean
 
 setup: $(STAMP)
 
@@ -19,8 +19,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/cohortlab demo demo
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# style (ruff), the layers (import-linter contracts in pyproject.toml) and types where they are enforced
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy analytics/stats pipeline/store.py pipeline/errors.py cohortlab
 
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

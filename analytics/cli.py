@@ -7,12 +7,14 @@ import importlib.util
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
-from pipeline.config import ConfigError, Study, load_study
+from pipeline.config import Study, load_study
+from pipeline.errors import CohortlabError
 
 app = typer.Typer(
     name="cohortlab",
@@ -25,7 +27,7 @@ app = typer.Typer(
 StudyArg = Annotated[Path, typer.Argument(help="study.toml (or the folder that holds it)")]
 
 
-class UserError(Exception):
+class UserError(CohortlabError):
     """An error the user can fix; printed without a traceback."""
 
 
@@ -110,7 +112,7 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 @app.command()
 def demo(
     folder: Annotated[Path, typer.Argument(help="where to write the synthetic study")] = Path("demo"),
-    report_dir: Annotated[Optional[Path], typer.Option(help="report folder (default reports/demo)")] = None,
+    report_dir: Annotated[Path | None, typer.Option(help="report folder (default reports/demo)")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     fresh: Annotated[bool, typer.Option("--fresh", help="write the synthetic study again")] = False,
 ) -> None:
@@ -130,9 +132,9 @@ def ingest(study: StudyArg) -> None:
 @app.command()
 def embed(
     study: StudyArg,
-    feature_set: Annotated[Optional[str], typer.Option("--feature-set", help="only this feature set")] = None,
+    feature_set: Annotated[str | None, typer.Option("--feature-set", help="only this feature set")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    shard: Annotated[Optional[str], typer.Option(help="i/n: embed the i-th of n deterministic shards")] = None,
+    shard: Annotated[str | None, typer.Option(help="i/n: embed the i-th of n deterministic shards")] = None,
 ) -> None:
     """Embed slides and scans into instance Parquet files and pooled patient features (resumable)."""
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
@@ -183,30 +185,50 @@ def _warn_unreadable_instances(s: Study) -> None:
 @app.command()
 def cohort(
     study: StudyArg,
-    name: Annotated[Optional[str], typer.Argument(help="cohort name (default: the study's)")] = None,
-    param: Annotated[Optional[list[str]], typer.Option("--param", help="name=value, bound as $name")] = None,
+    name: Annotated[str | None, typer.Argument(help="cohort name (default: the study's)")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="name=value, bound as $name")] = None,
 ) -> None:
     """Counts by split x label, patients missing features, and Table 1."""
-    _entry("analytics.cohort", "show_cohort")(_study(study), name, _params(param))
+    overview = _entry("analytics.cohort", "cohort_overview")
+    c, coverage = overview(_study(study), name, _params(param))
+    print(f"cohort {c.name} ({c.file})  params {c.params or '{}'}  hash {c.hash[:12]}")
+    print(f"{len(c)} patients\n")
+    _print_table(c.counts())
+    print("\nfeatures:")
+    if coverage.height:
+        _print_table(coverage)
+    else:
+        print("(no feature sets in study.toml)")
+    t1 = c.table1()
+    for group in t1.groups:
+        print(f"\nTable 1, {group}:")
+        _print_table(t1.block(group))
 
 
 @app.command()
 def sql(
     study: StudyArg,
     query: Annotated[str, typer.Argument(help="a read-only SQL query")],
-    out: Annotated[Optional[Path], typer.Option(help="write CSV or Parquet here instead of printing")] = None,
-    param: Annotated[Optional[list[str]], typer.Option("--param", help="name=value, bound as $name")] = None,
+    out: Annotated[Path | None, typer.Option(help="write CSV or Parquet here instead of printing")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="name=value, bound as $name")] = None,
 ) -> None:
     """Run an ad-hoc read-only query on the store."""
     s = _study(study)
     _warn_unreadable_instances(s)
-    _entry("analytics.cohort", "run_sql")(s, query, out=out, params=_params(param))
+    if out is not None and out.suffix.lower() not in (".csv", ".parquet", ".pq"):
+        raise UserError(f"--out {out}: write .csv or .parquet")
+    frame = _entry("analytics.cohort", "run_sql")(s, query, params=_params(param))
+    if out is None:
+        _print_table(frame)
+        return
+    _write_table(frame, out)
+    print(f"{frame.height} rows -> {out}")
 
 
 @app.command()
 def fit(
     study: StudyArg,
-    model: Annotated[Optional[list[str]], typer.Option("--model", help="only these models")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help="only these models")] = None,
 ) -> None:
     """Train every model on the train split; write out-of-fold and held-out predictions."""
     print(_entry("analytics.fit", "fit")(_study(study), models=model))
@@ -224,8 +246,8 @@ def validate(
 @app.command()
 def explain(
     study: StudyArg,
-    model: Annotated[Optional[list[str]], typer.Option("--model", help="only these models")] = None,
-    patients: Annotated[Optional[list[str]], typer.Option("--patients", help="patients for waterfall plots / heatmaps")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help="only these models")] = None,
+    patients: Annotated[list[str] | None, typer.Option("--patients", help="patients for waterfall plots / heatmaps")] = None,
 ) -> None:
     """SHAP explanations and MIL attention heatmaps under the report folder."""
     print(_entry("analytics.explain", "explain")(_study(study), models=model, patients=patients))
@@ -252,6 +274,31 @@ def run(
         raise typer.Exit(1)
 
 
+def _print_table(frame: Any) -> None:
+    """A result table in full: every column, up to 500 rows (``cohort``, ``sql``)."""
+    import polars as pl
+
+    with pl.Config(tbl_rows=500, tbl_cols=-1, fmt_str_lengths=80, tbl_hide_dataframe_shape=True,
+                   tbl_width_chars=400, tbl_hide_column_data_types=True):
+        print(frame)
+
+
+def _write_table(frame: Any, out: Path) -> None:
+    """``frame`` as CSV or Parquet (by ``out``'s suffix), written atomically."""
+    import polars as pl
+
+    from pipeline import atomic
+
+    try:
+        with atomic.staged(out) as tmp:
+            if out.suffix.lower() == ".csv":
+                frame.write_csv(tmp)
+            else:
+                frame.write_parquet(tmp)
+    except pl.exceptions.PolarsError as exc:
+        raise UserError(f"--out {out}: cannot write this result ({exc}); list columns need .parquet") from None
+
+
 def _print_frame(frame: Any) -> None:
     import polars as pl
 
@@ -270,31 +317,50 @@ def _os_message(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """Command-line usage errors (a missing argument, an unknown option), from click or typer's own copy of it."""
+    kinds: list[type[BaseException]] = []
+    try:
+        import click
+
+        kinds.append(click.ClickException)
+    except ImportError:  # newer typer carries its own click
+        pass
+    if hasattr(typer, "TyperException"):
+        kinds.append(typer.TyperException)
+    return tuple(kinds)
+
+
+def _study_logs() -> list[Path]:
+    """The study logs this process writes to (:func:`_log_to` adds one per command)."""
+    return [Path(h.baseFilename) for h in logging.getLogger().handlers
+            if isinstance(h, logging.FileHandler) and Path(h.baseFilename).name == "cohortlab.log"]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: known errors print one clear message and exit 1; so does a failed stage of ``run``."""
+    """Console entry point; returns the exit status.
+
+    An error the user can act on (any :class:`~pipeline.errors.CohortlabError`)
+    and an operating-system or storage error print one line and exit 1, and so
+    does a failed stage of ``run``. Anything else is a bug: its traceback is
+    printed (and logged), then a line naming the study log, and the status is 1.
+    """
     import duckdb
 
-    from pipeline.store import StoreError
-
-    known: tuple[type[BaseException], ...] = (UserError, ConfigError, StoreError, FileNotFoundError)
-    from analytics.cohort import CohortError
-    from analytics.splits import SplitError
-    from analytics.validate import ValidateError
-    from pipeline.ingest import IngestError
-
-    known += (IngestError, CohortError, SplitError, ValidateError)
+    root = logging.getLogger()
+    before = list(root.handlers)
     try:
         # without standalone mode click returns a command's exit code (typer.Exit) instead of exiting
         code = app(args=argv, standalone_mode=False)
-    except known as exc:
+    except CohortlabError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        if logging.getLogger().handlers:
+        if root.handlers:
             logging.getLogger("cohortlab").error("%s", exc)
         return 1
     except (OSError, duckdb.IOException) as exc:  # disk full, a file size limit, permissions: say where, briefly
         message = _os_message(exc)
         print(f"error: {message}", file=sys.stderr)
-        if logging.getLogger().handlers:
+        if root.handlers:
             logging.getLogger("cohortlab").error("%s", message, exc_info=exc)
         return 1
     except typer.Exit as exc:
@@ -302,13 +368,25 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)
         return 130
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
+    except _usage_errors() as exc:
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            print(f"Error: {exc}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 2))
+    except Exception as exc:  # a bug: keep the traceback, and say where the log with it is
+        traceback.print_exc()
+        logs = _study_logs()
+        if logs:
+            logging.getLogger("cohortlab").error("unexpected error", exc_info=exc)
+            print(f"this error and the steps before it are in the study log: {', '.join(map(str, logs))}",
+                  file=sys.stderr)
+        return 1
+    finally:  # the log of this command's study closes with it (a second command may be another study's)
+        for handler in [h for h in root.handlers if h not in before]:
+            root.removeHandler(handler)
+            handler.close()
     return code if isinstance(code, int) else 0
 
 

@@ -33,7 +33,6 @@ and on disk under ``<study>/models/.crossfit/<model>.parquet`` for later runs.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -44,7 +43,7 @@ import polars as pl
 from analytics.cohort import Cohort
 from analytics.models.data import Assembled, ModelData, assemble, input_models, mil_feature_set, pooled_refs
 from analytics.models.learners import Learner
-from pipeline import atomic
+from pipeline import atomic, store
 from pipeline.config import Model
 
 log = logging.getLogger("cohortlab.crossfit")
@@ -203,7 +202,7 @@ class CrossFitter:
             payload = {"config": spec.model_dump(mode="json"), "salt": self.salt,
                        "cohort": self.cohort.digest(features=pooled_refs(spec), bags=bags),
                        "inputs": [self.identity(n) for n in input_models(spec)]}
-            self._identity[name] = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+            self._identity[name] = store.json_digest(payload)
         return self._identity[name]
 
     def _subset(self, mask: np.ndarray) -> str:

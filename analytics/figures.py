@@ -15,7 +15,9 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
+from typing import BinaryIO
 
 import matplotlib
 
@@ -67,7 +69,8 @@ def _styled() -> Iterator[None]:
         yield
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """A bare figure on the Agg canvas (no pyplot state), ``width`` x ``height`` inches at :data:`DPI`."""
     # fixed margins instead of a layout engine: cheaper, and identical from run to run
     fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)
@@ -82,10 +85,18 @@ def _margins(fig: Figure, titled: bool, left: float = 0.55, bottom: float = 0.5,
     fig.subplots_adjust(left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h, wspace=wspace)
 
 
+def save_png(fig: Figure, target: str | Path | BinaryIO, tight: bool = False) -> None:
+    """Write ``fig`` as PNG at :data:`DPI` to a path or binary file, without the version-bearing "Software" chunk.
+
+    ``tight`` crops the canvas to what is drawn.
+    """
+    fig.savefig(target, format="png", dpi=DPI, metadata={"Software": None}, bbox_inches="tight" if tight else None)
+
+
 def to_png(fig: Figure) -> bytes:
-    """PNG bytes of ``fig``, without the time-free but version-bearing "Software" chunk."""
+    """PNG bytes of ``fig`` (:func:`save_png`)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    save_png(fig, buf)
     return buf.getvalue()
 
 
@@ -122,7 +133,7 @@ class RocPanel:
 def roc_figure(title: str, panels: Sequence[RocPanel], level: float = 0.95) -> bytes:
     """One ROC panel per split, each with its bootstrap confidence band (shaded)."""
     with _styled():
-        fig = _figure(3.4 * max(len(panels), 1), 3.75)
+        fig = new_figure(3.4 * max(len(panels), 1), 3.75)
         _margins(fig, titled=True)
         for ax, p in zip(_panels(fig, len(panels)), panels):
             color = SPLIT_COLORS.get(p.split, PALETTE[0])
@@ -142,7 +153,7 @@ def roc_figure(title: str, panels: Sequence[RocPanel], level: float = 0.95) -> b
 def roc_overview_figure(panels: Mapping[str, Sequence[tuple[str, np.ndarray, np.ndarray, str]]]) -> bytes:
     """One panel per split, all models overlaid: ``{split: [(model, fpr, tpr, label), ...]}``."""
     with _styled():
-        fig = _figure(3.4 * max(len(panels), 1), 3.5)
+        fig = new_figure(3.4 * max(len(panels), 1), 3.5)
         _margins(fig, titled=False)
         for ax, (split, curves) in zip(_panels(fig, len(panels)), panels.items()):
             ax.plot([0, 1], [0, 1], color="#A0A0A0", lw=0.8, ls="--")
@@ -175,7 +186,7 @@ class CalibrationPanel:
 def calibration_figure(title: str, panels: Sequence[CalibrationPanel]) -> bytes:
     """Observed against predicted risk: loess line, decile points with Wilson CIs, ideal diagonal, rug."""
     with _styled():
-        fig = _figure(3.4 * max(len(panels), 1), 3.75)
+        fig = new_figure(3.4 * max(len(panels), 1), 3.75)
         _margins(fig, titled=True)
         for ax, p in zip(_panels(fig, len(panels)), panels):
             color = SPLIT_COLORS.get(p.split, PALETTE[0])
@@ -214,7 +225,7 @@ class DecisionPanel:
 def decision_figure(title: str, panels: Sequence[DecisionPanel], level: float = 0.95) -> bytes:
     """Decision curves (Vickers & Elkin, Med Decis Making 2006) per split."""
     with _styled():
-        fig = _figure(3.4 * max(len(panels), 1), 3.3)
+        fig = new_figure(3.4 * max(len(panels), 1), 3.3)
         _margins(fig, titled=True)
         for ax, p in zip(_panels(fig, len(panels)), panels):
             color = SPLIT_COLORS.get(p.split, PALETTE[0])
@@ -250,7 +261,7 @@ def forest_figure(rows: Sequence[ForestRow], level: float = 0.95) -> bytes:
     """Forest plot of AUC differences (paired DeLong) with a zero line."""
     with _styled():
         labels = [f"{r.label} · {r.split}" for r in rows]
-        fig = _figure(7.2, 0.95 + 0.34 * max(len(rows), 1))
+        fig = new_figure(7.2, 0.95 + 0.34 * max(len(rows), 1))
         _margins(fig, titled=False, left=0.2 + 0.065 * max(len(t) for t in labels), right=0.75, top=0.15, bottom=0.55)
         ax = fig.subplots()
         y = np.arange(len(rows))[::-1]
@@ -297,7 +308,7 @@ def km_figure(title: str, groups: Sequence[KMGroup], times: np.ndarray, at_risk:
               subtitle: str, time_label: str = "Time") -> bytes:
     """Kaplan-Meier curves by risk group, shaded pointwise CIs, and the numbers at risk beneath."""
     with _styled():
-        fig = _figure(5.2, 3.4 + 0.22 * len(groups))
+        fig = new_figure(5.2, 3.4 + 0.22 * len(groups))
         _margins(fig, titled=False, left=0.65, bottom=0.45, top=0.3, right=0.2)
         ax, tab = fig.subplots(2, 1, height_ratios=[4, 0.45 + 0.3 * len(groups)], sharex=True,
                                gridspec_kw={"hspace": 0.32})

@@ -36,16 +36,14 @@ if the store's rows differ.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -53,14 +51,13 @@ from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from analytics.cohort import Cohort, CohortError, load_cohort
+from analytics.cohort import Cohort, load_cohort
 from analytics.crossfit import CACHE_FOLDER, CrossFitter, FitCache, needs_nesting, optimistic
 from analytics.models import fusion, registry, tuning
 from analytics.models.data import (
     Assembled,
     Columns,
     ModelData,
-    ModelInputError,
     assemble,
     dropped_text,
     input_models,
@@ -70,7 +67,6 @@ from analytics.models.data import (
 from analytics.models.learners import Learner
 from analytics.models.persist import (
     FittedModel,
-    PersistError,
     library_versions,
     load_model,
     predictions_hash,
@@ -78,10 +74,10 @@ from analytics.models.persist import (
     read_predictions,
     save_model,
 )
-from analytics.models.registry import ModelSpecError
-from analytics.splits import SplitError
+from analytics.splits import SPLITS
 from pipeline import atomic, store
 from pipeline.config import Model, Study
+from pipeline.errors import CohortlabError
 
 log = logging.getLogger("cohortlab.fit")
 
@@ -89,7 +85,7 @@ PREDICTION_SCHEMA = {"model": pl.String, "patient_id": pl.String, "split": pl.St
                      "fold": pl.Int32}
 
 
-class FitError(ValueError):
+class FitError(CohortlabError, ValueError):
     """A model that cannot be fitted on this cohort; the message names the model and the reason."""
 
 
@@ -109,7 +105,7 @@ class OuterFolds:
         return dict(zip(self.patient_ids, self.folds))
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps([self.k, self.seed, self.patient_ids, self.folds]).encode()).hexdigest()
+        return store.json_digest([self.k, self.seed, self.patient_ids, self.folds])
 
 
 def outer_folds(patient_ids: Sequence[str], y: np.ndarray, folds: int, seed: int) -> OuterFolds:
@@ -330,7 +326,7 @@ def fit_key(spec: Model, cohort_hash: str, plan: OuterFolds, seed: int, inputs: 
     """Identity of a fit: same key, same result (the condition for skipping a model)."""
     payload = {"config": spec.model_dump(mode="json"), "cohort": cohort_hash, "folds": plan.digest(),
                "seed": seed, "inputs": dict(sorted(inputs.items()))}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return store.json_digest(payload)
 
 
 # --- results -------------------------------------------------------------------------------------
@@ -376,13 +372,13 @@ class FitResult:
         lines = [f"fit: cohort {self.cohort} ({counts}); {self.outer_folds} outer folds, seed {self.seed}"]
         if not self.models:
             return lines[0] + "\nno models in study.toml"
-        header = ("model", "kind", "status", "train", "internal", "external", "OOF AUC", "chosen", "seconds")
+        header = ("model", "kind", "status", *SPLITS, "OOF AUC", "chosen", "seconds")
         rows = [header]
         for m in self.models:
             chosen = ", ".join(f"{k}={_short(v)}" for k, v in sorted(m.chosen.items())
                                if k not in ("coefficients", "seed"))
-            rows.append((m.name, m.kind, m.status, str(m.counts.get("train", 0)), str(m.counts.get("internal", 0)),
-                         str(m.counts.get("external", 0)), "-" if m.oof_auc is None else f"{m.oof_auc:.3f}",
+            rows.append((m.name, m.kind, m.status, *(str(m.counts.get(s, 0)) for s in SPLITS),
+                         "-" if m.oof_auc is None else f"{m.oof_auc:.3f}",
                          chosen or "-", f"{m.seconds:.1f}"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
@@ -433,7 +429,7 @@ def _oof_auc(frame: pl.DataFrame, labels: Mapping[str, float]) -> float | None:
 
 
 def _counts(frame: pl.DataFrame) -> dict[str, int]:
-    return {s: int((frame["split"] == s).sum()) for s in ("train", "internal", "external")}
+    return {s: int((frame["split"] == s).sum()) for s in SPLITS}
 
 
 def short_of_cohort(m: ModelReport, n_cohort: int, shown: int = 8) -> str | None:
@@ -466,17 +462,6 @@ def tuning_record(spec: Model, inner_auc: float | None) -> dict[str, Any]:
 
 
 # --- the entry points ----------------------------------------------------------------------------
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Errors a user can fix reach the CLI as its one-line user errors."""
-    try:
-        yield
-    except (FitError, CohortError, SplitError, ModelSpecError, ModelInputError, PersistError) as exc:
-        from analytics.cli import UserError
-
-        raise UserError(str(exc)) from None
 
 
 def _labels(cohort: Cohort) -> np.ndarray:
@@ -629,7 +614,7 @@ def fit(study: Study, models: list[str] | None = None, progress: bool = True,
         hyper-parameters and the patients lacking its inputs.
     """
     # small matrices: BLAS threads only add contention (and run-to-run variation)
-    with _user_errors(), threadpool_limits(limits=1):
+    with threadpool_limits(limits=1):
         # model folders and cache files half-written by a run that was killed (disk full, interrupted)
         for folder in (study.models_dir, study.models_dir / CACHE_FOLDER):
             if atomic.remove_stale_temporaries(folder):
@@ -644,7 +629,7 @@ def fit(study: Study, models: list[str] | None = None, progress: bool = True,
         if plan is None:
             plan = outer_folds(np.asarray(cohort.patient_ids, dtype=object)[train], labels[train],
                                study.validation.folds, study.study.seed)
-        counts = {s: int((cohort.split == s).sum()) for s in ("train", "internal", "external")}
+        counts = {s: int((cohort.split == s).sum()) for s in SPLITS}
         predictions: dict[str, pl.DataFrame] = {}
         hashes: dict[str, str] = {}
         seed, folds = study.study.seed, study.validation.folds

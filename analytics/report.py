@@ -2,9 +2,10 @@
 
 What it reads (it writes nothing but the report):
 
-* ``metrics.json`` / ``curves.json`` from :mod:`analytics.validate` (every
-  number in the performance, comparison and survival tables comes from
-  ``metrics.json``, formatted, never recomputed);
+* ``metrics.json`` / ``curves.json`` from :mod:`analytics.validate`, read back
+  as a :class:`~analytics.validation.Validation` (every number in the
+  performance, comparison and survival tables comes from it, formatted, never
+  recomputed);
 * the store: patients, feature-set provenance, failed embedding items, the
   ``variables`` dictionary and the ``predictions`` table (for the ROC curves and
   their bootstrap bands, and the calibration rugs);
@@ -44,15 +45,17 @@ from markupsafe import Markup
 from tqdm.auto import tqdm
 
 from analytics import figures, tripod
+from analytics.splits import SPLITS
 from analytics.stats.roc_band import BAND_SPECIFICITIES, roc_band
 from analytics.stats.thresholds import roc_curve
+from analytics.validation import Estimate, PairedComparison, SplitMetrics, ValidateError, Validation
 from pipeline import atomic, store
 from pipeline.config import Study
+from pipeline.errors import CohortlabError
 
 log = logging.getLogger("cohortlab.report")
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-SPLITS = ("train", "internal", "external")
 SPLIT_NAMES = MappingProxyType({"train": "train (out-of-fold)", "internal": "internal", "external": "external"})
 # Sections and their stable element ids (tests and the TRIPOD table link to them).
 SECTIONS = (
@@ -93,7 +96,7 @@ EXPLAIN_TYPES = MappingProxyType({".png": "image/png", ".jpg": "image/jpeg", ".j
                                   ".svg": "image/svg+xml"})
 
 
-class ReportError(RuntimeError):
+class ReportError(CohortlabError, RuntimeError):
     """The report cannot be written; the message names the file."""
 
 
@@ -111,14 +114,16 @@ def fmt(x: Any, digits: int = 3) -> str:
     return f"{f:.{digits}f}" if math.isfinite(f) else "–"
 
 
-def fmt_interval(iv: Mapping[str, Any] | None, digits: int = 3) -> str:
+def fmt_interval(iv: Estimate | Mapping[str, Any] | None, digits: int = 3) -> str:
     """``estimate (low–high)``; the estimate alone when the interval is missing."""
     if not iv:
         return "–"
-    est = fmt(iv.get("estimate"), digits)
-    if iv.get("low") is None or iv.get("high") is None:
+    if not isinstance(iv, Estimate):
+        iv = Estimate(iv.get("estimate"), iv.get("low"), iv.get("high"))
+    est = fmt(iv.estimate, digits)
+    if iv.low is None or iv.high is None:
         return est
-    return f"{est} ({fmt(iv['low'], digits)}–{fmt(iv['high'], digits)})"
+    return f"{est} ({fmt(iv.low, digits)}–{fmt(iv.high, digits)})"
 
 
 def fmt_p(p: Any) -> str:
@@ -145,17 +150,17 @@ class Cell:
     cls: str = "num"
 
 
-def metric_cell(model: str, split: str, name: str, split_metrics: Mapping[str, Any]) -> Cell:
+def metric_cell(model: str, split: str, name: str, split_metrics: SplitMetrics | None) -> Cell:
     """The formatted value of metrics.csv's ``name`` for one model and split (``–`` when absent)."""
     key = f"{model}|{split}|{name}"
+    e = split_metrics.get(name) if split_metrics is not None else None
     if name in ("n", "n_positive"):
-        v = split_metrics.get(name)
-        return Cell("–" if v is None else str(int(v)), key)
+        return Cell("–" if e is None or e.estimate is None else str(int(e.estimate)), key)
     if name.startswith("calibration_"):
-        return Cell(fmt((split_metrics.get("calibration") or {}).get(name.removeprefix("calibration_"))), key)
+        return Cell(fmt(_estimate(e)), key)
     if name == "logrank_p":
-        return Cell(fmt_p((split_metrics.get("logrank") or {}).get("p")), key)
-    return Cell(fmt_interval(split_metrics.get(name)), key)
+        return Cell(fmt_p(_estimate(e)), key)
+    return Cell(fmt_interval(e), key)
 
 
 # --- reading the run ------------------------------------------------------------------------------------
@@ -166,7 +171,7 @@ class Sources:
     """Everything the report reads from one study run."""
 
     study: Study
-    metrics: dict[str, Any] | None
+    validation: Validation | None
     curves: dict[str, Any]
     predictions: pl.DataFrame
     store_patients: pl.DataFrame
@@ -190,8 +195,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         raise ReportError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from None
 
 
-def _model_names(study: Study, metrics: Mapping[str, Any] | None, predictions: pl.DataFrame) -> list[str]:
-    present = set((metrics or {}).get("models", {})) | set(predictions.get_column("model").to_list())
+def _model_names(study: Study, validation: Validation | None, predictions: pl.DataFrame) -> list[str]:
+    present = set(validation.models if validation is not None else ()) | set(predictions.get_column("model").to_list())
     ordered = [m.name for m in study.models if m.name in present]
     return ordered + sorted(present - set(ordered))
 
@@ -204,6 +209,11 @@ def read_sources(study: Study) -> Sources:
     out = study.report_dir
     metrics = _read_json(out / "metrics.json")
     curves = _read_json(out / "curves.json") or {}
+    try:
+        validation = (Validation.from_dict(metrics, str(out / "metrics.json"), order=[m.name for m in study.models],
+                                           curves=curves) if metrics is not None else None)
+    except ValidateError as exc:
+        raise ReportError(str(exc)) from None
     explain = _read_json(out / "explain" / "manifest.json")
     warnings: list[str] = []
     con = store.connect(study.store_path, read_only=True)
@@ -232,14 +242,14 @@ def read_sources(study: Study) -> Sources:
         data = _read_json(study.models_dir / m.name / "manifest.json")
         if data is not None:
             manifests[m.name] = data
-    if metrics is not None and cohort is not None:
-        if metrics.get("cohort_hash") not in (None, cohort.hash):
+    if validation is not None and cohort is not None:
+        if validation.cohort_hash not in (None, cohort.hash):
             warnings.append("the cohort has changed since the metrics were computed (cohort hash differs); "
                             "run `cohortlab validate` again")
-        if predictions.height and metrics.get("inputs_digest") != _inputs_digest(study, predictions, cohort):
+        if predictions.height and validation.inputs_digest != _inputs_digest(study, predictions, cohort):
             warnings.append("the predictions or settings have changed since the metrics were computed; "
                             "run `cohortlab validate` again")
-    return Sources(study, metrics, curves, predictions, patients, fsets, coverage, failed, variables, cohort,
+    return Sources(study, validation, curves, predictions, patients, fsets, coverage, failed, variables, cohort,
                    cohort_error, manifests, explain, tuple(warnings))
 
 
@@ -514,7 +524,7 @@ def _dropped_line(dropped: Mapping[str, str] | None) -> str:
     return dropped_summary(dropped) if dropped else ""
 
 
-def model_rows(study: Study, models: Sequence[str], metrics: Mapping[str, Any] | None,
+def model_rows(study: Study, models: Sequence[str], validation: Validation | None,
                manifests: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Type, inputs, tuning, threshold rule and value of each model (manifest first, else study.toml)."""
     defined = {m.name: m for m in study.models}
@@ -530,9 +540,9 @@ def model_rows(study: Study, models: Sequence[str], metrics: Mapping[str, Any] |
             if vals:
                 inputs.append(f"{label}: {', '.join(map(str, vals))}")
         tuning = man.get("tuning") or _planned_tuning(entry)
-        mm = (metrics or {}).get("models", {}).get(name, {})
-        thr = mm.get("threshold") or {}
-        cut = mm.get("risk_cutpoints") or {}
+        mm = validation.models.get(name) if validation is not None else None
+        thr = mm.threshold if mm is not None else None
+        cut = mm.risk_cutpoints if mm is not None else None
         rows.append({
             "name": name, "kind": man.get("kind", entry.get("kind", "–")), "inputs": inputs or ["–"],
             "grid": tuning_text(tuning, man.get("chosen") if man else None),
@@ -540,9 +550,9 @@ def model_rows(study: Study, models: Sequence[str], metrics: Mapping[str, Any] |
             "params": _compact(man.get("params", entry.get("params"))) if (man.get("params") or entry.get("params")) else "–",
             "manifest": manifest_facts(man) if man else [],
             "has_manifest": name in manifests,
-            "threshold_rule": thr.get("rule", "–"), "threshold_on": thr.get("chosen_on", ""),
-            "threshold": Cell(fmt(thr.get("value")), f"{name}|train|threshold"),
-            "cutpoints": ", ".join(f"q{q:g} = {fmt(v)}" for q, v in zip(cut.get("quantiles", []), cut.get("values", []))) or "–",
+            "threshold_rule": thr.rule if thr else "–", "threshold_on": thr.chosen_on if thr else "",
+            "threshold": Cell(fmt(thr.value if thr else None), f"{name}|train|threshold"),
+            "cutpoints": ", ".join(f"q{q:g} = {fmt(v)}" for q, v in zip(cut.quantiles, cut.values)) if cut else "–",
         })
     return rows
 
@@ -572,7 +582,7 @@ def _flag_training(cells: list[Cell], splits: Sequence[str], flagged: bool) -> l
             for c, s in zip(cells, splits)]
 
 
-def performance(models: Sequence[str], metrics: Mapping[str, Any],
+def performance(models: Sequence[str], validation: Validation,
                 training: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Headline AUC table (models × splits) and one detailed table per model (metrics × splits).
 
@@ -580,17 +590,18 @@ def performance(models: Sequence[str], metrics: Mapping[str, Any],
     estimates: nested, or not nested and optimistic (in red).
     """
     training = training or {}
-    mm = metrics.get("models", {})
-    splits = [s for s in SPLITS if any(s in mm.get(m, {}).get("splits", {}) for m in models)]
+    mm = validation.models
+    empty: Mapping[str, SplitMetrics] = {}
+    splits = [s for s in SPLITS if any(s in (mm[m].splits if m in mm else empty) for m in models)]
     headline = []
     for model in models:
-        sp = mm.get(model, {}).get("splits", {})
+        sp = mm[model].splits if model in mm else empty
         flagged = bool((training.get(model) or {}).get("optimistic"))
         headline.append({"model": model, "training": training.get(model), "cells": _flag_training(
             [metric_cell(model, s, "auc", sp[s]) if s in sp else Cell("–") for s in splits], splits, flagged)})
     detail = []
     for model in models:
-        sp = mm.get(model, {}).get("splits", {})
+        sp = mm[model].splits if model in mm else empty
         flagged = bool((training.get(model) or {}).get("optimistic"))
         rows = []
         for name, label in METRIC_ROWS:
@@ -601,7 +612,7 @@ def performance(models: Sequence[str], metrics: Mapping[str, Any],
         detail.append({"model": model, "training": training.get(model), "rows": rows})
     centers = []
     for model in models:
-        for ctr, per_split in sorted(mm.get(model, {}).get("centers", {}).items()):
+        for ctr, per_split in sorted((mm[model].centers if model in mm else {}).items()):
             for split in SPLITS:
                 e = per_split.get(split)
                 if e is None:
@@ -609,19 +620,19 @@ def performance(models: Sequence[str], metrics: Mapping[str, Any],
                 key = f"{model}|center:{ctr}/{split}"
                 centers.append({
                     "model": model, "center": ctr, "split": SPLIT_NAMES[split],
-                    "n": Cell(str(e.get("n", "–")), f"{key}|n"),
-                    "events": Cell(str(e.get("n_positive", "–")), f"{key}|n_positive"),
-                    "auc": Cell(fmt_interval(e.get("auc")), f"{key}|auc"),
+                    "n": Cell(str(e.n), f"{key}|n"),
+                    "events": Cell(str(e.n_positive), f"{key}|n_positive"),
+                    "auc": Cell(fmt_interval(e.auc), f"{key}|auc"),
                 })
     return {"splits": [SPLIT_NAMES[s] for s in splits], "split_keys": splits, "headline": headline,
             "detail": detail, "centers": centers}
 
 
-def _method(name: str, splits: Mapping[str, Any]) -> str:
+def _method(name: str, splits: Mapping[str, SplitMetrics]) -> str:
     for sm in splits.values():
-        v = sm.get(name)
-        if isinstance(v, dict) and v.get("method"):
-            return str(v["method"])
+        v = sm.estimates.get(name)
+        if v is not None and v.method:
+            return v.method
     return {"n": "count", "n_positive": "count",
             "calibration_in_the_large": "intercept with the slope fixed at 1 (offset logit(p))",
             "calibration_recalibration_intercept": "logistic recalibration a + b·logit(p): a (rms::val.prob Intercept)",
@@ -630,18 +641,17 @@ def _method(name: str, splits: Mapping[str, Any]) -> str:
             "calibration_ici": "loess (Austin & Steyerberg)", "logrank_p": "log-rank"}.get(name, "")
 
 
-def comparisons(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Paired DeLong comparisons from metrics.json, one row each."""
+def comparisons(validation: Validation) -> list[dict[str, Any]]:
+    """The stored paired DeLong comparisons, one row each."""
     rows = []
-    for c in metrics.get("comparisons", []):
-        key = f"{c['a']} vs {c['b']}|{c['split']}"
+    for c in validation.comparisons:
+        key = f"{c.a} vs {c.b}|{c.split}"
         rows.append({
-            "a": c["a"], "b": c["b"], "split": c["split"], "split_name": SPLIT_NAMES.get(c["split"], c["split"]),
-            "n": str(c.get("n", "–")),
-            "auc_a": Cell(fmt(c.get("auc_a")), f"{key}|auc_a"), "auc_b": Cell(fmt(c.get("auc_b")), f"{key}|auc_b"),
-            "difference": Cell(fmt_interval({"estimate": c.get("difference"), "low": c.get("low"), "high": c.get("high")}),
-                               f"{key}|auc_difference"),
-            "z": Cell(fmt(c.get("z"), 2), f"{key}|z"), "p": Cell(fmt_p(c.get("p")), f"{key}|p"),
+            "a": c.a, "b": c.b, "split": c.split, "split_name": SPLIT_NAMES.get(c.split, c.split),
+            "n": str(c.n),
+            "auc_a": Cell(fmt(c.auc_a), f"{key}|auc_a"), "auc_b": Cell(fmt(c.auc_b), f"{key}|auc_b"),
+            "difference": Cell(fmt_interval(Estimate(c.difference, c.low, c.high)), f"{key}|auc_difference"),
+            "z": Cell(fmt(c.z, 2), f"{key}|z"), "p": Cell(fmt_p(c.p), f"{key}|p"),
             "raw": c,
         })
     return rows
@@ -673,10 +683,10 @@ def _arrays(scored: pl.DataFrame, model: str, split: str) -> tuple[np.ndarray, n
     return part.get_column("label").to_numpy().astype(int), part.get_column("score").to_numpy().astype(float)
 
 
-def roc_figures(models: Sequence[str], scored: pl.DataFrame, metrics: Mapping[str, Any], seed: int,
+def roc_figures(models: Sequence[str], scored: pl.DataFrame, validation: Validation, seed: int,
                 progress: bool = True) -> tuple[Embedded | None, list[Embedded]]:
     """An overview (all models per split) and one figure per model with bootstrap bands."""
-    settings = metrics.get("settings", {})
+    settings = validation.settings
     level, n_boot = float(settings.get("level", 0.95)), int(settings.get("n_boot", 2000))
     per_model: list[Embedded] = []
     overview: dict[str, list[tuple[str, np.ndarray, np.ndarray, str]]] = {}
@@ -689,13 +699,13 @@ def roc_figures(models: Sequence[str], scored: pl.DataFrame, metrics: Mapping[st
             roc = roc_curve(y, s)
             fpr = 1.0 - roc.get_column("specificity").to_numpy()[::-1]
             tpr = roc.get_column("sensitivity").to_numpy()[::-1]
-            auc = metrics["models"].get(model, {}).get("splits", {}).get(split, {}).get("auc")
+            auc = validation.get(model, split, "auc")
             label = f"AUC {fmt_interval(auc)}"
             low = high = None
             if n_boot > 0:
                 low, high = roc_band(y, s, BAND_SPECIFICITIES, n_boot=n_boot, level=level, seed=seed + i)
             panels.append(figures.RocPanel(split, fpr, tpr, label, BAND_SPECIFICITIES if n_boot > 0 else None, low, high))
-            overview.setdefault(split, []).append((model, fpr, tpr, f"{model}: {fmt((auc or {}).get('estimate'))}"))
+            overview.setdefault(split, []).append((model, fpr, tpr, f"{model}: {fmt(_estimate(auc))}"))
         if panels:
             png = figures.roc_figure(f"{model}: ROC curves", panels, level)
             per_model.append(Embedded(f"fig-roc-{model}", figures.data_uri(png), f"ROC curves of {model}",
@@ -710,8 +720,12 @@ def roc_figures(models: Sequence[str], scored: pl.DataFrame, metrics: Mapping[st
     return over, per_model
 
 
+def _estimate(e: Estimate | None) -> float | None:
+    return e.estimate if e is not None else None
+
+
 def calibration_figures(models: Sequence[str], curves: Mapping[str, Any], scored: pl.DataFrame,
-                        metrics: Mapping[str, Any]) -> list[Embedded]:
+                        validation: Validation) -> list[Embedded]:
     """Calibration plots per model: loess curve, binned points with Wilson CIs, prediction rug."""
     out = []
     for model in models:
@@ -722,11 +736,12 @@ def calibration_figures(models: Sequence[str], curves: Mapping[str, Any], scored
                 continue
             sm = cal.get("smoothed", [])
             bn = cal.get("binned", [])
-            cm = metrics["models"].get(model, {}).get("splits", {}).get(split, {}).get("calibration", {})
+            cm = {k: _estimate(validation.get(model, split, f"calibration_{k}"))
+                  for k in ("in_the_large", "recalibration_intercept", "recalibration_slope", "brier")}
             _, s = _arrays(scored, model, split)
-            label = (f"calibration-in-the-large {fmt(cm.get('in_the_large'))}\nrecalibration: intercept "
-                     f"{fmt(cm.get('recalibration_intercept'))}, slope {fmt(cm.get('recalibration_slope'))}\n"
-                     f"Brier {fmt(cm.get('brier'))}")
+            label = (f"calibration-in-the-large {fmt(cm['in_the_large'])}\nrecalibration: intercept "
+                     f"{fmt(cm['recalibration_intercept'])}, slope {fmt(cm['recalibration_slope'])}\n"
+                     f"Brier {fmt(cm['brier'])}")
             panels.append(figures.CalibrationPanel(
                 split,
                 np.array([r["prob"] for r in sm], dtype=float), np.array([r["observed"] for r in sm], dtype=float),
@@ -774,7 +789,7 @@ def km_at_risk(curve_rows: pl.DataFrame, times: np.ndarray) -> list[int]:
     return [int(n[i]) if i < t.size else 0 for i in idx]
 
 
-def survival_blocks(models: Sequence[str], curves: Mapping[str, Any], metrics: Mapping[str, Any],
+def survival_blocks(models: Sequence[str], curves: Mapping[str, Any], validation: Validation,
                     time_label: str) -> list[dict[str, Any]]:
     """Per model and split: KM figure with numbers at risk, group summary and log-rank p."""
     out = []
@@ -793,7 +808,7 @@ def survival_blocks(models: Sequence[str], curves: Mapping[str, Any], metrics: M
                 groups.append(figures.KMGroup(g, rows.get_column("time").to_numpy(), rows.get_column("survival").to_numpy(),
                                               rows.get_column("low").to_numpy(), rows.get_column("high").to_numpy()))
                 at_risk[g] = km_at_risk(rows, times)
-            sm = metrics["models"].get(model, {}).get("splits", {}).get(split, {})
+            sm = validation.models[model].splits.get(split) if model in validation.models else None
             p_cell = metric_cell(model, split, "logrank_p", sm)
             fig = figures.km_figure(f"{model} · {SPLIT_NAMES[split]}", groups, times, at_risk,
                                     f"log-rank p {p_cell.text}", time_label)
@@ -813,9 +828,9 @@ def survival_blocks(models: Sequence[str], curves: Mapping[str, Any], metrics: M
 
 def forest(rows: Sequence[Mapping[str, Any]], level: float) -> Embedded | None:
     """Forest plot of the paired AUC differences."""
-    items = [figures.ForestRow(f"{r['a']} − {r['b']}", r["split"], float(r["raw"]["difference"]),
-                               float(r["raw"]["low"]), float(r["raw"]["high"]), fmt_p(r["raw"]["p"]))
-             for r in rows if r["raw"].get("difference") is not None and r["raw"].get("low") is not None]
+    raw: list[tuple[Mapping[str, Any], PairedComparison]] = [(r, r["raw"]) for r in rows]
+    items = [figures.ForestRow(f"{r['a']} − {r['b']}", r["split"], c.difference, c.low, c.high, fmt_p(c.p))
+             for r, c in raw if c.difference is not None and c.low is not None and c.high is not None]
     if not items:
         return None
     return Embedded("fig-forest", figures.data_uri(figures.forest_figure(items, level)), "Forest plot of AUC differences",
@@ -885,17 +900,17 @@ def explain_budget(manifest: Mapping[str, Any] | None) -> list[dict[str, str]]:
 def build_context(src: Sources, progress: bool = True) -> dict[str, Any]:
     """Every table, figure and text of the report, from the sources of one run."""
     study = src.study
-    metrics = src.metrics
-    models = _model_names(study, metrics, src.predictions)
+    validation = src.validation
+    models = _model_names(study, validation, src.predictions)
     frame = src.cohort.frame if src.cohort is not None else None
     ctx: dict[str, Any] = {
         "title": study.report.title or f"{study.study.name}: validation report",
         "study": study.study, "sections": SECTIONS, "warnings": list(src.warnings),
-        "metrics_present": metrics is not None, "models": models,
-        "code_version": (metrics or {}).get("code_version") or store.code_version(),
-        "inputs_digest": (metrics or {}).get("inputs_digest", ""),
-        "settings": (metrics or {}).get("settings", {}),
-        "notes": (metrics or {}).get("notes", []),
+        "metrics_present": validation is not None, "models": models,
+        "code_version": (validation.code_version if validation is not None else None) or store.code_version(),
+        "inputs_digest": validation.inputs_digest if validation is not None else "",
+        "settings": dict(validation.settings) if validation is not None else {},
+        "notes": list(validation.notes) if validation is not None else [],
     }
     # study and data
     ctx["flow"] = flow(src.store_patients, frame, src.predictions, models)
@@ -914,20 +929,20 @@ def build_context(src: Sources, progress: bool = True) -> dict[str, Any]:
     fs_rows = feature_set_rows(src.feature_sets, study, src.coverage, len(src.cohort) if src.cohort is not None else None)
     ctx["feature_sets"] = fs_rows
     ctx["random_sets"] = [r["name"] for r in fs_rows if r["random"]]
-    ctx["model_rows"] = model_rows(study, models, metrics, src.manifests)
+    ctx["model_rows"] = model_rows(study, models, validation, src.manifests)
     # performance and figures
     scored = _scored(src.predictions, frame)
-    level = float((metrics or {}).get("settings", {}).get("level", study.validation.level))
+    level = validation.level if validation is not None else float(study.validation.level)
     ctx["level"] = level
-    if metrics is not None:
-        ctx["performance"] = performance(models, metrics, training_estimates(src.manifests))
-        ctx["roc_overview"], ctx["roc"] = roc_figures(models, scored, metrics, study.study.seed, progress)
-        ctx["calibration"] = calibration_figures(models, src.curves, scored, metrics)
+    if validation is not None:
+        ctx["performance"] = performance(models, validation, training_estimates(src.manifests))
+        ctx["roc_overview"], ctx["roc"] = roc_figures(models, scored, validation, study.study.seed, progress)
+        ctx["calibration"] = calibration_figures(models, src.curves, scored, validation)
         ctx["decision"] = decision_figures(models, src.curves, level)
-        ctx["comparisons"] = comparisons(metrics)
+        ctx["comparisons"] = comparisons(validation)
         ctx["forest"] = forest(ctx["comparisons"], level)
         time_label = _time_label(src.variables, frame)
-        ctx["survival"] = survival_blocks(models, src.curves, metrics, time_label)
+        ctx["survival"] = survival_blocks(models, src.curves, validation, time_label)
     else:
         ctx.update(performance=None, roc_overview=None, roc=[], calibration=[], decision=[], comparisons=[],
                    forest=None, survival=[])
@@ -959,16 +974,16 @@ def _time_label(variables: pl.DataFrame, frame: pl.DataFrame | None) -> str:
 def _facts(src: Sources, models: Sequence[str], ctx: Mapping[str, Any]) -> tripod.RunFacts:
     """What the TRIPOD+AI items can be filled with from this run."""
     study = src.study
-    metrics = src.metrics or {}
+    validation = src.validation
     frame = src.cohort.frame if src.cohort is not None else None
     centers = ctx["flow"]["centers"]
     per_analysis = []
     for model in models:
-        splits = metrics.get("models", {}).get(model, {}).get("splits", {})
+        splits = validation.models[model].splits if validation is not None and model in validation.models else {}
         for split in SPLITS:
             if split in splits:
                 sm = splits[split]
-                per_analysis.append(f"{model}/{split}: {sm.get('n')} patients, {sm.get('n_positive')} events")
+                per_analysis.append(f"{model}/{split}: {sm.n} patients, {sm.n_positive} events")
     missing_vars = [f"{r['label']} {r['cohort']}" for r in ctx.get("missing", []) if not r["cohort"].startswith("0 ")]
     fs_text = "; ".join(
         f"{r['name']} ({r['modality']}, {r['encoder']}, weights: {r['weights']}, {r['resolution']})" for r in ctx["feature_sets"])
@@ -994,12 +1009,13 @@ def _facts(src: Sources, models: Sequence[str], ctx: Mapping[str, Any]) -> tripo
         split_rule=(ctx["cohort"] or {}).get("split") or _split_text(study),
         feature_sets=fs_text, random_weights=tuple(ctx["random_sets"]), models=model_text,
         threshold_rules=tuple(thr), per_analysis=tuple(per_analysis), missing=tuple(missing_vars),
-        excluded=tuple(excluded), has_metrics=src.metrics is not None,
+        excluded=tuple(excluded), has_metrics=validation is not None,
         has_centers=bool(ctx["performance"] and ctx["performance"]["centers"]),
         has_survival=bool(ctx["survival"]), has_comparisons=bool(ctx["comparisons"]),
         code_version=ctx["code_version"], manifests=tuple(sorted(src.manifests)),
         n_failed=len(ctx["failed"]), has_table1=src.cohort is not None, class_weights=tuple(class_weights(src.manifests)),
-        level=ctx["level"], n_boot=int(metrics.get("settings", {}).get("n_boot", study.validation.n_boot)),
+        level=ctx["level"],
+        n_boot=int((validation.settings if validation is not None else {}).get("n_boot", study.validation.n_boot)),
         nested=tuple(m for m, t in training.items() if not t["optimistic"]),
         not_nested=tuple(m for m, t in training.items() if t["optimistic"]),
     )

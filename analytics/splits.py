@@ -49,13 +49,14 @@ import numpy as np
 import polars as pl
 
 from pipeline.config import SplitSection
+from pipeline.errors import CohortlabError
 
 log = logging.getLogger("cohortlab.splits")
 
 SPLITS = ("train", "internal", "external")
 
 
-class SplitError(ValueError):
+class SplitError(CohortlabError, ValueError):
     """A split rule that cannot be applied, or splits that break a rule; the message says which."""
 
 

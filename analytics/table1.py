@@ -50,6 +50,7 @@ import numpy as np
 import polars as pl
 from scipy import stats as sps
 
+from analytics.splits import SPLITS
 from pipeline import atomic
 
 log = logging.getLogger("cohortlab.table1")
@@ -57,7 +58,6 @@ log = logging.getLogger("cohortlab.table1")
 RESERVED = ("patient_id", "label", "time", "event", "center", "split")
 SKIP_ROLES = ("id", "outcome", "time", "event")
 SKIP_TYPES = ("text", "date")
-GROUP_ORDER = ("train", "internal", "external")
 MC_TABLES = 20_000
 
 Groups = list[tuple[str, np.ndarray]]  # (group name, row mask)
@@ -175,7 +175,7 @@ def table1(
     groups: Groups = [("cohort", np.ones(frame.height, dtype=bool))]
     if "split" in frame.columns:
         split = np.asarray(frame["split"].to_list(), dtype=object)
-        groups += [(g, split == g) for g in GROUP_ORDER if (split == g).any()]
+        groups += [(g, split == g) for g in SPLITS if (split == g).any()]
     outcomes = (("all", np.ones(frame.height, dtype=bool)), ("0", label == 0), ("1", label == 1))
     acc = _Rows([], [], [])
 

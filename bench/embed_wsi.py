@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline import wsi  # noqa: E402
 from pipeline.config import FeatureSet  # noqa: E402
-from pipeline.embedder import Source  # noqa: E402
-from pipeline.tiles import TileDataset, iter_tiles, resize_tile  # noqa: E402
+from pipeline.source import Source  # noqa: E402
+from pipeline.wsi.tiles import TileDataset, iter_tiles, resize_tile  # noqa: E402
 
 CMU = ROOT / "tests" / "data" / "wsi" / "CMU-1-Small-Region.svs"
 
@@ -202,7 +202,7 @@ def bench_encoder_and_e2e(path: Path, fs: FeatureSet, device: str, reps: int) ->
     """
     import torch
 
-    from pipeline.wsi_embed import make_embedder, reader_workers
+    from pipeline.wsi.embedder import make_embedder, reader_workers
 
     emb = make_embedder(fs, device)
     enc = emb.encoder
@@ -260,7 +260,7 @@ def bench_encoder_and_e2e(path: Path, fs: FeatureSet, device: str, reps: int) ->
 
 def memory_child(path: str, model: str, device: str, workers: int, batch: int) -> None:
     """Embed one slide and print its peak memory as JSON (run in a fresh process)."""
-    from pipeline.wsi_embed import make_embedder
+    from pipeline.wsi.embedder import make_embedder
 
     sampler = PeakMemory()
     sampler.start()
@@ -340,8 +340,8 @@ def main() -> None:
 
         result["throughput"] = []
         print(f"\n== encoder alone vs end to end ({args.model}, synthetic {args.size}px slide at 0.5 mpp)")
-        from pipeline.encoders import resolve_device
-        from pipeline.wsi_embed import reader_workers
+        from pipeline.device import resolve_device
+        from pipeline.wsi.embedder import reader_workers
 
         seen: set[int] = set()
         for workers in (None, 0, args.workers):

@@ -8,12 +8,16 @@ process can be recognised and removed.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from pipeline.errors import CohortlabError
 
 # errors meaning "no room": a full disk, a full quota, a file size limit (``ulimit -f``)
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -21,7 +25,7 @@ _OS_ERROR = re.compile(r"\(os error (\d+)\)")  # how Rust-based writers (polars)
 _STALE = re.compile(r"^\..+\.(\d+)\.(tmp|old)$")
 
 
-class WriteError(OSError):
+class WriteError(CohortlabError, OSError):
     """A file or folder that could not be written (disk full, size limit, permissions); the target is unchanged."""
 
     def __init__(self, path: Path, code: int | None, reason: str):
@@ -131,6 +135,23 @@ def write_text(path: str | Path, text: str, fsync: bool = False) -> Path:
     with staged(path, fsync=fsync) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def json_text(data: Any, indent: int | None = None, default: Callable[[Any], Any] | None = None, end: str = "") -> str:
+    """``data`` as JSON with keys sorted (the same data gives the same text), then ``end``; see :func:`write_json`."""
+    return json.dumps(data, sort_keys=True, indent=indent, default=default) + end
+
+
+def write_json(
+    path: str | Path, data: Any, indent: int | None = None, default: Callable[[Any], Any] | None = None,
+    end: str = "", fsync: bool = False,
+) -> Path:
+    """Replace ``path`` with ``data`` as JSON, keys sorted (the same data gives the same bytes), atomically.
+
+    ``default`` turns values JSON does not know into ones it does (e.g. ``str``);
+    ``end`` is written after the document (e.g. a newline).
+    """
+    return write_text(path, json_text(data, indent, default, end), fsync=fsync)
 
 
 @contextmanager

@@ -11,9 +11,10 @@ import codecs
 import re
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -21,6 +22,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from pipeline.errors import CohortlabError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,8 +35,18 @@ ROLES = ("predictor", "outcome", "time", "event", "id", "strata", "other")
 VAR_TYPES = ("numeric", "integer", "binary", "categorical", "text", "date")
 
 
-class ConfigError(ValueError):
+class ConfigError(CohortlabError, ValueError):
     """A study.toml that cannot be used; the message names the file and the key."""
+
+
+def check_name(value: str) -> str:
+    """``value`` when it is a valid study, feature-set or model name (a letter, then letters, digits, ``_``, ``-``)."""
+    if not NAME.match(value):
+        raise ValueError("must start with a letter and hold only letters, digits, '_' and '-'")
+    return value
+
+
+Name = Annotated[str, AfterValidator(check_name)]
 
 
 class _Strict(BaseModel):
@@ -41,18 +54,11 @@ class _Strict(BaseModel):
 
 
 class StudySection(_Strict):
-    name: str
+    name: Name
     description: str = ""
     seed: int = 0
     store: str = "store.duckdb"
     log: str = "logs"
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not NAME.match(v):
-            raise ValueError("must start with a letter and hold only letters, digits, '_' and '-'")
-        return v
 
 
 class Manifests(_Strict):
@@ -106,7 +112,7 @@ class Variable(_Strict):
         return stripped
 
     @model_validator(mode="after")
-    def _levels_type(self) -> "Variable":
+    def _levels_type(self) -> Variable:
         if self.levels is not None and self.type not in (None, "categorical"):
             raise ValueError(f"levels apply to categorical variables, not type '{self.type}'")
         return self
@@ -119,7 +125,7 @@ class FeatureSet(_Strict):
     encoder-specific extras and is part of the feature set's identity.
     """
 
-    name: str
+    name: Name
     modality: Literal["wsi", "ct"]
     encoder: str
     weights: str = "pretrained"  # "pretrained" | "random" | a local file | a hf-hub: name
@@ -140,13 +146,6 @@ class FeatureSet(_Strict):
     input_size: list[int] | None = None
     bin_width: float | None = Field(default=None, gt=0)
     params: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not NAME.match(v):
-            raise ValueError("must start with a letter and hold only letters, digits, '_' and '-'")
-        return v
 
     @field_validator("magnification")
     @classmethod
@@ -170,7 +169,7 @@ class FeatureSet(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _modality_fields(self) -> "FeatureSet":
+    def _modality_fields(self) -> FeatureSet:
         wsi_only = {"mpp", "magnification", "tile_size"}
         ct_only = {"mode", "spacing", "window", "margin_mm", "input_size", "bin_width"}
         wrong = (ct_only if self.modality == "wsi" else wsi_only) & self.model_fields_set
@@ -202,7 +201,7 @@ class SplitSection(_Strict):
 
 
 class Model(_Strict):
-    name: str
+    name: Name
     kind: Literal["logistic", "svm", "xgboost", "mil", "voting", "stacking"]
     features: list[str] = Field(default_factory=list)  # "feature_set" or "feature_set:pooling"
     clinical: list[str] = Field(default_factory=list)
@@ -213,15 +212,8 @@ class Model(_Strict):
     # a model fitted on other models' out-of-fold scores refits them inside each outer fold (nested cross-fitting)
     nested: bool = True
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not NAME.match(v):
-            raise ValueError("must start with a letter and hold only letters, digits, '_' and '-'")
-        return v
-
     @model_validator(mode="after")
-    def _inputs(self) -> "Model":
+    def _inputs(self) -> Model:
         if self.kind in ("voting", "stacking"):
             if len(self.members) < 2:
                 raise ValueError(f"a {self.kind} model needs at least two members")
@@ -229,6 +221,19 @@ class Model(_Strict):
             raise ValueError("a model needs inputs: features, clinical or scores")
         if self.kind == "mil" and len(self.features) != 1:
             raise ValueError("a mil model reads instance bags of exactly one feature set")
+        return self
+
+
+class Subgroup(_Strict):
+    """How one cohort column splits the patients into subgroups: by its levels (no ``cuts``), or at ``cuts``
+    (a numeric column: ``< 60`` and ``>= 60`` for ``cuts = [60]``)."""
+
+    cuts: list[float] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _sorted(self) -> Subgroup:
+        if any(b <= a for a, b in zip(self.cuts, self.cuts[1:])):
+            raise ValueError("cuts must be strictly increasing, e.g. [60] or [40, 60]")
         return self
 
 
@@ -240,6 +245,8 @@ class Validation(_Strict):
     risk_quantiles: list[float] = Field(default_factory=lambda: [0.5])
     dca_thresholds: list[float] = Field(default_factory=lambda: [0.05, 0.95, 0.05])  # start, stop, step
     folds: int = Field(default=5, ge=2)
+    # performance per subgroup of these cohort columns (TRIPOD+AI fairness): {column = {cuts = [...]}}
+    subgroups: dict[str, Subgroup] = Field(default_factory=dict)
 
 
 class ExplainSection(_Strict):
@@ -282,7 +289,7 @@ class Study(_Strict):
     report: Report = Field(default_factory=Report)
 
     @model_validator(mode="after")
-    def _cross(self) -> "Study":
+    def _cross(self) -> Study:
         _unique("feature_sets", [f.name for f in self.feature_sets])
         _unique("models", [m.name for m in self.models])
         fs_names = {f.name for f in self.feature_sets}

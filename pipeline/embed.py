@@ -3,7 +3,7 @@
 For each feature set the runner lists the sources (``slides`` for WSI,
 ``scans`` for CT), skips those whose ``embed_items`` row is ``done`` with the
 source's current fingerprint, takes its shard, and embeds the rest with the
-modality's embedder (``pipeline.wsi_embed`` / ``pipeline.ct_embed``), whose
+modality's embedder (``pipeline.wsi.embedder`` / ``pipeline.ct.embedder``), whose
 model is loaded once per feature set. A source that fails is recorded with its
 reason and the run goes on.
 
@@ -15,7 +15,9 @@ ends in two atomic writes beside its instance file::
     instances/feature_set=<fs>/<source>.status.json  outcome, until folded
 
 and the status file is then folded into ``embed_items`` in a short
-transaction and removed. A run killed at any point leaves either nothing that
+transaction and removed. Work that feature sets share (a slide's tissue mask
+and tile grid, :mod:`pipeline.wsi.cache`) is kept in ``cache/`` beside
+``instances/``. A run killed at any point leaves either nothing that
 counts, or a status file that the next run folds in; temporary files never count.
 When every source of a feature set has been tried (in any shard), the
 process that finishes last pools the instances per patient.
@@ -31,7 +33,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -45,9 +46,9 @@ from tqdm.auto import tqdm
 
 from pipeline import atomic, store
 from pipeline.config import ConfigError, FeatureSet, Study
-from pipeline.embedder import Embedder, Source
-from pipeline.encoders import resolve_device
+from pipeline.device import resolve_device
 from pipeline.pooling import pool_feature_set
+from pipeline.source import Embedder, Source
 
 log = logging.getLogger("cohortlab.embed")
 
@@ -153,9 +154,9 @@ def _store(study: Study) -> Iterator[duckdb.DuckDBPyConnection]:
 def make_embedder(fs: FeatureSet, device: str) -> Embedder:
     """The modality's embedder (imported lazily: CT and WSI need different libraries)."""
     if fs.modality == "wsi":
-        from pipeline.wsi_embed import make_embedder as make
+        from pipeline.wsi.embedder import make_embedder as make
     elif fs.modality == "ct":
-        from pipeline.ct_embed import make_embedder as make  # type: ignore[no-redef]
+        from pipeline.ct.embedder import make_embedder as make  # type: ignore[no-redef]
     else:
         raise ValueError(f"feature set '{fs.name}': unknown modality {fs.modality!r}")
     return make(fs, device)
@@ -164,34 +165,14 @@ def make_embedder(fs: FeatureSet, device: str) -> Embedder:
 # --- per-source outcome files -------------------------------------------------------
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic.write_text(path, json.dumps(data, sort_keys=True), fsync=True)
+def cache_dir(store_path: Path) -> Path:
+    """The folder where embedders keep work that feature sets share (e.g. tissue masks and tile grids)."""
+    return store.store_dir(store_path) / "cache"
 
 
 def status_path(store_path: Path, feature_set: str, source_id: str) -> Path:
     p = store.instance_path(store_path, feature_set, source_id)
     return p.with_name(p.name.removesuffix(".parquet") + STATUS_SUFFIX)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temporaries(folder: Path) -> int:
-    """Delete ``.*.<pid>.tmp`` files left by processes that no longer run."""
-    n = 0
-    for p in folder.glob(".*.tmp"):
-        m = re.search(r"\.(\d+)\.tmp$", p.name)
-        if m and not _pid_alive(int(m.group(1))):
-            p.unlink(missing_ok=True)
-            n += 1
-    return n
 
 
 def fold_status_files(con: duckdb.DuckDBPyConnection, study: Study, feature_set: str, current: dict[str, Source]) -> int:
@@ -309,6 +290,8 @@ def embed_source(embedder: Embedder, source: Source, feature_set: str, store_pat
             kwargs["artifacts"] = out.with_name(out.name.removesuffix(".parquet"))
         if "progress" in params:
             kwargs["progress"] = progress
+        if "cache" in params:
+            kwargs["cache"] = cache_dir(store_path)
         frame = embedder.embed(source, **kwargs)
         if frame.height and (frame["source_id"] != source.source_id).any():
             raise ValueError(f"embedder returned rows of another source for {source.source_id}")
@@ -320,7 +303,7 @@ def embed_source(embedder: Embedder, source: Source, feature_set: str, store_pat
         log.warning("%s / %s failed: %s", feature_set, source.source_id, exc)
         status.update(status="failed", n_instances=0, error=clean_error(exc), path=None)
     status["seconds"] = round(time.perf_counter() - t0, 3)
-    _write_json(status_path(store_path, feature_set, source.source_id), status)
+    atomic.write_json(status_path(store_path, feature_set, source.source_id), status, fsync=True)
     return status
 
 
@@ -362,7 +345,7 @@ def embed_feature_set(
         try:
             with _store(study) as con, store.transaction(con):
                 store.register_feature_set(con, embedder.record())
-            remove_stale_temporaries(store.instance_path(study.store_path, fs.name, "x").parent)
+            atomic.remove_stale_temporaries(store.instance_path(study.store_path, fs.name, "x").parent)
             for src in tqdm(todo, desc=f"embed {fs.name}", unit="source", disable=not progress):
                 st = embed_source(embedder, src, fs.name, study.store_path, progress=progress)
                 if st["status"] == "done":

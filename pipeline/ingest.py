@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from pipeline import store
 from pipeline.config import Study, Variable
+from pipeline.errors import CohortlabError
 from pipeline.manifest import (
     CellError,
     Manifest,
@@ -48,7 +49,7 @@ SQL_TYPES = {"numeric": "DOUBLE", "integer": "BIGINT", "binary": "INTEGER", "cat
 MAX_REPORTED = 50
 
 
-class IngestError(ValueError):
+class IngestError(CohortlabError, ValueError):
     """Manifests that cannot be loaded; one line per problem, each naming file, row and column."""
 
     def __init__(self, errors: list[CellError]):

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.errors import CohortlabError
+
 MISSING = {"", "na", "n/a", "nan", "null", "none", "."}
 _INT = re.compile(r"^[+-]?\d+$")
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -62,7 +64,7 @@ class Manifest:
         return CellError(self.path, None if index is None else self.row_number(index), column, message, self.is_csv)
 
 
-class ManifestError(ValueError):
+class ManifestError(CohortlabError, ValueError):
     """A manifest file that cannot be read at all; ``error`` says where and why."""
 
     def __init__(self, error: CellError):

@@ -37,10 +37,10 @@ class Bag:
     n: int
 
     @classmethod
-    def of(cls, matrix: np.ndarray) -> "Bag":
+    def of(cls, matrix: np.ndarray) -> Bag:
         return cls(matrix.sum(axis=0, dtype=np.float64), matrix.max(axis=0).astype(np.float32), len(matrix))
 
-    def add(self, matrix: np.ndarray) -> "Bag":
+    def add(self, matrix: np.ndarray) -> Bag:
         if matrix.shape[1] != self.total.shape[0]:
             raise ValueError(f"embedding width {matrix.shape[1]} differs from {self.total.shape[0]}")
         return Bag(self.total + matrix.sum(axis=0, dtype=np.float64), np.maximum(self.maximum, matrix.max(axis=0)), self.n + len(matrix))

@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import atomic
+from pipeline.errors import CohortlabError
 
 log = logging.getLogger("cohortlab.store")
 
@@ -48,7 +49,7 @@ SCHEMA_VERSION = 2
 INSTANCE_COLUMNS = ("source_id", "instance", "x", "y", "z", "level", "tissue_fraction", "embedding")
 
 
-class StoreError(RuntimeError):
+class StoreError(CohortlabError, RuntimeError):
     """The store cannot be opened or a write would break one of its rules."""
 
 
@@ -102,10 +103,16 @@ def _migrations() -> list[tuple[int, Path]]:
     return out
 
 
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> Any:
+    """The first column of the first row of a query, or None when it returns no row."""
+    row = con.execute(sql, params).fetchone() if params is not None else con.execute(sql).fetchone()
+    return None if row is None else row[0]
+
+
 def _version(con: duckdb.DuckDBPyConnection) -> int | None:
-    has_meta = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta' AND table_schema = 'main'"
-    ).fetchone()[0]
+    has_meta = _scalar(
+        con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta' AND table_schema = 'main'"
+    )
     if not has_meta:
         return None
     row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -178,8 +185,10 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
 def store_dir(con_or_path: duckdb.DuckDBPyConnection | str | Path) -> Path:
     if isinstance(con_or_path, (str, Path)):
         return Path(con_or_path).resolve().parent
-    row = con_or_path.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
-    return Path(row[0]).resolve().parent
+    path = _scalar(con_or_path, "SELECT path FROM duckdb_databases() WHERE database_name = current_database()")
+    if not path:
+        raise StoreError("this connection is not to a store file (an in-memory database has no folder)")
+    return Path(path).resolve().parent
 
 
 # --- instances ----------------------------------------------------------------
@@ -305,10 +314,10 @@ def verify_instance_file(
 
 
 def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'main' AND table_name = ? "
+    return bool(_scalar(
+        con, "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'main' AND table_name = ? "
         "AND column_name = ?", [table, column],
-    ).fetchone()[0])
+    ))
 
 
 def _done_files(con: duckdb.DuckDBPyConnection, feature_set: str | None = None) -> list[tuple[Any, ...]]:
@@ -426,7 +435,9 @@ def read_instances(
 def query(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
     """Run SQL with bound parameters and return a polars frame (via Arrow, no pandas)."""
     rel = con.sql(sql, params=params) if params else con.sql(sql)
-    return pl.from_arrow(rel.to_arrow_table())
+    frame = pl.from_arrow(rel.to_arrow_table())
+    assert isinstance(frame, pl.DataFrame)  # a table always converts to a frame
+    return frame
 
 
 # --- feature sets and embedding items ------------------------------------------
@@ -626,6 +637,11 @@ SAMPLE_ABOVE = 64 << 20  # bytes; larger files (whole-slide images) are fingerpr
 _EDGE = 1 << 20
 _BLOCK = 64 << 10
 _BLOCKS = 14
+
+
+def json_digest(payload: Any) -> str:
+    """sha256 (hex) of ``payload`` as JSON with sorted keys (other values by ``str``): equal data, equal digest."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def content_digest(path: str | Path, sample_above: int | None = SAMPLE_ABOVE) -> str:

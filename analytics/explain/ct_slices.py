@@ -1,6 +1,6 @@
 """Per-slice attention of a 2.5D CT MIL model: the ROI's axial slices with their attention.
 
-In 2.5D mode (:mod:`pipeline.ct_embed`) every axial slice of the ROI crop
+In 2.5D mode (:mod:`pipeline.ct.embedder`) every axial slice of the ROI crop
 (oriented to LPS, resampled to the feature set's spacing) is one instance,
 ``z`` its index on that grid. The crop is made again here with the same
 parameters, each slice is windowed as the encoder saw it and shown cut to the
@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from analytics.explain.heatmaps import CMAP, rank_normalise
-from analytics.explain.plots import FONT, new_figure, save
+from analytics.explain.plots import FONT, save
+from analytics.figures import new_figure
 
 MAX_SLICES = 12
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import rankdata
 
-from analytics.explain.plots import DPI, FONT, new_figure, save
+from analytics.explain.plots import FONT, save
+from analytics.figures import DPI, new_figure
 from pipeline import wsi
 
 CMAP = "inferno"

@@ -16,7 +16,6 @@ whose files all exist is not explained again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,11 +62,6 @@ class ModelOutputs:
         return [f.path for f in self.figures] + [v.path for v in self.values]
 
 
-def digest(payload: Any) -> str:
-    """sha256 of a JSON-serialisable payload (keys sorted)."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def read(folder: Path) -> dict[str, ModelOutputs]:
     """Per model, the outputs an existing manifest lists (empty when there is none or it is unreadable)."""
     try:
@@ -107,7 +101,7 @@ def write(folder: Path, models: dict[str, ModelOutputs], order: list[str]) -> Pa
         "notes": [str(n) for m in names for n in models[m].record.get("notes", [])],
     }
     path = folder / NAME
-    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+    text = atomic.json_text(data, indent=2, default=str, end="\n")
     if path.exists() and path.read_text(encoding="utf-8") == text:
         return path  # unchanged: leave the file (and its time stamp) alone
     return atomic.write_text(path, text)

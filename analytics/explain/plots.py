@@ -12,29 +12,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from analytics.explain.grouping import importance
 from analytics.explain.shap_values import ShapExplanation
+from analytics.figures import new_figure, save_png
 from pipeline import atomic
 
-DPI = 110
 POSITIVE = "#c0392b"  # pushes towards the positive class
 NEGATIVE = "#2471a3"
 FONT = 9
 
 
-def new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=DPI)
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def save(fig: Figure, path: Path, tight: bool = True) -> Path:
     """Write a PNG atomically, without metadata that would change between runs."""
     with atomic.staged(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None}, bbox_inches="tight" if tight else None)
+        save_png(fig, tmp, tight)
     return Path(path)
 
 

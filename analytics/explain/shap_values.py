@@ -53,6 +53,7 @@ import pandas as pd
 import polars as pl
 
 from analytics.explain.grouping import Grouping, group_of, group_values, make_grouping
+from pipeline.errors import CohortlabError
 
 log = logging.getLogger("cohortlab.explain.shap")
 
@@ -64,7 +65,7 @@ DEFAULT_MAX_UNITS = 24  # above this many input columns, image blocks are single
 ADDITIVITY_TOLERANCE = 1e-4
 
 
-class ExplainError(ValueError):
+class ExplainError(CohortlabError, ValueError):
     """Inputs that cannot be explained; the message names the model and the cause."""
 
 
@@ -120,7 +121,7 @@ class ShapExplanation:
             return 0.0
         return float(np.max(np.abs(self.base_values + self.values.sum(axis=1) - self.output)))
 
-    def grouped(self) -> "ShapExplanation":
+    def grouped(self) -> ShapExplanation:
         """The same explanation with values summed within groups (a group of one keeps its value)."""
         g = self.grouping
         names = g.group_names
@@ -432,7 +433,7 @@ class _Codes:
     levels: dict[str, list[Any]]
 
     @classmethod
-    def fit(cls, tables: Sequence[pd.DataFrame], columns: Sequence[str]) -> "_Codes":
+    def fit(cls, tables: Sequence[pd.DataFrame], columns: Sequence[str]) -> _Codes:
         levels = {}
         for c in columns:
             seen = set()

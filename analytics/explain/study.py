@@ -30,8 +30,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ import polars as pl
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from analytics.cohort import Cohort, CohortError, load_cohort
+from analytics.cohort import Cohort, load_cohort
 from analytics.explain import manifest as mf
 from analytics.explain.attention import default_patients, mil_outputs, sources_by_id
 from analytics.explain.grouping import SCORE_PREFIX, labels_for
@@ -59,7 +58,6 @@ from analytics.explain.shap_values import (
 )
 from analytics.models.data import (
     Columns,
-    ModelInputError,
     assemble,
     input_models,
     mil_feature_set,
@@ -68,7 +66,6 @@ from analytics.models.data import (
 from analytics.models.fusion import training_scores
 from analytics.models.persist import (
     FittedModel,
-    PersistError,
     load_model,
     read_manifest,
     read_predictions,
@@ -335,22 +332,11 @@ def _mil_model(study: Study, fitted: FittedModel, patients: Sequence[str] | None
 def model_digest(fit_manifest: dict[str, Any], settings: Settings, patients: Sequence[str] | None) -> str:
     """What a model's explanation depends on: its fit (key, cohort hash, predictions), settings, patients."""
     cohort = fit_manifest.get("cohort") or {}
-    return mf.digest({
+    return store.json_digest({
         "format": FORMAT_VERSION, "fit_key": fit_manifest.get("fit_key"), "cohort": cohort.get("hash"),
         "predictions": fit_manifest.get("predictions_hash"), "created_at": fit_manifest.get("created_at"),
         "settings": asdict(settings), "patients": list(patients) if patients else None,
     })
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Errors a user can fix reach the CLI as its one-line user errors."""
-    try:
-        yield
-    except (ExplainError, CohortError, ModelInputError, PersistError) as exc:
-        from analytics.cli import UserError
-
-        raise UserError(str(exc)) from None
 
 
 def _select(study: Study, names: Sequence[str] | None) -> list[Model]:
@@ -401,7 +387,7 @@ def explain(
         return result
     atomic.remove_stale_temporaries(folder)
     wanted = list(patients or study.report.explain_patients or []) or None
-    with _user_errors(), threadpool_limits(limits=1):
+    with threadpool_limits(limits=1):
         specs = _select(study, models)
         old = mf.read(folder)
         features = sorted({r for s in study.models if s.kind in CLASSICAL for r in pooled_refs(s)})

@@ -1,10 +1,10 @@
 """The tiles a MIL model attends to most and least, read back from the slide as they were embedded.
 
 A tile is read exactly as the embedding stage read it
-(:mod:`pipeline.wsi_embed`): :func:`pipeline.wsi.grid_spec` gives the pyramid
+(:mod:`pipeline.wsi.embedder`): :func:`pipeline.wsi.grid_spec` gives the pyramid
 level and the number of level pixels that make one tile at the feature set's
 mpp; that square is read at the tile's level-0 corner and resized to the tile
-size with the encoder's interpolation (:func:`pipeline.tiles.resize_tile`).
+size with the encoder's interpolation (:func:`pipeline.wsi.tiles.resize_tile`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from analytics.explain.plots import FONT, new_figure, save
+from analytics.explain.plots import FONT, save
+from analytics.figures import new_figure
 from pipeline import wsi
-from pipeline.tiles import resize_tile
+from pipeline.wsi.tiles import resize_tile
 
 # PIL filters by the interpolation names timm configs use (as the embedder maps them).
 RESAMPLE = {
@@ -41,7 +42,7 @@ class TileGeometry:
     resample: int  # PIL filter
 
     @classmethod
-    def from_params(cls, params: dict) -> "TileGeometry":
+    def from_params(cls, params: dict) -> TileGeometry:
         """From a ``feature_sets.params`` record (``mpp``, ``tile_size``, ``overlap``, ``preprocessing``)."""
         try:
             mpp, tile = float(params["mpp"]), int(params["tile_size"])

@@ -88,7 +88,7 @@ class CalibratedSVC(ClassifierMixin, BaseEstimator):
         self.calibration_folds = calibration_folds
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "CalibratedSVC":
+    def fit(self, X: np.ndarray, y: np.ndarray) -> CalibratedSVC:
         y = np.asarray(y)
         self.classes_ = np.unique(y)
         minority = int(np.bincount(y.astype(np.int64)).min()) if len(self.classes_) == 2 else 0
@@ -173,7 +173,7 @@ class EarlyStoppedXGB(ClassifierMixin, BaseEstimator):
             early_stopping_rounds=early_stopping_rounds,
         )
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "EarlyStoppedXGB":
+    def fit(self, X: np.ndarray, y: np.ndarray) -> EarlyStoppedXGB:
         X = np.asarray(X, dtype=np.float32)
         y = np.asarray(y).astype(np.int64)
         self.classes_ = np.unique(y)

@@ -25,12 +25,13 @@ import polars as pl
 
 from analytics.cohort import Bags, Cohort, feature_key
 from pipeline.config import Model
+from pipeline.errors import CohortlabError
 
 SCORE_PREFIX = "score:"
 NUMERIC_TYPES = ("numeric", "integer")
 
 
-class ModelInputError(ValueError):
+class ModelInputError(CohortlabError, ValueError):
     """A model's inputs cannot be assembled; the message names the model and the column."""
 
 
@@ -62,7 +63,7 @@ class Columns:
         """The declared order of ``column``'s levels (empty when none is known)."""
         return dict(self.levels).get(column, ())
 
-    def without(self, names: Sequence[str]) -> "Columns":
+    def without(self, names: Sequence[str]) -> Columns:
         """These columns less ``names``."""
         drop = set(names)
         return Columns(tuple(c for c in self.features if c not in drop), tuple(c for c in self.numeric if c not in drop),
@@ -77,7 +78,7 @@ class Columns:
         return out
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Columns":
+    def from_dict(cls, d: Mapping[str, Any]) -> Columns:
         levels = tuple((str(c), tuple(map(str, lv))) for c, lv in (d.get("levels") or {}).items())
         return cls(tuple(d.get("features", ())), tuple(d.get("numeric", ())), tuple(d.get("categorical", ())), levels)
 
@@ -162,7 +163,7 @@ class ModelData:
     def __len__(self) -> int:
         return len(self.patient_ids)
 
-    def take(self, index: np.ndarray) -> "ModelData":
+    def take(self, index: np.ndarray) -> ModelData:
         """The rows at integer positions (or a boolean mask) ``index``."""
         idx = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index, dtype=np.int64)
         return replace(

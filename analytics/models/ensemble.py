@@ -19,13 +19,9 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-EPS = 1e-6
+from analytics.stats.calibrate import logit
 
-
-def logit(p: np.ndarray) -> np.ndarray:
-    """log(p / (1 - p)) with p clipped to [1e-6, 1 - 1e-6]."""
-    q = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
-    return np.log(q) - np.log1p(-q)
+EPS = 1e-6  # member probabilities are clipped to [EPS, 1 - EPS] before their logits are taken
 
 
 def _check(scores: np.ndarray, n_members: int) -> np.ndarray:
@@ -55,7 +51,7 @@ class SoftVoting:
         self.members = list(members)
         self.weights = w / w.sum()
 
-    def fit(self, scores: np.ndarray, y: np.ndarray) -> "SoftVoting":
+    def fit(self, scores: np.ndarray, y: np.ndarray) -> SoftVoting:
         _check(scores, len(self.members))
         return self
 
@@ -81,15 +77,15 @@ class Stacking:
         self.C = C
         self.seed = seed
 
-    def fit(self, scores: np.ndarray, y: np.ndarray) -> "Stacking":
+    def fit(self, scores: np.ndarray, y: np.ndarray) -> Stacking:
         """Fit the meta-learner; ``scores`` must be the members' out-of-fold probabilities."""
         s = _check(scores, len(self.members))
         self.training_matrix_ = s.copy()
-        self.meta_ = LogisticRegression(C=self.C, random_state=self.seed, max_iter=1000).fit(logit(s), y)
+        self.meta_ = LogisticRegression(C=self.C, random_state=self.seed, max_iter=1000).fit(logit(s, EPS), y)
         return self
 
     def predict_score(self, scores: np.ndarray) -> np.ndarray:
-        return self.meta_.predict_proba(logit(_check(scores, len(self.members))))[:, 1]
+        return self.meta_.predict_proba(logit(_check(scores, len(self.members)), EPS))[:, 1]
 
     @property
     def coefficients(self) -> dict[str, float]:

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 
 import polars as pl
 
-SPLITS_USED = ("train", "internal", "external")
+from analytics.splits import SPLITS
 
 
 def score_lookup(predictions: pl.DataFrame) -> dict[str, float]:
@@ -61,5 +61,5 @@ def training_scores(names: Sequence[str], predictions: Mapping[str, pl.DataFrame
         oof = frame.filter(pl.col("split") == "train")
         if oof["fold"].null_count():
             raise ValueError(f"model '{name}': training rows without an outer fold are not out-of-fold scores")
-        out[name] = score_lookup(frame.filter(pl.col("split").is_in(SPLITS_USED)))
+        out[name] = score_lookup(frame.filter(pl.col("split").is_in(SPLITS)))
     return out

@@ -24,7 +24,7 @@ from analytics.models.mil import MILClassifier
 class Learner(Protocol):
     kind: str
 
-    def fit(self, data: ModelData, y: np.ndarray) -> "Learner": ...
+    def fit(self, data: ModelData, y: np.ndarray) -> Learner: ...
 
     def predict_score(self, data: ModelData) -> np.ndarray: ...
 
@@ -60,7 +60,7 @@ class TabularLearner:
         if "penalty" in self.grid and "l1_ratio" in self.grid:
             raise ValueError("tune either penalty or l1_ratio, not both")
 
-    def fit(self, data: ModelData, y: np.ndarray) -> "TabularLearner":
+    def fit(self, data: ModelData, y: np.ndarray) -> TabularLearner:
         """Fit on ``data``'s rows; columns constant or without values on them are left out (``dropped_``)."""
         if data.table is None or data.columns is None:
             raise ValueError(f"a {self.kind} model needs an input table")
@@ -93,7 +93,7 @@ class TabularLearner:
         return {**{k: v for k, v in self.params.items() if k != "inner_folds"}, **self.chosen_}
 
     @classmethod
-    def fitted(cls, kind: str, params: Mapping[str, Any], pipeline: Pipeline, chosen: Mapping[str, Any]) -> "TabularLearner":
+    def fitted(cls, kind: str, params: Mapping[str, Any], pipeline: Pipeline, chosen: Mapping[str, Any]) -> TabularLearner:
         out = cls.__new__(cls)
         out.kind, out.params, out.grid, out.seed = kind, dict(params), {}, 0
         out.pipeline_, out.chosen_, out.inner_auc_ = pipeline, dict(chosen), None
@@ -119,7 +119,7 @@ class MILLearner:
     def _make(self, point: Mapping[str, Any]) -> MILClassifier:
         return MILClassifier(**{"seed": self.seed, **self.params, **point})
 
-    def fit(self, data: ModelData, y: np.ndarray) -> "MILLearner":
+    def fit(self, data: ModelData, y: np.ndarray) -> MILLearner:
         if data.bags is None:
             raise ValueError("a mil model needs instance bags")
         bags = data.bags
@@ -144,7 +144,7 @@ class MILLearner:
         return {**self.params, **self.chosen_}
 
     @classmethod
-    def fitted(cls, classifier: MILClassifier, chosen: Mapping[str, Any]) -> "MILLearner":
+    def fitted(cls, classifier: MILClassifier, chosen: Mapping[str, Any]) -> MILLearner:
         out = cls.__new__(cls)
         out.params, out.inner_folds, out.grid, out.seed = classifier.get_params(), 0, {}, classifier.seed
         out.classifier_, out.chosen_, out.inner_auc_ = classifier, dict(chosen), None
@@ -163,7 +163,7 @@ class VotingLearner:
         self.model_ = SoftVoting(members, params.get("weights"))
         self.inner_auc_ = None
 
-    def fit(self, data: ModelData, y: np.ndarray) -> "VotingLearner":
+    def fit(self, data: ModelData, y: np.ndarray) -> VotingLearner:
         self.model_.fit(data.scores, y)
         return self
 
@@ -189,7 +189,7 @@ class StackingLearner:
         self.grid = dict(grid)
         self.seed = seed
 
-    def fit(self, data: ModelData, y: np.ndarray) -> "StackingLearner":
+    def fit(self, data: ModelData, y: np.ndarray) -> StackingLearner:
         scores = data.scores
 
         def fit_score(point: dict[str, Any], tr: np.ndarray, te: np.ndarray) -> np.ndarray:
@@ -210,7 +210,7 @@ class StackingLearner:
         return {"C": self.model_.C, "coefficients": self.model_.coefficients}
 
     @classmethod
-    def fitted(cls, model: Stacking) -> "StackingLearner":
+    def fitted(cls, model: Stacking) -> StackingLearner:
         out = cls(list(model.members), {}, {}, model.seed)
         out.model_, out.chosen_, out.inner_auc_ = model, {"C": model.C}, None
         return out

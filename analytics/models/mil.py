@@ -44,6 +44,8 @@ import torch
 from sklearn.model_selection import StratifiedShuffleSplit
 from torch import nn
 
+from pipeline.device import resolve_device
+
 log = logging.getLogger("cohortlab.models.mil")
 
 POOLINGS = ("attention", "gated", "mean", "max")
@@ -108,15 +110,6 @@ def deterministic(device: torch.device, seed: int) -> Iterator[None]:
         finally:
             torch.use_deterministic_algorithms(flag)
             torch.set_num_threads(threads)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` is CUDA when present, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available")
-    return torch.device(device)
 
 
 def _as_bags(bags: Any) -> list[np.ndarray]:
@@ -225,7 +218,7 @@ class MILClassifier:
                 "fitted_on": self.device_}
 
     @classmethod
-    def from_state(cls, config: dict[str, Any], state: dict[str, torch.Tensor]) -> "MILClassifier":
+    def from_state(cls, config: dict[str, Any], state: dict[str, torch.Tensor]) -> MILClassifier:
         """A fitted classifier from :meth:`config` and the network's ``state_dict``."""
         model = cls(**{k: config[k] for k in cls.PARAMS if k in config})
         net = MILNet(int(config["dim"]), model.hidden, model.attention_dim, model.pooling, model.dropout)
@@ -237,7 +230,7 @@ class MILClassifier:
         return model
 
     # --- fitting
-    def fit(self, bags: Any, y: Sequence[int] | np.ndarray) -> "MILClassifier":
+    def fit(self, bags: Any, y: Sequence[int] | np.ndarray) -> MILClassifier:
         """Train on bags (a sequence of ``(n_i, dim)`` arrays, or :class:`analytics.cohort.Bags`) and 0/1 labels."""
         data = _as_bags(bags)
         y = np.asarray(y).astype(np.int64)

@@ -41,6 +41,7 @@ from analytics.models.learners import (
 from analytics.models.mil import MILClassifier
 from pipeline import atomic
 from pipeline.config import Model
+from pipeline.errors import CohortlabError
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -50,7 +51,7 @@ JOBLIB = "model.joblib"
 TORCH = "model.pt"
 
 
-class PersistError(RuntimeError):
+class PersistError(CohortlabError, RuntimeError):
     """A model folder that is missing, incomplete or from another format."""
 
 
@@ -97,10 +98,6 @@ class FittedModel:
         return self.learner.predict_score(data)
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-
-
 def save_model(
     folder: Path,
     learner: Learner,
@@ -125,7 +122,8 @@ def save_model(
         predictions.write_parquet(tmp / PREDICTIONS)
         if attention is not None:
             attention.write_parquet(tmp / ATTENTION)
-        _write_json(tmp / MANIFEST, {**manifest, "format": FORMAT, "artifact": name})
+        atomic.write_json(tmp / MANIFEST, {**manifest, "format": FORMAT, "artifact": name}, indent=2, default=str,
+                          end="\n")
     return folder
 
 

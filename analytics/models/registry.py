@@ -11,9 +11,10 @@ from analytics.models.learners import (
     VotingLearner,
 )
 from pipeline.config import Model
+from pipeline.errors import CohortlabError
 
 
-class ModelSpecError(ValueError):
+class ModelSpecError(CohortlabError, ValueError):
     """A model entry that cannot be built; the message names the model."""
 
 

@@ -204,8 +204,8 @@ def bca_interval(
     reps = np.asarray(reps, dtype=np.float64)
     frac = (np.sum(reps < estimate) + np.sum(reps <= estimate)) / (2.0 * reps.size)
     z0 = float(ndtri(frac))
-    num = sum(float(np.sum(l**3)) / l.size**3 for l in influence)
-    den = sum(float(np.sum(l**2)) / l.size**2 for l in influence)
+    num = sum(float(np.sum(u**3)) / u.size**3 for u in influence)
+    den = sum(float(np.sum(u**2)) / u.size**2 for u in influence)
     a = num / (6.0 * den**1.5) if den > 0 else 0.0
     if not np.isfinite(z0):
         warnings.warn(

@@ -25,9 +25,12 @@ from .thresholds import wilson_interval
 _EPS = 1e-12
 
 
-def logit(p: np.ndarray) -> np.ndarray:
-    """``log(p / (1 - p))``."""
-    return np.log(p) - np.log1p(-p)
+def logit(p: ArrayLike, eps: float = 0.0) -> np.ndarray:
+    """``log(p / (1 - p))`` in float64; with ``eps > 0``, of ``p`` clipped to ``[eps, 1 - eps]`` first."""
+    q = np.asarray(p, dtype=np.float64)
+    if eps > 0:
+        q = np.clip(q, eps, 1 - eps)
+    return np.log(q) - np.log1p(-q)
 
 
 def _clip_probability(p: np.ndarray, name: str = "prob") -> np.ndarray:
@@ -100,9 +103,9 @@ def _knn_radius(xs: np.ndarray, q: int, a: np.ndarray) -> np.ndarray:
     centre2 = xs[: n - q + 1] + xs[q - 1:]
     l1 = np.searchsorted(centre2, 2.0 * a)
     best = np.full(a.size, np.inf)
-    for l in (l1 - 1, l1):
-        ok = (l >= 0) & (l <= n - q)
-        lc = np.clip(l, 0, n - q)
+    for lo in (l1 - 1, l1):
+        ok = (lo >= 0) & (lo <= n - q)
+        lc = np.clip(lo, 0, n - q)
         r = np.maximum(a - xs[lc], xs[lc + q - 1] - a)
         best = np.where(ok, np.minimum(best, r), best)
     return best

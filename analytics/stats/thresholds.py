@@ -227,7 +227,8 @@ def binary_metrics(
         threshold chosen on the training data (:func:`threshold`).
     level : float
     n_boot : int
-        Bootstrap replicates for the F1 interval.
+        Bootstrap replicates for the F1 interval; 0 gives F1 without an
+        interval (NaN bounds, method ``"none"``).
     seed : int
 
     Returns
@@ -240,7 +241,7 @@ def binary_metrics(
         with an empty denominator (e.g. PPV with no positive calls) is NaN.
     """
     level = v.level_ok(level)
-    n_boot = v.n_boot_ok(n_boot)
+    n_boot = v.n_boot_ok(n_boot, allow_zero=True)
     yy, s = v.binary_and_score(y, score)
     t = float(threshold)
     if math.isnan(t):
@@ -259,6 +260,9 @@ def binary_metrics(
         out[name] = Interval(_ratio(k, n), lo, hi, level, "wilson")
 
     f1 = _ratio(2 * tp, 2 * tp + fp + fn)
+    if n_boot == 0:
+        out["f1"] = Interval(f1, float("nan"), float("nan"), level, "none")
+        return out
     pred = (s >= t).astype(np.int64)
     pred_pos, pred_neg = pred[yy == 1], pred[yy == 0]
     m, n = pred_pos.size, pred_neg.size

@@ -8,11 +8,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from store_builders import write_patients
-
 from pipeline import store
 from pipeline.config import Study, parse_study
 
+from store_builders import write_patients
 
 
 def build_store(path: Path, patients: pl.DataFrame, variables: list[dict[str, Any]] | None = None) -> Path:

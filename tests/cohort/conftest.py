@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cohort_helpers import DEMO_VARIABLES, build_store, demo_patients, make_study
 from pipeline.config import Study
+
+from cohort_helpers import DEMO_VARIABLES, build_store, demo_patients, make_study
 
 
 @pytest.fixture()

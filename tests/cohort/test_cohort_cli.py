@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from analytics.cli import main
+
 from cohort_helpers import DEMO_VARIABLES, add_features, build_store, demo_patients, table_contents
 
 STUDY_TOML = """

@@ -7,8 +7,9 @@ import polars as pl
 import pytest
 
 from analytics.cohort import CohortError, load_cohort
-from cohort_helpers import add_features, add_instances, demo_patients
 from pipeline import store
+
+from cohort_helpers import add_features, add_instances, demo_patients
 
 ALL = demo_patients()["patient_id"].to_list()
 

@@ -13,12 +13,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analytics import sandbox
 from analytics.cli import main
-from analytics.cohort import CohortError, load_cohort, read_only, run_sql
-from cohort_helpers import DEMO_VARIABLES, add_instances, build_store, demo_patients, make_study, table_contents
+from analytics.cohort import CohortError, load_cohort, read_only, run_sql, sandbox
 from pipeline import store
 from pipeline.config import Study
+
+from cohort_helpers import DEMO_VARIABLES, add_instances, build_store, demo_patients, make_study, table_contents
 
 SECRET = "s3cr3t-token-7f1c"
 STUDY_TOML = """

@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analytics.cohort import load_cohort
-from cohort_helpers import demo_patients
 from analytics.splits import SplitError, assign_splits, check_splits, split_counts, stratified_holdout
 from pipeline.config import SplitSection
+
+from cohort_helpers import demo_patients
 
 
 def _frame(n_a: int = 40, n_b: int = 20, seed: int = 3) -> pl.DataFrame:

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from analytics.cohort import CohortError, load_cohort, read_only, run_sql
+
 from cohort_helpers import build_store, demo_patients, make_study, table_contents
 
 INJECTION = "x'; DROP TABLE patients; --"

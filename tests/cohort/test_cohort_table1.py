@@ -20,6 +20,7 @@ from scipy import stats as sps
 
 from analytics.cohort import load_cohort
 from analytics.table1 import table1
+
 from cohort_helpers import build_store, make_study
 
 CONTINUOUS = ["age", "tsize", "pnodes", "progrec", "estrec"]

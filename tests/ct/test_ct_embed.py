@@ -16,12 +16,12 @@ import SimpleITK as sitk
 import torch
 
 from pipeline import ct
-from pipeline import radiomics as rad
 from pipeline.config import FeatureSet
-from pipeline.ct_embed import infer_mode, make_embedder
-from pipeline.ct_encoders import build_video_model, slice_stack
-from pipeline.embedder import Source
-from pipeline.encoders import EncoderError
+from pipeline.ct import radiomics_features as rad
+from pipeline.ct.embedder import infer_mode, make_embedder
+from pipeline.ct.encoders import build_video_model, slice_stack
+from pipeline.image_encoders import EncoderError
+from pipeline.source import Source
 from pipeline.store import INSTANCE_COLUMNS
 
 from ct_data import LIVER, TS_IMAGE, TS_SEG

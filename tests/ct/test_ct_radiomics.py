@@ -10,14 +10,14 @@ from __future__ import annotations
 import ast
 import csv
 import math
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from pipeline import ct
-from pipeline import radiomics as rad
+from pipeline.ct import radiomics_features as rad
 
 from ct_data import CASES, DATA
 
@@ -34,13 +34,13 @@ MESH = ("MeshVolume", "SurfaceArea", "SurfaceVolumeRatio", "Sphericity")
 # area, 6438.821603779402. lung1 has no such cube. The expected mesh values add
 # the two triangles back, computed here from the mask and pyradiomics' cube
 # geometry (bounding box padded by one voxel, corner order of cshape.c),
-# independently of pipeline.radiomics.
+# independently of pipeline.ct.radiomics_features.
 _CORNERS = ((0, 0, 0), (0, 0, 1), (0, 1, 1), (0, 1, 0), (1, 0, 0), (1, 0, 1), (1, 1, 1), (1, 1, 0))
 _CODE62_FIFTH_TRIANGLE = np.array([(1, 0.5, 1), (1, 0.5, 0), (0, 0, 0.5)])  # midpoints of edges 5-6, 7-4, 0-1
 ERRATUM_CODE = 62
 
 
-@lru_cache(maxsize=None)
+@cache
 def _omitted_triangles(case: str) -> tuple[int, float, float]:
     """Count, total area and signed volume of the code-62 fifth triangles in ``case``'s mask."""
     label = sitk.ReadImage(str(CASES[case][1]))
@@ -97,7 +97,7 @@ def _settings(cls: str, case: str) -> dict:
     return ast.literal_eval(BASELINE[cls]["diagnostics_Configuration_Settings"][case])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _computed(case: str, cls: str) -> dict[str, float]:
     s = _settings(cls, case)
     assert s["resampledPixelSpacing"] is None and s["normalize"] is False and s["label"] == 1

@@ -10,7 +10,7 @@ from scipy.spatial import ConvexHull
 from scipy.spatial.distance import pdist
 from skimage.measure import marching_cubes
 
-from pipeline import radiomics as rad
+from pipeline.ct import radiomics_features as rad
 
 EDGE_CORNERS = ((0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7))
 

@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import radiomics as rad
 from pipeline import store
 from pipeline.config import load_study
+from pipeline.ct import radiomics_features as rad
 from pipeline.embed import embed
 from pipeline.ingest import ingest
 

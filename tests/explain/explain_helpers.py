@@ -10,10 +10,10 @@ import pandas as pd
 import polars as pl
 
 from analytics.models.data import Columns
-from store_builders import write_patients
-
 from pipeline import store, wsi
 from pipeline.config import Study, load_study, to_toml
+
+from store_builders import write_patients
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CMU = DATA / "wsi" / "CMU-1-Small-Region.svs"

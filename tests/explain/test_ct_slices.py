@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from explain_helpers import DATA
 from PIL import Image
 
 from analytics.explain.attention import mil_outputs
 from analytics.explain.ct_slices import roi_box, shown_slices, slice_strip
 from pipeline import ct
-from pipeline.ct_encoders import slice_stack
+from pipeline.ct.encoders import slice_stack
+
+from explain_helpers import DATA
 
 IMAGE, LABEL = DATA / "ct" / "lung1_image_roi.nrrd", DATA / "ct" / "lung1_label_roi.nrrd"
 PARAMS = {"mode": "2.5d", "spacing": [1.0, 1.0, 2.0], "margin_mm": 4.0, "window": [-1000.0, 400.0]}

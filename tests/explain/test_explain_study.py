@@ -8,14 +8,16 @@ import shutil
 import numpy as np
 import polars as pl
 import pytest
-from explain_helpers import build_study
 
-from analytics.cli import UserError, main
+from analytics.cli import main
 from analytics.explain import Settings, explain
 from analytics.explain.manifest import FIGURE_KINDS
+from analytics.explain.shap_values import ExplainError
 from analytics.fit import fit
 from analytics.models.persist import read_predictions
 from pipeline.config import Study
+
+from explain_helpers import build_study
 
 SETTINGS = Settings(nsamples=64, top_k=3)
 
@@ -185,9 +187,9 @@ def test_a_model_no_longer_fitted_is_dropped_from_the_manifest(first: tuple) -> 
 
 
 def test_bad_names_are_clear_errors(fitted: Study) -> None:
-    with pytest.raises(UserError, match="no model named nope"):
+    with pytest.raises(ExplainError, match="no model named nope"):
         explain(fitted, models=["nope"], progress=False)
-    with pytest.raises(UserError, match="P999 not in the store"):
+    with pytest.raises(ExplainError, match="P999 not in the store"):
         explain(fitted, patients=["P999"], progress=False)
 
 

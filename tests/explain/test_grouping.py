@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from explain_helpers import signal_table
 
 from analytics.explain.grouping import group_of, group_values, importance, labels_for, make_grouping
 from analytics.explain.shap_values import explain_pipeline
 from analytics.models.classical import build_pipeline
+
+from explain_helpers import signal_table
 
 
 def test_group_of_names_blocks_scores_and_variables() -> None:

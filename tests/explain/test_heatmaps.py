@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from explain_helpers import CMU
 from PIL import Image
 
 from analytics.explain.heatmaps import attention_raster, blend, rank_normalise, slide_heatmap
 from analytics.explain.tiles import RESAMPLE, TileGeometry, gallery, read_tiles, top_bottom
 from pipeline import wsi
-from pipeline.tiles import TileDataset, resize_tile
+from pipeline.wsi.tiles import TileDataset, resize_tile
+
+from explain_helpers import CMU
 
 
 def test_rank_normalise_hand_computed() -> None:

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
-from explain_helpers import signal_table
 
 from analytics.explain.shap_values import (
     ADDITIVITY_TOLERANCE,
@@ -29,6 +28,8 @@ from analytics.explain.shap_values import (
 )
 from analytics.models.classical import build_pipeline
 from analytics.models.data import Columns
+
+from explain_helpers import signal_table
 
 
 def brute_shapley(f: Callable[[pd.DataFrame], np.ndarray], x: pd.Series, background: pd.DataFrame,

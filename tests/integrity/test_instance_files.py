@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from integrity_helpers import copy_study, pooled, tables
 
 from analytics.cli import main
-from integrity_helpers import copy_study, pooled, tables
 from pipeline import store
 from pipeline.config import load_study
 from pipeline.embed import embed

@@ -9,10 +9,10 @@ import duckdb
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from integrity_helpers import copy_study, pooled, tables
 
 from analytics.cohort import load_cohort
 from analytics.fit import fit
-from integrity_helpers import copy_study, pooled, tables
 from pipeline import store
 from pipeline.config import load_study
 from pipeline.embed import embed, list_sources

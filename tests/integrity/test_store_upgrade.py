@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import duckdb
-
 from integrity_helpers import copy_study, tables
+
 from pipeline import store
 from pipeline.config import load_study
 from pipeline.embed import embed

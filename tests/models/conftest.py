@@ -8,8 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from model_helpers import ALL_KINDS, make_study, write_cohort_store
 from pipeline.config import Study
+
+from model_helpers import ALL_KINDS, make_study, write_cohort_store
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from store_builders import write_patients
-
 from pipeline import store
 from pipeline.config import Study, parse_study
 
+from store_builders import write_patients
 
 # The cohort of every test study: the split comes from a clinical column, so
 # changing held-out patients' labels cannot move anyone between splits.

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import tomllib
 
 from analytics.fit import fit, stored_predictions
-from model_helpers import add_bags, add_pooled, build_store, make_study
 from pipeline import synth
+
+from model_helpers import add_bags, add_pooled, build_store, make_study
 
 SQL = """
 SELECT p.patient_id, p.center, c.high_risk AS label, c.split, c.age, c.sex, c.esr, c.anti_ssa, c.igg

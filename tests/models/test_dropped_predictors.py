@@ -133,11 +133,10 @@ def test_saved_model_predicts_a_cohort_with_all_its_input_columns(fitted: dict) 
 
 
 def test_only_uninformative_inputs_is_a_clear_error(tmp_path: Path) -> None:
-    from analytics.cli import UserError
-    from analytics.fit import fit
+    from analytics.fit import FitError, fit
 
     study = _study(tmp_path, ["const", "empty"])
-    with pytest.raises(UserError, match=r"model 'clin'.*every input column is constant or missing.*const \(constant\)"):
+    with pytest.raises(FitError, match=r"model 'clin'.*every input column is constant or missing.*const \(constant\)"):
         fit(study, progress=False)
 
 

@@ -11,8 +11,9 @@ import pytest
 
 from analytics.fit import fit, stored_predictions
 from analytics.run import RunResult, StageOutcome
-from model_helpers import ALL_KINDS, make_study, write_cohort_store
 from pipeline import store
+
+from model_helpers import ALL_KINDS, make_study, write_cohort_store
 
 MIL = next(m for m in ALL_KINDS if m["kind"] == "mil")
 CLIN = next(m for m in ALL_KINDS if m["name"] == "clin")

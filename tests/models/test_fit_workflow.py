@@ -10,13 +10,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analytics.cli import UserError, main
+from analytics.cli import main
 from analytics.cohort import load_cohort
-from analytics.fit import fit, predict, required_inputs, stored_predictions, write_predictions
+from analytics.fit import FitError, fit, predict, required_inputs, stored_predictions, write_predictions
 from analytics.models import load_model
+from pipeline.config import Study
+from pipeline.errors import CohortlabError
+
 from model_helpers import ALL_KINDS, copy_study, make_study, write_cohort_store
 from model_leakage import artefacts
-from pipeline.config import Study
 
 SECOND_STAGE = {"fusion", "vote", "stack"}
 USES_IMAGES = {"img_svm", "img_xgb", "img_mil"} | SECOND_STAGE
@@ -139,7 +141,7 @@ def test_a_failing_model_writes_nothing_and_names_itself(tmp_path: Path, cohort_
     write_cohort_store(tmp_path, cohort_data)
     models = [ALL_KINDS[0], {"name": "too_many_pcs", "kind": "svm", "features": ["img"], "params": {"pca": 40}}]
     study = make_study(tmp_path, models)
-    with pytest.raises(UserError, match="model 'too_many_pcs', outer fold 0: .*n_components=40"):
+    with pytest.raises(FitError, match="model 'too_many_pcs', outer fold 0: .*n_components=40"):
         fit(study, progress=False)
     assert sorted(p.name for p in study.models_dir.iterdir()) == ["clin"]
     assert stored_predictions(study.store_path)["model"].unique().to_list() == ["clin"]
@@ -157,7 +159,7 @@ def test_bad_model_entries_get_clear_errors(tmp_path: Path, cohort_data: dict[st
                                             message: str) -> None:
     write_cohort_store(tmp_path, cohort_data)
     study = make_study(tmp_path, [model], feature_sets=("img", "tiles", "nope"))
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(CohortlabError, match=message):
         fit(study, progress=False)
     assert not study.models_dir.exists()
 

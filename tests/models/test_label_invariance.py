@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
-from model_helpers import make_study, write_cohort_store
 
 from analytics.fit import OuterFolds, fit, outer_folds, stored_predictions
+
+from model_helpers import make_study, write_cohort_store
 
 FOLD = 0
 

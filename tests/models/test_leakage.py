@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 
 from analytics import stats
-from analytics.fit import fit, predict, required_inputs, stored_predictions
 from analytics.cohort import load_cohort
+from analytics.fit import fit, predict, required_inputs, stored_predictions
 from analytics.models import classical, fusion, registry
 from pipeline.config import Study
 

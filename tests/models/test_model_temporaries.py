@@ -10,11 +10,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from model_helpers import copy_study
 
 from analytics.cli import main
 from pipeline import atomic
 from pipeline.config import Study, to_toml
+
+from model_helpers import copy_study
 
 
 def _toml(study: Study) -> Path:

@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
-from model_helpers import COHORT_SQL, make_study, write_cohort_store
 
 from analytics import tripod
 from analytics.fit import fit, stored_predictions
 from analytics.models import registry
 from pipeline.config import Study, parse_study
+
+from model_helpers import COHORT_SQL, make_study, write_cohort_store
 
 K = 3
 BASE = [

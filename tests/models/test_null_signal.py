@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from model_helpers import TYPES, add_pooled, build_store, make_study
 
 from analytics import stats
 from analytics.fit import fit, stored_predictions
+
+from model_helpers import TYPES, add_pooled, build_store, make_study
 
 SEEDS = (1, 2, 3, 4)
 N_TRAIN, N_HELD, N_FEATURES, N_SCREENED = 160, 20, 50, 5

@@ -30,8 +30,9 @@ from sklearn.svm import SVC
 from xgboost import XGBClassifier
 
 from analytics.fit import fit, stored_predictions
-from model_helpers import add_pooled, build_store, make_study
 from pipeline.config import Study
+
+from model_helpers import add_pooled, build_store, make_study
 
 SEED = 3
 SQL = "SELECT p.patient_id, p.center, c.label, c.split FROM patients p JOIN clinical c USING (patient_id)"

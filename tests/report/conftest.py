@@ -6,9 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from report_helpers import write_study
 
 from pipeline.config import Study
+
+from report_helpers import write_study
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
-from report_helpers import ReportParser
 
 from analytics.report import SECTIONS
 from pipeline.config import load_study
+
+from report_helpers import ReportParser
 
 pytestmark = pytest.mark.slow
 

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from report_helpers import ReportParser
 
 from analytics.report import SECTIONS, ReportError, report
 from pipeline import store
 from pipeline.config import Study, load_study
+
+from report_helpers import ReportParser
 
 INTERVAL = re.compile(r"^(-?\d+\.\d{3}) \((-?\d+\.\d{3})–(-?\d+\.\d{3})\)$")
 

@@ -243,9 +243,9 @@ def test_metrics_csv_floats_round_trip_to_metrics_json(validated: tuple) -> None
 
 def test_tiny_p_values_keep_their_digits(tmp_path: Path) -> None:
     """A DeLong p of order 1e-12 was written as 0.000000."""
-    from report_helpers import write_study
-
     from analytics.validate import validate
+
+    from report_helpers import write_study
 
     study = write_study(tmp_path, n_boot=0)
     scored = _scored(study)

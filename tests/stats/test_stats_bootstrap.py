@@ -91,9 +91,9 @@ def test_bca_against_loop_jackknife(stratified: bool) -> None:
         for cls in (1, 0):
             jj = jack[y == cls]
             ns = jj.size
-            l = (ns - 1) * (jj.mean() - jj)
-            num += np.sum(l**3) / ns**3
-            den += np.sum(l**2) / ns**2
+            infl = (ns - 1) * (jj.mean() - jj)
+            num += np.sum(infl**3) / ns**3
+            den += np.sum(infl**2) / ns**2
         acc = num / (6 * den**1.5)
     else:
         d = jack.mean() - jack

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analytics.stats.roc_band import BAND_SPECIFICITIES, _roc_points, roc_band, sensitivity_at
 from analytics.stats.bootstrap import bootstrap_indices
+from analytics.stats.roc_band import BAND_SPECIFICITIES, _roc_points, roc_band, sensitivity_at
 
 
 def _proc_coords_se(cases: np.ndarray, controls: np.ndarray, x: float) -> float:

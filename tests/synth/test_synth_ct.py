@@ -9,7 +9,8 @@ import pytest
 import SimpleITK as sitk
 from scipy.stats import spearmanr
 
-from pipeline import synth, synth_ct
+from pipeline import synth
+from pipeline.synth import ct as synth_ct
 
 SMALL = synth_ct.ScanSpec((32, 32, 16), (1.6, 1.6, 5.0))
 

@@ -11,7 +11,8 @@ import tifffile
 from scipy.stats import spearmanr
 from skimage.color import rgb2hsv
 
-from pipeline import synth, synth_slides
+from pipeline import synth
+from pipeline.synth import slides as synth_slides
 
 
 def _open_all(study: Path, rows: list[dict[str, str]]) -> list[openslide.OpenSlide]:

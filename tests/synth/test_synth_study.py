@@ -9,6 +9,7 @@ import pytest
 
 from pipeline import synth
 from pipeline.config import load_study
+from pipeline.synth import study as synth_study
 
 
 def _hashes(folder: Path) -> dict[str, str]:
@@ -117,7 +118,7 @@ def test_a_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.Mon
     def broken(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(synth, "write_scan", broken)
+    monkeypatch.setattr(synth_study, "write_scan", broken)  # the name make_study calls
     folder = tmp_path / "demo"
     with pytest.raises(OSError, match="disk full"):
         synth.make_study(folder, n_patients=10, small=True)

@@ -171,8 +171,9 @@ def test_tiny_split_gets_point_estimates_and_notes(tmp_path: Path) -> None:
     y = np.array([1, 0, 0])
     s = np.array([0.9, 0.2, 0.95])
     out, _, notes = _split_metrics(y, s, 0.5, study, 0, None, None, None)
-    assert out["auc"]["estimate"] == pytest.approx(roc_auc_score(y, s))
-    assert out["auc"]["low"] is None and out["auc"]["method"] == "no CI"
+    auc = out.get("auc")
+    assert auc is not None and auc.estimate == pytest.approx(roc_auc_score(y, s))
+    assert auc.low is None and auc.method == "no CI"
     assert any("without a CI" in n for n in notes)
 
 

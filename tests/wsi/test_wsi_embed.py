@@ -13,8 +13,8 @@ from PIL import Image
 from pipeline import store
 from pipeline.config import ConfigError
 from pipeline.embed import embed, shard_of
-from pipeline.embedder import Source
-from pipeline.wsi_embed import make_embedder
+from pipeline.source import Source
+from pipeline.wsi.embedder import make_embedder
 
 BROKEN = [
     ("s2", "p1", "small.svs", None),

@@ -10,7 +10,8 @@ import timm
 import torch
 from torchvision.transforms import functional as TF
 
-from pipeline.encoders import EncoderError, default_input_size, load_encoder
+from pipeline.device import DeviceError
+from pipeline.image_encoders import EncoderError, default_input_size, load_encoder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision / timm ImageNet statistics
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -122,5 +123,7 @@ def test_pretrained_without_internet_says_what_to_do(monkeypatch, tmp_path):
 def test_cuda_asked_without_gpu_is_an_error():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    with pytest.raises(EncoderError, match="no CUDA GPU"):
+    with pytest.raises(DeviceError, match="no CUDA GPU"):
         load_encoder("resnet18", "random", "cuda")
+    with pytest.raises(DeviceError, match="'gpu7': use auto, cpu, cuda or cuda:N"):
+        load_encoder("resnet18", "random", "gpu7")

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from pipeline import wsi
-from pipeline.tiles import TileDataset, iter_tiles, resize_tile, runs
+from pipeline.wsi.tiles import TileDataset, iter_tiles, resize_tile, runs
 
 
 def _direct(osr, x, y, level, read, out, resample):

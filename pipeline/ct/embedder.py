@@ -1,4 +1,4 @@
-"""The CT :class:`~pipeline.embedder.Embedder`: one scan in, instance rows out.
+"""The CT :class:`~pipeline.source.Embedder`: one scan in, instance rows out.
 
 A CT feature set has one of three modes (``FeatureSet.mode``; inferred from
 the encoder when left out: ``radiomics`` -> radiomics, ``r3d_18`` / ``mc3_18``
@@ -35,20 +35,20 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from pipeline import ct
-from pipeline import radiomics as rad
 from pipeline.config import FeatureSet
-from pipeline.ct_encoders import (
+from pipeline.ct import radiomics_features as rad
+from pipeline.ct import volume
+from pipeline.ct.encoders import (
     DEFAULT_INPUT_3D,
     VIDEO_MODELS,
     load_volume_encoder,
     slice_stack,
 )
-from pipeline.embedder import Source
-from pipeline.encoders import OWN_PARAMS, Encoder, EncoderError, load_encoder
+from pipeline.image_encoders import OWN_PARAMS, Encoder, EncoderError, load_encoder
+from pipeline.source import Source
 from pipeline.store import FeatureSetRecord
 
-log = logging.getLogger("cohortlab.ct_embed")
+log = logging.getLogger("cohortlab.ct.embedder")
 
 MODES = ("3d", "2.5d", "radiomics")
 FIT_MODES = ("resize", "pad")
@@ -85,10 +85,10 @@ def _frame(source_id: str, xyz: np.ndarray, fraction: list[float | None], emb: n
     )
 
 
-def _load(source: Source) -> ct.Volume:
+def _load(source: Source) -> volume.Volume:
     row = source.row
     label = row.get("mask_label")
-    return ct.load(row["image_path"], row.get("mask_path"), None if label is None else int(label))
+    return volume.load(row["image_path"], row.get("mask_path"), None if label is None else int(label))
 
 
 class CtEmbedder:
@@ -101,8 +101,8 @@ class CtEmbedder:
         self.mode = infer_mode(fs)
         self._check(fs)
         self.spacing = tuple(float(v) for v in fs.spacing) if fs.spacing else None
-        self.window = tuple(float(v) for v in (fs.window or ct.DEFAULT_WINDOW))
-        self.margin_mm = float(fs.margin_mm if fs.margin_mm is not None else ct.DEFAULT_MARGIN_MM)
+        self.window = tuple(float(v) for v in (fs.window or volume.DEFAULT_WINDOW))
+        self.margin_mm = float(fs.margin_mm if fs.margin_mm is not None else volume.DEFAULT_MARGIN_MM)
         self.fit = str(fs.params.get("fit", "resize"))
         self.volume_encoder = None
         self.encoder: Encoder | None = None
@@ -181,17 +181,17 @@ class CtEmbedder:
                 voxel_array_shift=self.shift,
                 spacing=list(self.spacing) if self.spacing else "original",
                 resampling={"image": "bspline", "mask": "nearest"} if self.spacing else None,
-                orientation=ct.ORIENTATION if self.spacing else "original",
+                orientation=volume.ORIENTATION if self.spacing else "original",
                 glcm={"distance": 1, "directions": 13, "symmetric": True, "average": "mean over directions"},
                 feature_names=list(rad.FEATURE_NAMES),
             )
             return FeatureSetRecord(fs.name, "ct", fs.encoder, "none", params, len(rad.FEATURE_NAMES))
         params.update(
-            spacing=list(self.spacing or ct.DEFAULT_SPACING),
+            spacing=list(self.spacing or volume.DEFAULT_SPACING),
             window=list(self.window),
             margin_mm=self.margin_mm,
             input_size=list(self.input_size or ()),
-            orientation=ct.ORIENTATION,
+            orientation=volume.ORIENTATION,
             resampling={"image": "bspline", "mask": "nearest"},
             fit=self.fit,
             weights_spec=fs.weights,
@@ -223,7 +223,7 @@ class CtEmbedder:
         if self.mode == "radiomics":
             frame = self._radiomics(source, vol)
         else:
-            crop = ct.crop_roi(vol, self.spacing or ct.DEFAULT_SPACING, self.margin_mm)
+            crop = volume.crop_roi(vol, self.spacing or volume.DEFAULT_SPACING, self.margin_mm)
             frame = self._volume(source, crop) if self.mode == "3d" else self._slices(source, crop, progress)
         emb = np.asarray(frame["embedding"].to_list(), dtype=np.float32)
         if not np.isfinite(emb).all():
@@ -231,22 +231,22 @@ class CtEmbedder:
         log.info("%s: %d instance(s) in %.2f s", source.source_id, frame.height, time.perf_counter() - t0)
         return frame
 
-    def _volume(self, source: Source, crop: ct.Crop) -> pl.DataFrame:
+    def _volume(self, source: Source, crop: volume.Crop) -> pl.DataFrame:
         enc = self.volume_encoder
         assert enc is not None and self.input_size is not None
-        x = ct.fit_to(ct.apply_window(crop.image, self.window), self.input_size, 0.0, self.fit)
+        x = volume.fit_to(volume.apply_window(crop.image, self.window), self.input_size, 0.0, self.fit)
         emb = enc.embed(x[None])
         return _frame(source.source_id, np.array([crop.start]), [float(crop.mask.mean())], emb)
 
-    def _slices(self, source: Source, crop: ct.Crop, progress: bool) -> pl.DataFrame:
+    def _slices(self, source: Source, crop: volume.Crop, progress: bool) -> pl.DataFrame:
         enc = self.encoder
         assert enc is not None and self.input_size is not None
-        images, z, fraction = slice_stack(ct.apply_window(crop.image, self.window), crop.mask, self.channels)
+        images, z, fraction = slice_stack(volume.apply_window(crop.image, self.window), crop.mask, self.channels)
         emb = np.empty((len(z), enc.dim), dtype=np.float32)
         step = self.fs.batch_size
         bar = tqdm(total=len(z), desc=source.source_id, unit="slice", disable=not progress, leave=False)
         for k in range(0, len(z), step):
-            batch = ct.fit_to(images[k : k + step], self.input_size, 0.0, self.fit)
+            batch = volume.fit_to(images[k : k + step], self.input_size, 0.0, self.fit)
             emb[k : k + step] = enc.embed(batch)
             bar.update(len(batch))
         bar.close()
@@ -254,14 +254,14 @@ class CtEmbedder:
         xyz = np.stack([np.full(len(z), x0), np.full(len(z), y0), z0 + z], axis=1)
         return _frame(source.source_id, xyz, [float(f) for f in fraction], emb)
 
-    def _radiomics(self, source: Source, vol: ct.Volume) -> pl.DataFrame:
+    def _radiomics(self, source: Source, vol: volume.Volume) -> pl.DataFrame:
         import SimpleITK as sitk
 
         if vol.mask is None:
-            raise ct.ScanError(f"{source.row['image_path']}: radiomics needs an ROI mask (mask_path is empty)")
+            raise volume.ScanError(f"{source.row['image_path']}: radiomics needs an ROI mask (mask_path is empty)")
         if self.spacing is not None:
             # Resample a box around the ROI (two voxels of margin) rather than the whole scan.
-            crop = ct.crop_roi(vol, self.spacing, 2 * max(self.spacing))
+            crop = volume.crop_roi(vol, self.spacing, 2 * max(self.spacing))
             image, mask, spacing_zyx = crop.image, crop.mask, crop.spacing[::-1]
             start = crop.start
         else:
@@ -272,11 +272,11 @@ class CtEmbedder:
         try:
             values = rad.features(image, mask, spacing_zyx, bin_width=self.bin_width, voxel_array_shift=self.shift)
         except rad.RadiomicsError as exc:
-            raise ct.ScanError(f"{source.row.get('mask_path')}: {exc}") from None
+            raise volume.ScanError(f"{source.row.get('mask_path')}: {exc}") from None
         emb = np.array([[values[n] for n in rad.FEATURE_NAMES]], dtype=np.float64)
         bad = [n for n, v in zip(rad.FEATURE_NAMES, emb[0]) if not np.isfinite(v)]
         if bad:
-            raise ct.ScanError(f"{source.row.get('mask_path')}: radiomics features not finite on this ROI: {bad}")
+            raise volume.ScanError(f"{source.row.get('mask_path')}: radiomics features not finite on this ROI: {bad}")
         return _frame(source.source_id, np.array([start]), [None], emb.astype(np.float32))
 
     def close(self) -> None:

@@ -16,7 +16,6 @@ the same mean, std and interpolation, applied tensor-side on the device.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,35 +24,19 @@ from typing import Any
 import numpy as np
 import torch
 
-log = logging.getLogger("cohortlab.encoders")
+from pipeline.device import resolve_device
+from pipeline.errors import CohortlabError
+from pipeline.store import sha256_file
+
+log = logging.getLogger("cohortlab.image_encoders")
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 # Keys of a feature set's ``params`` that are not timm keyword arguments.
 OWN_PARAMS = frozenset({"compile", "seed", "channels_last"})
 
 
-class EncoderError(ValueError):
+class EncoderError(CohortlabError, ValueError):
     """An encoder that cannot be built; the message says why and what to do."""
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise EncoderError(f"device {device!r} asked for, but no CUDA GPU is available here (use --device cpu or auto)")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise EncoderError(f"device {device!r}: use auto, cpu, cuda or cuda:N") from None
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _NO_DOWNLOAD_HINT = (

@@ -26,7 +26,7 @@ import tifffile
 from PIL import Image
 from scipy import ndimage
 
-log = logging.getLogger("cohortlab.synth_slides")
+log = logging.getLogger("cohortlab.synth.slides")
 
 TILE = 256
 REFERENCE_TISSUE_PIXELS = 1.5e6  # tissue area of a full-size (1792 x 1344) slide: the unit of foci rates

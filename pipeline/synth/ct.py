@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-log = logging.getLogger("cohortlab.synth_ct")
+log = logging.getLogger("cohortlab.synth.ct")
 
 AIR, FAT, SOFT, BONE = -1000.0, -100.0, 40.0, 1000.0
 DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)

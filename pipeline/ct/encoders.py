@@ -31,9 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.encoders import EncoderError, resolve_device, sha256_file, weights_file
+from pipeline.device import resolve_device
+from pipeline.image_encoders import EncoderError, weights_file
+from pipeline.store import sha256_file
 
-log = logging.getLogger("cohortlab.ct_encoders")
+log = logging.getLogger("cohortlab.ct.encoders")
 
 # name -> (torchvision.models.video builder, weights enum class)
 VIDEO_MODELS: dict[str, tuple[str, str]] = {

@@ -38,9 +38,10 @@ class Embedder(Protocol):
 
         Raises on a broken source; the runner records the error and moves on.
         An embedder may also accept the keywords ``artifacts`` (a path prefix
-        for side files such as a tissue-mask thumbnail) and ``progress`` (a
-        per-source progress bar); the runner passes them only when the
-        signature has them.
+        for side files such as a tissue-mask thumbnail), ``progress`` (a
+        per-source progress bar) and ``cache`` (a folder of the store where
+        work that feature sets share is kept, such as tissue masks and tile
+        grids); the runner passes them only when the signature has them.
         """
         ...
 

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from pipeline.errors import CohortlabError
+
 log = logging.getLogger("cohortlab.ct")
 
 DEFAULT_SPACING: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -35,7 +37,7 @@ ORIENTATION = "LPS"  # DICOM patient frame: x to the left, y to posterior, z to 
 AIR_HU = -1024.0
 
 
-class ScanError(ValueError):
+class ScanError(CohortlabError, ValueError):
     """A scan or mask that cannot be used; the message names the file and the cause."""
 
 
@@ -527,10 +529,10 @@ def radiomics(
     -------
     dict
         ``original_firstorder_*``, ``original_shape_*``, ``original_glcm_*`` in the
-        order of :data:`pipeline.radiomics.FEATURE_NAMES`; computed on the image's
-        own grid (no resampling), see :mod:`pipeline.radiomics` for the definitions.
+        order of :data:`pipeline.ct.radiomics_features.FEATURE_NAMES`; computed on the image's
+        own grid (no resampling), see :mod:`pipeline.ct.radiomics_features` for the definitions.
     """
-    from pipeline import radiomics as rad
+    from pipeline.ct import radiomics_features as rad
 
     vol = load(image, mask, label)
     assert vol.mask is not None

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from pipeline.wsi import Slide
+from pipeline.wsi.slide import Slide
 
 # A run of tiles read in one region spans at most this many tiles, and a gap of
 # more than MAX_GAP tile widths between two kept tiles starts a new run (reading

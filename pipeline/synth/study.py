@@ -1,4 +1,4 @@
-"""A synthetic two-centre study: labial-gland biopsy slides, sinus CT and clinical data.
+"""The synthetic two-centre study folder: patients and their outcome, slides and CT, manifests, study.toml.
 
 :func:`make_study` writes a complete study folder (``study.toml``, manifests,
 pyramidal TIFF slides, NIfTI CT volumes with ROI masks) that looks like the
@@ -40,8 +40,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pipeline.config import ConfigError, parse_study, to_toml
-from pipeline.synth_ct import Scanner, ScanSpec, render_scan, write_scan
-from pipeline.synth_slides import SlideSpec, Stain, pyramid, render_slide, write_slide
+from pipeline.synth.ct import Scanner, ScanSpec, render_scan, write_scan
+from pipeline.synth.slides import SlideSpec, Stain, pyramid, render_slide, write_slide
 
 try:  # Python >= 3.11
     import tomllib

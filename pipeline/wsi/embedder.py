@@ -1,8 +1,10 @@
-"""The whole-slide :class:`~pipeline.embedder.Embedder`: tissue mask, tile grid, batched reading, encoder.
+"""The whole-slide :class:`~pipeline.source.Embedder`: tiling (cached), batched reading, encoder.
 
-One embedder serves every slide of a feature set, so the model is loaded once;
-tiles are read by :mod:`pipeline.tiles` in worker processes (see
-:func:`reader_workers` for how many) while the encoder runs.
+One embedder serves every slide of a feature set, so the model is loaded once.
+A slide's tissue mask and tile grid come from :mod:`pipeline.wsi.cache`, so
+feature sets with the same tiling settings compute them once; tiles are read
+by :mod:`pipeline.wsi.tiles` in worker processes (see :func:`reader_workers`
+for how many) while the encoder runs.
 A slide with no tissue tile (blank, or smaller than one tile) raises
 :class:`NoTissueError`, so the runner records it as failed with the reason
 "no tissue tiles"; such a slide adds nothing to its patient's pooled features.
@@ -22,20 +24,23 @@ import polars as pl
 from PIL import Image
 from tqdm.auto import tqdm
 
-from pipeline import atomic, wsi
+from pipeline import atomic
 from pipeline.config import FeatureSet
-from pipeline.embedder import Source
-from pipeline.encoders import OWN_PARAMS, Encoder, EncoderError, load_encoder
+from pipeline.image_encoders import OWN_PARAMS, Encoder, EncoderError, load_encoder
+from pipeline.source import Source
 from pipeline.store import FeatureSetRecord
-from pipeline.tiles import TileDataset, iter_tiles
+from pipeline.wsi.cache import TileCache, TilingSettings
+from pipeline.wsi.slide import Slide, SlideError, open_slide
+from pipeline.wsi.tiles import TileDataset, iter_tiles
+from pipeline.wsi.tissue import tissue_mask
 
-log = logging.getLogger("cohortlab.wsi_embed")
+log = logging.getLogger("cohortlab.wsi.embedder")
 
 # Keys of ``params`` that tune tissue detection (the rest go to timm).
 MASK_PARAMS = frozenset({"mask_mpp", "saturation_threshold", "min_saturation", "min_area_um2", "max_hole_um2"})
 
 
-class NoTissueError(wsi.SlideError):
+class NoTissueError(SlideError):
     """A slide on which no tile reaches the tissue threshold."""
 
 
@@ -59,6 +64,8 @@ class WsiEmbedder:
         self.mask_options = {k: v for k, v in fs.params.items() if k in MASK_PARAMS}
         if "mask_mpp" in self.mask_options:
             self.mask_options["mpp"] = self.mask_options.pop("mask_mpp")
+        self.tiling_settings = TilingSettings.of(self.mpp, self.tile, fs.overlap, fs.tissue_threshold, self.mask_options)
+        self._tile_cache = TileCache(None)
         if self.tile != encoder.input_size:
             try:
                 encoder.embed(np.zeros((1, self.tile, self.tile, 3), dtype=np.uint8))
@@ -88,30 +95,39 @@ class WsiEmbedder:
         return FeatureSetRecord(fs.name, "wsi", fs.encoder, enc.weights_id, params, enc.dim)
 
     def tissue_settings(self) -> dict[str, Any]:
-        """Every tissue-detection setting in effect (the defaults of :func:`wsi.tissue_mask` plus overrides)."""
+        """Every tissue-detection setting in effect (the defaults of :func:`tissue_mask` plus overrides)."""
         defaults = {
             name: p.default
-            for name, p in inspect.signature(wsi.tissue_mask).parameters.items()
+            for name, p in inspect.signature(tissue_mask).parameters.items()
             if p.default is not inspect.Parameter.empty
         }
         settings = {**defaults, **self.mask_options}
         method = "otsu-saturation" if settings.get("saturation_threshold") is None else "fixed-saturation"
         return {"method": method, **{("mask_mpp" if k == "mpp" else k): v for k, v in sorted(settings.items())}}
 
-    def slide_for(self, source: Source) -> wsi.Slide:
+    def slide_for(self, source: Source) -> Slide:
         row = source.row
         override = row.get("mpp") if row.get("mpp_source") == "manifest" else None
-        return wsi.open_slide(row["path"], mpp=override)
+        return open_slide(row["path"], mpp=override)
 
-    def embed(self, source: Source, artifacts: Path | None = None, progress: bool = False) -> pl.DataFrame:
-        """Instance rows for one slide; with ``artifacts`` (a path prefix) also
-        ``<prefix>.mask.png`` (tissue mask) and ``<prefix>.thumb.png`` (thumbnail)."""
+    def embed(
+        self, source: Source, artifacts: Path | None = None, progress: bool = False, cache: Path | None = None
+    ) -> pl.DataFrame:
+        """Instance rows for one slide.
+
+        With ``artifacts`` (a path prefix) also ``<prefix>.mask.png`` (tissue
+        mask) and ``<prefix>.thumb.png`` (thumbnail); with ``cache`` (a folder
+        shared by the feature sets of a store) the mask and grid are kept in
+        ``<cache>/tiles`` and taken from there when another feature set made them.
+        """
         t0 = time.perf_counter()
+        folder = None if cache is None else Path(cache) / "tiles"
+        if self._tile_cache.folder != folder:
+            self._tile_cache = TileCache(folder)
         with self.slide_for(source) as slide:
-            mask = wsi.tissue_mask(slide, **self.mask_options)
-            spec = wsi.grid_spec(slide, self.mpp, self.tile, self.fs.overlap)
-            grid = wsi.tile_grid(slide, self.mpp, self.tile, self.fs.tissue_threshold, self.fs.overlap, mask=mask)
+            tiled = self._tile_cache.tiling(slide, self.tiling_settings, source.fingerprint, source.source_id)
             slide_mpp, dims = slide.mpp, slide.dimensions
+        mask, spec, grid = tiled.mask, tiled.spec, tiled.grid
         if artifacts is not None:
             _write_png(Path(f"{artifacts}.mask.png"), (mask.mask.astype(np.uint8) * 255))
             _write_png(Path(f"{artifacts}.thumb.png"), mask.thumbnail)
@@ -135,8 +151,9 @@ class WsiEmbedder:
         if not np.isfinite(emb).all():
             raise ValueError(f"{source.row['path']}: the encoder produced non-finite features")
         log.info(
-            "%s: %d tiles (level %d, read %d px -> %d px, %d reader workers) in %.1f s (mask and grid %.1f s)",
+            "%s: %d tiles (level %d, read %d px -> %d px, %d reader workers) in %.1f s (mask and grid %.1f s%s)",
             source.source_id, grid.height, spec.level, spec.read_size, self.tile, workers, time.perf_counter() - t0, t_grid,
+            ", cached" if tiled.grid_cached else "",
         )
         return pl.DataFrame(
             {

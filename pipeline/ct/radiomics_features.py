@@ -35,7 +35,9 @@ from functools import lru_cache
 import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 
-log = logging.getLogger("cohortlab.radiomics")
+from pipeline.errors import CohortlabError
+
+log = logging.getLogger("cohortlab.ct.radiomics")
 
 EPS = float(np.spacing(1))  # pyradiomics' epsilon inside logarithms
 
@@ -62,7 +64,7 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 
 
-class RadiomicsError(ValueError):
+class RadiomicsError(CohortlabError, ValueError):
     """An ROI on which the features are not defined (empty, or arrays that do not match)."""
 
 

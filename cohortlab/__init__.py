@@ -1,0 +1,40 @@
+"""cohortlab in a notebook: a study's stages as methods, results as objects.
+
+>>> import cohortlab
+>>> study = cohortlab.load_study("demo/study.toml")      # doctest: +SKIP
+>>> study.ingest(); study.embed(); study.fit()           # doctest: +SKIP
+>>> cohort = study.cohort()                              # analytics.cohort.Cohort
+>>> v = study.validation()                               # analytics.validation.Validation
+>>> v.summary                                            # model, split, measure, estimate, low, high, method
+>>> v.print_summary(); v.compare("fusion", "clinical")   # doctest: +SKIP
+
+Every error a user can act on is a :class:`CohortlabError`. Names load on first
+use, so ``import cohortlab`` is quick (no torch, no scikit-learn).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import CohortlabError
+
+if TYPE_CHECKING:
+    from analytics.validation import Validation
+    from cohortlab.study import Study, load_study
+
+# public name -> the module that defines it (imported on first use)
+_LAZY = {"Study": "cohortlab.study", "load_study": "cohortlab.study", "Validation": "analytics.validation"}
+
+__all__ = ["CohortlabError", "Study", "Validation", "load_study"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

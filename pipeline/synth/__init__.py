@@ -1,0 +1,34 @@
+"""A synthetic two-centre study: patients and outcome, H&E-like slides, CT scans, manifests and study.toml.
+
+* :mod:`~pipeline.synth.study`: the patients, their latent truth and the study folder (:func:`make_study`);
+* :mod:`~pipeline.synth.slides`: pyramidal TIFF slides whose lymphocytic foci carry the signal;
+* :mod:`~pipeline.synth.ct`: CT volumes with an ROI mask whose lesion carries the signal.
+
+Names are loaded from their module on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> the submodule that defines it
+_EXPORTS = {
+    "CENTRES": "study", "PATIENT_COLUMNS": "study", "SMALL_PATIENTS": "study", "Centre": "study",
+    "Patient": "study", "make_patients": "study", "make_study": "study", "study_toml": "study",
+    "SlideSpec": "slides", "Stain": "slides", "pyramid": "slides", "render_slide": "slides", "write_slide": "slides",
+    "ScanSpec": "ct", "Scanner": "ct", "render_scan": "ct", "write_scan": "ct",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
