@@ -135,11 +135,21 @@ def embed(
     feature_set: Annotated[str | None, typer.Option("--feature-set", help="only this feature set")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     shard: Annotated[str | None, typer.Option(help="i/n: embed the i-th of n deterministic shards")] = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", help="run on Ray: local (start one here) | auto | ray://host:10001 (default: compute.ray of study.toml)")] = None,
 ) -> None:
     """Embed slides and scans into instance Parquet files and pooled patient features (resumable)."""
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise UserError(f"--device {device!r}: use auto, cpu or cuda")
-    print(_entry("pipeline.embed", "embed")(_study(study), feature_set=feature_set, device=device, shard=_shard(shard)))
+    s = _study(study)
+    address = ray or s.compute.ray
+    if address is None:
+        print(_entry("pipeline.embed", "embed")(s, feature_set=feature_set, device=device, shard=_shard(shard)))
+        return
+    if shard is not None:
+        raise UserError("--shard and --ray: Ray spreads the sources itself; give one of them")
+    print(_entry("pipeline.ray_runner", "embed")(s, feature_set=feature_set, device=device, ray_address=address,
+                                                 retries=s.compute.ray_retries))
 
 
 @app.command()

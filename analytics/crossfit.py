@@ -159,7 +159,8 @@ class CrossFitter:
     cohort
         The cohort, with every model's pooled feature blocks and bags loaded.
     labels
-        float64 labels per patient (NaN = unlabelled).
+        float64 labels per patient (NaN = unlabelled): the outcome the folds are stratified on
+        (the binary label, or the event of a survival study).
     split
         ``train`` / ``internal`` / ``external`` per patient.
     folds
@@ -171,15 +172,23 @@ class CrossFitter:
         Where fits are remembered.
     salt
         Mixed into every model identity (seed, number of folds, library versions).
+    survival
+        ``(n, 2)`` times and events per patient (NaN rows: no survival outcome), for survival models.
+    endpoints
+        Model name -> ``"binary"`` / ``"survival"``: which target each model is fitted on.
     """
 
     def __init__(self, specs: Mapping[str, Model], cohort: Cohort, labels: np.ndarray, split: np.ndarray,
-                 folds: Folds, train: Train, cache: FitCache, salt: Mapping[str, object]) -> None:
+                 folds: Folds, train: Train, cache: FitCache, salt: Mapping[str, object],
+                 survival: np.ndarray | None = None, endpoints: Mapping[str, str] | None = None) -> None:
         self.specs = specs
         self.cohort = cohort
         self.ids = list(cohort.patient_ids)
         labelled = np.isfinite(labels)
         self.y = np.where(labelled, labels, -1).astype(np.int64)
+        # survival models are fitted on (time, event) pairs; NaN rows lack them and are left out of their fits
+        self.survival = None if survival is None else np.asarray(survival, dtype=np.float64)
+        self.endpoints = dict(endpoints or {})
         self.training = (np.asarray(split) == "train") & labelled
         self.folds = folds
         self.train = train
@@ -198,7 +207,7 @@ class CrossFitter:
         """Digest of everything that makes a model's fit on given patients what it is, but those patients."""
         if name not in self._identity:
             spec = self.specs[name]
-            bags = [mil_feature_set(spec)] if spec.kind == "mil" else []
+            bags = [mil_feature_set(spec)] if spec.kind in ("mil", "mil_cox") else []
             payload = {"config": spec.model_dump(mode="json"), "salt": self.salt,
                        "cohort": self.cohort.digest(features=pooled_refs(spec), bags=bags),
                        "inputs": [self.identity(n) for n in input_models(spec)]}
@@ -210,7 +219,17 @@ class CrossFitter:
         idx = sorted(np.flatnonzero(mask), key=lambda i: self.ids[i])
         h = hashlib.sha256("\0".join(self.ids[i] for i in idx).encode())
         h.update(self.y[idx].astype(np.int8).tobytes())
+        if self.survival is not None:
+            h.update(np.ascontiguousarray(self.survival[idx]).tobytes())
         return h.hexdigest()
+
+    def _target(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """What ``name`` is fitted on per patient (0/1 labels, or (time, event) rows) and who has it."""
+        if self.endpoints.get(name) == "survival":
+            if self.survival is None:
+                raise ValueError(f"model '{name}' predicts a survival endpoint; the cohort has no time and event")
+            return self.survival, np.isfinite(self.survival).all(axis=1)
+        return self.y, np.ones(len(self.ids), dtype=bool)
 
     def fold_index(self, train: np.ndarray) -> np.ndarray:
         """The fold of each patient of ``train`` (-1 elsewhere)."""
@@ -272,9 +291,10 @@ class CrossFitter:
         hit = self.cache.get(name, identity, key)
         if hit is None:
             assembled = self.inputs(name, train)
-            tr = np.flatnonzero(train & assembled.available)
+            target, has = self._target(name)
+            tr = np.flatnonzero(train & assembled.available & has)
             te = np.flatnonzero(self.training & ~train & assembled.available)
-            learner = self.train(self.specs[name], assembled.data.take(tr), self.y[tr],
+            learner = self.train(self.specs[name], assembled.data.take(tr), target[tr],
                                  f"nested fit on {len(tr)} training patients")
             self.fits += 1
             if len(te):
@@ -302,11 +322,12 @@ class CrossFitter:
             return out
         # soft voting, or nested = false: one set of input scores for every fold
         assembled = self.inputs(name, train)
+        target, has = self._target(name)
         for j in folds:
-            tr = np.flatnonzero(train & (fold != j) & assembled.available)
+            tr = np.flatnonzero(train & (fold != j) & assembled.available & has)
             te = np.flatnonzero(train & (fold == j) & assembled.available)
             if len(te):
-                learner = self.train(spec, assembled.data.take(tr), self.y[tr], f"inner fold {j}")
+                learner = self.train(spec, assembled.data.take(tr), target[tr], f"inner fold {j}")
                 self.fits += 1
                 out[te] = learner.predict_score(assembled.data.take(te))
         return out

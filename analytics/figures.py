@@ -1,5 +1,5 @@
-"""Report figures: ROC with confidence bands, calibration, decision curves, AUC-difference forest plots
-and Kaplan-Meier curves with numbers at risk.
+"""Report figures: ROC with confidence bands, calibration, decision curves (per model, and all models per
+split), AUC-difference and subgroup forest plots and Kaplan-Meier curves with numbers at risk.
 
 Every function takes plain data and returns PNG bytes. Figures are drawn on
 :class:`matplotlib.figure.Figure` objects with the Agg canvas (no pyplot
@@ -165,6 +165,21 @@ def roc_overview_figure(panels: Mapping[str, Sequence[tuple[str, np.ndarray, np.
         return to_png(fig)
 
 
+def roc_split_figure(split: str, curves: Sequence[tuple[str, np.ndarray, np.ndarray, str]]) -> bytes:
+    """All models' ROC curves on one split, overlaid: ``[(model, fpr, tpr, legend label), ...]``."""
+    with _styled():
+        fig = new_figure(4.6, 4.4)
+        _margins(fig, titled=False, right=0.2)
+        ax = fig.subplots()
+        ax.plot([0, 1], [0, 1], color="#A0A0A0", lw=0.8, ls="--")
+        for i, (_, fpr, tpr, label) in enumerate(curves):
+            ax.plot(fpr, tpr, color=model_color(i), label=label)
+        ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="1 − specificity", ylabel="Sensitivity",
+               title=SPLIT_TITLES.get(split, split), aspect="equal")
+        ax.legend(loc="lower right")
+        return to_png(fig)
+
+
 # --- calibration --------------------------------------------------------------------------------
 
 
@@ -239,6 +254,68 @@ def decision_figure(title: str, panels: Sequence[DecisionPanel], level: float = 
                    xlabel="Threshold probability", ylabel="Net benefit", title=SPLIT_TITLES.get(p.split, p.split))
             ax.legend(loc="upper right")
         fig.suptitle(title, fontsize=10, fontweight="bold")
+        return to_png(fig)
+
+
+def decision_split_figure(split: str, threshold: np.ndarray, curves: Sequence[tuple[str, np.ndarray]],
+                          treat_all: np.ndarray, treat_none: np.ndarray, note: str = "") -> bytes:
+    """All models' decision curves on one split, overlaid, with treat-all and treat-none:
+    ``curves`` is ``[(legend label, net benefit), ...]`` over ``threshold``."""
+    with _styled():
+        fig = new_figure(5.2, 3.8)
+        _margins(fig, titled=False, right=0.2)
+        ax = fig.subplots()
+        for i, (label, nb) in enumerate(curves):
+            ax.plot(threshold, nb, color=model_color(i), label=label)
+        ax.plot(threshold, treat_all, color="#444444", lw=1.0, label="treat all")
+        ax.plot(threshold, treat_none, color="#444444", lw=1.0, ls=":", label="treat none")
+        top = float(np.nanmax(np.concatenate([treat_all, *(nb for _, nb in curves)]))) if curves else 0.05
+        ax.set(xlim=(float(threshold.min()), float(threshold.max())), ylim=(-0.05, max(top, 0.05) * 1.1),
+               xlabel="Threshold probability", ylabel="Net benefit", title=SPLIT_TITLES.get(split, split))
+        if note:
+            ax.text(0.02, 0.02, note, transform=ax.transAxes, ha="left", va="bottom", fontsize=7)
+        ax.legend(loc="upper right")
+        return to_png(fig)
+
+
+@dataclass(frozen=True)
+class SubgroupRow:
+    """One model's AUC in one subgroup, with its CI and what the right margin says (n, events)."""
+
+    label: str
+    estimate: float
+    low: float | None
+    high: float | None
+    text: str
+    color: str = PALETTE[0]
+
+
+def subgroup_forest_figure(title: str, rows: Sequence[SubgroupRow], level: float = 0.95) -> bytes:
+    """Forest plot of AUCs by subgroup, with a line at 0.5 (chance); rows without a CI are drawn as a point."""
+    with _styled():
+        fig = new_figure(7.2, 1.05 + 0.3 * max(len(rows), 1))
+        _margins(fig, titled=bool(title), left=0.2 + 0.062 * max([len(r.label) for r in rows] + [4]),
+                 right=1.1, top=0.15, bottom=0.55)
+        ax = fig.subplots()
+        y = np.arange(len(rows))[::-1]
+        for yi, r in zip(y, rows):
+            if r.low is not None and r.high is not None:
+                ax.plot([r.low, r.high], [yi, yi], color=r.color, lw=1.6)
+            ax.plot([r.estimate], [yi], "s", color=r.color, ms=5)
+        ax.axvline(0.5, color="#777777", lw=0.8, ls="--")
+        ax.set_yticks(y, [r.label for r in rows])
+        ax.set_xlim(-0.02, 1.02)  # an AUC of 0 or 1 stays whole
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.set_xlabel(f"AUC ({level:.0%} CI, DeLong)")
+        ax.grid(axis="y", visible=False)
+        ax2 = ax.twinx()
+        ax2.set_ylim(ax.get_ylim())
+        ax2.set_yticks(y, [r.text for r in rows])
+        ax2.grid(False)
+        ax2.spines["right"].set_visible(False)
+        ax2.tick_params(axis="y", length=0)
+        if title:
+            fig.suptitle(title, fontsize=10, fontweight="bold")
         return to_png(fig)
 
 
@@ -334,4 +411,54 @@ def km_figure(title: str, groups: Sequence[KMGroup], times: np.ndarray, at_risk:
         for side in ("left", "bottom"):
             tab.spines[side].set_visible(False)
         tab.tick_params(axis="y", length=0)
+        return to_png(fig)
+
+
+# --- survival models at fixed horizons ----------------------------------------------------------------
+
+
+def horizon_figure(title: str, rocs: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+                   calibration: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+                   smooth: Sequence[tuple[str, Sequence[float], Sequence[float]]] = (),
+                   decision: tuple[str, Sequence[float], Sequence[float], Sequence[float]] | None = None) -> bytes:
+    """Time-dependent ROC curves, observed vs predicted risk, and the decision curve at the main horizon.
+
+    ``rocs``: ``[(legend label, fpr, tpr), ...]`` per horizon; ``calibration``: grouped points
+    ``[(label, predicted, observed Kaplan-Meier), ...]``; ``smooth``: smooth calibration curves, same
+    form; ``decision``: ``(label, threshold, net benefit, treat all)``.
+    """
+    with _styled():
+        panels = 3 if decision is not None else 2
+        fig = new_figure(4.2 * panels, 4.2)
+        _margins(fig, titled=True, right=0.2)
+        fig.suptitle(title)
+        axes = fig.subplots(1, panels)
+        left, right = axes[0], axes[1]
+        left.plot([0, 1], [0, 1], color="#A0A0A0", lw=0.8, ls="--")
+        for i, (label, fpr, tpr) in enumerate(rocs):
+            left.plot(fpr, tpr, color=model_color(i), label=label)
+        left.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="1 − specificity at t",
+                 ylabel="Sensitivity at t", title="Time-dependent ROC (IPCW)", aspect="equal")
+        if rocs:
+            left.legend(loc="lower right")
+        right.plot([0, 1], [0, 1], color="#A0A0A0", lw=0.8, ls="--")
+        for i, (label, pred, obs) in enumerate(calibration):
+            right.plot(pred, obs, color=model_color(i), marker="o", ms=3, ls="none", label=label)
+        for i, (_, pred, obs) in enumerate(smooth):
+            right.plot(pred, obs, color=model_color(i), lw=1.2)
+        right.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="Predicted risk by t",
+                  ylabel="Observed risk by t (Kaplan-Meier)", title="Calibration at t", aspect="equal")
+        if calibration:
+            right.legend(loc="upper left")
+        if decision is not None:
+            label, thr, nb, treat_all = decision
+            ax = axes[2]
+            ax.plot(thr, nb, color=model_color(0), label="model")
+            ax.plot(thr, treat_all, color="#707070", lw=0.9, label="treat all")
+            ax.axhline(0.0, color="#A0A0A0", lw=0.8, ls="--", label="treat none")
+            finite = [x for x in list(nb) + list(treat_all) if x is not None and np.isfinite(x)]
+            top = max(finite) if finite else 0.1
+            ax.set(ylim=(-0.05 * max(top, 0.05), 1.1 * max(top, 0.05)), xlabel="Threshold risk by t",
+                   ylabel="Net benefit", title=label)
+            ax.legend(loc="upper right")
         return to_png(fig)

@@ -40,7 +40,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,7 @@ from pipeline.errors import CohortlabError
 
 log = logging.getLogger("cohortlab.fit")
 
+HORIZON_SCHEMA = {"model": pl.String, "patient_id": pl.String, "horizon": pl.Float64, "risk": pl.Float64}
 PREDICTION_SCHEMA = {"model": pl.String, "patient_id": pl.String, "split": pl.String, "score": pl.Float64,
                      "fold": pl.Int32}
 
@@ -100,12 +101,14 @@ class OuterFolds:
     folds: tuple[int, ...]
     k: int
     seed: int
+    endpoint: str = "binary"  # stratified on the label (binary) or on the event (survival)
 
     def fold_of(self) -> dict[str, int]:
         return dict(zip(self.patient_ids, self.folds))
 
     def digest(self) -> str:
-        return store.json_digest([self.k, self.seed, self.patient_ids, self.folds])
+        extra = [] if self.endpoint == "binary" else [self.endpoint]
+        return store.json_digest([self.k, self.seed, self.patient_ids, self.folds, *extra])
 
 
 def outer_folds(patient_ids: Sequence[str], y: np.ndarray, folds: int, seed: int) -> OuterFolds:
@@ -121,8 +124,8 @@ def outer_folds(patient_ids: Sequence[str], y: np.ndarray, folds: int, seed: int
     k = int(min(folds, counts.min()))
     if k < 2:
         raise FitError(
-            f"the train split has {counts[0]} patients of label 0 and {counts[1]} of label 1; "
-            "outer cross-validation needs at least 2 of each"
+            f"the train split has {counts[0]} patients of label 0 and {counts[1]} of label 1 (for survival models: "
+            "censored and with an event); outer cross-validation needs at least 2 of each"
         )
     if k < folds:
         log.warning("only %d training patients in the smaller class: %d outer folds instead of %d", counts.min(), k,
@@ -138,7 +141,17 @@ def outer_folds(patient_ids: Sequence[str], y: np.ndarray, folds: int, seed: int
 
 def train_learner(spec: Model, data: ModelData, y: np.ndarray, seed: int, make: Callable[[Model, int], Learner],
                   step: str) -> Learner:
-    """A fresh learner of ``spec`` fitted on ``data`` (both classes required); failures as :class:`FitError`."""
+    """A fresh learner of ``spec`` fitted on ``data`` (both classes, or an event, required); failures as :class:`FitError`.
+
+    ``y``: 0/1 labels, or ``(n, 2)`` times and events for a survival model.
+    """
+    if np.ndim(y) == 2:
+        if not (np.asarray(y)[:, 1] == 1).any():
+            raise FitError(f"model '{spec.name}', {step}: its {len(y)} training patients with inputs hold no event")
+        try:
+            return make(spec, seed).fit(data, y)
+        except (ValueError, RuntimeError) as exc:
+            raise FitError(f"model '{spec.name}', {step}: {exc}") from exc
     classes = np.unique(y)
     if len(classes) < 2:
         raise FitError(f"model '{spec.name}', {step}: its training patients with inputs hold only label "
@@ -159,6 +172,7 @@ class ModelFit:
     attention: pl.DataFrame | None
     missing: dict[str, list[str]]
     unlabelled: list[str]
+    horizon_risks: pl.DataFrame | None = None  # survival models: model, patient_id, horizon, risk
 
 
 def _attention_rows(data: Any, index: np.ndarray, weights: list[np.ndarray], split: np.ndarray,
@@ -183,6 +197,7 @@ def fit_model(
     progress: bool = False,
     fold_data: Sequence[ModelData] | None = None,
     on_fold: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+    horizons: Sequence[float] = (),
 ) -> ModelFit:
     """Outer-CV out-of-fold predictions for training patients, then a final refit for held-out ones.
 
@@ -193,7 +208,8 @@ def fit_model(
     inputs
         Its assembled inputs for every cohort patient.
     labels
-        float64 labels per patient (NaN = unlabelled).
+        float64 labels per patient (NaN = unlabelled), or for a survival model ``(n, 2)`` times and
+        events (a NaN in a row = no survival outcome).
     split
         ``train`` / ``internal`` / ``external`` per patient.
     plan
@@ -209,23 +225,29 @@ def fit_model(
         (nested cross-fitting, :meth:`analytics.crossfit.CrossFitter.fold_inputs`); default ``inputs``.
     on_fold
         Called with each outer fold, the positions of its patients and their scores.
+    horizons
+        Survival models: the times at which to predict absolute risk (``ModelFit.horizon_risks``).
     """
     make = make or registry.build_learner
     data, available = inputs.data, inputs.available
     ids = list(data.patient_ids)
-    labelled = np.isfinite(labels)
+    survival = np.ndim(labels) == 2
+    labelled = np.isfinite(labels).all(axis=1) if survival else np.isfinite(labels)
     is_train = split == "train"
     fold_of = plan.fold_of()
     fold = np.array([fold_of.get(p, -1) for p in ids], dtype=np.int64)
     stray = [p for p, f, t, lab in zip(ids, fold, is_train, labelled) if t and lab and f < 0]
-    if stray:
+    if stray and survival == (plan.endpoint == "survival"):
         raise FitError(f"model '{spec.name}': training patients without an outer fold: {stray[:10]}")
-    use = is_train & labelled & available
-    y = np.where(labelled, labels, -1).astype(np.int64)
+    # a model of another endpoint than the folds' trains on the patients the folds hold that have its outcome
+    use = is_train & labelled & available & (fold >= 0)
+    y = labels if survival else np.where(labelled, labels, -1).astype(np.int64)
     scores = np.full(len(ids), np.nan)
     fold_chosen: list[dict[str, Any]] = []
     attention: list[pl.DataFrame] = []
-    is_mil = spec.kind == "mil"
+    is_mil = spec.kind in ("mil", "mil_cox")
+    # absolute risk at the horizons (survival models): out-of-fold from each fold's model, as the scores
+    risk = np.full((len(ids), len(horizons)), np.nan) if survival and horizons else None
 
     def run(step: str, tr: np.ndarray, rows: ModelData) -> Learner:
         return train_learner(spec, rows.take(tr), y[tr], seed, make, step)
@@ -238,6 +260,8 @@ def fit_model(
         learner = run(f"outer fold {k}", tr, rows)
         fold_chosen.append({"fold": k, **learner.chosen})
         scores[te] = learner.predict_score(rows.take(te))
+        if risk is not None and hasattr(learner, "risk_at"):  # soft voting averages risks: no absolute risk
+            risk[te] = learner.risk_at(rows.take(te), horizons)
         if on_fold is not None:
             on_fold(k, te, scores[te])
         if is_mil:
@@ -249,6 +273,11 @@ def fit_model(
         if is_mil:
             attention += _attention_rows(data, held, final.attention(data.take(held)), split, None)
     keep = np.flatnonzero(use | (available & ~is_train))
+    horizon_risks = None
+    if risk is not None and hasattr(final, "risk_at"):
+        if len(held):
+            risk[held] = final.risk_at(data.take(held), horizons)
+        horizon_risks = _horizon_frame(spec.name, ids, keep, risk, horizons)
     if not np.isfinite(scores[keep]).all():
         raise FitError(f"model '{spec.name}': non-finite predicted scores")
     predictions = pl.DataFrame({
@@ -258,7 +287,18 @@ def fit_model(
     }, schema=PREDICTION_SCHEMA)
     unlabelled = [p for p, t, lab in zip(ids, is_train, labelled) if t and not lab]
     return ModelFit(predictions, final, fold_chosen,
-                    pl.concat(attention) if attention else None, inputs.missing, unlabelled)
+                    pl.concat(attention) if attention else None, inputs.missing, unlabelled, horizon_risks)
+
+
+def _horizon_frame(name: str, ids: list[str], keep: np.ndarray, risk: np.ndarray,
+                   horizons: Sequence[float]) -> pl.DataFrame:
+    """Long table of absolute risks: model, patient_id, horizon, risk (kept patients only)."""
+    return pl.DataFrame({
+        "model": [name] * (len(keep) * len(horizons)),
+        "patient_id": [ids[i] for i in keep for _ in horizons],
+        "horizon": [float(t) for _ in keep for t in horizons],
+        "risk": risk[keep].reshape(-1),
+    }, schema=HORIZON_SCHEMA)
 
 
 # --- the store -----------------------------------------------------------------------------------
@@ -314,7 +354,7 @@ def required_inputs(specs: Sequence[Model]) -> tuple[list[str], list[str]]:
     features: list[str] = []
     bags: list[str] = []
     for spec in specs:
-        if spec.kind == "mil":
+        if spec.kind in ("mil", "mil_cox"):
             fs = mil_feature_set(spec)
             bags += [] if fs in bags else [fs]
         else:
@@ -348,6 +388,7 @@ class ModelReport:
     folder: Path
     dropped: dict[str, str] = field(default_factory=dict)  # input column -> why it was left out
     optimistic: str | None = None  # why its training (out-of-fold) estimate is not nested, when it should be
+    oof_c: float | None = None  # survival models: Harrell's C of the out-of-fold risks
 
 
 @dataclass(frozen=True)
@@ -378,7 +419,8 @@ class FitResult:
             chosen = ", ".join(f"{k}={_short(v)}" for k, v in sorted(m.chosen.items())
                                if k not in ("coefficients", "seed"))
             rows.append((m.name, m.kind, m.status, *(str(m.counts.get(s, 0)) for s in SPLITS),
-                         "-" if m.oof_auc is None else f"{m.oof_auc:.3f}",
+                         f"{m.oof_auc:.3f}" if m.oof_auc is not None
+                         else (f"C {m.oof_c:.3f}" if m.oof_c is not None else "-"),
                          chosen or "-", f"{m.seconds:.1f}"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
@@ -416,6 +458,18 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, np.generic):
         return v.item()
     return v
+
+
+def _oof_c(frame: pl.DataFrame, cohort: Cohort, targets: np.ndarray) -> float | None:
+    """Harrell's C of a survival model's out-of-fold risks (training patients)."""
+    from analytics.models.survival import harrell_c
+
+    row = {p: i for i, p in enumerate(cohort.patient_ids)}
+    oof = frame.filter(pl.col("split") == "train")
+    idx = np.array([row[p] for p in oof["patient_id"].to_list()], dtype=np.int64)
+    if len(idx) == 0 or targets[idx, 1].sum() == 0:
+        return None
+    return harrell_c(targets[idx, 0], targets[idx, 1].astype(np.int64), oof["score"].to_numpy())
 
 
 def _oof_auc(frame: pl.DataFrame, labels: Mapping[str, float]) -> float | None:
@@ -466,6 +520,49 @@ def tuning_record(spec: Model, inner_auc: float | None) -> dict[str, Any]:
 
 def _labels(cohort: Cohort) -> np.ndarray:
     return cohort.frame["label"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+
+def _survival(cohort: Cohort) -> np.ndarray | None:
+    """``(n, 2)`` float64 times and events (NaN where either is missing), or None without those columns."""
+    if "time" not in cohort.frame.columns or "event" not in cohort.frame.columns:
+        return None
+    cols = [cohort.frame[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in ("time", "event")]
+    out = np.column_stack(cols)
+    out[~np.isfinite(out).all(axis=1)] = np.nan
+    return out
+
+
+def _strata(cohort: Cohort, endpoint: str) -> np.ndarray:
+    """The outcome the outer folds hold and are stratified on: the label, or the event of patients with
+    a time and an event (NaN: no such outcome)."""
+    if endpoint == "binary":
+        return _labels(cohort)
+    surv = _survival(cohort)
+    if surv is None:
+        raise FitError(f"cohort {cohort.name}: [study] endpoint = \"survival\" needs columns time and event")
+    return surv[:, 1]
+
+
+def _targets(study: Study, spec: Model, cohort: Cohort) -> np.ndarray:
+    """What ``spec`` is fitted on: 0/1 labels (NaN = none), or ``(n, 2)`` times and events."""
+    if study.endpoint(spec) == "binary":
+        return _labels(cohort)
+    surv = _survival(cohort)
+    if surv is None:
+        raise FitError(f"model '{spec.name}' predicts a survival endpoint; cohort {cohort.name} has no time "
+                       "and event columns")
+    return surv
+
+
+def study_horizons(study: Study, cohort: Cohort) -> list[float]:
+    """``[validation] horizons``, else the quartiles of the training patients' event times (survival cohorts)."""
+    if study.validation.horizons:
+        return [float(t) for t in study.validation.horizons]
+    surv = _survival(cohort)
+    if surv is None:
+        return []
+    times = surv[(cohort.split == "train") & (surv[:, 1] == 1), 0]
+    return [float(np.round(q, 6)) for q in np.quantile(times, [0.25, 0.5, 0.75])] if len(times) else []
 
 
 def _fold_rule(plan: OuterFolds, folds: int, seed: int) -> Callable[[Sequence[str], np.ndarray], Mapping[str, int]]:
@@ -526,7 +623,7 @@ def _fit_one(study: Study, spec: Model, cohort: Cohort, plan: OuterFolds, predic
     t0 = time.perf_counter()
     seed = study.study.seed
     inputs = input_models(spec)
-    bags = [mil_feature_set(spec)] if spec.kind == "mil" else []
+    bags = [mil_feature_set(spec)] if spec.kind in ("mil", "mil_cox") else []
     cohort_hash = cohort.digest(features=pooled_refs(spec), bags=bags)
     key_inputs = {n: hashes[n] for n in inputs}
     ordered = _declared_orders(spec, cohort)
@@ -535,6 +632,9 @@ def _fit_one(study: Study, spec: Model, cohort: Cohort, plan: OuterFolds, predic
     key = fit_key(spec, cohort_hash, plan, seed, key_inputs)
     folder = study.models_dir / spec.name
     labels = dict(zip(cohort.patient_ids, _labels(cohort).tolist()))
+    targets = _targets(study, spec, cohort)
+    is_survival = targets.ndim == 2
+    horizons = study_horizons(study, cohort) if is_survival else []
     manifest = read_manifest(folder)
     if manifest is not None and manifest.get("fit_key") == key:
         frame = read_predictions(folder).cast(PREDICTION_SCHEMA)
@@ -545,7 +645,7 @@ def _fit_one(study: Study, spec: Model, cohort: Cohort, plan: OuterFolds, predic
         return ModelReport(spec.name, spec.kind, "up to date", _counts(frame), manifest.get("oof_auc"),
                            manifest.get("chosen", {}), manifest.get("missing", {}), manifest.get("unlabelled", []),
                            time.perf_counter() - t0, folder, manifest.get("dropped") or {},
-                           _optimistic_reason(manifest.get("nesting")))
+                           _optimistic_reason(manifest.get("nesting")), manifest.get("oof_c"))
 
     assembled = assemble(spec, cohort, fusion.training_scores(inputs, predictions))
     nesting, fold_data, on_fold = None, None, None
@@ -554,15 +654,16 @@ def _fit_one(study: Study, spec: Model, cohort: Cohort, plan: OuterFolds, predic
         if spec.name in crossfit.shared and (not inputs or nesting["nested"]):
             # this model's outer-fold fits are the fits a nested model's folds read: keep their scores
             on_fold = lambda k, te, s: crossfit.record(spec.name, k, te, s)  # noqa: E731
-    result = fit_model(spec, assembled, _labels(cohort), cohort.split, plan, seed, progress=progress,
-                       fold_data=fold_data, on_fold=on_fold)
+    result = fit_model(spec, assembled, targets, cohort.split, plan, seed, progress=progress,
+                       fold_data=fold_data, on_fold=on_fold, horizons=horizons)
     dropped = dict(getattr(result.learner, "dropped_", None) or {})
     used = getattr(result.learner, "columns_", None) or assembled.data.columns
     if dropped:
         log.warning("%s", dropped_text(spec.name, dropped))
     frame = result.predictions
     digest = predictions_hash(frame)
-    oof_auc = _oof_auc(frame, labels)
+    oof_auc = None if is_survival else _oof_auc(frame, labels)
+    oof_c = _oof_c(frame, cohort, targets) if is_survival else None
     used_sets = sorted({r.split(":", 1)[0] for r in pooled_refs(spec)} | set(bags))
     manifest = _jsonable({
         "name": spec.name, "kind": spec.kind, "config": spec.model_dump(mode="json"),
@@ -579,16 +680,18 @@ def _fit_one(study: Study, spec: Model, cohort: Cohort, plan: OuterFolds, predic
         "input_columns": assembled.data.columns.to_dict() if assembled.data.columns is not None else None,
         "dropped": dropped,
         "predictions_hash": digest, "counts": _counts(frame), "oof_auc": oof_auc,
+        "endpoint": study.endpoint(spec), "horizons": horizons, "oof_c": oof_c,
         "missing": result.missing, "unlabelled": result.unlabelled, "versions": library_versions(),
         "device": getattr(getattr(result.learner, "classifier_", None), "device_", None),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
-    save_model(folder, result.learner, manifest, frame, result.attention)
+    save_model(folder, result.learner, manifest, frame, result.attention, result.horizon_risks)
     write_predictions(study.store_path, spec.name, frame)
     predictions[spec.name], hashes[spec.name] = frame, digest
     log.info("model %s (%s): fitted; %s; OOF AUC %s", spec.name, spec.kind, _counts(frame), oof_auc)
     return ModelReport(spec.name, spec.kind, "fitted", _counts(frame), oof_auc, manifest["chosen"], result.missing,
-                       result.unlabelled, time.perf_counter() - t0, folder, dropped, _optimistic_reason(nesting))
+                       result.unlabelled, time.perf_counter() - t0, folder, dropped, _optimistic_reason(nesting),
+                       oof_c)
 
 
 def fit(study: Study, models: list[str] | None = None, progress: bool = True,
@@ -605,7 +708,9 @@ def fit(study: Study, models: list[str] | None = None, progress: bool = True,
         Progress bars over models and folds.
     plan
         The outer fold of every labelled training patient (default: stratified and seeded by
-        :func:`outer_folds`); given to hold the assignment fixed while the labels change.
+        :func:`outer_folds`); given to hold the assignment fixed while the labels change. It serves
+        the models of its ``endpoint``; survival models of a binary study (and binary models of a
+        survival study) get their own folds, drawn on the training patients with their outcome.
 
     Returns
     -------
@@ -624,25 +729,34 @@ def fit(study: Study, models: list[str] | None = None, progress: bool = True,
             return FitResult(study.cohort.name if study.cohort else "-", {}, 0, study.study.seed, [], study.models_dir)
         features, bags = required_inputs(specs)
         cohort = load_cohort(study, features=features, bags=bags, on_missing="keep")
-        labels = _labels(cohort)
-        train = (cohort.split == "train") & np.isfinite(labels)
-        if plan is None:
-            plan = outer_folds(np.asarray(cohort.patient_ids, dtype=object)[train], labels[train],
-                               study.validation.folds, study.study.seed)
         counts = {s: int((cohort.split == s).sum()) for s in SPLITS}
         predictions: dict[str, pl.DataFrame] = {}
         hashes: dict[str, str] = {}
         seed, folds = study.study.seed, study.validation.folds
         versions = {k: v for k, v in library_versions().items() if k != "cohortlab"}
         cache = FitCache(study.models_dir / CACHE_FOLDER)
-        crossfit = CrossFitter(
-            {m.name: m for m in specs}, cohort, labels, cohort.split, _fold_rule(plan, folds, seed),
-            lambda spec, data, y, step: train_learner(spec, data, y, seed, registry.build_learner, step),
-            cache, {"seed": seed, "folds": folds, "versions": versions},
-        )
+        endpoints = {m.name: study.endpoint(m) for m in specs}
+        # one set of outer folds per endpoint the models predict: binary models' folds hold the labelled
+        # training patients (stratified on the label), survival models' those with follow-up (on the event)
+        plans: dict[str, OuterFolds] = {}
+        crossfits: dict[str, CrossFitter] = {}
+        for endpoint in dict.fromkeys([study.study.endpoint, *endpoints.values()]):
+            labels = _strata(cohort, endpoint)
+            train = (cohort.split == "train") & np.isfinite(labels)
+            given = plan if plan is not None and plan.endpoint == endpoint else None
+            plans[endpoint] = given or replace(outer_folds(
+                np.asarray(cohort.patient_ids, dtype=object)[train], labels[train], folds, seed), endpoint=endpoint)
+            crossfits[endpoint] = CrossFitter(
+                {m.name: m for m in specs}, cohort, labels, cohort.split, _fold_rule(plans[endpoint], folds, seed),
+                lambda spec, data, y, step: train_learner(spec, data, y, seed, registry.build_learner, step),
+                cache, {"seed": seed, "folds": folds, "versions": versions},
+                survival=_survival(cohort), endpoints=endpoints,
+            )
+        plan = plans[study.study.endpoint]
         try:
             reports = [
-                _fit_one(study, spec, cohort, plan, predictions, hashes, progress, crossfit)
+                _fit_one(study, spec, cohort, plans[endpoints[spec.name]], predictions, hashes, progress,
+                         crossfits[endpoints[spec.name]])
                 for spec in tqdm(specs, desc="fitting models", unit="model", disable=not progress)
             ]
         finally:

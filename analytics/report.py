@@ -67,6 +67,8 @@ SECTIONS = (
     ("sec-calibration", "Calibration"),
     ("sec-decision", "Decision curves"),
     ("sec-comparison", "Model comparison"),
+    ("sec-added-value", "Added value"),
+    ("sec-subgroups", "Subgroups"),
     ("sec-survival", "Survival"),
     ("sec-explanations", "Explanations"),
     ("sec-failed", "Failed inputs"),
@@ -89,9 +91,14 @@ METRIC_ROWS = (
     ("calibration_recalibration_slope", "Recalibration slope"),
     ("calibration_brier", "Brier score"),
     ("calibration_ici", "ICI"),
+    ("n_survival", "Patients with follow-up"),
+    ("n_events", "Events (follow-up)"),
     ("c_index", "C-index (Harrell)"),
+    ("c_index_uno", "C-index (Uno, IPCW)"),
     ("logrank_p", "Log-rank p (risk groups)"),
 )
+# survival models, per horizon t: (metrics.csv prefix, row label)
+HORIZON_ROWS = (("auc", "AUC({t}), IPCW"), ("brier", "Brier({t}), IPCW"))
 EXPLAIN_TYPES = MappingProxyType({".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
                                   ".svg": "image/svg+xml"})
 
@@ -154,7 +161,7 @@ def metric_cell(model: str, split: str, name: str, split_metrics: SplitMetrics |
     """The formatted value of metrics.csv's ``name`` for one model and split (``–`` when absent)."""
     key = f"{model}|{split}|{name}"
     e = split_metrics.get(name) if split_metrics is not None else None
-    if name in ("n", "n_positive"):
+    if name in ("n", "n_positive", "n_survival", "n_events"):
         return Cell("–" if e is None or e.estimate is None else str(int(e.estimate)), key)
     if name.startswith("calibration_"):
         return Cell(fmt(_estimate(e)), key)
@@ -255,9 +262,9 @@ def read_sources(study: Study) -> Sources:
 
 def _inputs_digest(study: Study, predictions: pl.DataFrame, cohort: Any) -> str:
     """validate's digest of its inputs, recomputed to tell whether metrics.json is current."""
-    from analytics.validate import inputs_digest
+    from analytics.validate import inputs_digest, outcome_columns
 
-    cols = ["patient_id", "label", "center", "split"] + [c for c in ("time", "event") if c in cohort.frame.columns]
+    cols = outcome_columns(study, cohort.frame.columns)
     return inputs_digest(study, predictions, cohort.frame.select(cols).rename({"split": "cohort_split"}))
 
 
@@ -265,8 +272,12 @@ def _inputs_digest(study: Study, predictions: pl.DataFrame, cohort: Any) -> str:
 
 
 def flow(patients: pl.DataFrame, frame: pl.DataFrame | None, predictions: pl.DataFrame,
-         models: Sequence[str]) -> dict[str, Any]:
-    """Participant flow by centre: store → cohort → labelled → analysed by each model; then per split.
+         models: Sequence[str], survival: bool = False, endpoint: str = "binary") -> dict[str, Any]:
+    """Participant flow by centre: store → cohort → with an outcome → analysed by each model; then per split.
+
+    With ``survival`` (a survival endpoint or model), a patient with a time and an event has an outcome
+    whether or not it has a label. Per split, the events are the labels' positives, or for a survival
+    ``endpoint`` the events.
 
     Returns
     -------
@@ -291,10 +302,16 @@ def flow(patients: pl.DataFrame, frame: pl.DataFrame | None, predictions: pl.Dat
         cohort_ids = frame.get_column("patient_id").to_list()
         c = counts(cohort_ids, center_of)
         rows.append({"stage": "Selected by the cohort SQL", "counts": c, "total": sum(c)})
-        labelled = frame.filter(pl.col("label").is_not_null())
+        followed = survival and "time" in frame.columns and "event" in frame.columns
+        known = pl.col("label").is_not_null()
+        if followed:
+            known = known | (pl.col("time").is_not_null() & pl.col("event").is_not_null())
+        labelled = frame.filter(known)
         lab_ids = labelled.get_column("patient_id").to_list()
         c = counts(lab_ids, center_of)
-        rows.append({"stage": "With a known outcome (label)", "counts": c, "total": sum(c)})
+        stage = "With a known outcome (label, or time and event)" if followed else "With a known outcome (label)"
+        rows.append({"stage": stage, "counts": c, "total": sum(c)})
+        event_col = "event" if followed and endpoint == "survival" else "label"
         lab = set(lab_ids)
         for model in models:
             ids = [p for p in predictions.filter(pl.col("model") == model).get_column("patient_id").to_list() if p in lab]
@@ -307,7 +324,7 @@ def flow(patients: pl.DataFrame, frame: pl.DataFrame | None, predictions: pl.Dat
             cells = []
             for ctr in centers + [None]:
                 sub = part if ctr is None else part.filter(pl.col("center") == ctr)
-                n, k = sub.height, int(sub.get_column("label").sum() or 0)
+                n, k = sub.height, int(sub.get_column(event_col).sum() or 0)
                 cells.append(f"{n} ({k})" if n else "–")
             splits.append({"split": SPLIT_NAMES[split], "cells": cells})
     return {"centers": centers, "rows": rows, "splits": splits}
@@ -604,9 +621,12 @@ def performance(models: Sequence[str], validation: Validation,
         sp = mm[model].splits if model in mm else empty
         flagged = bool((training.get(model) or {}).get("optimistic"))
         rows = []
-        for name, label in METRIC_ROWS:
+        horizon_rows = [(f"{prefix}_t{t}", label.format(t=t)) for t in _horizons_of(sp)
+                        for prefix, label in HORIZON_ROWS]
+        for name, label in (*METRIC_ROWS, *horizon_rows):
             cells = [metric_cell(model, s, name, sp[s]) if s in sp else Cell("–") for s in splits]
-            if all(c.text == "–" for c in cells):
+            # a measure computed but undefined on every split (e.g. NPV without predicted negatives) keeps its row
+            if all(c.text == "–" for c in cells) and not any(sp[s].get(name) is not None for s in splits if s in sp):
                 continue
             rows.append({"label": label, "method": _method(name, sp), "cells": _flag_training(cells, splits, flagged)})
         detail.append({"model": model, "training": training.get(model), "rows": rows})
@@ -626,6 +646,52 @@ def performance(models: Sequence[str], validation: Validation,
                 })
     return {"splits": [SPLIT_NAMES[s] for s in splits], "split_keys": splits, "headline": headline,
             "detail": detail, "centers": centers}
+
+
+def _horizons_of(splits: Mapping[str, SplitMetrics]) -> list[str]:
+    """The horizons (as written in measure names, ``auc_t12`` -> ``12``) of a model's AUC(t)/Brier(t)."""
+    found: dict[float, str] = {}
+    for sm in splits.values():
+        for k in sm.estimates:
+            for prefix in ("auc_t", "brier_t"):
+                if k.startswith(prefix):
+                    try:
+                        found[float(k[len(prefix):])] = k[len(prefix):]
+                    except ValueError:
+                        pass
+    return [found[t] for t in sorted(found)]
+
+
+def horizon_blocks(models: Sequence[str], curves: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per survival model and split: time-dependent ROC and calibration at each horizon, one figure."""
+    out = []
+    for model in models:
+        for split in SPLITS:
+            c = curves.get(model, {}).get(split, {}) or {}
+            per = c.get("horizons") or {}
+            if not per:
+                continue
+            rocs = [(f"t = {h['horizon']:g}", h["time_roc"]["fpr"], h["time_roc"]["tpr"])
+                    for h in per.values() if h.get("time_roc")]
+            cal = [(f"t = {h['horizon']:g}", h["calibration_at"]["predicted"], h["calibration_at"]["observed"])
+                   for h in per.values() if h.get("calibration_at")]
+            smooth = [(f"t = {h['horizon']:g}", h["calibration_smooth"]["predicted"], h["calibration_smooth"]["observed"])
+                      for h in per.values() if h.get("calibration_smooth")]
+            dec = c.get("decision_at")
+            decision = None if not dec else (f"Decision curve at t = {dec['horizon']:g}", dec["threshold"],
+                                             [np.nan if x is None else x for x in dec["net_benefit"]],
+                                             [np.nan if x is None else x for x in dec["treat_all"]])
+            if not rocs and not cal:
+                continue
+            fig = figures.horizon_figure(f"{model} · {SPLIT_NAMES[split]}", rocs, cal, smooth, decision)
+            out.append({"model": model, "split": split, "figure": Embedded(
+                f"fig-horizons-{model}-{split}", figures.data_uri(fig),
+                f"Time-dependent ROC and calibration of {model}, {split}",
+                f"{model}, {SPLIT_NAMES[split]}: cumulative/dynamic ROC curves at each horizon (cases: event by t; "
+                "controls: event-free after t; inverse-probability-of-censoring weights); mean predicted risk "
+                "against the Kaplan-Meier risk by t per tenth of predicted risk (points) and the smooth calibration "
+                "curve (lines); the decision curve at the main horizon (Kaplan-Meier risk among the treated).")})
+    return out
 
 
 def _method(name: str, splits: Mapping[str, SplitMetrics]) -> str:
@@ -657,6 +723,51 @@ def comparisons(validation: Validation) -> list[dict[str, Any]]:
     return rows
 
 
+def added_value_blocks(validation: Validation) -> list[dict[str, Any]]:
+    """One block per ``[validation] added_value`` pair: a row per split (ΔAUC, NRI, IDI with CIs and p),
+    the LR test or why there is none, and the reclassification tables. Cells carry
+    ``<new> vs <old>|<split>|<metric>`` as in metrics.csv (``<metric>_p`` for p-values)."""
+    blocks: dict[tuple[str, str], dict[str, Any]] = {}
+    for av in validation.added_value:
+        b = blocks.setdefault((av.new, av.old), {"new": av.new, "old": av.old, "cutoffs": list(av.cutoffs),
+                                                 "rows": [], "tables": [], "lr": None, "lr_reason": None})
+        key = f"{av.new} vs {av.old}|{av.split}"
+
+        def iv(d: Mapping[str, Any] | None, name: str, key: str = key) -> tuple[Cell, Cell]:
+            if d is None:
+                return Cell("–", None), Cell("–", None)
+            return (Cell(fmt_interval(Estimate(d.get("estimate"), d.get("low"), d.get("high"))), f"{key}|{name}"),
+                    Cell(fmt_p(d.get("p")), f"{key}|{name}_p"))
+
+        def part(d: Mapping[str, Any] | None, which: str, name: str, key: str = key) -> Cell:
+            c = (d or {}).get(which)
+            return Cell(fmt((c or {}).get("estimate")), f"{key}|{name}_{which}" if c else None)
+
+        c = av.auc_difference
+        dauc = (Cell(fmt_interval(Estimate(c.difference, c.low, c.high)), f"{key}|auc_difference"),
+                Cell(fmt_p(c.p), f"{key}|auc_difference_p")) if c is not None else (Cell("–"), Cell("–"))
+        b["rows"].append({
+            "split": av.split, "split_name": SPLIT_NAMES.get(av.split, av.split), "n": str(av.n),
+            "n_positive": str(av.n_positive), "auc_difference": dauc, "nri": iv(av.nri, "nri"),
+            "nri_events": part(av.nri, "events", "nri"), "nri_nonevents": part(av.nri, "nonevents", "nri"),
+            "nri_categorical": iv(av.nri_categorical, "nri_categorical"), "idi": iv(av.idi, "idi"),
+        })
+        if av.split == "train":
+            if av.lr_test is not None:
+                lr = av.lr_test
+                b["lr"] = {"statistic": Cell(fmt(lr.get("statistic"), 2), f"{key}|lr_statistic"),
+                           "df": str(lr.get("df")), "p": Cell(fmt_p(lr.get("p")), f"{key}|lr_statistic_p")}
+            b["lr_reason"] = av.lr_test_reason
+        if av.reclassification is not None:
+            cuts = list(av.cutoffs)
+            bounds = [0.0, *cuts, 1.0]
+            groups = [f"{bounds[i]:g}–{bounds[i + 1]:g}" for i in range(len(bounds) - 1)]
+            b["tables"].append({"split_name": SPLIT_NAMES.get(av.split, av.split), "groups": groups,
+                                "events": av.reclassification.get("events"),
+                                "nonevents": av.reclassification.get("nonevents")})
+    return list(blocks.values())
+
+
 # --- figures --------------------------------------------------------------------------------------------------------
 
 
@@ -684,8 +795,8 @@ def _arrays(scored: pl.DataFrame, model: str, split: str) -> tuple[np.ndarray, n
 
 
 def roc_figures(models: Sequence[str], scored: pl.DataFrame, validation: Validation, seed: int,
-                progress: bool = True) -> tuple[Embedded | None, list[Embedded]]:
-    """An overview (all models per split) and one figure per model with bootstrap bands."""
+                progress: bool = True) -> tuple[list[Embedded], list[Embedded]]:
+    """One figure per split with all models overlaid, and one figure per model with bootstrap bands."""
     settings = validation.settings
     level, n_boot = float(settings.get("level", 0.95)), int(settings.get("n_boot", 2000))
     per_model: list[Embedded] = []
@@ -712,12 +823,12 @@ def roc_figures(models: Sequence[str], scored: pl.DataFrame, validation: Validat
                                     f"{model}: empirical ROC curves per split; shaded, the pointwise {level:.0%} "
                                     f"CI of sensitivity at fixed specificities ({n_boot} stratified bootstrap "
                                     "resamples, pROC ci.se); legend: AUC with DeLong CI."))
-    ordered = {s: overview[s] for s in SPLITS if s in overview}
-    over = None
-    if ordered:
-        over = Embedded("fig-roc-overview", figures.data_uri(figures.roc_overview_figure(ordered)),
-                      "ROC curves of all models per split", "All models per split (legend: AUC).")
-    return over, per_model
+    overlays = [Embedded(f"fig-roc-split-{split}", figures.data_uri(figures.roc_split_figure(split, overview[split])),
+                         f"ROC curves of all models, {SPLIT_NAMES[split]}",
+                         f"All models on the {SPLIT_NAMES[split]} split, each on the patients it scored "
+                         "(legend: AUC, as in the performance table).")
+                for split in SPLITS if split in overview]
+    return overlays, per_model
 
 
 def _estimate(e: Estimate | None) -> float | None:
@@ -894,6 +1005,209 @@ def explain_budget(manifest: Mapping[str, Any] | None) -> list[dict[str, str]]:
     return [{"models": ", ".join(models), "text": text} for text, models in groups.items()]
 
 
+def decision_overlays(models: Sequence[str], scored: pl.DataFrame, settings: Mapping[str, Any],
+                      curves: Mapping[str, Any] | None = None) -> list[Embedded]:
+    """One decision-curve figure per split: every model, treat-all and treat-none, on the patients that all
+    the split's models scored (so that treat-all is one line). With ``curves`` (curves.json), only the
+    models validation drew a decision curve for on that split (predicted probabilities of the binary outcome)."""
+    from analytics.stats.decision import net_benefit
+
+    start, stop, step = (float(x) for x in settings.get("dca_thresholds", (0.05, 0.95, 0.05)))
+    grid = np.round(start + step * np.arange(int(round((stop - start) / step)) + 1), 10)
+    out = []
+    for split in SPLITS:
+        eligible = [m for m in models if curves is None or (curves.get(m) or {}).get(split, {}).get("decision")]
+        part = scored.filter((pl.col("split") == split) & pl.col("model").is_in(eligible))
+        present = [m for m in eligible if m in set(part.get_column("model").to_list())]
+        if not present:
+            continue
+        wide = (part.pivot(on="model", index=["patient_id", "label"], values="score")
+                .drop_nulls(subset=present).sort("patient_id"))
+        y = wide.get_column("label").to_numpy().astype(int)
+        if wide.height < 3 or len(np.unique(y)) < 2:
+            continue
+        lines, base = [], None
+        for model in present:
+            nb = net_benefit(y, wide.get_column(model).to_numpy().astype(float), grid, n_boot=0)
+            base = nb if base is None else base
+            lines.append((model, nb.get_column("net_benefit").to_numpy()))
+        assert base is not None
+        note = f"{wide.height} patients scored by all {len(present)} models, {int(y.sum())} events"
+        png = figures.decision_split_figure(split, base.get_column("threshold").to_numpy(), lines,
+                                            base.get_column("treat_all").to_numpy(),
+                                            base.get_column("treat_none").to_numpy(), note)
+        out.append(Embedded(f"fig-decision-split-{split}", figures.data_uri(png), f"Decision curves of all models, {SPLIT_NAMES[split]}",
+                            f"All models on the {SPLIT_NAMES[split]} split: net benefit over threshold probabilities "
+                            f"against treating all and treating none (Vickers & Elkin 2006), on the {note}."))
+    return out
+
+
+# --- subgroups ---------------------------------------------------------------------------------------------------
+
+
+def subgroup_blocks(models: Sequence[str], validation: Validation, level: float) -> list[dict[str, Any]]:
+    """Per split: a table of every model's n, events, AUC (DeLong CI) and calibration-in-the-large per
+    subgroup, and a forest plot of the AUCs. Cells carry ``model|subgroup:<variable>=<group>/<split>|<measure>``."""
+    out = []
+    rank = {m: i for i, m in enumerate(models)}
+    for split in SPLITS:
+        rows = sorted((g for g in validation.subgroups if g.split == split and g.model in rank),
+                      key=lambda g: rank[g.model])  # stable: subgroup order as validated
+        if not rows:
+            continue
+        table, forest_rows = [], []
+        for g in rows:
+            key = f"{g.model}|subgroup:{g.variable}={g.group}/{split}"
+            table.append({"model": g.model, "variable": g.variable, "group": g.group,
+                          "n": Cell(str(g.n), f"{key}|n"), "events": Cell(str(g.n_positive), f"{key}|n_positive"),
+                          "auc": Cell(fmt_interval(g.auc), f"{key}|auc"),
+                          "in_the_large": Cell(fmt(g.in_the_large), f"{key}|in_the_large")})
+            if g.auc is not None and g.auc.estimate is not None:
+                forest_rows.append(figures.SubgroupRow(f"{g.model} · {g.variable} {g.group}", g.auc.estimate, g.auc.low,
+                                                       g.auc.high, f"{g.n} / {g.n_positive}",
+                                                       figures.model_color(rank[g.model])))
+        figure = None
+        if forest_rows:
+            png = figures.subgroup_forest_figure(f"AUC by subgroup · {SPLIT_NAMES[split]}", forest_rows, level)
+            figure = Embedded(f"fig-subgroups-{split}", figures.data_uri(png), f"AUC by subgroup, {SPLIT_NAMES[split]}",
+                              f"AUC with {level:.0%} DeLong CIs per model and subgroup on the {SPLIT_NAMES[split]} split; "
+                              "right margin: patients / events; subgroups with one class have no AUC.")
+        out.append({"split": split, "split_name": SPLIT_NAMES[split], "rows": table, "figure": figure})
+    return out
+
+
+# --- fitted models: sample size, nomograms --------------------------------------------------------------------------
+
+# kinds whose saved artefact the report loads (a pipeline or a meta-learner)
+LOADED_KINDS = ("logistic", "svm", "xgboost", "stacking")
+
+
+def load_fitted(study: Study, models: Sequence[str], manifests: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The saved models of ``models`` whose manifests exist and whose kind the report reads; a folder that
+    cannot be loaded is left out (logged)."""
+    from analytics.models.persist import PersistError, load_model
+
+    out = {}
+    for name in models:
+        if manifests.get(name, {}).get("kind") not in LOADED_KINDS:
+            continue
+        try:
+            out[name] = load_model(study.models_dir / name)
+        except (PersistError, OSError, ValueError, KeyError) as exc:
+            log.info("report: model %s not loaded: %s", name, exc)
+    return out
+
+
+def parameter_count(fitted: Any) -> tuple[int | None, str]:
+    """Candidate predictor parameters of a fitted model: the columns its classifier sees after one-hot encoding
+    and PCA (a pipeline), or its members (a stacking meta-learner); None and why for other kinds."""
+    from analytics.models.learners import StackingLearner, TabularLearner
+
+    learner = fitted.learner
+    if isinstance(learner, TabularLearner):
+        prep = learner.pipeline_.named_steps["prep"]
+        return len(prep.get_feature_names_out()), "columns after one-hot encoding and PCA"
+    if isinstance(learner, StackingLearner):
+        return len(fitted.spec.members), "member scores"
+    return None, f"{fitted.spec.kind}: no parameter count"
+
+
+def sample_size_rows(models: Sequence[str], validation: Validation, fitted: Mapping[str, Any],
+                     manifests: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each model's training patients and events against the Riley et al. (BMJ 2020) minimum sample size:
+    prevalence from the training patients, R²cs anticipated from the out-of-fold AUC (Riley et al. 2021),
+    parameters after one-hot encoding and PCA. ``short`` flags a training set below the required n."""
+    from analytics.stats import sample_size
+
+    out = []
+    for name in models:
+        kind = manifests.get(name, {}).get("kind", "–")
+        sm = validation.models[name].splits.get("train") if name in validation.models else None
+        row: dict[str, Any] = {"model": name, "kind": kind, "n": "–", "events": "–", "parameters": "–", "auc": "–",
+                               "r2": "–", "c1": "–", "c2": "–", "c3": "–", "required": "–", "short": False, "note": ""}
+        out.append(row)
+        if kind == "voting":
+            row["note"] = "averages its members' scores: no parameters of its own"
+            continue
+        if kind in ("cox", "mil_cox"):
+            row["note"] = "a time-to-event model: these criteria are for a binary outcome"
+            continue
+        if kind == "mil":
+            row["note"] = "a neural network on instance bags: the criteria are for regression models"
+        if sm is None:
+            row["note"] = row["note"] or "no training predictions"
+            continue
+        row["n"], row["events"] = str(sm.n), str(sm.n_positive)
+        auc = sm.get("auc")
+        row["auc"] = fmt(_estimate(auc))
+        if name not in fitted:
+            row["note"] = row["note"] or "no saved model to count parameters from"
+            continue
+        p, how = parameter_count(fitted[name])
+        if p is None:
+            row["note"] = how
+            continue
+        row["parameters"] = f"{p}"
+        row["parameters_how"] = how
+        if sm.n == 0 or not 0 < sm.n_positive < sm.n or auc is None or auc.estimate is None:
+            row["note"] = "needs both classes and an out-of-fold AUC in the training patients"
+            continue
+        try:
+            req = sample_size(sm.n_positive / sm.n, p, auc=auc.estimate)
+        except ValueError as exc:
+            row["note"] = f"not computable: {exc}"
+            continue
+        row.update(r2=fmt(req.r2_cs), c1=str(req.criterion_1), c2=str(req.criterion_2), c3=str(req.criterion_3),
+                   required=str(req.n), short=sm.n < req.n)
+        if kind in ("svm", "xgboost"):
+            row["note"] = "criteria derived for regression models: a lower bound for a flexible learner"
+    return out
+
+
+def nomogram_figures(study: Study, models: Sequence[str], fitted: Mapping[str, Any], cohort: Any,
+                     predictions: pl.DataFrame, variables: pl.DataFrame) -> tuple[list[Embedded], list[str]]:
+    """A nomogram of each fitted logistic model on clinical variables and scores (axes over the training
+    patients' values, in the variables' units), and why a logistic model has none."""
+    from analytics.models.data import SCORE_PREFIX, assemble, input_models
+    from analytics.nomogram import NomogramError, nomogram, nomogram_figure
+
+    out: list[Embedded] = []
+    notes: list[str] = []
+    units = {r["name"]: (r.get("label") or r["name"]) + (f" ({r['unit']})" if r.get("unit") else "")
+             for r in variables.to_dicts()}
+    for name in models:
+        fm = fitted.get(name)
+        if fm is None or fm.spec.kind != "logistic":
+            continue
+        if fm.spec.features:
+            notes.append(f"{name}: no nomogram (image features have no per-variable scale)")
+            continue
+        if cohort is None:
+            notes.append(f"{name}: no nomogram (the cohort could not be loaded)")
+            continue
+        inputs = input_models(fm.spec)
+        scores = {m: dict(zip(rows.get_column("patient_id").to_list(), rows.get_column("score").to_list()))
+                  for m in inputs for rows in [predictions.filter(pl.col("model") == m)]}
+        try:
+            assembled = assemble(fm.spec, cohort, scores)
+            train = (np.asarray(cohort.split) == "train") & assembled.available
+            table = assembled.data.table.loc[train].reset_index(drop=True)
+            labels = {c: units.get(c, c) for c in table.columns}
+            labels.update({c: f"Score of {c.removeprefix(SCORE_PREFIX)}" for c in table.columns if c.startswith(SCORE_PREFIX)})
+            nom = nomogram(name, fm.learner.pipeline_, table, labels)
+        except (NomogramError, CohortlabError, ValueError, KeyError) as exc:
+            notes.append(f"{name}: no nomogram ({exc})")
+            continue
+        out.append(Embedded(f"fig-nomogram-{name}", figures.data_uri(nomogram_figure(nom, f"{name}: nomogram")),
+                            f"Nomogram of {name}",
+                            f"{name}: nomogram of the final logistic model. Read each predictor's points on the top "
+                            "scale, add them, and read the predicted risk below the total; coefficients are "
+                            "back-transformed from the standardised scale to the variables' units, axes span the "
+                            "training patients' values, a missing value counts as the training median (most "
+                            "frequent level)."))
+    return out, notes
+
+
 # --- assembling -------------------------------------------------------------------------------------------------------
 
 
@@ -913,7 +1227,9 @@ def build_context(src: Sources, progress: bool = True) -> dict[str, Any]:
         "notes": list(validation.notes) if validation is not None else [],
     }
     # study and data
-    ctx["flow"] = flow(src.store_patients, frame, src.predictions, models)
+    ctx["flow"] = flow(src.store_patients, frame, src.predictions, models,
+                       survival=any(src.study.endpoint(m) == "survival" for m in src.study.models)
+                       or src.study.study.endpoint == "survival", endpoint=src.study.study.endpoint)
     ctx["cohort_error"] = src.cohort_error
     if src.cohort is not None:
         prov = src.cohort.provenance()
@@ -930,22 +1246,33 @@ def build_context(src: Sources, progress: bool = True) -> dict[str, Any]:
     ctx["feature_sets"] = fs_rows
     ctx["random_sets"] = [r["name"] for r in fs_rows if r["random"]]
     ctx["model_rows"] = model_rows(study, models, validation, src.manifests)
+    # binary models' figures and summaries; survival models (scores are risks) have the survival section
+    binary = [m for m in models if not any(s.name == m and study.endpoint(s) == "survival" for s in study.models)]
+    fitted = load_fitted(study, binary, src.manifests)
+    ctx["sample_size"] = sample_size_rows(binary, validation, fitted, src.manifests) if validation is not None else []
+    ctx["nomograms"], ctx["nomogram_notes"] = nomogram_figures(study, binary, fitted, src.cohort, src.predictions,
+                                                                src.variables)
     # performance and figures
     scored = _scored(src.predictions, frame)
     level = validation.level if validation is not None else float(study.validation.level)
     ctx["level"] = level
     if validation is not None:
         ctx["performance"] = performance(models, validation, training_estimates(src.manifests))
-        ctx["roc_overview"], ctx["roc"] = roc_figures(models, scored, validation, study.study.seed, progress)
-        ctx["calibration"] = calibration_figures(models, src.curves, scored, validation)
-        ctx["decision"] = decision_figures(models, src.curves, level)
+        ctx["roc_overview"], ctx["roc"] = roc_figures(binary, scored, validation, study.study.seed, progress)
+        ctx["calibration"] = calibration_figures(binary, src.curves, scored, validation)
+        ctx["decision"] = decision_figures(binary, src.curves, level)
+        ctx["decision_overlays"] = decision_overlays(binary, scored, validation.settings, src.curves)
+        ctx["subgroups"] = subgroup_blocks(binary, validation, level)
         ctx["comparisons"] = comparisons(validation)
+        ctx["added_value"] = added_value_blocks(validation)
         ctx["forest"] = forest(ctx["comparisons"], level)
         time_label = _time_label(src.variables, frame)
         ctx["survival"] = survival_blocks(models, src.curves, validation, time_label)
+        ctx["horizons"] = horizon_blocks(models, src.curves)
     else:
-        ctx.update(performance=None, roc_overview=None, roc=[], calibration=[], decision=[], comparisons=[],
-                   forest=None, survival=[])
+        ctx.update(performance=None, roc_overview=[], roc=[], calibration=[], decision=[], decision_overlays=[],
+                   subgroups=[], comparisons=[], added_value=[],
+                   forest=None, survival=[], horizons=[])
     enabled = study.explain.enabled
     ctx["explain"] = explanation_figures(study.report_dir, src.explain if enabled else None)
     ctx["explain"].update(enabled=enabled, budget=explain_budget(src.explain) if enabled else [])
@@ -1011,13 +1338,19 @@ def _facts(src: Sources, models: Sequence[str], ctx: Mapping[str, Any]) -> tripo
         threshold_rules=tuple(thr), per_analysis=tuple(per_analysis), missing=tuple(missing_vars),
         excluded=tuple(excluded), has_metrics=validation is not None,
         has_centers=bool(ctx["performance"] and ctx["performance"]["centers"]),
-        has_survival=bool(ctx["survival"]), has_comparisons=bool(ctx["comparisons"]),
+        has_survival=bool(ctx["survival"]), has_survival_models=bool(ctx.get("horizons")),
+        has_comparisons=bool(ctx["comparisons"]),
+        has_added_value=bool(ctx["added_value"]),
         code_version=ctx["code_version"], manifests=tuple(sorted(src.manifests)),
         n_failed=len(ctx["failed"]), has_table1=src.cohort is not None, class_weights=tuple(class_weights(src.manifests)),
         level=ctx["level"],
         n_boot=int((validation.settings if validation is not None else {}).get("n_boot", study.validation.n_boot)),
         nested=tuple(m for m, t in training.items() if not t["optimistic"]),
         not_nested=tuple(m for m, t in training.items() if t["optimistic"]),
+        subgroups=tuple(dict.fromkeys(g.variable for g in validation.subgroups)) if validation is not None else (),
+        sample_size=tuple(f"{r['model']}: {r['n']} training patients, {r['required']} required"
+                          + (" (below the requirement)" if r["short"] else "")
+                          for r in ctx.get("sample_size", []) if r["required"] != "–"),
     )
 
 

@@ -126,6 +126,17 @@ def _check_center_agreement(
         )
 
 
+def outcome_strata(frame: pl.DataFrame) -> pl.Series:
+    """The 0/1 column splits are stratified and checked on: ``label``, or ``event`` for a cohort without labels.
+
+    A survival cohort may return ``time`` and ``event`` without a binary label; its splits then hold
+    both events and censored patients.
+    """
+    if frame["label"].drop_nulls().len() == 0 and "event" in frame.columns:
+        return frame["event"].cast(pl.Int8).alias("label")
+    return frame["label"]
+
+
 def assign_splits(
     frame: pl.DataFrame,
     rule: SplitSection,
@@ -179,7 +190,7 @@ def assign_splits(
                     f"{source}: column {rule.column}: patients of external centres {sorted(external)} are "
                     f"not in the external split: {_some(bad['patient_id'].to_list())}"
                 )
-        check_splits(frame["patient_id"], split, frame["label"], expected=_present(split), source=source)
+        check_splits(frame["patient_id"], split, outcome_strata(frame), expected=_present(split), source=source)
         return split
 
     is_external = frame["center"].is_in(sorted(external)).to_numpy()
@@ -189,7 +200,7 @@ def assign_splits(
             "no development centre is left to train on"
         )
     dev = np.flatnonzero(~is_external)
-    labels = frame["label"].to_list()
+    labels = outcome_strata(frame).to_list()
     held = np.zeros(frame.height, dtype=bool)
     held[dev] = stratified_holdout(
         frame["patient_id"].to_numpy()[dev], [labels[i] for i in dev], rule.internal_fraction, rule.seed
@@ -197,7 +208,7 @@ def assign_splits(
     values = np.where(is_external, "external", np.where(held, "internal", "train"))
     split = pl.Series("split", values.tolist(), dtype=pl.String)
     expected = ["train"] + (["internal"] if rule.internal_fraction > 0 else []) + (["external"] if external else [])
-    check_splits(frame["patient_id"], split, frame["label"], expected=expected, source=source)
+    check_splits(frame["patient_id"], split, outcome_strata(frame), expected=expected, source=source)
     log.info("%s: %s", source, ", ".join(f"{s} {int((values == s).sum())}" for s in SPLITS))
     return split
 

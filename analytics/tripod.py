@@ -115,7 +115,10 @@ class RunFacts:
     has_metrics: bool = False
     has_centers: bool = False
     has_survival: bool = False
+    # survival models (time-to-event endpoint) with measures at fixed horizons
+    has_survival_models: bool = False
     has_comparisons: bool = False
+    has_added_value: bool = False
     code_version: str = ""
     manifests: tuple[str, ...] = ()
     n_failed: int = 0
@@ -125,6 +128,8 @@ class RunFacts:
     n_boot: int = 0
     nested: tuple[str, ...] = ()  # models on other models' scores whose training estimate is nested
     not_nested: tuple[str, ...] = ()  # ... and those whose training estimate is optimistic
+    subgroups: tuple[str, ...] = ()  # cohort columns whose subgroups were validated
+    sample_size: tuple[str, ...] = ()  # per model: training n against the Riley minimum
 
 
 @dataclass(frozen=True)
@@ -180,8 +185,21 @@ def _predictors(f: RunFacts) -> Answer:
 def _sample_size(f: RunFacts) -> Answer:
     if f.n_cohort is None:
         return None
+    if f.sample_size:
+        return (PARTLY, f"{f.n_cohort} patients in the cohort, {f.n_labelled} with an outcome, {f.n_events} events. "
+                        "Training patients against the Riley et al. (2020) minimum sample size: "
+                        f"{'; '.join(f.sample_size)}. Further justification: for the author.",
+                (("flow", "participant flow"), ("sample-size", "sample size")))
     return (PARTLY, f"{f.n_cohort} patients in the cohort, {f.n_labelled} with an outcome, {f.n_events} events. "
                     "The justification (e.g. a sample-size calculation): for the author.", (("flow", "participant flow"),))
+
+
+def _fairness(f: RunFacts) -> Answer:
+    if not f.subgroups:
+        return None
+    return (PARTLY, f"Performance per subgroup of {', '.join(f.subgroups)}: patients, events, AUC with DeLong CI and "
+                    "calibration-in-the-large per split, with forest plots. Approaches to address unfairness and "
+                    "their rationale: for the author.", (("sec-subgroups", "subgroups"),))
 
 
 def _missing(f: RunFacts) -> Answer:
@@ -239,10 +257,22 @@ def _measures(f: RunFacts) -> Answer:
              "ROC curves with bootstrap bands"]
     if f.has_survival:
         parts.append("Harrell's C-index and Kaplan-Meier curves by risk group with log-rank tests")
+    if f.has_survival_models:
+        parts.append("for survival models, on every patient with follow-up: Harrell's and Uno's C (IPCW), AUC(t) "
+                     "and Brier(t) with inverse-probability-of-censoring weights, smooth calibration (ICI, E50, "
+                     "E90) and time-dependent ROC curves at each horizon, a decision curve at the main horizon, and "
+                     "on held-out patients the calibration slope of the linear predictor and the difference in "
+                     "baseline survival")
     if f.has_comparisons:
         parts.append("paired DeLong tests between models")
-    return (FILLED, "; ".join(parts) + ".", (("sec-performance", "performance"), ("sec-calibration", "calibration"),
-                                             ("sec-decision", "decision curves"), ("sec-comparison", "comparison")))
+    links = (("sec-performance", "performance"), ("sec-calibration", "calibration"),
+             ("sec-decision", "decision curves"), ("sec-comparison", "comparison"))
+    if f.has_added_value:
+        parts.append("added value of one model over another: continuous and categorical net reclassification "
+                     "improvement, integrated discrimination improvement and, for nested maximum-likelihood "
+                     "logistic models, the likelihood-ratio test")
+        links += (("sec-added-value", "added value"),)
+    return (FILLED, "; ".join(parts) + ".", links)
 
 
 def _predictions(f: RunFacts) -> Answer:
@@ -313,6 +343,10 @@ def _specification(f: RunFacts) -> Answer:
 def _performance(f: RunFacts) -> Answer:
     if not f.has_metrics:
         return None
+    if f.subgroups:
+        return (FILLED, f"All measures with {f.level:.0%} CIs per split, with ROC, calibration, decision and survival "
+                        f"plots; AUC and calibration-in-the-large per subgroup of {', '.join(f.subgroups)}.",
+                (("sec-performance", "performance"), ("sec-roc", "ROC"), ("sec-subgroups", "subgroups")))
     return (FILLED, f"All measures with {f.level:.0%} CIs per split, with ROC, calibration, decision and survival plots. "
                     "Sociodemographic subgroups: for the author.", (("sec-performance", "performance"), ("sec-roc", "ROC")))
 
@@ -326,7 +360,7 @@ def _heterogeneity(f: RunFacts) -> Answer:
 FILL: MappingProxyType[str, Callable[[RunFacts], Answer]] = MappingProxyType({
     "6a": _centres, "6b": _eligibility, "7": _preparation, "9b": _predictors, "10": _sample_size, "11": _missing,
     "12a": _splitting, "12b": _handling, "12c": _model_type, "12d": _heterogeneity_methods, "12e": _measures,
-    "12g": _predictions, "13": _imbalance, "15": _output, "16": _differences, "18f": _code, "20a": _flow, "20b": _characteristics,
+    "12g": _predictions, "13": _imbalance, "14": _fairness, "15": _output, "16": _differences, "18f": _code, "20a": _flow, "20b": _characteristics,
     "20c": _comparison_dev, "21": _per_analysis, "22": _specification, "23a": _performance, "23b": _heterogeneity,
 })
 

@@ -22,7 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from analytics import stats
 from analytics.cohort import load_cohort
 from analytics.splits import SPLITS
 from analytics.validation import (
+    AddedValue,
     CenterMetrics,
     Cutpoints,
     Estimate,
@@ -45,6 +48,7 @@ from analytics.validation import (
     Threshold,
     ValidateError,
     Validation,
+    added_value_inputs,
     clean,
     jsonable,
     measure_split,
@@ -54,6 +58,7 @@ from analytics.validation import (
 )
 from pipeline import atomic, store
 from pipeline.config import Study
+from pipeline.errors import CohortlabError
 
 log = logging.getLogger("cohortlab.validate")
 
@@ -87,6 +92,13 @@ def _dca_grid(spec: list[float]) -> np.ndarray:
     return np.round(start + step * np.arange(n), 10)
 
 
+def outcome_columns(study: Study, columns: Sequence[str]) -> list[str]:
+    """The cohort columns the metrics are computed from: ids, labels, centre, split, follow-up where the cohort
+    has it, and the ``[validation] subgroups`` columns."""
+    cols = ["patient_id", "label", "center", "split"] + [c for c in ("time", "event") if c in columns]
+    return cols + [c for c in study.validation.subgroups if c not in cols and c in columns]
+
+
 def inputs_digest(study: Study, preds: pl.DataFrame, outcomes: pl.DataFrame) -> str:
     """What the metrics depend on: predictions, outcomes, validation settings."""
     h = hashlib.sha256()
@@ -103,14 +115,88 @@ def inputs_digest(study: Study, preds: pl.DataFrame, outcomes: pl.DataFrame) -> 
 def _split_metrics(
     y: np.ndarray, score: np.ndarray, thr: float | None, study: Study, seed: int,
     time: np.ndarray | None, event: np.ndarray | None, cut: np.ndarray | None,
+    survival_score: np.ndarray | None = None, horizons: Sequence[float] = (),
+    horizon_risk: np.ndarray | None = None,
 ) -> tuple[SplitMetrics, dict[str, Any], list[str]]:
     """The measures of :data:`analytics.validation.MEASURES` on one split, its curves, and notes on what
-    could not be computed."""
+    could not be computed. ``time``/``event`` align with ``survival_score`` when given (every patient with
+    follow-up, labelled or not), else with ``score``."""
     v = study.validation
     inputs = SplitInputs.of(y, score, level=v.level, n_boot=v.n_boot, seed=seed, dca_thresholds=_dca_grid(v.dca_thresholds),
-                            threshold=thr, time=time, event=event, cut=cut)
+                            threshold=thr, time=time, event=event, cut=cut, survival_score=survival_score,
+                            horizons=horizons, horizon_risk=horizon_risk)
     metrics, curves = measure_split(inputs)
     return metrics, curves, inputs.notes
+
+
+def _linear_predictor(study: Study, name: str) -> bool:
+    """Whether a survival model's score is a Cox linear predictor (every survival kind but the forest)."""
+    return any(m.name == name and m.kind != "rsf" for m in study.models)
+
+
+def lp_calibration(time: np.ndarray, event: np.ndarray, lp: np.ndarray, horizons: Sequence[float],
+                   risk: np.ndarray, level: float) -> tuple[dict[str, Estimate], list[str]]:
+    """External validation of a Cox-type model (Royston & Altman 2013, BMC Med Res Methodol 13:33).
+
+    ``lp_calibration_slope``: the coefficient of the linear predictor in a Cox model refitted on the
+    validation patients (1 = no over- or under-fitting), with its Wald interval.
+    ``baseline_survival_diff_t{t}``: the validation patients' baseline survival at ``t`` (Breslow, the
+    linear predictor as an offset) minus the development one, recovered from the saved risk
+    ``1 - exp(-H0(t) exp(lp))``.
+    """
+    from analytics.models.survival import breslow
+
+    out: dict[str, Estimate] = {}
+    notes: list[str] = []
+    ok = np.isfinite(time) & np.isfinite(event) & np.isfinite(lp)
+    time, event, lp, risk = time[ok], event[ok].astype(np.int64), lp[ok], risk[ok]
+    if event.sum() < 2:
+        return out, ["calibration slope of the linear predictor not computed (fewer than 2 events)"]
+    res, why = safe(stats.cox, time, event, lp, level=level)
+    if res is not None:
+        row = res.summary.row(0, named=True)
+        z = float(_norm_ppf(0.5 + level / 2))
+        out["lp_calibration_slope"] = Estimate(clean(row["coef"]), clean(row["coef"] - z * row["se"]),
+                                               clean(row["coef"] + z * row["se"]), "Cox regression on the linear "
+                                               "predictor (Wald CI)", clean(level))
+    else:
+        notes.append(f"calibration slope of the linear predictor not computed ({why})")
+    times, h0 = breslow(lp, time, event)
+    for j, t in enumerate(horizons):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dev = -np.log1p(-risk[:, j]) / np.exp(lp)
+        dev = dev[np.isfinite(dev)]
+        if not len(dev):
+            continue
+        s_dev = float(np.exp(-np.median(dev)))
+        s_val = float(np.exp(-(h0[times <= t][-1] if (times <= t).any() else 0.0)))
+        out[f"baseline_survival_diff_t{t:g}"] = Estimate(clean(s_val - s_dev), None, None,
+                                                         "S0 validation (Breslow, offset lp) − S0 development",
+                                                         clean(level))
+    return out, notes
+
+
+def _norm_ppf(q: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(q))
+
+
+def _endpoint(study: Study, name: str) -> str:
+    """A model's endpoint (``binary`` for predictions of a model no longer in study.toml)."""
+    return study.endpoint(name) if any(m.name == name for m in study.models) else "binary"
+
+
+def _horizon_risks(study: Study, name: str) -> tuple[list[float], dict[str, list[float]]]:
+    """A survival model's saved horizons and its absolute risk at each, by patient."""
+    from analytics.models.persist import read_horizon_risks
+
+    frame = read_horizon_risks(study.models_dir / name)
+    if frame is None or frame.height == 0:
+        return [], {}
+    horizons = sorted(set(frame.get_column("horizon").to_list()))
+    wide = frame.sort("horizon").group_by("patient_id", maintain_order=True).agg(pl.col("risk"))
+    return horizons, {p: list(r) for p, r in zip(wide["patient_id"].to_list(), wide["risk"].to_list())}
 
 
 def _center_auc(y: np.ndarray, score: np.ndarray, level: float) -> Estimate:
@@ -123,7 +209,14 @@ def _model_metrics(
     name: str, preds: pl.DataFrame, outcomes: pl.DataFrame, study: Study
 ) -> tuple[ModelMetrics, dict[str, Any], list[str]]:
     v = study.validation
-    frame = preds.join(outcomes, on="patient_id", how="inner").filter(pl.col("label").is_not_null())
+    joined = preds.join(outcomes, on="patient_id", how="inner")
+    has_surv = "time" in joined.columns and "event" in joined.columns
+    # survival measures use every patient with follow-up, labelled or not; binary ones the labelled
+    followed = joined.filter(pl.col("time").is_not_null() & pl.col("event").is_not_null()) if has_surv else joined
+    is_surv = _endpoint(study, name) == "survival"
+    # a survival model's score is a risk, not a probability of the label: no binary measures for it
+    frame = joined.filter(pl.col("label").is_not_null() & (not is_surv))
+    horizons, risk_of = _horizon_risks(study, name) if is_surv else ([], {})
     notes: list[str] = []
     curves: dict[str, Any] = {}
     train = frame.filter(pl.col("split") == "train")
@@ -138,28 +231,56 @@ def _model_metrics(
         threshold = Threshold(clean(thr), v.threshold_rule)
         cut = stats.risk_cutpoints(str_, v.risk_quantiles)
         cutpoints = Cutpoints(tuple(clean(q) for q in v.risk_quantiles), tuple(clean(x) for x in cut))
-    else:
+    elif not is_surv:
         notes.append(f"{name}: no two-class training predictions; no threshold chosen")
-    has_surv = "time" in frame.columns and "event" in frame.columns
+    if has_surv and (is_surv or cut is None):
+        # risk groups cut at quantiles of the training (out-of-fold) scores of every patient with follow-up
+        str_ = followed.filter(pl.col("split") == "train").get_column("score").to_numpy()
+        if len(str_):
+            cut = stats.risk_cutpoints(str_, v.risk_quantiles)
+            cutpoints = Cutpoints(tuple(clean(q) for q in v.risk_quantiles), tuple(clean(x) for x in cut))
     splits: dict[str, SplitMetrics] = {}
     for i, split in enumerate(SPLITS):
         part = frame.filter(pl.col("split") == split)
-        if part.height == 0:
+        fpart = followed.filter(pl.col("split") == split) if has_surv else part.head(0)
+        if part.height == 0 and fpart.height == 0:
             continue
         y = part.get_column("label").to_numpy().astype(int)
         score = part.get_column("score").to_numpy().astype(float)
-        time = part.get_column("time").cast(pl.Float64).to_numpy() if has_surv else None
-        event = part.get_column("event").cast(pl.Float64).to_numpy() if has_surv else None
-        m, c, n = _split_metrics(y, score, thr, study, study.study.seed + i, time, event, cut)
+        time = fpart.get_column("time").cast(pl.Float64).to_numpy() if has_surv else None
+        event = fpart.get_column("event").cast(pl.Float64).to_numpy() if has_surv else None
+        sscore = fpart.get_column("score").to_numpy().astype(float) if has_surv else None
+        hrisk = None
+        if horizons and has_surv:
+            hrisk = np.array([risk_of.get(p, [np.nan] * len(horizons)) for p in fpart.get_column("patient_id")],
+                             dtype=np.float64).reshape(-1, len(horizons))
+            if not np.isfinite(hrisk).all():
+                hrisk = None
+                notes.append(f"{name} / {split}: no saved risk at the horizons for some patients; refit the model")
+        m, c, n = _split_metrics(y, score, thr, study, study.study.seed + i, time, event, cut, sscore, horizons, hrisk)
+        if is_surv and split != "train" and hrisk is not None and _linear_predictor(study, name):
+            extra, why = lp_calibration(time, event, sscore, horizons, hrisk, v.level)
+            m = replace(m, estimates={**m.estimates, **extra})
+            n = n + why
         splits[split] = m
         curves[split] = c
         notes += [f"{name} / {split}: {x}" for x in n]
     # heterogeneity across centres, per split: training out-of-fold scores and held-out scores come from
     # different models (fold models, the final refit), so they are never pooled
     centers: dict[str, dict[str, CenterMetrics]] = {}
-    for center in sorted(frame.get_column("center").unique().drop_nulls().to_list()):
+    for center in sorted((followed if is_surv else frame).get_column("center").unique().drop_nulls().to_list()):
         per_split: dict[str, CenterMetrics] = {}
         for split in SPLITS:
+            if is_surv:  # n_positive: events
+                part = followed.filter((pl.col("center") == center) & (pl.col("split") == split))
+                if part.height == 0:
+                    continue
+                t, e = part.get_column("time").cast(pl.Float64).to_numpy(), part.get_column("event").cast(pl.Float64).to_numpy()
+                c_index, _ = safe(stats.concordance, t, e, part.get_column("score").to_numpy(), level=v.level,
+                                  n_boot=v.n_boot, seed=study.study.seed)
+                per_split[split] = CenterMetrics(int(part.height), int(e.sum()), None,
+                                                 Estimate.of(c_index) if c_index is not None else None)
+                continue
             part = frame.filter((pl.col("center") == center) & (pl.col("split") == split))
             if part.height == 0:
                 continue
@@ -180,6 +301,111 @@ def _comparisons(preds: pl.DataFrame, outcomes: pl.DataFrame, study: Study, mode
             continue  # only in a partial validation, which lists the pair as left out
         out += paired_comparisons(preds, outcomes, a, b, study.validation.level)
     return out
+
+
+def lr_test_reason(study: Study, new: str, old: str) -> str | None:
+    """Why the likelihood-ratio test of ``old`` nested in ``new`` does not apply; None when it does.
+
+    It applies to maximum-likelihood logistic regressions only (``kind = "logistic"`` with
+    ``params.C = inf`` and no ``C`` grid), without PCA, whose inputs nest (``old``'s feature sets, clinical
+    variables and input scores all among ``new``'s, and fewer).
+    """
+    specs = {m.name: m for m in study.models}
+    a, b = specs[new], specs[old]
+    for m in (a, b):
+        if m.kind != "logistic":
+            return f"{m.name} is a {m.kind} model, not a logistic regression"
+        c = m.params.get("C")
+        if "C" in m.grid or c is None or not math.isinf(float(c)):
+            how = f"C tuned over {m.grid['C']}" if "C" in m.grid else (
+                f"C = {c}" if c is not None else "C tuned by default")
+            return (f"{m.name} is a penalised logistic regression ({how}); the likelihood-ratio test needs "
+                    "maximum-likelihood fits (params.C = inf)")
+        if "pca" in m.params or "pca" in m.grid:
+            return f"{m.name} reduces its features by PCA, so the two models' inputs are not nested"
+    parts = (("features", a.features, b.features), ("clinical", a.clinical, b.clinical),
+             ("scores", a.scores, b.scores))
+    extra = [f"{what} {sorted(set(o) - set(n))}" for what, n, o in parts if not set(o) <= set(n)]
+    if extra:
+        return f"the inputs are not nested: {old} has {', '.join(extra)} that {new} lacks"
+    if all(set(o) == set(n) for _, n, o in parts):
+        return f"{new} and {old} have the same inputs"
+    return None
+
+
+def _lr_test(study: Study, new: str, old: str) -> tuple[dict[str, Any] | None, str | None]:
+    """LR test from the final models' fitted probabilities on the labelled training patients both score."""
+    from analytics.fit import predict, required_inputs
+    from analytics.models.persist import load_model
+
+    specs = [m for m in study.models if m.name in (new, old)]
+    features, bags = required_inputs(specs)
+    cohort = load_cohort(study, features=features, bags=bags, on_missing="keep")
+    frame = (predict(study, new, cohort).rename({"score": "new"})
+             .join(predict(study, old, cohort).rename({"score": "old"}), on="patient_id")
+             .join(cohort.frame.select("patient_id", "label", "split"), on="patient_id")
+             .filter((pl.col("split") == "train") & pl.col("label").is_not_null() & pl.col("new").is_not_null()
+                     & pl.col("old").is_not_null()))
+
+    def n_coef(name: str) -> int:
+        return int(load_model(study.models_dir / name).learner.pipeline_.named_steps["clf"].coef_.size)
+
+    df = n_coef(new) - n_coef(old)
+    if df < 1:
+        return None, f"{new} has no more coefficients than {old} ({df:+d})"
+    y = frame.get_column("label").to_numpy().astype(int)
+    res, err = safe(stats.lr_test, y, frame.get_column("old").to_numpy(), frame.get_column("new").to_numpy(), df)
+    return (jsonable(res.as_dict()), None) if res is not None else (None, f"LR test not computed: {err}")
+
+
+def _added_value(preds: pl.DataFrame, outcomes: pl.DataFrame, study: Study,
+                 models: list[str]) -> tuple[list[AddedValue], list[str]]:
+    """ΔAUC (DeLong), NRI (continuous; categorical at ``risk_cutoffs``), IDI and reclassification per split
+    of each ``[validation] added_value`` pair, and the LR test on the training fit; notes on what is missing."""
+    v = study.validation
+    cuts = tuple(float(c) for c in v.risk_cutoffs)
+    out: list[AddedValue] = []
+    notes: list[str] = []
+    for new, old in (tuple(p) for p in v.added_value):
+        if new not in models or old not in models:
+            continue  # only in a partial validation, which lists the pair as left out
+        if study.endpoint(new) != "binary" or study.endpoint(old) != "binary":
+            notes.append(f"added value {new} over {old}: for binary-outcome models only (NRI and IDI need risks)")
+            continue
+        reason = lr_test_reason(study, new, old)
+        lr: dict[str, Any] | None = None
+        if reason is None:
+            try:
+                lr, reason = _lr_test(study, new, old)
+            except (CohortlabError, OSError, AttributeError, KeyError, ValueError) as exc:
+                # a saved model missing or unreadable: the rest of the added value stands
+                reason = f"LR test not computed: {exc}"
+        wide = added_value_inputs(preds, outcomes, new, old)
+        comparisons = {c.split: c for c in paired_comparisons(preds, outcomes, new, old, v.level)}
+        for split in SPLITS:
+            part = wide.filter(pl.col("split") == split)
+            if part.height == 0:
+                continue
+            y = part.get_column("label").to_numpy().astype(int)
+            p_new = part.get_column("new").to_numpy().astype(float)
+            p_old = part.get_column("old").to_numpy().astype(float)
+            where = f"added value {new} over {old} / {split}"
+            results: dict[str, Any] = {}
+            for key, fn, kw in (("nri", stats.nri, {"level": v.level}),
+                                ("nri_categorical", stats.nri, {"cutoffs": cuts, "level": v.level}),
+                                ("idi", stats.idi, {"level": v.level}),
+                                ("reclassification", stats.reclassification, {"cutoffs": cuts})):
+                if key in ("nri_categorical", "reclassification") and not cuts:
+                    continue
+                res, err = safe(fn, y, p_old, p_new, **kw)
+                if res is None:
+                    notes.append(f"{where}: {key} not computed: {err}")
+                results[key] = None if res is None else jsonable(res if isinstance(res, dict) else res.as_dict())
+            out.append(AddedValue(
+                new, old, split, int(part.height), int(y.sum()), comparisons.get(split), results.get("nri"),
+                results.get("nri_categorical"), results.get("idi"), results.get("reclassification"), cuts,
+                lr if split == "train" else None, reason if split == "train" else None))
+    return out, notes
 
 
 # the store's metrics table
@@ -240,14 +466,13 @@ def validate(study: Study, force: bool = False, progress: bool = True, partial: 
                             "run `cohortlab fit` first")
     preds = preds.filter(pl.col("model").is_in(models))
     cohort = load_cohort(study)
-    cols = ["patient_id", "label", "center", "split"] + [c for c in ("time", "event") if c in cohort.frame.columns]
     groups = study.validation.subgroups
     absent = [c for c in groups if c not in cohort.frame.columns]
     if absent:
         raise ValidateError(f"{study.root / 'study.toml'}: [validation] subgroups: no column "
                             f"{', '.join(repr(c) for c in absent)} in cohort {cohort.name!r} "
                             f"(its columns: {', '.join(cohort.frame.columns)})")
-    cols += [c for c in groups if c not in cols]
+    cols = outcome_columns(study, cohort.frame.columns)
     outcomes = cohort.frame.select(cols).rename({"split": "cohort_split"})
     digest = inputs_digest(study, preds, outcomes)
     metrics_file = out_dir / "metrics.json"
@@ -270,15 +495,21 @@ def validate(study: Study, force: bool = False, progress: bool = True, partial: 
             auc = m.splits[split].get("auc") if split in m.splits else None
             if auc is not None:
                 result.headline.append(f"  {name:<14} {split:<9} AUC {auc.text()}")
+            elif _endpoint(study, name) == "survival" and split in m.splits and m.splits[split].get("c_index"):
+                result.headline.append(f"  {name:<14} {split:<9} C   {m.splits[split].get('c_index').text()}")
+    # comparisons, added value and subgroups are of binary scores; survival models have their own measures
+    binary_models = [m for m in models if _endpoint(study, m) == "binary"]
+    added, added_notes = _added_value(preds, outcomes, study, binary_models)
+    result.notes += added_notes
     validation = Validation(
         study=study.study.name, cohort=cohort.name, cohort_hash=cohort.hash, inputs_digest=digest,
         code_version=store.code_version(), settings=jsonable({**study.validation.model_dump(), "seed": study.study.seed}),
-        models=models_metrics, comparisons=tuple(_comparisons(preds, outcomes, study, models)),
+        models=models_metrics, comparisons=tuple(_comparisons(preds, outcomes, study, binary_models)),
         notes=tuple([f"left out of this partial validation: {x}" for x in dropped] + result.notes),
         subgroups=tuple(subgroup_metrics(preds, outcomes, {c: g.cuts for c, g in groups.items()},
-                                         study.validation.level, models)),
+                                         study.validation.level, binary_models)),
         curves=jsonable(curves), predictions=preds.select("model", "patient_id", "split", "score"),
-        outcomes=outcomes.select("patient_id", "label"))
+        outcomes=outcomes.select("patient_id", "label"), added_value=tuple(added))
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_json(out_dir / "metrics.json", validation.to_dict(), indent=1)
     atomic.write_json(out_dir / "curves.json", validation.curves)

@@ -204,11 +204,17 @@ class SplitMetrics:
     estimates: Mapping[str, Estimate] = field(default_factory=dict)
     calibration: Mapping[str, float | None] | None = None
     logrank: LogRank | None = None
+    # patients with follow-up (time and event) and their events: what the survival measures use
+    n_survival: int | None = None
+    n_events: int | None = None
 
     def get(self, measure: str) -> Estimate | None:
         """The measure named as in metrics.csv (``n``, ``auc``, ``calibration_brier``, ``logrank_p`` ...), or None."""
         if measure in ("n", "n_positive"):
             return Estimate(float(getattr(self, measure)), method="count")
+        if measure in ("n_survival", "n_events"):
+            value = getattr(self, measure)
+            return None if value is None else Estimate(float(value), method="count")
         if measure.startswith("calibration_"):
             key = measure.removeprefix("calibration_")
             if self.calibration is None or key not in self.calibration:
@@ -224,10 +230,13 @@ class SplitMetrics:
         present = [name for name in known if self.get(name) is not None]
         extra = [k for k in self.estimates if k not in known]
         extra += [f"calibration_{k}" for k in (self.calibration or {}) if f"calibration_{k}" not in known]
-        return ["n", "n_positive", *present, *extra]
+        counts = ["n_survival", "n_events"] if self.n_survival is not None else []
+        return ["n", "n_positive", *counts, *present, *extra]
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"n": self.n, "n_positive": self.n_positive}
+        if self.n_survival is not None:
+            out["n_survival"], out["n_events"] = self.n_survival, self.n_events
         out.update({k: e.to_dict() for k, e in self.estimates.items()})
         if self.calibration is not None:
             out["calibration"] = dict(self.calibration)
@@ -252,7 +261,10 @@ class SplitMetrics:
         if "logrank" in d:
             lr = _mapping(d["logrank"], f"{where}.logrank", source)
             logrank = LogRank(clean(lr.get("statistic")), None if lr.get("df") is None else int(lr["df"]), clean(lr.get("p")))
-        return cls(_count(d, "n", where, source), _count(d, "n_positive", where, source), estimates, calibration, logrank)
+        n_surv = _count(d, "n_survival", where, source) if "n_survival" in d else None
+        n_events = _count(d, "n_events", where, source) if "n_events" in d else None
+        return cls(_count(d, "n", where, source), _count(d, "n_positive", where, source), estimates, calibration, logrank,
+                   n_surv, n_events)
 
 
 @dataclass(frozen=True)
@@ -262,11 +274,15 @@ class CenterMetrics:
     n: int
     n_positive: int
     auc: Estimate | None = None
+    # survival models: Harrell's C on the centre's patients with follow-up
+    c_index: Estimate | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"n": self.n, "n_positive": self.n_positive}
         if self.auc is not None:
             out["auc"] = self.auc.to_dict()
+        if self.c_index is not None:
+            out["c_index"] = self.c_index.to_dict()
         return out
 
 
@@ -352,6 +368,10 @@ def subgroup_metrics(preds: pl.DataFrame, outcomes: pl.DataFrame, subgroups: Map
     if missing:
         raise ValidateError(f"[validation] subgroups: no cohort column {', '.join(repr(c) for c in missing)} "
                             f"(the cohort's columns: {', '.join(outcomes.columns)})")
+    for column, cuts in subgroups.items():
+        if cuts and not outcomes.schema[column].is_numeric():
+            raise ValidateError(f"[validation] subgroups.{column}: cuts need a numeric column; {column!r} holds "
+                                f"{outcomes.schema[column]} values (leave cuts out to group by its levels)")
     frame = (preds.select("model", "patient_id", "split", "score")
              .join(outcomes.select("patient_id", "label", *subgroups), on="patient_id", how="inner")
              .filter(pl.col("label").is_not_null()))
@@ -489,6 +509,88 @@ def paired_comparisons(preds: pl.DataFrame, outcomes: pl.DataFrame, a: str, b: s
     return out
 
 
+@dataclass(frozen=True)
+class AddedValue:
+    """What model ``new`` adds to model ``old`` on the patients of one split that both scored.
+
+    ``auc_difference``: paired DeLong comparison (``auc_new - auc_old``). ``nri``, ``nri_categorical``,
+    ``idi`` and ``lr_test``: the ``as_dict()`` of :func:`analytics.stats.nri` (continuous; categorical over
+    ``cutoffs``), :func:`analytics.stats.idi` and :func:`analytics.stats.lr_test`; ``reclassification``:
+    :func:`analytics.stats.reclassification` (old model's groups in rows). ``lr_test`` is on the training
+    split only, from the final models' fitted probabilities; ``lr_test_reason`` says why there is none.
+    ``None`` where not computed.
+    """
+
+    new: str
+    old: str
+    split: str
+    n: int
+    n_positive: int
+    auc_difference: PairedComparison | None = None
+    nri: Mapping[str, Any] | None = None
+    nri_categorical: Mapping[str, Any] | None = None
+    idi: Mapping[str, Any] | None = None
+    reclassification: Mapping[str, Any] | None = None
+    cutoffs: tuple[float, ...] = ()
+    lr_test: Mapping[str, Any] | None = None
+    lr_test_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"new": self.new, "old": self.old, "split": self.split, "n": self.n, "n_positive": self.n_positive,
+                "auc_difference": None if self.auc_difference is None else self.auc_difference.to_dict(),
+                "nri": self.nri, "nri_categorical": self.nri_categorical, "idi": self.idi,
+                "reclassification": self.reclassification, "cutoffs": list(self.cutoffs),
+                "lr_test": self.lr_test, "lr_test_reason": self.lr_test_reason}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str, source: str) -> AddedValue:
+        d = _mapping(d, where, source)
+        for key in ("new", "old", "split"):
+            _required(d, key, where, source)
+        c = d.get("auc_difference")
+        cmp = None
+        if c is not None:
+            c = _mapping(c, f"{where}.auc_difference", source)
+            cmp = PairedComparison(
+                str(c.get("a", d["new"])), str(c.get("b", d["old"])), str(c.get("split", d["split"])),
+                int(c.get("n") or 0), *(_signed(c.get(k)) for k in _COMPARISON_NUMBERS), str(c.get("method", "")))
+        opt = lambda k: None if d.get(k) is None else dict(_mapping(d[k], f"{where}.{k}", source))  # noqa: E731
+        return cls(str(d["new"]), str(d["old"]), str(d["split"]), int(d.get("n") or 0), int(d.get("n_positive") or 0),
+                   cmp, opt("nri"), opt("nri_categorical"), opt("idi"), opt("reclassification"),
+                   tuple(float(x) for x in d.get("cutoffs") or ()), opt("lr_test"),
+                   None if d.get("lr_test_reason") is None else str(d["lr_test_reason"]))
+
+    def rows(self) -> Iterator[tuple[str, Estimate, float | None, float | None]]:
+        """(measure, estimate, z, p) for metrics.csv: the NRIs (and their components), the IDI, the LR test."""
+        lvl = None if self.nri is None else self.nri.get("level")
+        for key, name in (("nri", "nri"), ("nri_categorical", "nri_categorical")):
+            r = getattr(self, key)
+            if r is None:
+                continue
+            yield name, Estimate(r.get("estimate"), r.get("low"), r.get("high"), f"{r.get('method')} (improveProb)",
+                                 r.get("level")), r.get("z"), r.get("p")
+            for part in ("events", "nonevents"):
+                c = r.get(part) or {}
+                yield f"{name}_{part}", Estimate(c.get("estimate"), None, None, "improveProb", lvl), c.get("z"), c.get("p")
+        if self.idi is not None:
+            r = self.idi
+            yield "idi", Estimate(r.get("estimate"), r.get("low"), r.get("high"), "asymptotic (improveProb)",
+                                  r.get("level")), r.get("z"), r.get("p")
+        if self.lr_test is not None:
+            r = self.lr_test
+            yield "lr_statistic", Estimate(r.get("statistic"), None, None, f"LRT df={r.get('df')}"), None, r.get("p")
+
+
+def added_value_inputs(preds: pl.DataFrame, outcomes: pl.DataFrame, new: str, old: str) -> pl.DataFrame:
+    """patient_id, split, label, ``new``, ``old``: the labelled patients both models scored."""
+    return (
+        preds.filter(pl.col("model") == new).select("patient_id", "split", pl.col("score").alias("new"))
+        .join(preds.filter(pl.col("model") == old).select("patient_id", pl.col("score").alias("old")), on="patient_id")
+        .join(outcomes.select("patient_id", "label"), on="patient_id")
+        .filter(pl.col("label").is_not_null() & pl.col("new").is_not_null() & pl.col("old").is_not_null())
+    )
+
+
 # --- the measures of one split: a table ------------------------------------------------------------------------
 
 
@@ -515,18 +617,31 @@ class SplitInputs:
     cut: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
     shared: dict[str, Any] = field(default_factory=dict, repr=False)
+    # survival models: absolute risk 1 - S(t|x) of the survival rows at each horizon (columns)
+    horizons: tuple[float, ...] = ()
+    horizon_risk: np.ndarray | None = None
 
     @classmethod
     def of(cls, y: np.ndarray, score: np.ndarray, *, level: float, n_boot: int, seed: int,
            dca_thresholds: np.ndarray, threshold: float | None = None, time: np.ndarray | None = None,
-           event: np.ndarray | None = None, cut: np.ndarray | None = None) -> SplitInputs:
-        """Inputs of one split; follow-up is used when at least three patients have it and one has an event."""
+           event: np.ndarray | None = None, cut: np.ndarray | None = None,
+           survival_score: np.ndarray | None = None, horizons: Sequence[float] = (),
+           horizon_risk: np.ndarray | None = None) -> SplitInputs:
+        """Inputs of one split; follow-up is used when at least three patients have it and one has an event.
+
+        ``time`` and ``event`` align with ``score``, or, when given, with ``survival_score``: the scores of
+        every patient with follow-up, labelled or not (``horizon_risk`` aligns with these too).
+        """
         survival = None
+        risk = None
         if time is not None and event is not None:
+            base = score if survival_score is None else survival_score
             ok = ~(np.isnan(time) | np.isnan(event))
             if ok.sum() >= 3 and event[ok].sum() >= 1:
-                survival = (time[ok], event[ok], score[ok])
-        return cls(y, score, level, n_boot, seed, dca_thresholds, threshold, survival, cut)
+                survival = (time[ok], event[ok], base[ok])
+                risk = None if horizon_risk is None else np.asarray(horizon_risk)[ok]
+        return cls(y, score, level, n_boot, seed, dca_thresholds, threshold, survival, cut,
+                   horizons=tuple(float(t) for t in horizons), horizon_risk=risk)
 
     def has(self, need: Need) -> bool:
         if need == "threshold":
@@ -535,6 +650,8 @@ class SplitInputs:
             return self.n_boot > 0
         if need == "survival":
             return self.survival is not None
+        if need == "horizons":
+            return self.survival is not None and self.horizon_risk is not None and bool(self.horizons)
         return self.survival is not None and self.cut is not None
 
     def call(self, fn: Callable[..., Any], *args: Any, key: str | None = None, note: str = "{}", **kwargs: Any) -> Any:
@@ -661,21 +778,150 @@ def _km_curves(d: SplitInputs) -> dict[str, Any]:
     return {"km": km.curves.to_dict(as_series=False), "km_summary": km.summary.to_dict(as_series=False)}
 
 
+def horizon_name(measure: str, t: float) -> str:
+    """Name of a measure at a horizon, as in metrics.csv: ``auc_t5``, ``brier_t2.5``."""
+    return f"{measure}_t{t:g}"
+
+
+def _survival_model_measures(d: SplitInputs) -> dict[str, Estimate]:
+    """Uno's C; AUC(t) and Brier(t) at each horizon (IPCW); ICI, E50 and E90 of the smooth calibration at
+    each horizon (no interval), for a survival model's risks."""
+    assert d.survival is not None and d.horizon_risk is not None
+    time, event, score = d.survival
+    out: dict[str, Estimate] = {}
+    uno = d.call(stats.concordance, time, event, score, method="uno", level=d.level, n_boot=d.n_boot, seed=d.seed,
+                 note="Uno's C not computed ({})")
+    if uno is not None:
+        out["c_index_uno"] = Estimate.of(uno)
+    times = np.asarray(d.horizons, dtype=np.float64)
+    # a horizon past the last follow-up has no controls (AUC) and no censoring weight (Brier)
+    usable = times < time.max()
+    if not usable.all():
+        d.notes.append(f"horizons {times[~usable].tolist()} at or past the last follow-up ({time.max():g}): "
+                       "no AUC(t) or Brier(t) there")
+    if not usable.any():
+        return out
+    risk = d.horizon_risk[:, usable]
+    auc = d.call(stats.time_auc, time, event, risk, times[usable], level=d.level, key="time_auc",
+                 note="AUC(t) not computed ({})")
+    brier = d.call(stats.brier, time, event, risk, times[usable], level=d.level, key="brier_t",
+                   note="Brier(t) not computed ({})")
+    for j, t in enumerate(times[usable]):
+        if auc is not None:
+            out[horizon_name("auc", t)] = Estimate.of(auc.at(t))
+        if brier is not None:
+            out[horizon_name("brier", t)] = Estimate.of(brier.at(t))
+        cal = d.call(stats.calibration_at, time, event, risk[:, j], t, key=f"calibration_at_{t:g}",
+                     note=f"calibration at {t:g} not computed ({{}})")
+        if cal is not None:
+            for k in ("ici", "e50", "e90"):
+                out[horizon_name(k, t)] = Estimate(clean(getattr(cal, k)), None, None,
+                                                   "smooth calibration at t (Austin, Harrell & van Klaveren 2020)",
+                                                   clean(d.level))
+    return out
+
+
+def _horizon_curves(d: SplitInputs) -> dict[str, Any]:
+    """Per horizon: the time-dependent ROC curve (cases: event by t; controls: event-free past t; IPCW)
+    and the observed (Kaplan-Meier) vs predicted risk by tenth of predicted risk."""
+    assert d.survival is not None and d.horizon_risk is not None
+    time, event, _ = d.survival
+    out: dict[str, Any] = {}
+    for j, t in enumerate(d.horizons):
+        if t >= time.max():
+            continue
+        r = d.horizon_risk[:, j]
+        roc = d.call(time_roc_curve, time, event, r, t, note=f"time-dependent ROC at {t:g} not drawn ({{}})")
+        cal = d.call(km_calibration_points, time, event, r, t, note=f"calibration at {t:g} not drawn ({{}})")
+        smooth = d.shared.get(f"calibration_at_{t:g}")
+        out[f"t{t:g}"] = {"horizon": float(t), "time_roc": roc, "calibration_at": cal,
+                          "calibration_smooth": None if smooth is None else smooth.curve.to_dict(as_series=False)}
+    result: dict[str, Any] = {"horizons": out} if out else {}
+    main = d.horizons[0]
+    if main < time.max():  # decision curve at the main (first) horizon
+        nb = d.call(stats.net_benefit_survival, time, event, d.horizon_risk[:, 0], main, d.dca_thresholds,
+                    note=f"decision curve at {main:g} not drawn ({{}})")
+        if nb is not None:
+            result["decision_at"] = {"horizon": float(main), **nb.to_dict(as_series=False)}
+    return result
+
+
+def _km_risk(time: np.ndarray, event: np.ndarray, t: float) -> float:
+    """Kaplan-Meier estimate of the risk of an event by ``t`` (1 - S(t))."""
+    s = 1.0
+    for u in np.unique(time[(event == 1) & (time <= t)]):
+        at_risk = (time >= u).sum()
+        s *= 1.0 - ((time == u) & (event == 1)).sum() / at_risk
+    return 1.0 - s
+
+
+def time_roc_curve(time: np.ndarray, event: np.ndarray, risk: np.ndarray, t: float) -> dict[str, list[float]]:
+    """Cumulative/dynamic ROC curve at ``t`` with inverse-probability-of-censoring weights.
+
+    Cases: event at or before ``t``, weighted ``1 / G(T_i-)``; controls: time past ``t``, weighted
+    ``1 / G(t)`` (``G`` the Kaplan-Meier of censoring). The area under it is the IPCW AUC(t) of
+    Uno et al. (2007) and Hung & Chiang (2010).
+    """
+    from analytics.stats.survival import censoring_km
+
+    g_times, g_surv = censoring_km(time, event)
+
+    def g_before(u: np.ndarray) -> np.ndarray:
+        idx = np.searchsorted(g_times, u, side="left") - 1
+        return np.where(idx >= 0, g_surv[np.clip(idx, 0, None)], 1.0)
+
+    def g_at(u: float) -> float:
+        idx = np.searchsorted(g_times, u, side="right") - 1
+        return float(g_surv[idx]) if idx >= 0 else 1.0
+
+    case = (time <= t) & (event == 1)
+    ctrl = time > t
+    if not case.any() or not ctrl.any():
+        raise ValueError(f"no {'cases' if not case.any() else 'controls'} at {t:g}")
+    w_case = 1.0 / g_before(time[case])
+    w_ctrl = np.full(int(ctrl.sum()), 1.0 / g_at(t))
+    cuts = np.unique(np.concatenate([risk[case], risk[ctrl]]))[::-1]
+    tpr = [0.0] + [float(w_case[risk[case] >= c].sum() / w_case.sum()) for c in cuts]
+    fpr = [0.0] + [float(w_ctrl[risk[ctrl] >= c].sum() / w_ctrl.sum()) for c in cuts]
+    return {"fpr": fpr, "tpr": tpr, "threshold": [float("inf"), *map(float, cuts)]}
+
+
+def km_calibration_points(time: np.ndarray, event: np.ndarray, risk: np.ndarray, t: float,
+                          groups: int = 10) -> dict[str, list[float]]:
+    """Mean predicted risk by ``t`` against the Kaplan-Meier observed risk, per group of predicted risk
+    (at most ``groups`` groups of equal size)."""
+    order = np.argsort(risk, kind="stable")
+    parts = [p for p in np.array_split(order, min(groups, max(1, len(risk) // 5))) if len(p)]
+    return {"predicted": [float(risk[p].mean()) for p in parts],
+            "observed": [_km_risk(time[p], event[p], t) for p in parts],
+            "n": [int(len(p)) for p in parts]}
+
+
 # the curves of one split for the report's figures (a failure leaves a note, as a measure's does)
 CURVES: tuple[Callable[[SplitInputs], dict[str, Any]], ...] = (_roc_curve, _calibration_curve, _decision_curve, _km_curves)
 
 
 def measure_split(d: SplitInputs) -> tuple[SplitMetrics, dict[str, Any]]:
-    """Every measure of :data:`MEASURES` that applies to the split, and its curves; notes go to ``d.notes``."""
+    """Every measure of :data:`MEASURES` that applies to the split, and its curves; notes go to ``d.notes``.
+
+    Survival measures use every patient with follow-up (``d.survival``), labelled or not; with fewer than
+    two label classes only they are computed.
+    """
     n, k = int(len(d.y)), int(d.y.sum())
-    if len(np.unique(d.y)) < 2:
+    n_surv = None if d.survival is None else int(len(d.survival[0]))
+    n_events = None if d.survival is None else int(np.sum(d.survival[1]))
+    two_classes = len(np.unique(d.y)) >= 2
+    if not two_classes and len(d.y):  # no labels at all (a survival model): nothing binary to note
         d.notes.append("only one class: AUC, calibration and thresholds metrics not computed")
-        return SplitMetrics(n, k), {}
+        if d.survival is None:
+            return SplitMetrics(n, k), {}
     estimates: dict[str, Estimate] = {}
     calibration: dict[str, float | None] = {}
     logrank: LogRank | None = None
     for row in MEASURES:
         if not all(d.has(need) for need in row.needs):
+            continue
+        if not two_classes and not ({"survival", "risk_groups"} & set(row.needs)):
             continue
         value = row.compute(d)
         if value is None:
@@ -688,10 +934,16 @@ def measure_split(d: SplitInputs) -> tuple[SplitMetrics, dict[str, Any]]:
             estimates[row.name] = value
         else:
             calibration[row.name.removeprefix("calibration_")] = clean(value)
+    if d.has("horizons"):
+        estimates.update(_survival_model_measures(d))
     curves: dict[str, Any] = {}
     for draw in CURVES:
-        curves.update(draw(d))
-    return SplitMetrics(n, k, estimates, calibration or None, logrank), jsonable(curves)
+        if two_classes or draw is _km_curves:
+            curves.update(draw(d))
+    if d.has("horizons"):
+        curves.update(_horizon_curves(d))
+    return (SplitMetrics(n, k, estimates, calibration or None, logrank, n_surv, n_events),
+            jsonable(curves))
 
 
 # --- the result ---------------------------------------------------------------------------------------------------
@@ -717,6 +969,9 @@ class Validation:
     subgroups
         :class:`SubgroupMetrics` of every model per split and subgroup of the
         ``[validation] subgroups`` columns (metrics.json ``"subgroups"``).
+    added_value
+        :class:`AddedValue` of each ``[validation] added_value`` pair per split
+        (metrics.json ``"added_value"``).
     curves
         ROC, calibration, decision and Kaplan-Meier curves: model -> split ->
         kind -> data (as ``curves.json``); :meth:`curve` gives one as a frame.
@@ -739,6 +994,7 @@ class Validation:
     curves: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     predictions: pl.DataFrame | None = field(default=None, compare=False, repr=False)
     outcomes: pl.DataFrame | None = field(default=None, compare=False, repr=False)
+    added_value: tuple[AddedValue, ...] = ()
 
     def __repr__(self) -> str:
         splits = [s for s in SPLITS if any(s in m.splits for m in self.models.values())]
@@ -780,9 +1036,19 @@ class Validation:
                     yield row(model, split, "n_positive", Estimate(float(cm.n_positive), method="count"), center=center)
                     if cm.auc is not None:
                         yield row(model, split, "auc", cm.auc, center=center)
+                    if cm.c_index is not None:
+                        yield row(model, split, "c_index", cm.c_index, center=center)
         for c in self.comparisons:
             yield row(f"{c.a} vs {c.b}", c.split, "auc_difference",
                       Estimate(c.difference, c.low, c.high, "delong", c.level), z=c.z, p=c.p)
+        compared = {(c.a, c.b, c.split) for c in self.comparisons}
+        for av in self.added_value:
+            c = av.auc_difference
+            if c is not None and (c.a, c.b, c.split) not in compared:
+                yield row(f"{c.a} vs {c.b}", c.split, "auc_difference",
+                          Estimate(c.difference, c.low, c.high, "delong", c.level), z=c.z, p=c.p)
+            for name, e, z, p in av.rows():
+                yield row(f"{av.new} vs {av.old}", av.split, name, e, z=z, p=p)
 
     @cached_property
     def summary(self) -> pl.DataFrame:
@@ -804,6 +1070,7 @@ class Validation:
             "comparisons": [c.to_dict() for c in self.comparisons],
             "notes": list(self.notes),
             "subgroups": [g.to_dict() for g in self.subgroups],
+            "added_value": [a.to_dict() for a in self.added_value],
         }
 
     def to_json(self) -> str:
@@ -850,7 +1117,9 @@ class Validation:
                     s: CenterMetrics(_count(per[s], "n", f"{where}.centers.{center}.{s}", source),
                                      _count(per[s], "n_positive", f"{where}.centers.{center}.{s}", source),
                                      Estimate.from_dict(per[s]["auc"], f"{where}.centers.{center}.{s}.auc", source)
-                                     if "auc" in per[s] else None)
+                                     if "auc" in per[s] else None,
+                                     Estimate.from_dict(per[s]["c_index"], f"{where}.centers.{center}.{s}.c_index",
+                                                        source) if "c_index" in per[s] else None)
                     for s in SPLITS if s in per}
             threshold = None
             if "threshold" in m:
@@ -872,9 +1141,12 @@ class Validation:
                 _signed(c.get("auc_a")), _signed(c.get("auc_b")), _signed(c.get("level")), str(c.get("method", ""))))
         subgroups = tuple(SubgroupMetrics.from_dict(g, f"subgroups[{i}]", source)
                           for i, g in enumerate(data.get("subgroups") or []))
+        added_value = tuple(AddedValue.from_dict(a, f"added_value[{i}]", source)
+                            for i, a in enumerate(data.get("added_value") or []))
         return cls(str(data.get("study", "")), data.get("cohort"), data.get("cohort_hash"), data.get("inputs_digest"),
                    data.get("code_version"), dict(data.get("settings") or {}), models, tuple(comparisons),
-                   tuple(str(n) for n in data.get("notes", [])), subgroups, dict(curves or {}), predictions, outcomes)
+                   tuple(str(n) for n in data.get("notes", [])), subgroups, dict(curves or {}), predictions, outcomes,
+                   added_value)
 
     @classmethod
     def from_json(cls, path: str | Path, curves: str | Path | None = None, *, order: Sequence[str] | None = None,
@@ -1038,5 +1310,5 @@ def _count(d: Any, key: str, where: str, source: str) -> int:
 __all__ = [
     "CALIBRATION", "CURVES", "MEASURES", "SUMMARY_COLUMNS", "CenterMetrics", "Cutpoints", "Estimate", "LogRank",
     "MeasureRow", "ModelMetrics", "PairedComparison", "SplitInputs", "SplitMetrics", "Threshold", "ValidateError",
-    "Validation", "measure_split", "paired_comparisons",
+    "Validation", "measure_split", "paired_comparisons", "AddedValue", "added_value_inputs",
 ]

@@ -59,6 +59,8 @@ class StudySection(_Strict):
     seed: int = 0
     store: str = "store.duckdb"
     log: str = "logs"
+    # what the models predict: the binary ``label`` or the time to ``event`` (``time``, ``event``)
+    endpoint: Literal["binary", "survival"] = "binary"
 
 
 class Manifests(_Strict):
@@ -200,9 +202,16 @@ class SplitSection(_Strict):
     column: str | None = None  # take the split from this cohort column instead
 
 
+# model kinds that predict time to event (their score is a risk: higher = worse)
+SURVIVAL_KINDS = ("cox", "coxnet", "rsf", "xgboost_cox", "mil_cox")
+
+
 class Model(_Strict):
     name: Name
-    kind: Literal["logistic", "svm", "xgboost", "mil", "voting", "stacking"]
+    kind: Literal["logistic", "svm", "xgboost", "mil", "voting", "stacking",
+                  "cox", "coxnet", "rsf", "xgboost_cox", "mil_cox"]
+    # the model's endpoint; None: the study's ([study] endpoint); survival kinds are always "survival"
+    endpoint: Literal["binary", "survival"] | None = None
     features: list[str] = Field(default_factory=list)  # "feature_set" or "feature_set:pooling"
     clinical: list[str] = Field(default_factory=list)
     scores: list[str] = Field(default_factory=list)  # other models whose scores are inputs
@@ -219,8 +228,13 @@ class Model(_Strict):
                 raise ValueError(f"a {self.kind} model needs at least two members")
         elif not (self.features or self.clinical or self.scores):
             raise ValueError("a model needs inputs: features, clinical or scores")
-        if self.kind == "mil" and len(self.features) != 1:
-            raise ValueError("a mil model reads instance bags of exactly one feature set")
+        if self.kind in ("mil", "mil_cox") and len(self.features) != 1:
+            raise ValueError(f"a {self.kind} model reads instance bags of exactly one feature set")
+        if self.kind in SURVIVAL_KINDS and self.endpoint == "binary":
+            raise ValueError(f"a {self.kind} model predicts a survival endpoint; remove endpoint = \"binary\"")
+        if self.kind in ("logistic", "svm", "xgboost", "mil") and self.endpoint == "survival":
+            raise ValueError(f"a {self.kind} model predicts a binary label; use a survival kind "
+                             f"({', '.join(SURVIVAL_KINDS)}) for endpoint = \"survival\"")
         return self
 
 
@@ -245,8 +259,24 @@ class Validation(_Strict):
     risk_quantiles: list[float] = Field(default_factory=lambda: [0.5])
     dca_thresholds: list[float] = Field(default_factory=lambda: [0.05, 0.95, 0.05])  # start, stop, step
     folds: int = Field(default=5, ge=2)
+    # survival endpoints: the horizons (study time unit) of risk, AUC(t), Brier(t) and calibration; the first is
+    # the main one (decision curve); empty: the quartiles of the training patients' event times
+    horizons: list[float] = Field(default_factory=list)
     # performance per subgroup of these cohort columns (TRIPOD+AI fairness): {column = {cuts = [...]}}
     subgroups: dict[str, Subgroup] = Field(default_factory=dict)
+    # added value of a model over another, [[new, old], ...]: ΔAUC, NRI, IDI and, for nested unpenalised
+    # logistic models, the likelihood-ratio test
+    added_value: list[list[str]] = Field(default_factory=list)
+    # predicted-risk cut-offs of the categorical NRI and the reclassification tables, e.g. [0.2, 0.5]
+    risk_cutoffs: list[float] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _risk_cutoffs(self) -> Validation:
+        if any(not 0 < c < 1 for c in self.risk_cutoffs):
+            raise ValueError(f"risk_cutoffs must lie strictly between 0 and 1, got {self.risk_cutoffs}")
+        if any(b <= a for a, b in zip(self.risk_cutoffs, self.risk_cutoffs[1:])):
+            raise ValueError(f"risk_cutoffs must be strictly increasing, got {self.risk_cutoffs}")
+        return self
 
 
 class ExplainSection(_Strict):
@@ -263,6 +293,20 @@ class ExplainSection(_Strict):
     max_background: int | None = Field(default=None, ge=1)  # training patients (tree and linear explainers)
     max_units: int | None = Field(default=None, ge=1)  # inputs above which an image block is one player
     top_k: int | None = Field(default=None, ge=1)  # tiles per attention gallery row
+
+
+class Compute(_Strict):
+    """Where ``cohortlab embed`` runs: ``ray`` = "local", "auto" or "ray://host:port" (unset: this process)."""
+
+    ray: str | None = None
+    ray_retries: int = Field(default=2, ge=0)  # tries again of a source whose worker process was lost
+
+    @field_validator("ray")
+    @classmethod
+    def _ray(cls, v: str | None) -> str | None:
+        if v is not None and not (v in ("local", "auto") or v.startswith("ray://") or ":" in v):
+            raise ValueError(f"ray {v!r}: use \"local\", \"auto\", \"ray://host:port\" or \"host:port\"")
+        return v
 
 
 class Report(_Strict):
@@ -287,6 +331,7 @@ class Study(_Strict):
     validation: Validation = Field(default_factory=Validation)
     explain: ExplainSection = Field(default_factory=ExplainSection)
     report: Report = Field(default_factory=Report)
+    compute: Compute = Field(default_factory=Compute)
 
     @model_validator(mode="after")
     def _cross(self) -> Study:
@@ -310,6 +355,14 @@ class Study(_Strict):
             if unknown:
                 raise ValueError(f"validation.compare[{j}]: no model named {', '.join(repr(n) for n in unknown)} "
                                  f"(models: {', '.join(names) or 'none'})")
+        for j, pair in enumerate(self.validation.added_value):
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise ValueError(f"validation.added_value[{j}]: give two different model names, new then old, "
+                                 f"e.g. [\"fusion\", \"clinical\"]")
+            unknown = [n for n in pair if n not in names]
+            if unknown:
+                raise ValueError(f"validation.added_value[{j}]: no model named "
+                                 f"{', '.join(repr(n) for n in unknown)} (models: {', '.join(names) or 'none'})")
         return self
 
     # --- resolved paths -------------------------------------------------
@@ -344,6 +397,23 @@ class Study(_Strict):
             if m.name == name:
                 return m
         raise ConfigError(f"{self.root / 'study.toml'}: no model named '{name}'")
+
+    def endpoint(self, model: Model | str) -> str:
+        """A model's endpoint: survival kinds predict ``"survival"``, others their own or the study's endpoint.
+
+        A voting, stacking or fusion model without its own ``endpoint`` takes that of its inputs when they
+        all agree on one.
+        """
+        spec = self.model(model) if isinstance(model, str) else model
+        if spec.kind in SURVIVAL_KINDS:
+            return "survival"
+        if spec.endpoint is not None:
+            return spec.endpoint
+        inputs = [*spec.members, *spec.scores]
+        ends = {self.endpoint(n) for n in inputs if any(m.name == n for m in self.models)}
+        if spec.kind in ("voting", "stacking") and len(ends) == 1:
+            return ends.pop()
+        return self.study.endpoint
 
 
 def toml_value(v: Any) -> str:

@@ -74,6 +74,7 @@ class FeatureSetRun:
     redone: list[tuple[str, str]] = field(default_factory=list)  # done sources embedded again: their file was bad
     pooled: dict[str, int] = field(default_factory=dict)
     waiting: int = 0  # sources not yet tried by other shards (pooling deferred)
+    placed: dict[str, int] = field(default_factory=dict)  # "node (device)" -> sources embedded there (Ray runs)
 
     def __str__(self) -> str:
         where = f", shard {self.shard[0]}/{self.shard[1]}" if self.shard else ""
@@ -88,6 +89,8 @@ class FeatureSetRun:
             lines.append(f"  pooling waits for {self.waiting} source(s) of other shards")
         else:
             lines.append("  pooled per patient: up to date")
+        if self.placed:
+            lines.append("  embedded on: " + ", ".join(f"{k}: {v}" for k, v in sorted(self.placed.items())))
         lines += [f"  warning: {sid} embedded again (instance file {why})" for sid, why in self.redone]
         lines += [f"  failed {sid}: {why}" for sid, why in self.failures]
         return "\n".join(lines)
@@ -273,8 +276,14 @@ def clean_error(exc: BaseException) -> str:
     return text if isinstance(exc, ValueError) else f"{type(exc).__name__}: {text}"
 
 
-def embed_source(embedder: Embedder, source: Source, feature_set: str, store_path: Path, progress: bool = False) -> dict[str, Any]:
-    """Embed one source, write its instances and status file atomically; never raises for a bad source."""
+def embed_source(
+    embedder: Embedder, source: Source, feature_set: str, store_path: Path, progress: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Embed one source, write its instances and status file atomically; never raises for a bad source.
+
+    ``extra`` fields (e.g. the ``node`` and ``device`` that embedded it) are added to the status.
+    """
     out = store.instance_path(store_path, feature_set, source.source_id)
     out.parent.mkdir(parents=True, exist_ok=True)
     rel = str(out.relative_to(store.store_dir(store_path)))
@@ -303,6 +312,7 @@ def embed_source(embedder: Embedder, source: Source, feature_set: str, store_pat
         log.warning("%s / %s failed: %s", feature_set, source.source_id, exc)
         status.update(status="failed", n_instances=0, error=clean_error(exc), path=None)
     status["seconds"] = round(time.perf_counter() - t0, 3)
+    status.update(extra or {})
     atomic.write_json(status_path(store_path, feature_set, source.source_id), status, fsync=True)
     return status
 
@@ -320,12 +330,21 @@ def _has_pooled(con: duckdb.DuckDBPyConnection, feature_set: str, poolings: Sequ
     return set(poolings) <= have
 
 
-def embed_feature_set(
-    study: Study, fs: FeatureSet, device: str = "auto", shard: tuple[int, int] | None = None, progress: bool = True
-) -> FeatureSetRun:
-    """Embed one feature set's sources (this shard's share), then pool when all are tried."""
+@dataclass
+class FeatureSetPlan:
+    """What is left to embed of one feature set, and what the run knew before it began."""
+
+    run: FeatureSetRun
+    sources: list[Source]
+    current: dict[str, Source]
+    attempted_before: dict[str, tuple[str, str | None]]
+    todo: list[Source]
+    folded: int
+
+
+def plan_feature_set(study: Study, fs: FeatureSet, shard: tuple[int, int] | None = None) -> FeatureSetPlan:
+    """Fold pending status files, check done outputs and list this shard's sources still to embed."""
     run = FeatureSetRun(fs.name, fs.modality, shard)
-    t0 = time.perf_counter()
     with _store(study) as con:
         sources = list_sources(con, study, fs.modality)
         current = {s.source_id: s for s in sources}
@@ -337,6 +356,47 @@ def embed_feature_set(
     run.redone = sorted(broken.items())
     todo = [s for s in mine if attempted_before.get(s.source_id) != ("done", s.fingerprint) or s.source_id in broken]
     run.skipped = len(mine) - len(todo)
+    return FeatureSetPlan(run, sources, current, attempted_before, todo, folded)
+
+
+def tally(run: FeatureSetRun, status: dict[str, Any]) -> None:
+    """Count one source's outcome (a status written by :func:`embed_source`) in the run."""
+    if status["status"] == "done":
+        run.done += 1
+        run.instances += status["n_instances"]
+    else:
+        run.failed += 1
+        run.failures.append((status["source_id"], status["error"]))
+
+
+def finish_feature_set(study: Study, fs: FeatureSet, plan: FeatureSetPlan) -> FeatureSetRun:
+    """Fold the remaining status files and pool per patient once every source has been tried (in any shard)."""
+    run, sources, attempted_before = plan.run, plan.sources, plan.attempted_before
+    with _store(study) as con:
+        plan.folded += fold_status_files(con, study, fs.name, plan.current)
+        attempted = _attempted(con, fs.name)
+        untried = [s for s in sources if attempted.get(s.source_id, (None, None))[1] != s.fingerprint]
+        # another shard's damaged files wait for that shard to embed them again
+        damaged = {p.source_id for p in store.unreadable_instances(con, study.store_path, fs.name)}
+        waiting = {s.source_id for s in untried}
+        untried += [s for s in sources if s.source_id in damaged and s.source_id not in waiting]
+        run.waiting = len(untried)
+        # Re-pool only when the set of done instances may have changed.
+        was_done = any(attempted_before.get(s.source_id, (None, None))[0] == "done" for s in plan.todo)
+        changed = run.done > 0 or plan.folded > 0 or was_done
+        if not untried and (changed or not _has_pooled(con, fs.name, fs.pooling)):
+            valid = [s.source_id for s in sources if attempted[s.source_id] == ("done", s.fingerprint)]
+            run.pooled = pool_feature_set(con, fs.name, fs.pooling, valid)
+    return run
+
+
+def embed_feature_set(
+    study: Study, fs: FeatureSet, device: str = "auto", shard: tuple[int, int] | None = None, progress: bool = True
+) -> FeatureSetRun:
+    """Embed one feature set's sources (this shard's share), then pool when all are tried."""
+    t0 = time.perf_counter()
+    plan = plan_feature_set(study, fs, shard)
+    run, todo = plan.run, plan.todo
     if todo:
         try:
             embedder = make_embedder(fs, device)
@@ -347,35 +407,15 @@ def embed_feature_set(
                 store.register_feature_set(con, embedder.record())
             atomic.remove_stale_temporaries(store.instance_path(study.store_path, fs.name, "x").parent)
             for src in tqdm(todo, desc=f"embed {fs.name}", unit="source", disable=not progress):
-                st = embed_source(embedder, src, fs.name, study.store_path, progress=progress)
-                if st["status"] == "done":
-                    run.done += 1
-                    run.instances += st["n_instances"]
-                else:
-                    run.failed += 1
-                    run.failures.append((src.source_id, st["error"]))
+                tally(run, embed_source(embedder, src, fs.name, study.store_path, progress=progress))
                 try:
                     with _store(study) as con:
-                        folded += fold_status_files(con, study, fs.name, current)
+                        plan.folded += fold_status_files(con, study, fs.name, plan.current)
                 except store.StoreError as exc:  # folded by the next run (or another shard) instead
                     log.warning("could not record %s now: %s", src.source_id, exc)
         finally:
             embedder.close()
-    with _store(study) as con:
-        folded += fold_status_files(con, study, fs.name, current)
-        attempted = _attempted(con, fs.name)
-        untried = [s for s in sources if attempted.get(s.source_id, (None, None))[1] != s.fingerprint]
-        # another shard's damaged files wait for that shard to embed them again
-        damaged = {p.source_id for p in store.unreadable_instances(con, study.store_path, fs.name)}
-        waiting = {s.source_id for s in untried}
-        untried += [s for s in sources if s.source_id in damaged and s.source_id not in waiting]
-        run.waiting = len(untried)
-        # Re-pool only when the set of done instances may have changed.
-        was_done = any(attempted_before.get(s.source_id, (None, None))[0] == "done" for s in todo)
-        changed = run.done > 0 or folded > 0 or was_done
-        if not untried and (changed or not _has_pooled(con, fs.name, fs.pooling)):
-            valid = [s.source_id for s in sources if attempted[s.source_id] == ("done", s.fingerprint)]
-            run.pooled = pool_feature_set(con, fs.name, fs.pooling, valid)
+    finish_feature_set(study, fs, plan)
     run.seconds = time.perf_counter() - t0
     log.info("%s", run)
     return run

@@ -10,8 +10,11 @@ returns pooled features. Weights are one of:
 - ``"hf-hub:org/name"``: weights and config from the Hugging Face hub;
 - a local ``.pth`` / ``.pt`` / ``.bin`` / ``.safetensors`` file (recorded by its sha256).
 
-Preprocessing comes from the model's own config (``timm.data.resolve_data_config``):
-the same mean, std and interpolation, applied tensor-side on the device.
+Preprocessing comes from the model's own pretrained config (``timm.data.resolve_data_config``),
+also when the weights are random or a local file: the input size (224, InceptionV3's 299,
+EfficientNet-B5's 448 or 456 for ``tf_efficientnet_b5``), mean, std and interpolation,
+applied tensor-side on the device and recorded with the config they came from
+(:func:`pretrained_data_config` reads them without building the model).
 """
 
 from __future__ import annotations
@@ -150,6 +153,31 @@ def default_input_size(name: str) -> int:
     return int(cfg.input_size[-1])
 
 
+def pretrained_data_config(name: str) -> dict[str, Any]:
+    """Input size, mean, std and interpolation of a timm model's pretrained config, without building it.
+
+    ``name`` is ``arch`` (its default pretrained tag) or ``arch.tag``; the values are
+    those :func:`load_encoder` applies, whatever the weights (``random`` and local files
+    use the config of the tag named, or of the default tag). ``config_source`` names the tag.
+    """
+    from timm.data import resolve_data_config
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name.removeprefix("hf-hub:"))
+    if cfg is None:
+        raise EncoderError(f"unknown encoder {name!r}: no timm pretrained config")
+    out = dict(resolve_data_config(pretrained_cfg=cfg.to_dict()))
+    out["config_source"] = _config_source(cfg.to_dict(), name)
+    return out
+
+
+def _config_source(cfg: dict[str, Any], name: str) -> str:
+    arch = cfg.get("architecture") or name.split(".")[0]
+    if cfg.get("hf_hub_id") and name.startswith("hf-hub:"):
+        return f"hf-hub config {cfg['hf_hub_id']}"
+    return f"timm pretrained config {arch}.{cfg['tag']}" if cfg.get("tag") else f"timm config {arch}"
+
+
 _RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1, "box": 4, "hamming": 5}
 
 
@@ -168,6 +196,7 @@ class Encoder:
     device: torch.device
     amp: bool = False  # bfloat16 autocast (CUDA)
     channels_last: bool = False
+    config_source: str = ""  # the pretrained config that input size, mean and std come from
     _scale: torch.Tensor = field(init=False, repr=False)
     _shift: torch.Tensor = field(init=False, repr=False)
 
@@ -189,6 +218,7 @@ class Encoder:
             "std": list(self.std),
             "interpolation": self.interpolation,
             "input_size": self.input_size,
+            "config_source": self.config_source,
         }
 
     @torch.inference_mode()
@@ -268,6 +298,7 @@ def load_encoder(
         device=dev,
         amp=cuda,
         channels_last=cl,
+        config_source=_config_source(dict(getattr(model, "pretrained_cfg", {}) or {}), name),
     )
     # One forward pass gives the true feature width (num_features is not always it).
     enc.dim = int(enc.embed(torch.zeros((1, size, size, 3), dtype=torch.uint8)).shape[1])

@@ -35,15 +35,20 @@ def _binary(frame: pl.DataFrame, col: str, source: str) -> pl.Series:
 def check_cohort(frame: pl.DataFrame, source: str, known_ids: pl.Series | None = None) -> pl.DataFrame:
     """Validate a cohort result and return it typed and ordered by ``patient_id``.
 
-    Errors name the result rows (1-based, in the SQL's order). ``known_ids``:
+    Errors name the result rows (1-based, in the SQL's order). A cohort without
+    ``label`` but with ``time`` and ``event`` gets a NULL ``label`` column. ``known_ids``:
     the store's patient ids, which every cohort patient must be one of.
     """
-    missing = [c for c in ("patient_id", "label") if c not in frame.columns]
+    survival = "time" in frame.columns and "event" in frame.columns
+    # a survival cohort may return time and event without a binary label (its label is then NULL throughout)
+    missing = [c for c in ("patient_id", *(() if survival else ("label",))) if c not in frame.columns]
     if missing:
         raise CohortError(
-            f"{source}: no column(s) {', '.join(missing)}; a cohort returns patient_id and label "
-            f"(it returned {', '.join(frame.columns) or 'no columns'})"
+            f"{source}: no column(s) {', '.join(missing)}; a cohort returns patient_id and label, "
+            f"or patient_id, time and event (it returned {', '.join(frame.columns) or 'no columns'})"
         )
+    if "label" not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.Int8).alias("label"))
     if frame.height == 0:
         raise CohortError(f"{source}: the cohort has no patients")
     pid = frame["patient_id"]

@@ -27,7 +27,7 @@ from analytics.cohort.errors import CohortError
 from analytics.cohort.features import Bags, FeatureBlock, _key, feature_coverage, feature_key, read_bags, read_block
 from analytics.cohort.files import cohort_name, cohort_params, find_cohort, view_files
 from analytics.cohort.sql import Session, read_only, run_select
-from analytics.splits import SPLITS, SplitError, assign_splits, check_splits, split_counts
+from analytics.splits import SPLITS, SplitError, assign_splits, check_splits, outcome_strata, split_counts
 from analytics.table1 import Table1, table1
 from pipeline import store
 from pipeline.config import SplitSection, Study
@@ -377,7 +377,7 @@ def _handle_missing(cohort: Cohort, on_missing: str, split: SplitSection) -> Coh
     out = cohort.subset(keep)
     present = [s for s in SPLITS if s in set(cohort.split.tolist())]
     try:
-        check_splits(out.frame["patient_id"], out.frame["split"], out.frame["label"], expected=present,
+        check_splits(out.frame["patient_id"], out.frame["split"], outcome_strata(out.frame), expected=present,
                      source=f"cohort {cohort.name} after dropping patients without features")
     except SplitError as exc:
         raise CohortError(str(exc)) from None

@@ -71,7 +71,7 @@ from analytics.models.persist import (
     read_predictions,
 )
 from pipeline import atomic, store
-from pipeline.config import ExplainSection, Model, Study
+from pipeline.config import SURVIVAL_KINDS, ExplainSection, Model, Study
 from pipeline.store import feature_set_params
 
 log = logging.getLogger("cohortlab.explain")
@@ -411,15 +411,20 @@ def explain(
                 summary.status = "up to date"
                 _fill(summary, prev)
                 continue
+            if (spec.kind in SURVIVAL_KINDS or study.endpoint(spec) == "survival") and spec.kind != "mil_cox":
+                # SHAP of a survival model's risk is not computed; mil_cox has its attention
+                summary.status = "not explained"
+                result.notes.append(f"{spec.name}: a {spec.kind} model of a survival endpoint; no SHAP explanation")
+                continue
             fitted = load_model(study.models_dir / spec.name)
             notes: list[str] = []
             with atomic.staged_dir(folder / spec.name) as tmp:
-                if spec.kind == "mil":
+                if spec.kind in ("mil", "mil_cox"):
                     outputs = _mil_model(study, fitted, wanted, settings, tmp, summary, notes)
                 else:
                     outputs = _shap_model(ctx, fitted, wanted, settings, tmp, summary, notes)
                 outputs.record.update(digest=digest, kind=spec.kind, notes=notes,
-                                      budget=settings.budget("attention" if spec.kind == "mil" else summary.explainer))
+                                      budget=settings.budget("attention" if spec.kind in ("mil", "mil_cox") else summary.explainer))
             current[spec.name] = outputs
             result.notes += notes
             summary.status = "explained"

@@ -191,6 +191,20 @@ class StackingLearner:
 
     def fit(self, data: ModelData, y: np.ndarray) -> StackingLearner:
         scores = data.scores
+        if np.ndim(y) == 2:  # members of a survival endpoint: a Cox meta-learner on their risks
+            from analytics.models.survival import CoxStacking, as_survival, select_survival
+
+            time, event = as_survival(y)
+
+            def fit_risk(point: dict[str, Any], tr: np.ndarray, te: np.ndarray) -> np.ndarray:
+                return CoxStacking(self.members, C=point.get("C", 1.0), seed=self.seed).fit(
+                    scores[tr], y[tr]).predict_score(scores[te])
+
+            folds = int(self.params.get("inner_folds", tuning.DEFAULT_INNER_FOLDS))
+            self.chosen_, self.inner_auc_ = select_survival(fit_risk, self.grid, time, event, folds, self.seed)
+            c = self.chosen_.get("C", self.params.get("C", 1.0))
+            self.model_ = CoxStacking(self.members, C=c, seed=self.seed).fit(scores, y)
+            return self
 
         def fit_score(point: dict[str, Any], tr: np.ndarray, te: np.ndarray) -> np.ndarray:
             return Stacking(self.members, C=point.get("C", 1.0), seed=self.seed).fit(scores[tr], y[tr]).predict_score(scores[te])
@@ -204,6 +218,10 @@ class StackingLearner:
 
     def predict_score(self, data: ModelData) -> np.ndarray:
         return self.model_.predict_score(data.scores)
+
+    def risk_at(self, data: ModelData, horizons: Any) -> np.ndarray:
+        """Absolute risk at the horizons (a stacking of survival models only)."""
+        return self.model_.risk_at(data.scores, horizons)
 
     @property
     def chosen(self) -> dict[str, Any]:

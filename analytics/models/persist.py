@@ -3,11 +3,14 @@
 Layout::
 
     manifest.json        what the model is and what it was fitted on (see below)
-    model.joblib         the fitted scikit-learn pipeline (logistic, svm, xgboost)
-                         or stacking meta-learner
+    model.joblib         the fitted scikit-learn pipeline (logistic, svm, xgboost),
+                         stacking meta-learner, or survival learner (cox, coxnet,
+                         rsf, xgboost_cox, mil_cox: preprocessing, model and baseline)
     model.pt             a MIL network's state_dict (its config is in the manifest)
     predictions.parquet  the rows written to the store's predictions table
     attention.parquet    MIL only: every instance's attention weight
+    horizon_risks.parquet  survival models: absolute risk 1 - S(t|x) at each horizon
+                         (out-of-fold for training patients, as the scores)
 
 The manifest lists the feature sets, clinical columns and input models, the
 cohort hash, the outer folds, the hyper-parameters chosen, library versions
@@ -40,7 +43,7 @@ from analytics.models.learners import (
 )
 from analytics.models.mil import MILClassifier
 from pipeline import atomic
-from pipeline.config import Model
+from pipeline.config import SURVIVAL_KINDS, Model
 from pipeline.errors import CohortlabError
 
 FORMAT = 1
@@ -49,6 +52,7 @@ PREDICTIONS = "predictions.parquet"
 ATTENTION = "attention.parquet"
 JOBLIB = "model.joblib"
 TORCH = "model.pt"
+HORIZON_RISKS = "horizon_risks.parquet"
 
 
 class PersistError(CohortlabError, RuntimeError):
@@ -104,6 +108,7 @@ def save_model(
     manifest: dict[str, Any],
     predictions: pl.DataFrame,
     attention: pl.DataFrame | None = None,
+    horizon_risks: pl.DataFrame | None = None,
 ) -> Path:
     """Write a fitted model's folder (replacing an older one) and return it."""
     import torch
@@ -112,7 +117,9 @@ def save_model(
     with atomic.staged_dir(folder) as tmp:
         kind = manifest["kind"]
         name = artifact_name(kind)
-        if isinstance(learner, TabularLearner):
+        if kind in SURVIVAL_KINDS:  # preprocessing, estimator and Breslow baseline in one pickle
+            joblib.dump(learner, tmp / JOBLIB)
+        elif isinstance(learner, TabularLearner):
             joblib.dump(learner.pipeline_, tmp / JOBLIB)
         elif isinstance(learner, StackingLearner):
             joblib.dump(learner.model_, tmp / JOBLIB)
@@ -122,6 +129,8 @@ def save_model(
         predictions.write_parquet(tmp / PREDICTIONS)
         if attention is not None:
             attention.write_parquet(tmp / ATTENTION)
+        if horizon_risks is not None:
+            horizon_risks.write_parquet(tmp / HORIZON_RISKS)
         atomic.write_json(tmp / MANIFEST, {**manifest, "format": FORMAT, "artifact": name}, indent=2, default=str,
                           end="\n")
     return folder
@@ -140,6 +149,12 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
     if art is not None and not (Path(folder) / art).exists():
         return None
     return manifest
+
+
+def read_horizon_risks(folder: Path) -> pl.DataFrame | None:
+    """A survival model's absolute risks at the study's horizons (model, patient_id, horizon, risk), if saved."""
+    path = Path(folder) / HORIZON_RISKS
+    return pl.read_parquet(path) if path.exists() else None
 
 
 def read_predictions(folder: Path) -> pl.DataFrame:
@@ -163,7 +178,9 @@ def load_model(path: str | Path) -> FittedModel:
         raise PersistError(f"{folder}: no complete saved model here (run `cohortlab fit` first)")
     spec = Model.model_validate(manifest["config"])
     chosen = manifest.get("chosen", {})
-    if spec.kind == "mil":
+    if spec.kind in SURVIVAL_KINDS:
+        learner = joblib.load(folder / JOBLIB)
+    elif spec.kind == "mil":
         state = torch.load(folder / TORCH, map_location="cpu", weights_only=True)
         learner: Learner = MILLearner.fitted(MILClassifier.from_state(manifest["mil"], state), chosen)
     elif spec.kind == "voting":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from analytics.models import classical
+from analytics.models import classical, survival
 from analytics.models.learners import (
     Learner,
     MILLearner,
@@ -31,6 +31,10 @@ def build_learner(spec: Model, seed: int) -> Learner:
             return TabularLearner(spec.kind, spec.params, spec.grid, seed)
         if spec.kind == "mil":
             return MILLearner(spec.params, spec.grid, seed)
+        if spec.kind == "mil_cox":
+            return survival.MILCoxLearner(spec.params, spec.grid, seed)
+        if spec.kind in survival.SURVIVAL_KINDS:
+            return survival.SurvivalLearner(spec.kind, spec.params, spec.grid, seed)
         if spec.kind == "voting":
             if spec.grid:
                 raise ValueError("a voting model has nothing to tune; remove its grid")

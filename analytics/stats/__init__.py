@@ -1,5 +1,6 @@
 """Validation statistics: AUC and its CIs, thresholds, calibration, decision
-curves, survival, and optimism-corrected internal validation.
+curves, survival, optimism-corrected internal validation, added value (NRI,
+IDI, likelihood-ratio test) and development sample size.
 
 Conventions: ``y`` is 0/1 (1 = case); a higher score means more likely a case;
 ties count one half (Mann-Whitney).  Same inputs and seed give byte-identical
@@ -10,6 +11,19 @@ results.
 Interval(0.893 (95% CI 0.833–0.953), method='delong')
 """
 
+from .added_value import (
+    IDI,
+    NRI,
+    LRTest,
+    NRIComponent,
+    SampleSize,
+    idi,
+    lr_test,
+    nri,
+    r2_cs_from_auc,
+    reclassification,
+    sample_size,
+)
 from .calibrate import CalibrationCurve, calibration, calibration_curve
 from .decision import net_benefit
 from .optimism import optimism_corrected
@@ -24,19 +38,37 @@ from .survival import (
     risk_cutpoints,
     risk_groups,
 )
+from .survival_time import (
+    SurvivalCalibration,
+    TimeMetric,
+    brier,
+    calibration_at,
+    integrated_brier,
+    net_benefit_survival,
+    time_auc,
+)
 from .thresholds import binary_metrics, confusion, roc_curve, threshold, wilson_interval
 from .types import Comparison, Interval
 
 __all__ = [
+    "IDI",
+    "LRTest",
+    "NRI",
+    "NRIComponent",
+    "SampleSize",
     "CalibrationCurve",
     "Comparison",
     "CoxResult",
     "Interval",
     "KMResult",
+    "SurvivalCalibration",
+    "TimeMetric",
     "auc",
     "auc_ci",
     "binary_metrics",
+    "brier",
     "calibration",
+    "calibration_at",
     "calibration_curve",
     "compare_auc",
     "concordance",
@@ -44,7 +76,15 @@ __all__ = [
     "cox",
     "delong_covariance",
     "km_by_group",
+    "idi",
+    "integrated_brier",
+    "lr_test",
     "net_benefit",
+    "net_benefit_survival",
+    "nri",
+    "r2_cs_from_auc",
+    "reclassification",
+    "sample_size",
     "optimism_corrected",
     "risk_cutpoints",
     "risk_groups",
@@ -52,5 +92,6 @@ __all__ = [
     "roc_curve",
     "sensitivity_at",
     "threshold",
+    "time_auc",
     "wilson_interval",
 ]

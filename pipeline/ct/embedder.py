@@ -2,10 +2,11 @@
 
 A CT feature set has one of three modes (``FeatureSet.mode``; inferred from
 the encoder when left out: ``radiomics`` -> radiomics, ``r3d_18`` / ``mc3_18``
-/ ``r2plus1d_18`` -> 3d, any other name -> a timm backbone in 2.5d):
+/ ``r2plus1d_18`` / ``i3d:<timm name>`` / ``monai:<network>`` -> 3d, any other
+name -> a timm backbone in 2.5d):
 
 - ``3d``: the ROI crop (oriented to LPS, resampled to ``spacing``, windowed,
-  fitted to ``input_size`` (z, y, x)) goes through a video ResNet; one instance
+  fitted to ``input_size`` (z, y, x)) goes through a 3D network; one instance
   per scan, at the crop's first voxel (x, y, z on the preprocessed grid);
 - ``2.5d``: every axial slice of the crop that holds ROI, with its neighbours
   as the other two channels, goes through a timm backbone; one instance per
@@ -41,6 +42,7 @@ from pipeline.ct import volume
 from pipeline.ct.encoders import (
     DEFAULT_INPUT_3D,
     VIDEO_MODELS,
+    is_volume_encoder,
     load_volume_encoder,
     slice_stack,
 )
@@ -64,7 +66,7 @@ def infer_mode(fs: FeatureSet) -> str:
         return fs.mode
     if fs.encoder == "radiomics":
         return "radiomics"
-    if fs.encoder in VIDEO_MODELS:
+    if is_volume_encoder(fs.encoder):
         return "3d"
     return "2.5d"
 
@@ -146,9 +148,12 @@ class CtEmbedder:
         else:
             if fs.encoder == "radiomics":
                 raise ValueError(f"{where}: encoder 'radiomics' needs mode 'radiomics', not {mode!r}")
-            if mode == "3d" and fs.encoder not in VIDEO_MODELS:
-                raise ValueError(f"{where}: mode '3d' needs a 3D encoder ({', '.join(VIDEO_MODELS)}), not {fs.encoder!r}")
-            if mode == "2.5d" and fs.encoder in VIDEO_MODELS:
+            if mode == "3d" and not is_volume_encoder(fs.encoder):
+                raise ValueError(
+                    f"{where}: mode '3d' needs a 3D encoder ({', '.join(VIDEO_MODELS)}, i3d:<timm name> or "
+                    f"monai:<network>), not {fs.encoder!r}"
+                )
+            if mode == "2.5d" and is_volume_encoder(fs.encoder):
                 raise ValueError(f"{where}: {fs.encoder!r} is a 3D encoder; use mode '3d' (or leave mode out)")
             if fs.bin_width is not None:
                 raise ValueError(f"{where}: bin_width applies to radiomics only")
@@ -203,6 +208,8 @@ class CtEmbedder:
                 init_seed=int(fs.params.get("seed", 0)) if fs.weights == "random" else None,
                 preprocessing=enc.preprocessing(),
             )
+            if enc.load_report is not None:
+                params["weights_load"] = enc.load_report  # keys of the weights file that did not fit
             return FeatureSetRecord(fs.name, "ct", fs.encoder, enc.weights_id, params, enc.dim)
         enc2 = self.encoder
         assert enc2 is not None

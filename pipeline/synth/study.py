@@ -232,10 +232,24 @@ def study_toml(seed: int, report_dir: str | None = None, small: bool = False) ->
         {"name": "wsi_mil", "kind": "mil", "features": ["wsi_resnet18"]},
         {"name": "ct_svm", "kind": "svm", "features": ["ct_radiomics:mean"], "grid": {"C": [0.01, 0.1]},
          "params": {"kernel": "linear"}},
+        # gradient-boosted trees on the radiomics features with the clinical variables beside them
+        {"name": "ct_xgb", "kind": "xgboost", "features": ["ct_radiomics:mean"],
+         "clinical": ["age", "sex", "esr", "anti_ssa", "igg"], "grid": {"max_depth": [2, 3]}},
         {"name": "fusion", "kind": "svm", "scores": ["wsi_svm", "ct_svm"], "clinical": ["anti_ssa", "igg"],
          "grid": {"C": [0.1, 1.0]}},
         {"name": "ensemble", "kind": "voting", "members": ["wsi_svm", "wsi_mil"]},
     ]
+    if not small:
+        # time to the extra-glandular event: Cox on clinical variables, Cox-loss attention-MIL on the
+        # slides, and a Cox fusion of their risks (a light ridge penalty keeps small folds stable). The
+        # small variant's few training patients hold too few events for survival folds.
+        models += [
+            {"name": "clinical_cox", "kind": "cox", "clinical": ["age", "esr", "anti_ssa", "igg"],
+             "params": {"penalizer": 0.1}},
+            {"name": "wsi_mil_cox", "kind": "mil_cox", "features": ["wsi_resnet18"]},
+            {"name": "survival_fusion", "kind": "cox", "scores": ["clinical_cox", "wsi_mil_cox"],
+             "params": {"penalizer": 0.1}},
+        ]
     data: dict[str, Any] = {
         "study": {
             "name": "demo",
@@ -250,7 +264,9 @@ def study_toml(seed: int, report_dir: str | None = None, small: bool = False) ->
         "cohort": {"name": "demo", "params": {"min_age": 18}},
         "split": {"external_centers": ["B"], "internal_fraction": 0.25, "seed": 0},
         "models": models,
-        "validation": {"n_boot": 500, "compare": [["fusion", "clinical"]]},
+        "validation": {"n_boot": 500, "compare": [["fusion", "clinical"]], "horizons": [12, 36, 60],
+                       "added_value": [["fusion", "clinical"]], "risk_cutoffs": [0.2, 0.5],
+                       "subgroups": {"sex": {}, "age": {"cuts": [60]}}},
     }
     if report_dir is not None:
         data["report"] = {"dir": report_dir}

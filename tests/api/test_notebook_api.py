@@ -73,7 +73,7 @@ def test_import_is_light_and_names_load_on_use() -> None:
         "assert {'CohortlabError', 'Study', 'Validation', 'load_study'} <= set(dir(cohortlab))\n"
         "print(cohortlab.__file__)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=120, check=False)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", cwd="/", timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert Path(proc.stdout.strip()).parent.name == "cohortlab"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):

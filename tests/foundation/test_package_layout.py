@@ -22,7 +22,7 @@ DOCUMENTED = {
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, encoding="utf-8", timeout=300)
 
 
 def test_slide_and_ct_readers_and_explain_helpers_do_not_load_torch() -> None:

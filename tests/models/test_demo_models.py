@@ -14,10 +14,11 @@ from pipeline import synth
 from model_helpers import add_bags, add_pooled, build_store, make_study
 
 SQL = """
-SELECT p.patient_id, p.center, c.high_risk AS label, c.split, c.age, c.sex, c.esr, c.anti_ssa, c.igg
+SELECT p.patient_id, p.center, c.high_risk AS label, c.time, c.event, c.split, c.age, c.sex, c.esr, c.anti_ssa,
+       c.igg
 FROM patients p JOIN clinical c USING (patient_id)
 """
-TYPES = {"high_risk": "binary", "split": "categorical", "age": "numeric", "sex": "categorical", "esr": "numeric",
+TYPES = {"high_risk": "binary", "time": "numeric", "event": "binary", "split": "categorical", "age": "numeric", "sex": "categorical", "esr": "numeric",
          "anti_ssa": "categorical", "igg": "numeric"}
 
 
@@ -35,6 +36,9 @@ def test_every_demo_model_fits(tmp_path: Path) -> None:
         "esr": pl.Series(esr).fill_nan(None), "anti_ssa": np.where(rng.random(n) < 0.3 + 0.4 * y, "positive",
                                                                    "negative").tolist(),
         "igg": (14 + 3 * y + rng.normal(0, 3, n)).round(1),
+        # follow-up for the survival models: shorter times to event for label 1
+        "time": rng.exponential(np.where(y == 1, 20.0, 60.0)).round(1) + 0.1,
+        "event": (rng.random(n) < 0.6).astype(np.int64),
     })
     path = build_store(tmp_path / "store.duckdb", patients, TYPES)
     bags = {}
@@ -52,11 +56,15 @@ def test_every_demo_model_fits(tmp_path: Path) -> None:
     study = make_study(tmp_path, models, folds=3, feature_sets=("wsi_resnet18", "ct_radiomics"), cohort_sql=SQL)
     result = fit(study, progress=False)
 
-    assert [m.name for m in result.models] == ["clinical", "wsi_svm", "wsi_mil", "ct_svm", "fusion", "ensemble"]
+    assert [m.name for m in result.models] == ["clinical", "wsi_svm", "wsi_mil", "ct_svm", "ct_xgb", "fusion", "ensemble",
+                                               "clinical_cox", "wsi_mil_cox", "survival_fusion"]
     assert {m.status for m in result.models} == {"fitted"}
     rows = stored_predictions(study.store_path)
     for name, part in rows.group_by("model"):
         assert set(part["split"]) == {"train", "internal", "external"}, name
-        assert ("P007" in part["patient_id"].to_list()) == (name[0] not in ("ct_svm", "fusion")), name
+        assert ("P007" in part["patient_id"].to_list()) == (name[0] not in ("ct_svm", "ct_xgb", "fusion")), name
     assert result.model("fusion").missing == {"score:ct_svm": ["P007"]}
-    assert all(m.oof_auc is not None for m in result.models)
+    survival = {"clinical_cox", "wsi_mil_cox", "survival_fusion"}
+    assert all(m.oof_auc is not None for m in result.models if m.name not in survival)
+    for name in survival:  # a survival model's OOF estimate is Harrell's C (in its manifest), not an AUC
+        assert result.model(name).oof_auc is None

@@ -102,7 +102,7 @@ def test_disk_full_is_one_line_naming_the_file(reported: tuple[Study, Path], tmp
             "from analytics.cli import main\n"
             f"sys.exit(main(['validate', {str(copy / 'study.toml')!r}]))\n")
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", cwd=ROOT, env=env,
                           timeout=300, check=False)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr

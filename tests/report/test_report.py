@@ -47,7 +47,7 @@ def _expected(metrics: dict, key: str) -> str:
     if metric == "threshold":
         return f3(m["threshold"]["value"])
     s = m["splits"][split]
-    if metric in ("n", "n_positive"):
+    if metric in ("n", "n_positive", "n_survival", "n_events"):
         return str(s[metric])
     if metric.startswith("calibration_"):
         return f3(s["calibration"][metric[12:]])
@@ -68,7 +68,7 @@ def test_report_path_and_sections(reported: tuple[Study, Path], parsed: tuple) -
     assert path == study.report_dir / "index.html"
     _, _, doc, _ = parsed
     wanted = {sid for sid, _ in SECTIONS} | {"flow", "flow-splits", "table1", "missing-data", "cohort-sql", "centers",
-                                             "shap", "attention", "random-weights", "fig-roc-overview", "fig-forest"}
+                                             "shap", "attention", "random-weights", "fig-roc-split-internal", "fig-forest"}
     for model in ("good", "weak"):
         wanted |= {f"fig-roc-{model}", f"fig-calibration-{model}", f"fig-decision-{model}", f"performance-{model}",
                    f"model-{model}"} | {f"km-{model}-{s}" for s in ("train", "internal", "external")}

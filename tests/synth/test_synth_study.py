@@ -31,12 +31,16 @@ def test_study_toml_validates_with_the_demo_settings(small_study: Path) -> None:
     assert fs["ct_r3d18"].margin_mm == 5 and fs["ct_r3d18"].weights == "random"
     assert (fs["ct_radiomics"].encoder, fs["ct_radiomics"].mode) == ("radiomics", "radiomics")
     models = {m.name: m for m in study.models}
-    assert list(models) == ["clinical", "wsi_svm", "wsi_mil", "ct_svm", "fusion", "ensemble"]
+    binary = [n for n, m in models.items() if m.kind not in ("cox", "mil_cox")]
+    assert binary == ["clinical", "wsi_svm", "wsi_mil", "ct_svm", "ct_xgb", "fusion", "ensemble"]
     assert models["clinical"].kind == "logistic"
     assert models["clinical"].clinical == ["age", "sex", "esr", "anti_ssa", "igg"]
     assert models["wsi_svm"].features == ["wsi_resnet18:mean"]
     assert models["wsi_mil"].kind == "mil" and models["wsi_mil"].features == ["wsi_resnet18"]
     assert models["ct_svm"].features == ["ct_radiomics:mean"]
+    assert models["ct_xgb"].kind == "xgboost" and models["ct_xgb"].features == ["ct_radiomics:mean"]
+    assert models["ct_xgb"].clinical == ["age", "sex", "esr", "anti_ssa", "igg"]
+    assert {k: g.cuts for k, g in study.validation.subgroups.items()} == {"sex": [], "age": [60.0]}
     assert models["fusion"].scores == ["wsi_svm", "ct_svm"] and models["fusion"].clinical == ["anti_ssa", "igg"]
     assert models["ensemble"].kind == "voting" and models["ensemble"].members == ["wsi_svm", "wsi_mil"]
     roles = {k: v.role for k, v in study.variables.items()}

@@ -92,7 +92,10 @@ def test_feature_set_provenance(broken_run):
     assert (row["name"], row["modality"], row["encoder"], row["weights"], row["dim"]) == ("r18", "wsi", "resnet18", "random", 512)
     assert row["code_version"].startswith("0.")
     assert (params["mpp"], params["tile_size"], params["overlap"], params["tissue_threshold"]) == (1.0, 224, 0, 0.25)
-    assert params["preprocessing"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "interpolation": "bicubic", "input_size": 224}
+    assert params["preprocessing"] == {
+        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "interpolation": "bicubic", "input_size": 224,
+        "config_source": "timm pretrained config resnet18.a1_in1k",  # timm's default resnet18 tag
+    }
     assert params["weights_spec"] == "random" and params["init_seed"] == 0
     assert (row["done"], row["failed"], row["instances"]) == (1, 4, 13)
 

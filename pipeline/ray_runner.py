@@ -1,0 +1,294 @@
+"""The embedding runner on a Ray cluster: ``cohortlab embed --ray ADDRESS``.
+
+One unit of work is one source (a slide or a scan) of one feature set. The
+driver plans each feature set exactly as the local runner does
+(:func:`pipeline.embed.plan_feature_set`: done sources are skipped), then
+hands the sources to a pool of Ray actors that each load the encoder once and
+call :func:`pipeline.embed.embed_source`, which writes the source's instance
+Parquet and status file atomically in the study's instances folder. That
+folder must be on storage every node sees; a probe task on every node checks
+it before any work. Workers never open the DuckDB store: the driver folds the
+status files, registers the feature set and pools patient features once every
+source has ended (:func:`pipeline.embed.finish_feature_set`), so the outputs
+are those of the local runner, and a run begun on one engine can be finished
+on the other.
+
+A worker process lost mid-source (killed, out of memory, a node gone) is
+restarted by Ray and the source tried again, up to ``retries`` times; a source
+that fails on its own is recorded as failed by the embedder after one try.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from pipeline import atomic, store
+from pipeline.config import ConfigError, FeatureSet, Study
+from pipeline.device import resolve_device
+from pipeline.embed import (
+    EmbedResult,
+    FeatureSetRun,
+    embed_source,
+    finish_feature_set,
+    make_embedder,
+    plan_feature_set,
+    status_path,
+    tally,
+)
+from pipeline.errors import CohortlabError
+from pipeline.source import Embedder, Source
+
+log = logging.getLogger("cohortlab.embed")
+
+MAX_CPU_ACTORS_PER_DEFAULT = 8  # each holds a copy of the encoder
+LOCAL_OBJECT_STORE_BYTES = 200 * 1024**2  # sources travel as small rows; instances go to files, not the object store
+
+
+class EmbedError(CohortlabError, RuntimeError):
+    """The cluster cannot run the embedding (unreachable, or a node that cannot write the instances folder)."""
+
+
+EmbedderFactory = Callable[[FeatureSet, str], Embedder]
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:  # pragma: no cover - ray is a dependency
+        raise EmbedError("--ray needs the 'ray' package (pip install ray)") from None
+    return ray
+
+
+@contextmanager
+def _connected(address: str) -> Iterator[Any]:
+    """Ray connected to ``address`` (``local`` starts one here); a session already open is reused and kept."""
+    ray = _ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    try:
+        if address == "local":
+            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                     log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
+        else:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise EmbedError(f"--ray {address}: cannot connect to a Ray cluster: {exc}") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+# --- probe --------------------------------------------------------------------------
+
+
+def _probe_write(folder: str) -> tuple[str, str | None]:
+    """Write and remove a file in ``folder`` on this node; ``(node, problem or None)``."""
+    import ray
+
+    node = ray.util.get_node_ip_address()
+    probe = Path(folder) / f".probe-{uuid.uuid4().hex}"
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        return node, f"{type(exc).__name__}: {exc.strerror or exc}"
+    return node, None
+
+
+def check_nodes_can_write(ray: Any, folder: Path) -> list[str]:
+    """Run a probe task on every alive node; the node addresses, or :class:`EmbedError` naming node and path."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(num_cpus=0)(_probe_write)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(folder))
+            for n in nodes]
+    out = []
+    for node, problem in ray.get(refs):
+        if problem is not None:
+            raise EmbedError(f"node {node} cannot write the instances folder {folder} ({problem}); "
+                             "put the study on storage every Ray node mounts at the same path")
+        out.append(node)
+    return out
+
+
+# --- actors -------------------------------------------------------------------------
+
+
+class _EmbedWorker:
+    """Holds one feature set's encoder, loaded once, and embeds sources with it."""
+
+    def __init__(self, fs: FeatureSet, device: str, store_path: str, threads: int, factory: EmbedderFactory) -> None:
+        import ray
+        import torch
+
+        if device == "cpu":
+            torch.set_num_threads(max(1, threads))
+        self.fs_name = fs.name
+        self.store_path = Path(store_path)
+        self.device = str(resolve_device(device))
+        self.node = ray.util.get_node_ip_address()
+        self.embedder = factory(fs, device)
+
+    def record(self) -> store.FeatureSetRecord:
+        return self.embedder.record()
+
+    def embed(self, source: Source) -> dict[str, Any]:
+        return embed_source(self.embedder, source, self.fs_name, self.store_path,
+                            extra={"node": self.node, "device": self.device})
+
+
+def _cluster_plan(ray: Any, device: str, workers: int | None) -> tuple[str, int, dict[str, float]]:
+    """Device for the actors, how many, and each actor's resources."""
+    res = ray.cluster_resources()
+    gpus, cpus = int(res.get("GPU", 0)), max(1, int(res.get("CPU", 1)))
+    if device.startswith("cuda") and not gpus:
+        raise EmbedError(f"--device {device}: the Ray cluster has no GPU")
+    if gpus and device != "cpu":
+        n = workers or gpus
+        return "cuda", n, {"num_gpus": 1, "num_cpus": max(1, cpus // n)}
+    # single-threaded actors side by side keep the cores busier than one actor's threads (tile reading,
+    # tissue masks and Parquet writes are serial): 2 actors on 2 cores embed 1.47x the sources/s of one
+    n = workers or min(cpus, MAX_CPU_ACTORS_PER_DEFAULT)
+    return "cpu", n, {"num_cpus": max(1, cpus // n)}
+
+
+def _failed_status(src: Source, fs_name: str, store_path: Path, why: str) -> dict[str, Any]:
+    status = {"feature_set": fs_name, "source_id": src.source_id, "patient_id": src.patient_id,
+              "fingerprint": src.fingerprint, "status": "failed", "n_instances": 0, "error": why, "path": None,
+              "seconds": None}
+    atomic.write_json(status_path(store_path, fs_name, src.source_id), status, fsync=True)
+    return status
+
+
+def _embed_feature_set(ray: Any, study: Study, fs: FeatureSet, device: str, workers: int | None, retries: int,
+                       progress: bool, factory: EmbedderFactory) -> FeatureSetRun:
+    t0 = time.perf_counter()
+    plan = plan_feature_set(study, fs)
+    run, todo = plan.run, plan.todo
+    if todo:
+        folder = store.instance_path(study.store_path, fs.name, "x").parent
+        check_nodes_can_write(ray, folder)
+        atomic.remove_stale_temporaries(folder)
+        dev, n, resources = _cluster_plan(ray, device, workers)
+        n = min(n, len(todo))
+        actor_cls = ray.remote(_EmbedWorker).options(max_restarts=retries, max_task_retries=retries, **resources)
+        threads = int(resources["num_cpus"])
+
+        def spawn() -> Any:
+            return actor_cls.remote(fs, dev, str(study.store_path), threads, factory)
+
+        actors = [spawn() for _ in range(n)]
+        try:
+            try:
+                record = ray.get(actors[0].record.remote())
+            except ray.exceptions.RayError as exc:
+                raise ConfigError(f"{study.root / 'study.toml'}: feature set '{fs.name}': {_cause(exc)}") from None
+            queue = list(todo)
+            running: dict[Any, tuple[Any, Source]] = {}
+            bar = tqdm(total=len(todo), desc=f"embed {fs.name} (ray)", unit="source", disable=not progress)
+            try:
+                for a in actors:
+                    if queue:
+                        src = queue.pop(0)
+                        running[a.embed.remote(src)] = (a, src)
+                while running:
+                    ready, _ = ray.wait(list(running), num_returns=1)
+                    actor, src = running.pop(ready[0])
+                    try:
+                        st = ray.get(ready[0])
+                    except ray.exceptions.RayActorError as exc:  # lost more often than retries allow
+                        st = _failed_status(src, fs.name, study.store_path,
+                                            f"worker lost {retries + 1} time(s): {_cause(exc)}")
+                        actor = spawn()
+                        actors.append(actor)
+                    tally(run, st)
+                    if st.get("node") is not None:
+                        where = f"{st['node']} ({st['device']})"
+                        run.placed[where] = run.placed.get(where, 0) + 1
+                    bar.update(1)
+                    bar.set_postfix(tiles_s=f"{run.instances / max(time.perf_counter() - t0, 1e-9):.1f}",
+                                    failed=run.failed, refresh=False)
+                    if queue:
+                        nxt = queue.pop(0)
+                        running[actor.embed.remote(nxt)] = (actor, nxt)
+            finally:
+                bar.close()
+        finally:
+            for a in actors:
+                ray.kill(a)
+        # only now, with every source ended, does the store change
+        con = store.connect(study.store_path, wait_s=300.0)
+        try:
+            with store.transaction(con):
+                store.register_feature_set(con, record)
+        finally:
+            con.close()
+    finish_feature_set(study, fs, plan)
+    run.seconds = time.perf_counter() - t0
+    log.info("%s", run)
+    return run
+
+
+def _cause(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
+def embed(
+    study: Study,
+    feature_set: str | None = None,
+    device: str = "auto",
+    ray_address: str = "local",
+    retries: int = 2,
+    progress: bool = True,
+    workers: int | None = None,
+    embedder_factory: EmbedderFactory = make_embedder,
+) -> EmbedResult:
+    """Embed every feature set of a study (or one) on a Ray cluster, resumably; see the module docstring.
+
+    Parameters
+    ----------
+    study
+        The validated study; its folder must be on storage every Ray node mounts at the same path.
+    feature_set
+        Only this feature set.
+    device
+        ``auto`` (a GPU per actor where the cluster has GPUs), ``cpu`` or ``cuda``.
+    ray_address
+        ``local`` starts Ray on this machine and stops it at the end; ``auto`` or ``ray://host:port``
+        joins a running cluster. A Ray session already open in this process is used as it is.
+    retries
+        How many times a source is tried again when its worker process is lost.
+    progress
+        Show a progress bar over sources, with tiles/s and failures.
+    workers
+        Number of encoder actors (default: one per GPU; without GPUs, one per core, at most 8).
+    embedder_factory
+        Builds a feature set's embedder in each actor (default :func:`pipeline.embed.make_embedder`).
+    """
+    if retries < 0:
+        raise ConfigError(f"retries {retries}: need 0 or more")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"workers {workers}: need 1 or more")
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"device {device!r}: use auto, cpu or cuda")
+    chosen = [study.feature_set(feature_set)] if feature_set else list(study.feature_sets)
+    result = EmbedResult()
+    with _connected(ray_address) as ray:
+        for fs in chosen:
+            result.feature_sets.append(
+                _embed_feature_set(ray, study, fs, device, workers, retries, progress, embedder_factory))
+    return result
