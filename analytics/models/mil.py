@@ -311,7 +311,7 @@ class MILClassifier:
         logits, weights = [], []
         with torch.no_grad():
             for b in bags:
-                x = torch.from_numpy(b).unsqueeze(0).to(device)
+                x = torch.tensor(b).unsqueeze(0).to(device)  # a copy: cohort bags are read-only views
                 lg, w = net(x, torch.ones(1, len(b), dtype=torch.bool, device=device))
                 logits.append(lg[0])
                 weights.append(w[0].cpu().numpy().astype(np.float64))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import locale
 import random
 from pathlib import Path
 
@@ -16,7 +17,18 @@ from ct_data import LIVER, TS_IMAGE, TS_SEG
 
 
 def _write_dicom_series(folder: Path, volume: np.ndarray, spacing: tuple[float, float], z_positions: list[float]) -> list[Path]:
-    """One CT file per slice with its own ImagePositionPatient; names and instance numbers shuffled."""
+    """One CT file per slice with its own ImagePositionPatient; names and instance numbers shuffled.
+
+    GDCM's writer leaves the process in the C locale (Python's default text encoding then becomes ASCII): it is put back.
+    """
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        return _write_series(folder, volume, spacing, z_positions)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_series(folder: Path, volume: np.ndarray, spacing: tuple[float, float], z_positions: list[float]) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     order = list(range(len(z_positions)))
     random.Random(7).shuffle(order)
@@ -203,3 +215,15 @@ def test_unreadable_and_truncated_images(tmp_path):
 def test_label_without_mask_is_an_error():
     with pytest.raises(ct.ScanError, match="without a mask"):
         ct.load(TS_IMAGE, None, 5)
+
+
+def test_reading_dicom_keeps_the_process_locale(tmp_path, volume):
+    # GDCM's writer leaves the C locale behind (see _write_dicom_series); reading must not, or Python's
+    # default text encoding becomes ASCII for the rest of the process
+    z = [10.0 + 2.5 * k for k in range(volume.shape[0])]
+    _write_dicom_series(tmp_path / "series", volume, (0.8, 0.7), z)
+    locale.setlocale(locale.LC_ALL, "")  # the environment's locale, whatever earlier code left
+    before = (locale.setlocale(locale.LC_ALL), locale.getpreferredencoding(False))
+    ct.read_image(tmp_path / "series")
+    ct.probe_scan(tmp_path / "series")
+    assert (locale.setlocale(locale.LC_ALL), locale.getpreferredencoding(False)) == before
