@@ -35,7 +35,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -254,35 +254,48 @@ class MILClassifier:
         return np.sort(fit_idx), np.sort(val_idx)
 
     def _fit(self, bags: list[np.ndarray], y: np.ndarray, device: torch.device) -> None:
-        rng = np.random.default_rng(self.seed)
         fit_idx, val_idx = self._split(y)
+        n_pos, n_neg = int(y[fit_idx].sum()), int(len(fit_idx) - y[fit_idx].sum())
+        weight = n_neg / max(n_pos, 1) if self.class_weight == "balanced" else 1.0
+        loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weight, device=device))
+        labels = torch.from_numpy(y.astype(np.float32)).to(device)
+        self._train(bags, fit_idx, val_idx, device, lambda logits, idx: loss_fn(logits, labels[idx]))
+        log.debug("MIL %s: %d bags, best epoch %d of %d", self.pooling, len(y), self.best_epoch_, self.epochs_)
+
+    def _train(self, bags: list[np.ndarray], fit_idx: np.ndarray, val_idx: np.ndarray, device: torch.device,
+               loss: Callable[[torch.Tensor, np.ndarray], torch.Tensor],
+               usable: Callable[[np.ndarray], bool] | None = None) -> None:
+        """Fit the network by Adam on shuffled batches, early-stopped on the held-out bags' loss.
+
+        ``loss(outputs, rows)`` scores the network's outputs for bags ``rows``;
+        a batch for which ``usable(rows)`` is false is skipped (before its
+        instances are drawn, so the sampling stream does not depend on it).
+        """
+        rng = np.random.default_rng(self.seed)
         dim = bags[0].shape[1]
         mean, sd = _instance_moments([bags[i] for i in fit_idx])
         net = MILNet(dim, self.hidden, self.attention_dim, self.pooling, self.dropout)
         net.shift.copy_(torch.from_numpy(mean.astype(np.float32)))
         net.scale.copy_(torch.from_numpy(np.where(sd > 1e-6, sd, 1.0).astype(np.float32)))
         net.to(device)
-        n_pos, n_neg = int(y[fit_idx].sum()), int(len(fit_idx) - y[fit_idx].sum())
-        weight = n_neg / max(n_pos, 1) if self.class_weight == "balanced" else 1.0
-        loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weight, device=device))
         opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        labels = torch.from_numpy(y.astype(np.float32)).to(device)
         best_loss, best_state, best_epoch, stale, epoch = np.inf, None, self.max_epochs, 0, 0
         for epoch in range(1, self.max_epochs + 1):
             net.train()
             order = fit_idx[rng.permutation(len(fit_idx))]
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
-                chosen = [self._draw(bags[i], rng) for i in batch]
-                x, mask = _pad(chosen, device)
-                logits, _ = net(x, mask)
-                loss = loss_fn(logits, labels[batch])
+                if usable is not None and not usable(batch):
+                    continue
+                x, mask = _pad([self._draw(bags[i], rng) for i in batch], device)
+                outputs, _ = net(x, mask)
+                step_loss = loss(outputs, batch)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                step_loss.backward()
                 opt.step()
             if len(val_idx) == 0:
                 continue
-            val_loss = float(loss_fn(self._logits(net, [bags[i] for i in val_idx], device), labels[val_idx]))
+            val_loss = float(loss(self._logits(net, [bags[i] for i in val_idx], device), val_idx))
             if val_loss < best_loss - 1e-6:
                 best_loss, best_state, best_epoch, stale = val_loss, copy.deepcopy(net.state_dict()), epoch, 0
             else:
@@ -297,7 +310,6 @@ class MILClassifier:
         self.dim_ = dim
         self.best_epoch_ = best_epoch if best_state is not None else epoch
         self.epochs_ = epoch
-        log.debug("MIL %s: %d bags, best epoch %d of %d", self.pooling, len(y), self.best_epoch_, epoch)
 
     def _draw(self, bag: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if len(bag) <= self.max_instances:

@@ -27,7 +27,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from analytics.models import classical, tuning
 from analytics.models.data import ModelData, uninformative
-from analytics.models.mil import MILClassifier, MILNet, _instance_moments, _pad, deterministic
+from analytics.models.mil import MILClassifier, MILNet, deterministic
 from pipeline.config import SURVIVAL_KINDS
 from pipeline.device import resolve_device
 
@@ -341,53 +341,14 @@ class MILCox(MILClassifier):
         return self
 
     def _fit_cox(self, bags: list[np.ndarray], time: np.ndarray, event: np.ndarray, device: torch.device) -> None:
-        import copy
-
-        rng = np.random.default_rng(self.seed)
         fit_idx, val_idx = self._split(event)
         if len(val_idx) and event[val_idx].sum() == 0:
             fit_idx, val_idx = np.arange(len(event)), np.zeros(0, dtype=np.int64)
-        dim = bags[0].shape[1]
-        mean, sd = _instance_moments([bags[i] for i in fit_idx])
-        net = MILNet(dim, self.hidden, self.attention_dim, self.pooling, self.dropout)
-        net.shift.copy_(torch.from_numpy(mean.astype(np.float32)))
-        net.scale.copy_(torch.from_numpy(np.where(sd > 1e-6, sd, 1.0).astype(np.float32)))
-        net.to(device)
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         t_all = torch.from_numpy(time.astype(np.float32)).to(device)
         e_all = torch.from_numpy(event.astype(np.float32)).to(device)
-        best_loss, best_state, best_epoch, stale, epoch = np.inf, None, self.max_epochs, 0, 0
-        for epoch in range(1, self.max_epochs + 1):
-            net.train()
-            order = fit_idx[rng.permutation(len(fit_idx))]
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
-                if event[batch].sum() == 0:
-                    continue
-                x, mask = _pad([self._draw(bags[i], rng) for i in batch], device)
-                eta, _ = net(x, mask)
-                loss = cox_loss(eta, t_all[batch], e_all[batch])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            if len(val_idx) == 0:
-                continue
-            eta_val = self._logits(net, [bags[i] for i in val_idx], device)
-            val_loss = float(cox_loss(eta_val, t_all[val_idx], e_all[val_idx]))
-            if val_loss < best_loss - 1e-6:
-                best_loss, best_state, best_epoch, stale = val_loss, copy.deepcopy(net.state_dict()), epoch, 0
-            else:
-                stale += 1
-                if stale >= self.patience:
-                    break
-        if best_state is not None:
-            net.load_state_dict(best_state)
-        net.eval()
-        self.net_ = net.cpu()
-        self.device_ = str(device)
-        self.dim_ = dim
-        self.best_epoch_ = best_epoch if best_state is not None else epoch
-        self.epochs_ = epoch
+        # a batch without an event has no risk set to compare
+        self._train(bags, fit_idx, val_idx, device, lambda eta, idx: cox_loss(eta, t_all[idx], e_all[idx]),
+                    usable=lambda rows: bool(event[rows].sum() > 0))
         self.base_times_, self.base_hazard_ = breslow(self.risk(bags), time, event)
 
     # pickled with the network's weights as numpy arrays: torch's own pickling writes a random
