@@ -145,6 +145,9 @@ class _EmbedWorker:
     def record(self) -> store.FeatureSetRecord:
         return self.embedder.record()
 
+    def where(self) -> tuple[str, int]:
+        return self.node, os.getpid()
+
     def embed(self, source: Source) -> dict[str, Any]:
         return embed_source(self.embedder, source, self.fs_name, self.store_path,
                             extra={"node": self.node, "device": self.device})
@@ -187,8 +190,13 @@ def _embed_feature_set(ray: Any, study: Study, fs: FeatureSet, device: str, work
         actor_cls = ray.remote(_EmbedWorker).options(max_restarts=retries, max_task_retries=retries, **resources)
         threads = int(resources["num_cpus"])
 
+        # an actor's first task tells where it runs, so that a killed actor's temporaries can be found
+        places: dict[Any, Any] = {}
+
         def spawn() -> Any:
-            return actor_cls.remote(fs, dev, str(study.store_path), threads, factory)
+            actor = actor_cls.remote(fs, dev, str(study.store_path), threads, factory)
+            places[actor] = actor.where.remote()
+            return actor
 
         actors = [spawn() for _ in range(n)]
         try:
@@ -227,8 +235,7 @@ def _embed_feature_set(ray: Any, study: Study, fs: FeatureSet, device: str, work
             finally:
                 bar.close()
         finally:
-            for a in actors:
-                ray.kill(a)
+            _stop_actors(ray, actors, places, folder)
         # only now, with every source ended, does the store change
         con = store.connect(study.store_path, wait_s=300.0)
         try:
@@ -240,6 +247,33 @@ def _embed_feature_set(ray: Any, study: Study, fs: FeatureSet, device: str, work
     run.seconds = time.perf_counter() - t0
     log.info("%s", run)
     return run
+
+
+def _stop_actors(ray: Any, actors: list[Any], places: dict[Any, Any], folder: Path, wait_s: float = 30.0) -> None:
+    """Kill the actors and, once their processes on this node have ended, delete what they left half-written.
+
+    An actor killed mid-source (Ctrl-C on the driver) leaves its ``.<file>.<pid>.tmp``; only a dead
+    process's temporaries are removed, and a process's liveness can only be seen on its own node,
+    so temporaries on other nodes are left to the next run there.
+    """
+    here = ray.util.get_node_ip_address()
+    pids: list[int] = []
+    for a in actors:
+        ref = places.get(a)
+        if ref is not None:
+            ready, _ = ray.wait([ref], timeout=0)
+            if ready:
+                try:
+                    node, pid = ray.get(ready[0])
+                except ray.exceptions.RayError:
+                    node, pid = None, None
+                if node == here and pid is not None:
+                    pids.append(int(pid))
+        ray.kill(a, no_restart=True)
+    deadline = time.monotonic() + wait_s
+    while any(atomic.pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    atomic.remove_stale_temporaries(folder)
 
 
 def _cause(exc: BaseException) -> str:

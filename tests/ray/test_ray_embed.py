@@ -299,3 +299,35 @@ def test_ctrl_c_on_the_driver_leaves_no_partial_file_and_the_next_run_resumes(lo
     again = embed(study, feature_set=WSI, device="cpu", progress=False).feature_sets[0]
     assert again.skipped == ended.count("done")  # what ended before Ctrl-C counts; the rest is embedded now
     _assert_same(_only(reference, WSI), _snapshot(study, (WSI,)))
+
+
+class _HalfWriter:
+    """Starts writing an output file and never finishes, as an actor killed mid-source does."""
+
+    def where(self) -> tuple[str, int]:
+        return ray.util.get_node_ip_address(), os.getpid()
+
+    def write_forever(self, folder: str) -> None:
+        import time
+
+        (Path(folder) / f".P009-S1.parquet.{os.getpid()}.tmp").write_bytes(b"PAR1 half")
+        time.sleep(600)
+
+
+def test_killed_actors_leave_no_temporary_behind(local_ray, tmp_path):
+    # the CI race behind the Ctrl-C test, made certain: an actor is killed while its temporary exists
+    import time
+
+    folder = tmp_path / "instances"
+    folder.mkdir()
+    actor = ray.remote(_HalfWriter).remote()
+    places = {actor: actor.where.remote()}
+    _, pid = ray.get(places[actor])
+    actor.write_forever.remote(str(folder))
+    deadline = time.monotonic() + 30
+    while not list(folder.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [p.name for p in folder.iterdir()] == [f".P009-S1.parquet.{pid}.tmp"]
+    (folder / f".P010-S1.parquet.{os.getpid()}.tmp").write_bytes(b"a live process's")  # not ours: kept
+    ray_runner._stop_actors(ray, [actor], places, folder)
+    assert sorted(p.name for p in folder.iterdir()) == [f".P010-S1.parquet.{os.getpid()}.tmp"]
