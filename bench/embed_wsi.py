@@ -10,7 +10,10 @@ Prints, measured on this machine in one run:
   much larger synthetic pyramidal TIFFs: it must not grow with the slide.
 
 Results go to ``reports/bench/embed_wsi.json``. ResNet50 by default
-(``--model`` picks another); CUDA with bfloat16 when available (``--device``).
+(``--model`` picks another), then one row per other slide backbone of the
+study this tool reproduces (``--backbones``: InceptionV3 at 299 px, ViT-S/16),
+each at its own pretrained input size and normalisation, with its
+end-to-end/encoder ratio; CUDA with bfloat16 when available (``--device``).
 Encoder weights are random (no download here): speed does not depend on them.
 
     python bench/embed_wsi.py [--model resnet50] [--device auto] [--workers 2]
@@ -293,6 +296,8 @@ def _memory(path: Path, model: str, device: str, workers: int, batch: int) -> di
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="resnet50")
+    ap.add_argument("--backbones", default="inception_v3,vit_small_patch16_224",
+                    help="more encoders measured end to end and alone, default reader workers (comma-separated; '' for none)")
     ap.add_argument("--memory-model", default="resnet18", help="encoder for the memory runs (any: memory is about reading)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--workers", type=int, default=2)
@@ -359,6 +364,21 @@ def main() -> None:
                   f"encoder alone {r['encoder_only_tiles_s']:.2f} tiles/s, end to end {r['end_to_end_tiles_s']:.2f} tiles/s, "
                   f"ratio {r['ratio_end_to_end_over_encoder']:.3f}; CPU s/tile {r['cpu_s_per_tile_encoder']:.3f} vs "
                   f"{r['cpu_s_per_tile_end_to_end']:.3f} (ratio {r['cpu_ratio_encoder_over_end_to_end']:.3f})")
+
+        for model in [m for m in args.backbones.split(",") if m and m != args.model]:
+            fs = FeatureSet(name="bench", modality="wsi", encoder=model, weights="random", batch_size=args.batch_size)
+            r = bench_encoder_and_e2e(mid, fs, args.device, args.reps)
+            result["throughput"].append(r)
+            print(f"{model} (input {r['tile']} px, reader workers {r['num_workers']}): {r['tiles']} tiles on {r['device']} "
+                  f"({r['precision']}): encoder alone {r['encoder_only_tiles_s']:.2f} tiles/s, end to end "
+                  f"{r['end_to_end_tiles_s']:.2f} tiles/s, ratio {r['ratio_end_to_end_over_encoder']:.3f}")
+        print("\n== end to end / encoder alone, per backbone (default reader workers)")
+        best: dict[str, dict] = {}
+        for r in result["throughput"]:
+            best.setdefault(r["model"], r)
+        for model, r in best.items():
+            print(f"{model:28s} input {r['tile']:3d} px  encoder {r['encoder_only_tiles_s']:7.2f} tiles/s  "
+                  f"end to end {r['end_to_end_tiles_s']:7.2f} tiles/s  ratio {r['ratio_end_to_end_over_encoder']:.3f}")
 
         print(f"\n== peak memory embedding one slide ({args.memory_model}, {args.workers} workers, fresh process each)")
         result["memory"] = [

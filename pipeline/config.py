@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -188,6 +189,25 @@ class FeatureSet(_Strict):
         if self.magnification is not None:
             return 10.0 / float(self.magnification[:-1])
         return 0.5
+
+    # the folder of the study.toml that declared this feature set (set by parse_study)
+    _base: Path | None = PrivateAttr(default=None)
+
+    def weights_source(self) -> str:
+        """``weights`` as the encoder loaders take it: a relative local file is found beside study.toml.
+
+        Named choices (``pretrained``, ``random``, ``hf-hub:`` names, weight enums) pass unchanged, and a
+        relative file that is not in the study folder is left to the loaders (relative to the working
+        directory, as before), so the stored ``weights_spec`` never depends on where the study lives.
+        """
+        w = self.weights
+        if w in ("pretrained", "random") or w.startswith("hf-hub:") or self._base is None:
+            return w
+        path = Path(w).expanduser()
+        if path.is_absolute():
+            return w
+        beside = self._base / path
+        return str(beside) if beside.is_file() else w
 
 
 class CohortSection(_Strict):
@@ -462,7 +482,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
 def parse_study(data: dict[str, Any], root: Path, source: str = "study.toml") -> Study:
     """Validate a parsed study dictionary; errors name ``source`` and the key."""
     try:
-        return Study.model_validate({**data, "root": Path(root).resolve()})
+        study = Study.model_validate({**data, "root": Path(root).resolve()})
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -472,6 +492,9 @@ def parse_study(data: dict[str, Any], root: Path, source: str = "study.toml") ->
                 msg = "unknown key (check its spelling and section)"
             lines.append(f"{source}: key '{loc}': {msg}")
         raise ConfigError("\n".join(lines)) from None
+    for fs in study.feature_sets:
+        fs._base = study.root
+    return study
 
 
 def load_study(path: str | Path) -> Study:

@@ -110,12 +110,12 @@ class CtEmbedder:
         self.encoder: Encoder | None = None
         self.input_size: tuple[int, ...] | None = None
         if self.mode == "3d":
-            self.volume_encoder = load_volume_encoder(fs.encoder, fs.weights, device, seed=int(fs.params.get("seed", 0)))
+            self.volume_encoder = load_volume_encoder(fs.encoder, fs.weights_source(), device, seed=int(fs.params.get("seed", 0)))
             size = tuple(int(v) for v in (fs.input_size or DEFAULT_INPUT_3D))
             self.input_size = size * 3 if len(size) == 1 else size
         elif self.mode == "2.5d":
             timm_kwargs = {k: v for k, v in fs.params.items() if k not in PARAMS_25D}
-            self.encoder = load_encoder(fs.encoder, fs.weights, device, **timm_kwargs)
+            self.encoder = load_encoder(fs.encoder, fs.weights_source(), device, **timm_kwargs)
             size = tuple(int(v) for v in (fs.input_size or (self.encoder.input_size,)))
             self.input_size = size * 2 if len(size) == 1 else size
             self.channels = str(fs.params.get("channels", "adjacent"))

@@ -206,5 +206,5 @@ def encoder_options(fs: FeatureSet) -> dict[str, Any]:
 
 def make_embedder(fs: FeatureSet, device: str = "auto") -> WsiEmbedder:
     """The WSI embedder of a feature set: its encoder loaded once on ``device``."""
-    encoder = load_encoder(fs.encoder, fs.weights, device, **encoder_options(fs))
+    encoder = load_encoder(fs.encoder, fs.weights_source(), device, **encoder_options(fs))
     return WsiEmbedder(fs, encoder)
