@@ -50,12 +50,11 @@ import numpy as np
 import polars as pl
 from scipy import stats as sps
 
-from analytics.splits import SPLITS
+from analytics.splits import RESERVED, SPLITS
 from pipeline import atomic
 
 log = logging.getLogger("cohortlab.table1")
 
-RESERVED = ("patient_id", "label", "time", "event", "center", "split")
 SKIP_ROLES = ("id", "outcome", "time", "event")
 SKIP_TYPES = ("text", "date")
 MC_TABLES = 20_000

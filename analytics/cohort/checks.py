@@ -8,8 +8,9 @@ from typing import Any
 import polars as pl
 
 from analytics.cohort.errors import CohortError
+from analytics.splits import RESERVED
 
-RESERVED = ("patient_id", "label", "time", "event", "center", "split")
+__all__ = ["RESERVED", "check_cohort"]
 
 
 def _rows(mask: pl.Series | Sequence[bool], ids: Sequence[Any]) -> str:
