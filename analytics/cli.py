@@ -154,7 +154,7 @@ def embed(
 
 @app.command()
 def features(study: StudyArg) -> None:
-    """Feature sets in the store, with provenance and progress."""
+    """Feature sets in the store, with provenance and progress, and per source the node and device that embedded it."""
     from pipeline import store
 
     s = _study(study)
@@ -163,6 +163,12 @@ def features(study: StudyArg) -> None:
         _print_frame(store.feature_sets(con).select(
             "name", "modality", "encoder", "weights", "dim", "done", "failed", "instances", "code_version"
         ))
+        items = store.embedded_items(con)
+        if items.height:
+            import polars as pl
+
+            print("\nsources (node and device that embedded each; - where not recorded):")
+            _print_frame(items.with_columns(pl.col("node", "device").fill_null("-")))
         failed = store.failed_items(con)
         if failed.height:
             print("\nfailed inputs:")

@@ -462,3 +462,54 @@ def horizon_figure(title: str, rocs: Sequence[tuple[str, Sequence[float], Sequen
                    ylabel="Net benefit", title=label)
             ax.legend(loc="upper right")
         return to_png(fig)
+
+
+# --- harmonisation --------------------------------------------------------------------------------
+
+SPLIT_MARKERS = MappingProxyType({"train": "o", "internal": "s", "external": "^"})
+
+
+@dataclass(frozen=True)
+class HarmonizationPanel:
+    """Patients' first two principal components at one stage (before or after ComBat).
+
+    ``coords`` is ``(n, 2)``; ``variance`` the share of variance of each component; ``centre_r2`` the
+    mean share of feature variance explained by the centre.
+    """
+
+    title: str
+    coords: np.ndarray
+    variance: Sequence[float]
+    centre_r2: float
+
+
+def harmonization_figure(title: str, centres: Sequence[str], splits: Sequence[str],
+                         panels: Sequence[HarmonizationPanel]) -> bytes:
+    """PCA scatter of the patients, coloured by centre and shaped by split, one panel per stage.
+
+    The centre effect shows as centres apart before harmonisation and mixed after.
+    """
+    centres = [str(c) for c in centres]
+    order = sorted(set(centres))
+    colour = {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(order)}
+    with _styled():
+        fig = new_figure(3.5 * max(len(panels), 1) + 1.1, 3.6)
+        _margins(fig, titled=True, right=1.25)
+        cs, sp = np.asarray(centres, dtype=object), np.asarray(list(splits), dtype=object)
+        for ax, p in zip(_panels(fig, len(panels)), panels):
+            xy = np.asarray(p.coords, dtype=np.float64).reshape(len(centres), 2)
+            for split, marker in SPLIT_MARKERS.items():
+                for c in order:
+                    rows = (cs == c) & (sp == split)
+                    if rows.any():
+                        ax.scatter(xy[rows, 0], xy[rows, 1], s=16, marker=marker, color=colour[c], alpha=0.75,
+                                   linewidths=0.3, edgecolors="white")
+            var = list(p.variance) + [0.0, 0.0]
+            ax.set(xlabel=f"PC1 ({var[0]:.0%})", ylabel=f"PC2 ({var[1]:.0%})",
+                   title=f"{p.title}: centre R² {p.centre_r2:.2f}")
+        handles = [ax.scatter([], [], s=16, marker="o", color=colour[c], label=f"centre {c}") for c in order]
+        handles += [ax.scatter([], [], s=16, marker=m, color="#6E6E6E", label=s) for s, m in SPLIT_MARKERS.items()
+                    if (sp == s).any()]
+        fig.legend(handles=handles, loc="center right", frameon=False)
+        fig.suptitle(title, fontsize=10, fontweight="bold")
+        return to_png(fig)

@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 
 from analytics.cohort import Cohort, load_cohort
 from analytics.crossfit import CACHE_FOLDER, CrossFitter, FitCache, needs_nesting, optimistic
-from analytics.models import fusion, registry, tuning
+from analytics.models import fusion, harmonize, registry, tuning
 from analytics.models.data import (
     Assembled,
     Columns,
@@ -66,12 +66,14 @@ from analytics.models.data import (
 )
 from analytics.models.learners import Learner
 from analytics.models.persist import (
+    RISK_GRID,
     FittedModel,
     library_versions,
     load_model,
     predictions_hash,
     read_manifest,
     read_predictions,
+    risk_grid_times,
     save_model,
 )
 from analytics.splits import SPLITS
@@ -173,6 +175,7 @@ class ModelFit:
     missing: dict[str, list[str]]
     unlabelled: list[str]
     horizon_risks: pl.DataFrame | None = None  # survival models: model, patient_id, horizon, risk
+    risk_grid: pl.DataFrame | None = None  # survival models: model, patient_id, time, risk (integrated Brier)
 
 
 def _attention_rows(data: Any, index: np.ndarray, weights: list[np.ndarray], split: np.ndarray,
@@ -198,6 +201,7 @@ def fit_model(
     fold_data: Sequence[ModelData] | None = None,
     on_fold: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
     horizons: Sequence[float] = (),
+    grid: Sequence[float] = (),
 ) -> ModelFit:
     """Outer-CV out-of-fold predictions for training patients, then a final refit for held-out ones.
 
@@ -227,6 +231,9 @@ def fit_model(
         Called with each outer fold, the positions of its patients and their scores.
     horizons
         Survival models: the times at which to predict absolute risk (``ModelFit.horizon_risks``).
+    grid
+        Survival models: a grid of times up to the last horizon at which to predict it too
+        (``ModelFit.risk_grid``, the integrated Brier score; :func:`analytics.models.persist.risk_grid_times`).
     """
     make = make or registry.build_learner
     data, available = inputs.data, inputs.available
@@ -247,7 +254,9 @@ def fit_model(
     attention: list[pl.DataFrame] = []
     is_mil = spec.kind in ("mil", "mil_cox")
     # absolute risk at the horizons (survival models): out-of-fold from each fold's model, as the scores
-    risk = np.full((len(ids), len(horizons)), np.nan) if survival and horizons else None
+    # (the grid's columns follow the horizons')
+    at = [*horizons, *grid] if horizons else []
+    risk = np.full((len(ids), len(at)), np.nan) if survival and horizons else None
 
     def run(step: str, tr: np.ndarray, rows: ModelData) -> Learner:
         return train_learner(spec, rows.take(tr), y[tr], seed, make, step)
@@ -261,7 +270,7 @@ def fit_model(
         fold_chosen.append({"fold": k, **learner.chosen})
         scores[te] = learner.predict_score(rows.take(te))
         if risk is not None and hasattr(learner, "risk_at"):  # soft voting averages risks: no absolute risk
-            risk[te] = learner.risk_at(rows.take(te), horizons)
+            risk[te] = learner.risk_at(rows.take(te), at)
         if on_fold is not None:
             on_fold(k, te, scores[te])
         if is_mil:
@@ -273,11 +282,13 @@ def fit_model(
         if is_mil:
             attention += _attention_rows(data, held, final.attention(data.take(held)), split, None)
     keep = np.flatnonzero(use | (available & ~is_train))
-    horizon_risks = None
+    horizon_risks = risk_grid = None
     if risk is not None and hasattr(final, "risk_at"):
         if len(held):
-            risk[held] = final.risk_at(data.take(held), horizons)
-        horizon_risks = _horizon_frame(spec.name, ids, keep, risk, horizons)
+            risk[held] = final.risk_at(data.take(held), at)
+        horizon_risks = _horizon_frame(spec.name, ids, keep, risk[:, :len(horizons)], horizons)
+        if grid:
+            risk_grid = _horizon_frame(spec.name, ids, keep, risk[:, len(horizons):], grid).rename({"horizon": "time"})
     if not np.isfinite(scores[keep]).all():
         raise FitError(f"model '{spec.name}': non-finite predicted scores")
     predictions = pl.DataFrame({
@@ -287,7 +298,7 @@ def fit_model(
     }, schema=PREDICTION_SCHEMA)
     unlabelled = [p for p, t, lab in zip(ids, is_train, labelled) if t and not lab]
     return ModelFit(predictions, final, fold_chosen,
-                    pl.concat(attention) if attention else None, inputs.missing, unlabelled, horizon_risks)
+                    pl.concat(attention) if attention else None, inputs.missing, unlabelled, horizon_risks, risk_grid)
 
 
 def _horizon_frame(name: str, ids: list[str], keep: np.ndarray, risk: np.ndarray,
@@ -434,12 +445,27 @@ class FitResult:
             lines.append("patients without a model's inputs (no prediction from that model):")
             lines += [f"  {name}: {key}: {len(ids)} ({', '.join(ids[:8])}{' ...' if len(ids) > 8 else ''})"
                       for name, key, ids in lacking]
-        unlabelled = sorted({p for m in self.models for p in m.unlabelled})
-        if unlabelled:
-            lines.append(f"unlabelled training patients (not used): {len(unlabelled)} ({', '.join(unlabelled[:8])})")
+        lines += self._without_outcome()
         if self.models_dir is not None:
             lines.append(f"models saved under {self.models_dir}")
         return "\n".join(lines)
+
+
+    def _without_outcome(self) -> list[str]:
+        """Training patients without a model's outcome (a label; follow-up for a survival model): those no
+        model used, then per model those that only some models used (e.g. a patient censored before a
+        binary label's horizon, whom the survival models use)."""
+        per = {m.name: set(m.unlabelled) for m in self.models}
+        unused = sorted(set.intersection(*per.values())) if per else []
+        lines = [f"unlabelled training patients (not used): {len(unused)} ({', '.join(unused[:8])})"] if unused else []
+        partly = [(name, sorted(ids.difference(unused))) for name, ids in per.items() if ids.difference(unused)]
+        if partly:
+            lines.append("training patients without a model's outcome (not used by that model):")
+            for name, ids in partly:
+                users = [m for m, other in per.items() if not other & set(ids)]
+                used = f"; used by {', '.join(users)}" if users else ""
+                lines.append(f"  {name}: {len(ids)} ({', '.join(ids[:8])}{' ...' if len(ids) > 8 else ''}){used}")
+        return lines
 
 
 def _short(v: Any) -> str:
@@ -636,7 +662,11 @@ def _fit_one(study: Study, spec: Model, cohort: Cohort, plan: OuterFolds, predic
     is_survival = targets.ndim == 2
     horizons = study_horizons(study, cohort) if is_survival else []
     manifest = read_manifest(folder)
-    if manifest is not None and manifest.get("fit_key") == key:
+    # a survival model's saved risks must be at the study's horizons, on their grid (a model saved before the
+    # grid was, or before the horizons changed, is refitted)
+    risks_current = not is_survival or manifest is None or (
+        manifest.get("horizons") == horizons and (not horizons or (folder / RISK_GRID).exists()))
+    if manifest is not None and manifest.get("fit_key") == key and risks_current:
         frame = read_predictions(folder).cast(PREDICTION_SCHEMA)
         if predictions_hash(stored_predictions(study.store_path, spec.name)) != manifest["predictions_hash"]:
             log.info("model %s: store rows differ from the saved predictions; rewriting them", spec.name)
@@ -655,7 +685,7 @@ def _fit_one(study: Study, spec: Model, cohort: Cohort, plan: OuterFolds, predic
             # this model's outer-fold fits are the fits a nested model's folds read: keep their scores
             on_fold = lambda k, te, s: crossfit.record(spec.name, k, te, s)  # noqa: E731
     result = fit_model(spec, assembled, targets, cohort.split, plan, seed, progress=progress,
-                       fold_data=fold_data, on_fold=on_fold, horizons=horizons)
+                       fold_data=fold_data, on_fold=on_fold, horizons=horizons, grid=risk_grid_times(horizons))
     dropped = dict(getattr(result.learner, "dropped_", None) or {})
     used = getattr(result.learner, "columns_", None) or assembled.data.columns
     if dropped:
@@ -685,7 +715,10 @@ def _fit_one(study: Study, spec: Model, cohort: Cohort, plan: OuterFolds, predic
         "device": getattr(getattr(result.learner, "classifier_", None), "device_", None),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
-    save_model(folder, result.learner, manifest, frame, result.attention, result.horizon_risks)
+    # a harmonised model: its ComBat fit, new centres and PCA before / after, for the report
+    harmonization = harmonize.record_fit(result.learner, assembled.data, frame) if spec.harmonize == "combat" else None
+    save_model(folder, result.learner, manifest, frame, result.attention, result.horizon_risks, result.risk_grid,
+               harmonization=harmonization)
     write_predictions(study.store_path, spec.name, frame)
     predictions[spec.name], hashes[spec.name] = frame, digest
     log.info("model %s (%s): fitted; %s; OOF AUC %s", spec.name, spec.kind, _counts(frame), oof_auc)

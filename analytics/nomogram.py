@@ -152,6 +152,9 @@ def nomogram(name: str, pipeline: Any, table: pd.DataFrame, labels: Mapping[str,
     clf = pipeline.named_steps.get("clf") if hasattr(pipeline, "named_steps") else None
     if not isinstance(clf, LogisticRegression):
         raise NomogramError(f"{name}: a nomogram needs a logistic regression model")
+    if "harmonize" in pipeline.named_steps:
+        raise NomogramError(f"{name}: its image features are ComBat-harmonised per centre before the model, "
+                            "so points read from the raw values would be wrong")
     prep = pipeline.named_steps["prep"]
     w = np.asarray(clf.coef_, dtype=float).ravel()
     b0 = float(np.asarray(clf.intercept_, dtype=float).ravel()[0])

@@ -95,10 +95,18 @@ METRIC_ROWS = (
     ("n_events", "Events (follow-up)"),
     ("c_index", "C-index (Harrell)"),
     ("c_index_uno", "C-index (Uno, IPCW)"),
+    ("ibs", "Integrated Brier score, IPCW"),
     ("logrank_p", "Log-rank p (risk groups)"),
 )
 # survival models, per horizon t: (metrics.csv prefix, row label)
 HORIZON_ROWS = (("auc", "AUC({t}), IPCW"), ("brier", "Brier({t}), IPCW"))
+# binary models on a censored endpoint, at the label's horizon t: (metrics.csv prefix, row label)
+IPCW_ROWS = (("auc_ipcw", "AUC({t}), IPCW, all with follow-up"), ("brier_ipcw", "Brier({t}), IPCW, all with follow-up"))
+# which patients a measure uses: those with a known label, or every patient with follow-up (survival
+# measures; IPCW at a horizon)
+COMPLETE_CASES = "complete cases (label known)"
+FOLLOWED = "all with follow-up"
+FOLLOWED_IPCW = "all with follow-up, IPCW"
 EXPLAIN_TYPES = MappingProxyType({".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
                                   ".svg": "image/svg+xml"})
 
@@ -623,13 +631,19 @@ def performance(models: Sequence[str], validation: Validation,
         rows = []
         horizon_rows = [(f"{prefix}_t{t}", label.format(t=t)) for t in _horizons_of(sp)
                         for prefix, label in HORIZON_ROWS]
+        horizon_rows += [(f"{prefix}_t{t}", label.format(t=t)) for t in _horizons_of(sp, ("auc_ipcw_t", "brier_ipcw_t"))
+                         for prefix, label in IPCW_ROWS]
         for name, label in (*METRIC_ROWS, *horizon_rows):
             cells = [metric_cell(model, s, name, sp[s]) if s in sp else Cell("–") for s in splits]
             # a measure computed but undefined on every split (e.g. NPV without predicted negatives) keeps its row
             if all(c.text == "–" for c in cells) and not any(sp[s].get(name) is not None for s in splits if s in sp):
                 continue
-            rows.append({"label": label, "method": _method(name, sp), "cells": _flag_training(cells, splits, flagged)})
-        detail.append({"model": model, "training": training.get(model), "rows": rows})
+            rows.append({"label": label, "method": _method(name, sp), "cells": _flag_training(cells, splits, flagged),
+                         "basis": measure_basis(name), "measure": name})
+        # say which patients each number uses when a table mixes complete-case and follow-up measures
+        mixed = len({r["basis"] == COMPLETE_CASES for r in rows}) > 1
+        detail.append({"model": model, "training": training.get(model), "rows": rows, "basis": mixed,
+                       "ipcw": any("_ipcw_t" in r["measure"] for r in rows)})
     centers = []
     for model in models:
         for ctr, per_split in sorted((mm[model].centers if model in mm else {}).items()):
@@ -648,12 +662,23 @@ def performance(models: Sequence[str], validation: Validation,
             "detail": detail, "centers": centers}
 
 
-def _horizons_of(splits: Mapping[str, SplitMetrics]) -> list[str]:
-    """The horizons (as written in measure names, ``auc_t12`` -> ``12``) of a model's AUC(t)/Brier(t)."""
+def measure_basis(name: str) -> str:
+    """Which patients a measure of metrics.csv uses: the complete cases (known label) for the binary
+    measures; every patient with follow-up for the survival ones, with IPCW at a horizon."""
+    if name in ("n_survival", "n_events", "c_index", "logrank_p"):
+        return FOLLOWED
+    if name in ("c_index_uno", "ibs") or "_ipcw_t" in name or name.startswith(("auc_t", "brier_t")):
+        return FOLLOWED_IPCW
+    return COMPLETE_CASES
+
+
+def _horizons_of(splits: Mapping[str, SplitMetrics], prefixes: Sequence[str] = ("auc_t", "brier_t")) -> list[str]:
+    """The horizons (as written in measure names, ``auc_t12`` -> ``12``) of a model's AUC(t)/Brier(t)
+    (``prefixes``: of other measures at a horizon, e.g. ``auc_ipcw_t``)."""
     found: dict[float, str] = {}
     for sm in splits.values():
         for k in sm.estimates:
-            for prefix in ("auc_t", "brier_t"):
+            for prefix in prefixes:
                 if k.startswith(prefix):
                     try:
                         found[float(k[len(prefix):])] = k[len(prefix):]
@@ -1208,6 +1233,41 @@ def nomogram_figures(study: Study, models: Sequence[str], fitted: Mapping[str, A
     return out, notes
 
 
+def harmonization_blocks(study: Study, models: Sequence[str]) -> list[dict[str, Any]]:
+    """Per ComBat-harmonised model: the centre effect before and after on a PCA scatter, and what was fitted.
+
+    Read from the model folder's ``harmonize.json`` (written at fit time); a model without one is left out.
+    """
+    from analytics.models.harmonize import centre_note
+    from analytics.models.persist import HARMONIZATION
+
+    out = []
+    for name in models:
+        rec = _read_json(study.models_dir / name / HARMONIZATION)
+        if not rec or "pca" not in rec:
+            continue
+        pca, r2 = rec["pca"], rec.get("centre_r2", {})
+        panels = [figures.HarmonizationPanel(
+            f"{stage.capitalize()} ComBat",
+            np.column_stack([pca[f"{stage}_pc1"], pca[f"{stage}_pc2"]]), pca.get(f"{stage}_variance", []),
+            float(r2.get(stage, {}).get("all", float("nan")))) for stage in ("before", "after")]
+        png = figures.harmonization_figure(f"{name}: centre effect on the image features", pca["center"],
+                                           pca["split"], panels)
+        centres = ", ".join(f"{c} ({n})" for c, n in rec.get("training_centres", {}).items())
+        fig = Embedded(f"fig-harmonization-{name}", figures.data_uri(png), f"Centre effect before and after ComBat, {name}",
+                       f"{name}: first two principal components of the image features (PCA fitted on the training "
+                       "patients, features standardised by their training means and SDs), before and after ComBat; "
+                       "colour: centre, shape: split. Centre R²: the mean share of a feature's variance explained "
+                       "by the centre, over all patients shown.")
+        out.append({"model": name, "figure": fig, "method": rec.get("method", "ComBat"), "centres": centres,
+                    "covariates": ", ".join(rec.get("covariates", [])) or "none",
+                    "r2_before": fmt(r2.get("before", {}).get("all")), "r2_after": fmt(r2.get("after", {}).get("all")),
+                    "small": ", ".join(f"{c} ({n})" for c, n in rec.get("small_centres", {}).items()),
+                    "constant": len(rec.get("constant_features", [])), "features": rec.get("features"),
+                    "new_centres": centre_note(rec)})
+    return out
+
+
 # --- assembling -------------------------------------------------------------------------------------------------------
 
 
@@ -1246,6 +1306,7 @@ def build_context(src: Sources, progress: bool = True) -> dict[str, Any]:
     ctx["feature_sets"] = fs_rows
     ctx["random_sets"] = [r["name"] for r in fs_rows if r["random"]]
     ctx["model_rows"] = model_rows(study, models, validation, src.manifests)
+    ctx["harmonization"] = harmonization_blocks(study, models)
     # binary models' figures and summaries; survival models (scores are risks) have the survival section
     binary = [m for m in models if not any(s.name == m and study.endpoint(s) == "survival" for s in study.models)]
     fitted = load_fitted(study, binary, src.manifests)

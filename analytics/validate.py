@@ -116,15 +116,18 @@ def _split_metrics(
     y: np.ndarray, score: np.ndarray, thr: float | None, study: Study, seed: int,
     time: np.ndarray | None, event: np.ndarray | None, cut: np.ndarray | None,
     survival_score: np.ndarray | None = None, horizons: Sequence[float] = (),
-    horizon_risk: np.ndarray | None = None,
+    horizon_risk: np.ndarray | None = None, label_horizon: float | None = None,
+    grid: Sequence[float] = (), grid_risk: np.ndarray | None = None,
 ) -> tuple[SplitMetrics, dict[str, Any], list[str]]:
     """The measures of :data:`analytics.validation.MEASURES` on one split, its curves, and notes on what
     could not be computed. ``time``/``event`` align with ``survival_score`` when given (every patient with
-    follow-up, labelled or not), else with ``score``."""
+    follow-up, labelled or not), else with ``score``. ``label_horizon``: a binary model's label horizon, for
+    its IPCW evaluation on every patient with follow-up."""
     v = study.validation
     inputs = SplitInputs.of(y, score, level=v.level, n_boot=v.n_boot, seed=seed, dca_thresholds=_dca_grid(v.dca_thresholds),
                             threshold=thr, time=time, event=event, cut=cut, survival_score=survival_score,
-                            horizons=horizons, horizon_risk=horizon_risk)
+                            horizons=horizons, horizon_risk=horizon_risk, label_horizon=label_horizon,
+                            grid=grid, grid_risk=grid_risk)
     metrics, curves = measure_split(inputs)
     return metrics, curves, inputs.notes
 
@@ -199,6 +202,18 @@ def _horizon_risks(study: Study, name: str) -> tuple[list[float], dict[str, list
     return horizons, {p: list(r) for p, r in zip(wide["patient_id"].to_list(), wide["risk"].to_list())}
 
 
+def _grid_risks(study: Study, name: str) -> tuple[list[float], dict[str, list[float]]]:
+    """A survival model's saved risk grid (times up to the last horizon) and its absolute risk at each, by patient."""
+    from analytics.models.persist import read_risk_grid
+
+    frame = read_risk_grid(study.models_dir / name)
+    if frame is None or frame.height == 0:
+        return [], {}
+    grid = sorted(set(frame.get_column("time").to_list()))
+    wide = frame.sort("time").group_by("patient_id", maintain_order=True).agg(pl.col("risk"))
+    return grid, {p: list(r) for p, r in zip(wide["patient_id"].to_list(), wide["risk"].to_list())}
+
+
 def _center_auc(y: np.ndarray, score: np.ndarray, level: float) -> Estimate:
     """DeLong AUC of one centre; the estimate alone when its variance cannot be estimated."""
     iv, _ = safe(stats.auc_ci, y, score, level=level)
@@ -217,6 +232,9 @@ def _model_metrics(
     # a survival model's score is a risk, not a probability of the label: no binary measures for it
     frame = joined.filter(pl.col("label").is_not_null() & (not is_surv))
     horizons, risk_of = _horizon_risks(study, name) if is_surv else ([], {})
+    grid, grid_of = _grid_risks(study, name) if is_surv and horizons else ([], {})
+    # a binary model's label "event by label_horizon": also evaluated with IPCW on every patient with follow-up
+    label_horizon = v.label_horizon if has_surv and not is_surv else None
     notes: list[str] = []
     curves: dict[str, Any] = {}
     train = frame.filter(pl.col("split") == "train")
@@ -257,7 +275,32 @@ def _model_metrics(
             if not np.isfinite(hrisk).all():
                 hrisk = None
                 notes.append(f"{name} / {split}: no saved risk at the horizons for some patients; refit the model")
-        m, c, n = _split_metrics(y, score, thr, study, study.study.seed + i, time, event, cut, sscore, horizons, hrisk)
+        grisk = None
+        if hrisk is not None and grid:
+            grisk = np.array([grid_of.get(p, [np.nan] * len(grid)) for p in fpart.get_column("patient_id")],
+                             dtype=np.float64).reshape(-1, len(grid))
+            if not np.isfinite(grisk).all():
+                grisk = None
+                notes.append(f"{name} / {split}: no saved risk on the time grid for some patients; refit the model "
+                             "(no integrated Brier score)")
+        elif hrisk is not None:
+            notes.append(f"{name} / {split}: no saved risk grid (fitted by an earlier version); run `cohortlab fit` "
+                         "again for the integrated Brier score")
+        ipcw_t = label_horizon
+        if ipcw_t is not None:
+            # IPCW reweights the followed patients to stand for the censored ones; a binary model scores its
+            # unlabelled training patients nowhere (out-of-fold scores are of labelled ones), so on that
+            # split the scored patients are the complete cases again: no IPCW evaluation there
+            unscored = (outcomes.filter((pl.col("cohort_split") == split) & pl.col("time").is_not_null()
+                                        & pl.col("event").is_not_null())
+                        .join(fpart.select("patient_id"), on="patient_id", how="anti"))
+            lacking = unscored.filter(pl.col("label").is_null()).height
+            if lacking:
+                ipcw_t = None
+                notes.append(f"{name} / {split}: no IPCW evaluation at the label horizon {label_horizon:g}: "
+                             f"{lacking} patients with follow-up but no label have no score from this model")
+        m, c, n = _split_metrics(y, score, thr, study, study.study.seed + i, time, event, cut, sscore, horizons, hrisk,
+                                 ipcw_t, grid, grisk)
         if is_surv and split != "train" and hrisk is not None and _linear_predictor(study, name):
             extra, why = lp_calibration(time, event, sscore, horizons, hrisk, v.level)
             m = replace(m, estimates={**m.estimates, **extra})

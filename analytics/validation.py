@@ -620,28 +620,40 @@ class SplitInputs:
     # survival models: absolute risk 1 - S(t|x) of the survival rows at each horizon (columns)
     horizons: tuple[float, ...] = ()
     horizon_risk: np.ndarray | None = None
+    # binary models on a censored endpoint: the horizon of the label ("event by t"), at which the predicted
+    # probabilities of the survival rows are evaluated with IPCW
+    label_horizon: float | None = None
+    # survival models: absolute risk of the survival rows on a grid of times up to the last horizon (the
+    # integrated Brier score)
+    grid: tuple[float, ...] = ()
+    grid_risk: np.ndarray | None = None
 
     @classmethod
     def of(cls, y: np.ndarray, score: np.ndarray, *, level: float, n_boot: int, seed: int,
            dca_thresholds: np.ndarray, threshold: float | None = None, time: np.ndarray | None = None,
            event: np.ndarray | None = None, cut: np.ndarray | None = None,
            survival_score: np.ndarray | None = None, horizons: Sequence[float] = (),
-           horizon_risk: np.ndarray | None = None) -> SplitInputs:
+           horizon_risk: np.ndarray | None = None, label_horizon: float | None = None,
+           grid: Sequence[float] = (), grid_risk: np.ndarray | None = None) -> SplitInputs:
         """Inputs of one split; follow-up is used when at least three patients have it and one has an event.
 
         ``time`` and ``event`` align with ``score``, or, when given, with ``survival_score``: the scores of
-        every patient with follow-up, labelled or not (``horizon_risk`` aligns with these too).
+        every patient with follow-up, labelled or not (``horizon_risk`` and ``grid_risk`` align with these too).
         """
         survival = None
         risk = None
+        on_grid = None
         if time is not None and event is not None:
             base = score if survival_score is None else survival_score
             ok = ~(np.isnan(time) | np.isnan(event))
             if ok.sum() >= 3 and event[ok].sum() >= 1:
                 survival = (time[ok], event[ok], base[ok])
                 risk = None if horizon_risk is None else np.asarray(horizon_risk)[ok]
+                on_grid = None if grid_risk is None else np.asarray(grid_risk)[ok]
         return cls(y, score, level, n_boot, seed, dca_thresholds, threshold, survival, cut,
-                   horizons=tuple(float(t) for t in horizons), horizon_risk=risk)
+                   horizons=tuple(float(t) for t in horizons), horizon_risk=risk,
+                   label_horizon=None if label_horizon is None else float(label_horizon),
+                   grid=tuple(float(t) for t in grid), grid_risk=on_grid)
 
     def has(self, need: Need) -> bool:
         if need == "threshold":
@@ -818,6 +830,68 @@ def _survival_model_measures(d: SplitInputs) -> dict[str, Estimate]:
                 out[horizon_name(k, t)] = Estimate(clean(getattr(cal, k)), None, None,
                                                    "smooth calibration at t (Austin, Harrell & van Klaveren 2020)",
                                                    clean(d.level))
+    ibs = _ibs(d)
+    if ibs is not None:
+        out["ibs"] = ibs
+    return out
+
+
+def _ibs(d: SplitInputs) -> Estimate | None:
+    """Integrated Brier score of a survival model's risks on the saved grid (:func:`analytics.stats.integrated_brier`:
+    IPCW, Graf et al. 1999, as riskRegression's ``ibs``), over ``[0, last grid time]``; over the grid times
+    before the split's last follow-up when the grid reaches past it (the method says up to where)."""
+    assert d.survival is not None
+    if d.grid_risk is None or not d.grid:
+        return None
+    time, event, _ = d.survival
+    grid = np.asarray(d.grid, dtype=np.float64)
+    usable = grid < time.max()
+    if not usable.any():
+        d.notes.append(f"integrated Brier score not computed: the risk grid starts past the last follow-up ({time.max():g})")
+        return None
+    if not usable.all():
+        d.notes.append(f"integrated Brier score over [0, {grid[usable][-1]:g}] only: the risk grid reaches past the "
+                       f"last follow-up ({time.max():g})")
+    value = d.call(stats.integrated_brier, time, event, d.grid_risk[:, usable], grid[usable],
+                   note="integrated Brier score not computed ({})")
+    if value is None:
+        return None
+    return Estimate(clean(value), None, None,
+                    f"IPCW integrated Brier score over [0, {grid[usable][-1]:g}], step integral on "
+                    f"{int(usable.sum())} grid times (Graf 1999; riskRegression ibs)", clean(d.level))
+
+
+def ipcw_name(measure: str, t: float) -> str:
+    """Name of a binary model's IPCW measure at its label's horizon, as in metrics.csv: ``auc_ipcw_t5``."""
+    return f"{measure}_ipcw_t{t:g}"
+
+
+def _ipcw_label_measures(d: SplitInputs) -> dict[str, Estimate]:
+    """A binary model on a censored endpoint, evaluated at its label's horizon ``t`` on every patient with
+    follow-up: the predicted probability is read as the risk of an event by ``t``; AUC(t) (cumulative/dynamic,
+    IPCW; Uno et al. 2007, Hung & Chiang 2010) and Brier(t) (IPCW, Graf et al. 1999), as
+    :func:`analytics.stats.time_auc` and :func:`analytics.stats.brier`. Patients censored before ``t`` count
+    through the censoring weights instead of being dropped (complete cases)."""
+    assert d.survival is not None and d.label_horizon is not None
+    time, event, prob = d.survival
+    t = d.label_horizon
+    if t >= time.max():
+        d.notes.append(f"label horizon {t:g} at or past the last follow-up ({time.max():g}): no IPCW AUC(t) or Brier(t)")
+        return {}
+    where = f"every patient with follow-up, {len(time)} ({int(event.sum())} events)"
+    out: dict[str, Estimate] = {}
+    auc = d.call(stats.time_auc, time, event, prob, [t], level=d.level, note=f"IPCW AUC at {t:g} not computed ({{}})")
+    if auc is not None:
+        iv = auc.at(t)
+        out[ipcw_name("auc", t)] = Estimate(clean(iv.estimate), clean(iv.low), clean(iv.high),
+                                           f"IPCW at t={t:g} on {where}; cumulative/dynamic AUC(t) (Uno 2007, "
+                                           "Hung & Chiang 2010), influence-function CI", clean(d.level))
+    brier = d.call(stats.brier, time, event, prob, [t], level=d.level, note=f"IPCW Brier at {t:g} not computed ({{}})")
+    if brier is not None:
+        iv = brier.at(t)
+        out[ipcw_name("brier", t)] = Estimate(clean(iv.estimate), clean(iv.low), clean(iv.high),
+                                             f"IPCW at t={t:g} on {where}; Brier(t) (Graf 1999), "
+                                             "influence-function CI", clean(d.level))
     return out
 
 
@@ -936,6 +1010,8 @@ def measure_split(d: SplitInputs) -> tuple[SplitMetrics, dict[str, Any]]:
             calibration[row.name.removeprefix("calibration_")] = clean(value)
     if d.has("horizons"):
         estimates.update(_survival_model_measures(d))
+    if d.survival is not None and d.label_horizon is not None and d.horizon_risk is None:
+        estimates.update(_ipcw_label_measures(d))
     curves: dict[str, Any] = {}
     for draw in CURVES:
         if two_classes or draw is _km_curves:

@@ -20,7 +20,9 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -34,6 +36,7 @@ else:  # pragma: no cover
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
 ROLES = ("predictor", "outcome", "time", "event", "id", "strata", "other")
 VAR_TYPES = ("numeric", "integer", "binary", "categorical", "text", "date")
+STAIN_NORMS = ("macenko", "reinhard", "none")  # feature_sets[].stain_norm
 
 
 class ConfigError(CohortlabError, ValueError):
@@ -141,6 +144,9 @@ class FeatureSet(_Strict):
     tile_size: int | None = Field(default=None, ge=16)
     overlap: int = Field(default=0, ge=0)
     tissue_threshold: float = Field(default=0.25, ge=0, le=1)
+    # colour normalisation of tiles before the encoder: "macenko" (Macenko et al. 2009), "reinhard"
+    # (Reinhard et al. 2001) or "none"; its reference is fitted on tiles of the development centres' slides
+    stain_norm: Literal["macenko", "reinhard", "none"] = "none"
     # CT volumes
     mode: Literal["3d", "2.5d", "radiomics"] | None = None
     spacing: list[float] | None = None
@@ -155,6 +161,15 @@ class FeatureSet(_Strict):
     def _mag(cls, v: str | None) -> str | None:
         if v is not None and not re.fullmatch(r"\d+(\.\d+)?[xX]", v):
             raise ValueError("write an objective magnification as e.g. '20x'")
+        return v
+
+    @field_validator("stain_norm", mode="before")
+    @classmethod
+    def _stain_norm(cls, v: Any, info: ValidationInfo) -> Any:
+        if v not in STAIN_NORMS:
+            name = info.data.get("name", "?")
+            raise ValueError(f"feature set '{name}': stain_norm {v!r} is not one of "
+                             f"{', '.join(repr(m) for m in STAIN_NORMS)}")
         return v
 
     @field_validator("spacing")
@@ -173,7 +188,7 @@ class FeatureSet(_Strict):
 
     @model_validator(mode="after")
     def _modality_fields(self) -> FeatureSet:
-        wsi_only = {"mpp", "magnification", "tile_size"}
+        wsi_only = {"mpp", "magnification", "tile_size", "stain_norm"}
         ct_only = {"mode", "spacing", "window", "margin_mm", "input_size", "bin_width"}
         wrong = (ct_only if self.modality == "wsi" else wsi_only) & self.model_fields_set
         if wrong:
@@ -240,6 +255,44 @@ class Model(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     # a model fitted on other models' out-of-fold scores refits them inside each outer fold (nested cross-fitting)
     nested: bool = True
+    # ComBat harmonisation of the image features across the cohort column `batch`, fitted inside each training
+    # fold; harmonize_covariates: cohort columns whose effects ComBat protects (never the outcome)
+    harmonize: Literal["combat", "none"] = "none"
+    batch: str = "center"
+    harmonize_covariates: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _harmonize(self) -> Model:
+        where = f"model '{self.name}'"
+        if self.harmonize == "none":
+            if self.batch != "center" or self.harmonize_covariates:
+                raise ValueError(f"{where}: batch and harmonize_covariates apply only with harmonize = \"combat\"")
+            return self
+        if self.kind not in ("logistic", "svm", "xgboost"):
+            raise ValueError(f"{where}: harmonize = \"combat\" applies to logistic, svm and xgboost models, "
+                             f"not {self.kind}")
+        if not self.features:
+            raise ValueError(f"{where}: harmonize = \"combat\" harmonises image features; the model has none")
+        reserved = ("patient_id", "label", "time", "event", "split")
+        if self.batch in reserved:
+            raise ValueError(f"{where}: batch = \"{self.batch}\" cannot be a batch; name the centre column "
+                             "(default \"center\")")
+        bad = [c for c in self.harmonize_covariates if c in reserved or c == self.batch]
+        if bad:
+            raise ValueError(f"{where}: harmonize_covariates cannot hold {bad} (the outcome, follow-up, split "
+                             "or the batch itself)")
+        if len(set(self.harmonize_covariates)) < len(self.harmonize_covariates):
+            raise ValueError(f"{where}: harmonize_covariates lists a column twice")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # a model without harmonisation dumps as before it existed (its fit identity is unchanged)
+        out = handler(self)
+        if self.harmonize == "none":
+            for key in ("harmonize", "batch", "harmonize_covariates"):
+                out.pop(key, None)
+        return out
 
     @model_validator(mode="after")
     def _inputs(self) -> Model:
@@ -282,6 +335,10 @@ class Validation(_Strict):
     # survival endpoints: the horizons (study time unit) of risk, AUC(t), Brier(t) and calibration; the first is
     # the main one (decision curve); empty: the quartiles of the training patients' event times
     horizons: list[float] = Field(default_factory=list)
+    # binary models on a censored endpoint: the label is "event by label_horizon" (study time unit); when set and
+    # the cohort has time and event, binary models also get AUC(t) and Brier(t) at it with IPCW on every patient
+    # with follow-up (beside the complete-case measures)
+    label_horizon: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     # performance per subgroup of these cohort columns (TRIPOD+AI fairness): {column = {cuts = [...]}}
     subgroups: dict[str, Subgroup] = Field(default_factory=dict)
     # added value of a model over another, [[new, old], ...]: ΔAUC, NRI, IDI and, for nested unpenalised

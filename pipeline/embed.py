@@ -17,7 +17,9 @@ ends in two atomic writes beside its instance file::
 and the status file is then folded into ``embed_items`` in a short
 transaction and removed. Work that feature sets share (a slide's tissue mask
 and tile grid, :mod:`pipeline.wsi.cache`) is kept in ``cache/`` beside
-``instances/``. A run killed at any point leaves either nothing that
+``instances/``. A WSI feature set with ``stain_norm`` first fits its stain
+reference (:func:`prepare_stain_reference`), kept beside its instances.
+A run killed at any point leaves either nothing that
 counts, or a status file that the next run folds in; temporary files never count.
 When every source of a feature set has been tried (in any shard), the
 process that finishes last pools the instances per patient.
@@ -34,6 +36,7 @@ import inspect
 import json
 import logging
 import re
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -218,6 +221,7 @@ def fold_status_files(con: duckdb.DuckDBPyConnection, study: Study, feature_set:
             store.record_item(
                 con, feature_set, st["source_id"], st["patient_id"], st["status"], st.get("n_instances"),
                 st.get("error"), st.get("seconds"), st.get("path"), st.get("fingerprint"), stamp,
+                node=st.get("node"), device=st.get("device"),
             )
     for f in files:
         f.unlink(missing_ok=True)
@@ -359,6 +363,33 @@ def plan_feature_set(study: Study, fs: FeatureSet, shard: tuple[int, int] | None
     return FeatureSetPlan(run, sources, current, attempted_before, todo, folded)
 
 
+def development_sources(study: Study, sources: Sequence[Source]) -> list[Source]:
+    """The sources of patients at development centres (every centre not in ``[split] external_centers``).
+
+    The stain reference is fitted on these; no label or split column is read.
+    """
+    external = set(study.split.external_centers)
+    with _store(study) as con:
+        centres = dict(con.execute("SELECT patient_id, center FROM patients").fetchall())
+    return [s for s in sources if s.patient_id in centres and centres[s.patient_id] not in external]
+
+
+def prepare_stain_reference(study: Study, fs: FeatureSet, embedder: Embedder, sources: Sequence[Source]) -> None:
+    """Fit a WSI feature set's stain reference (or reuse the stored one) before any slide is embedded.
+
+    Every shard fits the same reference (same slides, same seed), so shards may run side by side.
+    """
+    prepare = getattr(embedder, "prepare_stain", None)
+    if fs.modality != "wsi" or fs.stain_norm == "none" or prepare is None:
+        return
+    folder = store.instance_path(study.store_path, fs.name, "x").parent
+    try:
+        prepare(development_sources(study, sources), study.study.seed, list(study.split.external_centers), folder,
+                cache_dir(study.store_path))
+    except ValueError as exc:  # no development slide, or none with tissue: every source would fail alike
+        raise ConfigError(f"{study.root / 'study.toml'}: feature set '{fs.name}': stain reference: {exc}") from None
+
+
 def tally(run: FeatureSetRun, status: dict[str, Any]) -> None:
     """Count one source's outcome (a status written by :func:`embed_source`) in the run."""
     if status["status"] == "done":
@@ -403,11 +434,13 @@ def embed_feature_set(
         except (ValueError, ImportError) as exc:  # encoder, parameters or stage unusable: every source would fail alike
             raise ConfigError(f"{study.root / 'study.toml'}: feature set '{fs.name}': {exc}") from None
         try:
+            prepare_stain_reference(study, fs, embedder, plan.sources)
             with _store(study) as con, store.transaction(con):
                 store.register_feature_set(con, embedder.record())
             atomic.remove_stale_temporaries(store.instance_path(study.store_path, fs.name, "x").parent)
+            where = {"node": socket.gethostname(), "device": str(resolve_device(device))}
             for src in tqdm(todo, desc=f"embed {fs.name}", unit="source", disable=not progress):
-                tally(run, embed_source(embedder, src, fs.name, study.store_path, progress=progress))
+                tally(run, embed_source(embedder, src, fs.name, study.store_path, progress=progress, extra=where))
                 try:
                     with _store(study) as con:
                         plan.folded += fold_status_files(con, study, fs.name, plan.current)

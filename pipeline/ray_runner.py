@@ -2,8 +2,9 @@
 
 One unit of work is one source (a slide or a scan) of one feature set. The
 driver plans each feature set exactly as the local runner does
-(:func:`pipeline.embed.plan_feature_set`: done sources are skipped), then
-hands the sources to a pool of Ray actors that each load the encoder once and
+(:func:`pipeline.embed.plan_feature_set`: done sources are skipped), and
+connects to Ray only when some source is left (a finished study never starts
+it); it then hands the sources to a pool of Ray actors that each load the encoder once and
 call :func:`pipeline.embed.embed_source`, which writes the source's instance
 Parquet and status file atomically in the study's instances folder. That
 folder must be on storage every node sees; a probe task on every node checks
@@ -11,7 +12,8 @@ it before any work. Workers never open the DuckDB store: the driver folds the
 status files, registers the feature set and pools patient features once every
 source has ended (:func:`pipeline.embed.finish_feature_set`), so the outputs
 are those of the local runner, and a run begun on one engine can be finished
-on the other.
+on the other. Each status records the node and device that embedded the
+source, kept in ``embed_items`` and shown by ``cohortlab features``.
 
 A worker process lost mid-source (killed, out of memory, a node gone) is
 restarted by Ray and the source tried again, up to ``retries`` times; a source
@@ -23,9 +25,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from pipeline.config import ConfigError, FeatureSet, Study
 from pipeline.device import resolve_device
 from pipeline.embed import (
     EmbedResult,
+    FeatureSetPlan,
     FeatureSetRun,
     embed_source,
     finish_feature_set,
@@ -45,6 +48,7 @@ from pipeline.embed import (
     tally,
 )
 from pipeline.errors import CohortlabError
+from pipeline.ray_probe import probe_write
 from pipeline.source import Embedder, Source
 
 log = logging.getLogger("cohortlab.embed")
@@ -92,26 +96,11 @@ def _connected(address: str) -> Iterator[Any]:
 # --- probe --------------------------------------------------------------------------
 
 
-def _probe_write(folder: str) -> tuple[str, str | None]:
-    """Write and remove a file in ``folder`` on this node; ``(node, problem or None)``."""
-    import ray
-
-    node = ray.util.get_node_ip_address()
-    probe = Path(folder) / f".probe-{uuid.uuid4().hex}"
-    try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as exc:
-        return node, f"{type(exc).__name__}: {exc.strerror or exc}"
-    return node, None
-
-
 def check_nodes_can_write(ray: Any, folder: Path) -> list[str]:
     """Run a probe task on every alive node; the node addresses, or :class:`EmbedError` naming node and path."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    probe = ray.remote(num_cpus=0)(_probe_write)
+    probe = ray.remote(num_cpus=0)(probe_write)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(folder))
             for n in nodes]
@@ -176,12 +165,26 @@ def _failed_status(src: Source, fs_name: str, store_path: Path, why: str) -> dic
     return status
 
 
-def _embed_feature_set(ray: Any, study: Study, fs: FeatureSet, device: str, workers: int | None, retries: int,
-                       progress: bool, factory: EmbedderFactory) -> FeatureSetRun:
+@dataclass
+class RayEmbedResult(EmbedResult):
+    """What a Ray run did per feature set, and whether it needed Ray (not when every source was done)."""
+
+    ray_started: bool = True
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if not self.ray_started and self.feature_sets:
+            text += "\nall sources done: nothing to embed, Ray not started"
+        return text
+
+
+def _embed_feature_set(ray: Any, study: Study, fs: FeatureSet, plan: FeatureSetPlan, device: str, workers: int | None,
+                       retries: int, progress: bool, factory: EmbedderFactory) -> FeatureSetRun:
+    """Embed a planned feature set's sources on Ray (``ray`` may be ``None`` when none is left), then finish it."""
     t0 = time.perf_counter()
-    plan = plan_feature_set(study, fs)
     run, todo = plan.run, plan.todo
     if todo:
+        assert ray is not None  # connected whenever a plan has work
         folder = store.instance_path(study.store_path, fs.name, "x").parent
         check_nodes_can_write(ray, folder)
         atomic.remove_stale_temporaries(folder)
@@ -220,8 +223,9 @@ def _embed_feature_set(ray: Any, study: Study, fs: FeatureSet, device: str, work
                     except ray.exceptions.RayActorError as exc:  # lost more often than retries allow
                         st = _failed_status(src, fs.name, study.store_path,
                                             f"worker lost {retries + 1} time(s): {_cause(exc)}")
-                        actor = spawn()
-                        actors.append(actor)
+                        if queue:  # a new actor (another model load) only for work still waiting
+                            actor = spawn()
+                            actors.append(actor)
                     tally(run, st)
                     if st.get("node") is not None:
                         where = f"{st['node']} ({st['device']})"
@@ -244,7 +248,7 @@ def _embed_feature_set(ray: Any, study: Study, fs: FeatureSet, device: str, work
         finally:
             con.close()
     finish_feature_set(study, fs, plan)
-    run.seconds = time.perf_counter() - t0
+    run.seconds += time.perf_counter() - t0
     log.info("%s", run)
     return run
 
@@ -303,7 +307,8 @@ def embed(
         ``auto`` (a GPU per actor where the cluster has GPUs), ``cpu`` or ``cuda``.
     ray_address
         ``local`` starts Ray on this machine and stops it at the end; ``auto`` or ``ray://host:port``
-        joins a running cluster. A Ray session already open in this process is used as it is.
+        joins a running cluster. A Ray session already open in this process is used as it is. When every
+        source of the chosen feature sets is done, Ray is neither started nor joined (the result says so).
     retries
         How many times a source is tried again when its worker process is lost.
     progress
@@ -320,9 +325,23 @@ def embed(
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise ConfigError(f"device {device!r}: use auto, cpu or cuda")
     chosen = [study.feature_set(feature_set)] if feature_set else list(study.feature_sets)
-    result = EmbedResult()
-    with _connected(ray_address) as ray:
-        for fs in chosen:
+    # plan every feature set first: Ray is started (or joined) only when some source is left to embed
+    plans = []
+    for fs in chosen:
+        t0 = time.perf_counter()
+        plan = plan_feature_set(study, fs)
+        plan.run.seconds = time.perf_counter() - t0
+        plans.append((fs, plan))
+    result = RayEmbedResult(ray_started=any(plan.todo for _, plan in plans))
+
+    def run_all(ray: Any) -> None:
+        for fs, plan in plans:
             result.feature_sets.append(
-                _embed_feature_set(ray, study, fs, device, workers, retries, progress, embedder_factory))
+                _embed_feature_set(ray, study, fs, plan, device, workers, retries, progress, embedder_factory))
+
+    if result.ray_started:
+        with _connected(ray_address) as ray:
+            run_all(ray)
+    else:
+        run_all(None)
     return result

@@ -45,7 +45,7 @@ from pipeline.errors import CohortlabError
 
 log = logging.getLogger("cohortlab.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 INSTANCE_COLUMNS = ("source_id", "instance", "x", "y", "z", "level", "tissue_fraction", "embedding")
 
 
@@ -507,15 +507,22 @@ def record_item(
     path: str | None = None,
     fingerprint: str | None = None,
     stamp: FileStamp | None = None,
+    node: str | None = None,
+    device: str | None = None,
 ) -> None:
-    """Upsert one ``embed_items`` row (``path`` relative to the store folder, ``stamp`` of the file written there)."""
+    """Upsert one ``embed_items`` row (``path`` relative to the store folder, ``stamp`` of the file written there).
+
+    ``node`` and ``device`` say where the source was embedded (a Ray node's address or the host's name,
+    and the torch device); ``None`` when not known.
+    """
     if status not in ("done", "failed"):
         raise StoreError(f"embed item status must be done or failed, not {status!r}")
     con.execute(
         "INSERT OR REPLACE INTO embed_items (feature_set, source_id, patient_id, status, n_instances, error, seconds, "
-        "path, fingerprint, updated_at, checksum, file_bytes, file_mtime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "path, fingerprint, updated_at, checksum, file_bytes, file_mtime_ns, node, device) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [feature_set, source_id, patient_id, status, n_instances, error, seconds, path, fingerprint, _now(),
-         *((stamp.checksum, stamp.bytes, stamp.mtime_ns) if stamp is not None else (None, None, None))],
+         *((stamp.checksum, stamp.bytes, stamp.mtime_ns) if stamp is not None else (None, None, None)), node, device],
     )
 
 
@@ -611,6 +618,22 @@ def feature_sets(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
             FROM feature_sets f LEFT JOIN embed_items e ON e.feature_set = f.name
             GROUP BY ALL ORDER BY f.name
         """,
+    )
+
+
+def embedded_items(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Per source of each feature set: status, instances, and the node and device that embedded it.
+
+    ``node`` and ``device`` are null for sources embedded before schema 3 recorded them (and on a
+    read-only connection to such a store, not migrated).
+    """
+    have = {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' AND table_name = 'embed_items'"
+    ).fetchall()}
+    where = ", ".join(c if c in have else f"NULL::VARCHAR AS {c}" for c in ("node", "device"))
+    return query(
+        con,
+        f"SELECT feature_set, source_id, status, n_instances, {where} FROM embed_items ORDER BY feature_set, source_id",
     )
 
 

@@ -85,6 +85,8 @@ CREATE TABLE IF NOT EXISTS embed_items (
     checksum    VARCHAR,            -- sha256 of the instance Parquet as written (done only)
     file_bytes  BIGINT,             -- its size,
     file_mtime_ns BIGINT,           -- and modification time: unchanged size and time skip the sha256 check
+    node        VARCHAR,            -- where it was embedded: a Ray node's address, or the host's name
+    device      VARCHAR,            -- and on which torch device (cpu, cuda, ...)
     PRIMARY KEY (feature_set, source_id)
 );
 

@@ -64,6 +64,7 @@ from analytics.models.data import (
     pooled_refs,
 )
 from analytics.models.fusion import training_scores
+from analytics.models.harmonize import harmonised_inputs
 from analytics.models.persist import (
     FittedModel,
     load_model,
@@ -247,11 +248,12 @@ def _explain_table(ctx: _Context, fitted: FittedModel, wanted: Sequence[str],
     splits = [str(cohort.split[i]) for i in rows]
     seed = study.study.seed
     if spec.kind in CLASSICAL:
-        table = data.table
-        assert table is not None and data.columns is not None
+        assert data.table is not None and data.columns is not None
+        # a harmonised model is explained on its ComBat-harmonised features (the classifier's inputs)
+        table, pipeline = harmonised_inputs(fitted.learner.pipeline_, data.table, cohort.split, assembled.available)
         labels = _labels(cohort, list(table.columns) + pooled_refs(spec))
         return explain_pipeline(
-            fitted.learner.pipeline_, table.iloc[bg].reset_index(drop=True), table.iloc[rows].reset_index(drop=True),
+            pipeline, table.iloc[bg].reset_index(drop=True), table.iloc[rows].reset_index(drop=True),
             data.columns.features, data.columns.categorical, ids, splits, labels, background=settings.background,
             max_background=settings.max_background, nsamples=settings.nsamples, max_units=settings.max_units,
             seed=seed), len(bg)

@@ -5,6 +5,7 @@ its probability calibration) lives inside one :class:`sklearn.pipeline.Pipeline`
 so whatever fits the pipeline (an outer or inner cross-validation fold, the
 final refit) fits all of it on its own training rows only. Layout::
 
+    [harmonize  ComBat across centres (harmonize = "combat"; analytics.models.harmonize)]
     prep  ColumnTransformer
             features     median imputation -> standardisation -> PCA (params.pca)
             numeric      median imputation -> standardisation   (clinical numbers, input scores)
@@ -298,9 +299,15 @@ def preprocessor(columns: Columns, pca: int | float | None = None, seed: int = 0
 
 
 def build_pipeline(kind: str, columns: Columns, params: Mapping[str, Any], seed: int,
-                   grid: Mapping[str, Any] | None = None, categories: list[list[str]] | None = None) -> Pipeline:
-    """An unfitted ``prep -> clf`` pipeline for a classical learner (see module notes)."""
-    return Pipeline([("prep", preprocessor(columns, params.get("pca"), seed, categories)),
+                   grid: Mapping[str, Any] | None = None, categories: list[list[str]] | None = None,
+                   harmonizer: BaseEstimator | None = None) -> Pipeline:
+    """An unfitted ``prep -> clf`` pipeline for a classical learner (see module notes).
+
+    ``harmonizer`` (a :class:`analytics.models.harmonize.ComBat`) becomes the first step, ``harmonize``:
+    it reads the table's carried batch and covariate columns and drops them.
+    """
+    steps: list[tuple[str, Any]] = [] if harmonizer is None else [("harmonize", harmonizer)]
+    return Pipeline([*steps, ("prep", preprocessor(columns, params.get("pca"), seed, categories)),
                      ("clf", classifier(kind, params, seed, grid))])
 
 

@@ -267,7 +267,16 @@ def _table(spec: Model, cohort: Cohort, score_values: np.ndarray) -> tuple[pd.Da
         parts[col] = score_values[:, j]
     columns = Columns(tuple(feat_names), tuple(numeric + score_cols), tuple(categorical),
                       _level_orders(cohort, categorical))
-    return pd.DataFrame({c: parts[c] for c in columns.all}), columns
+    table = pd.DataFrame({c: parts[c] for c in columns.all})
+    from analytics.models import harmonize  # scikit-learn loads with it: only when a table is built
+
+    try:  # a harmonised model carries its batch and covariates (read and dropped by the pipeline's first step)
+        carried = harmonize.carried_columns(spec, cohort)
+    except ValueError as exc:
+        raise ModelInputError(f"model '{spec.name}': {exc}") from None
+    for col, values in carried.items():
+        table[col] = values
+    return table, columns
 
 
 def _level_orders(cohort: Cohort, categorical: Sequence[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:

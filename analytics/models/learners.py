@@ -18,6 +18,7 @@ from sklearn.pipeline import Pipeline
 from analytics.models import classical, tuning
 from analytics.models.data import ModelData, uninformative
 from analytics.models.ensemble import SoftVoting, Stacking
+from analytics.models.harmonize import ComBat, HarmonizeSpec, covariate_column
 from analytics.models.mil import MILClassifier
 
 
@@ -45,11 +46,13 @@ _EMPTY_COLUMN_WARNING = "Skipping features without any observed values"
 class TabularLearner:
     """A classical pipeline (:mod:`analytics.models.classical`) tuned by grouped inner CV."""
 
-    def __init__(self, kind: str, params: Mapping[str, Any], grid: Mapping[str, list[Any]], seed: int) -> None:
+    def __init__(self, kind: str, params: Mapping[str, Any], grid: Mapping[str, list[Any]], seed: int,
+                 harmonize: HarmonizeSpec | None = None) -> None:
         self.kind = kind
         self.params = dict(params)
         self.grid = _grid(kind, grid, params)
         self.seed = seed
+        self.harmonize = harmonize
         if "pca" in self.grid and "pca" not in self.params:
             self.params["pca"] = self.grid["pca"][0]
         est = classical.classifier(kind, self.params, seed, self.grid)  # fails early on unknown parameters
@@ -69,8 +72,12 @@ class TabularLearner:
         if not self.columns_.all:
             raise ValueError(f"every input column is constant or missing on its {len(y)} training patients: "
                              + ", ".join(f"{c} ({why})" for c, why in self.dropped_.items()))
+        harmonizer = None
+        if self.harmonize is not None:
+            harmonizer = ComBat(self.columns_.features,
+                                tuple(covariate_column(c) for c in self.harmonize.covariates))
         pipe = classical.build_pipeline(self.kind, self.columns_, self.params, self.seed, self.grid,
-                                        classical.one_hot_levels(data.table, self.columns_))
+                                        classical.one_hot_levels(data.table, self.columns_), harmonizer)
         groups = np.asarray(data.patient_ids, dtype=object)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_EMPTY_COLUMN_WARNING, category=UserWarning)
@@ -98,6 +105,7 @@ class TabularLearner:
         out.kind, out.params, out.grid, out.seed = kind, dict(params), {}, 0
         out.pipeline_, out.chosen_, out.inner_auc_ = pipeline, dict(chosen), None
         out.dropped_, out.columns_ = {}, None
+        out.harmonize = None  # a loaded pipeline holds its fitted ComBat step, if any
         return out
 
 

@@ -11,6 +11,11 @@ Layout::
     attention.parquet    MIL only: every instance's attention weight
     horizon_risks.parquet  survival models: absolute risk 1 - S(t|x) at each horizon
                          (out-of-fold for training patients, as the scores)
+    risk_grid.parquet    survival models: the same risk on a grid of times from 0 to the last
+                         horizon (:func:`risk_grid_times`), for the integrated Brier score
+    harmonize.json       harmonised models: the ComBat fit (training centres, new centres estimated
+                         from their own features), the centre's share of feature variance and PCA
+                         coordinates before / after harmonisation (the report's figure)
 
 The manifest lists the feature sets, clinical columns and input models, the
 cohort hash, the outer folds, the hyper-parameters chosen, library versions
@@ -25,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +59,10 @@ ATTENTION = "attention.parquet"
 JOBLIB = "model.joblib"
 TORCH = "model.pt"
 HORIZON_RISKS = "horizon_risks.parquet"
+RISK_GRID = "risk_grid.parquet"
+HARMONIZATION = "harmonize.json"
+# evenly spaced times of the risk grid (besides the horizons)
+GRID_POINTS = 100
 
 
 class PersistError(CohortlabError, RuntimeError):
@@ -109,8 +119,14 @@ def save_model(
     predictions: pl.DataFrame,
     attention: pl.DataFrame | None = None,
     horizon_risks: pl.DataFrame | None = None,
+    risk_grid: pl.DataFrame | None = None,
+    *,
+    harmonization: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a fitted model's folder (replacing an older one) and return it."""
+    """Write a fitted model's folder (replacing an older one) and return it.
+
+    ``harmonization``: a harmonised model's ComBat record (:func:`analytics.models.harmonize.record`).
+    """
     import torch
 
     folder = Path(folder)
@@ -131,6 +147,10 @@ def save_model(
             attention.write_parquet(tmp / ATTENTION)
         if horizon_risks is not None:
             horizon_risks.write_parquet(tmp / HORIZON_RISKS)
+        if risk_grid is not None:
+            risk_grid.write_parquet(tmp / RISK_GRID)
+        if harmonization is not None:
+            atomic.write_json(tmp / HARMONIZATION, harmonization, indent=1, end="\n")
         atomic.write_json(tmp / MANIFEST, {**manifest, "format": FORMAT, "artifact": name}, indent=2, default=str,
                           end="\n")
     return folder
@@ -154,6 +174,28 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
 def read_horizon_risks(folder: Path) -> pl.DataFrame | None:
     """A survival model's absolute risks at the study's horizons (model, patient_id, horizon, risk), if saved."""
     path = Path(folder) / HORIZON_RISKS
+    return pl.read_parquet(path) if path.exists() else None
+
+
+def risk_grid_times(horizons: Sequence[float], points: int = GRID_POINTS) -> list[float]:
+    """The times a survival model's risk is saved at for the integrated Brier score: ``points`` evenly spaced
+    times ``t_max / points, 2 t_max / points, ..., t_max`` (``t_max`` the last horizon) and the horizons,
+    sorted and rounded to 9 significant digits; empty without horizons.
+
+    The integrated Brier score (Graf et al. 1999) is a step integral of Brier(t) over this grid on
+    ``[0, t_max]`` (:func:`analytics.stats.integrated_brier`); a grid fixed by the horizons alone, not by a
+    split's event times, integrates every split and model over the same times.
+    """
+    if not horizons:
+        return []
+    top = float(max(horizons))
+    grid = {float(f"{top * k / points:.9g}") for k in range(1, points + 1)} | {float(f"{t:.9g}") for t in horizons}
+    return sorted(t for t in grid if t > 0)
+
+
+def read_risk_grid(folder: Path) -> pl.DataFrame | None:
+    """A survival model's absolute risks on its time grid (model, patient_id, time, risk), if saved."""
+    path = Path(folder) / RISK_GRID
     return pl.read_parquet(path) if path.exists() else None
 
 

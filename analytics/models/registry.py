@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from analytics.models import classical, survival
+from analytics.models.harmonize import HarmonizeSpec
 from analytics.models.learners import (
     Learner,
     MILLearner,
@@ -28,7 +29,7 @@ def build_learner(spec: Model, seed: int) -> Learner:
     """
     try:
         if spec.kind in classical.KINDS:
-            return TabularLearner(spec.kind, spec.params, spec.grid, seed)
+            return TabularLearner(spec.kind, spec.params, spec.grid, seed, HarmonizeSpec.of(spec))
         if spec.kind == "mil":
             return MILLearner(spec.params, spec.grid, seed)
         if spec.kind == "mil_cox":

@@ -5,6 +5,7 @@
 * :mod:`~pipeline.wsi.grid`: the tile grid at a target mpp (:func:`tile_grid`);
 * :mod:`~pipeline.wsi.cache`: mask and grid computed once per slide and settings, kept on disk;
 * :mod:`~pipeline.wsi.tiles`: batched tile reading in worker processes;
+* :mod:`~pipeline.wsi.stain`, :mod:`~pipeline.wsi.stain_reference`: stain normalisation and its fitted reference;
 * :mod:`~pipeline.wsi.embedder`: the WSI embedder the runner (:mod:`pipeline.embed`) calls.
 
 Names are loaded from their module on first use, so ``from pipeline import wsi``
@@ -26,6 +27,8 @@ _EXPORTS = {
     "Tiling": "cache", "TilingSettings": "cache", "tiling": "cache",
     "TileDataset": "tiles", "iter_tiles": "tiles", "resize_tile": "tiles",
     "NoTissueError": "embedder", "WsiEmbedder": "embedder", "make_embedder": "embedder",
+    "StainError": "stain", "StainNormalizer": "stain", "fit_reference": "stain",
+    "StainReference": "stain_reference", "prepare_reference": "stain_reference",
 }
 
 __all__ = sorted(_EXPORTS)

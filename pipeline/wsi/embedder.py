@@ -5,6 +5,11 @@ A slide's tissue mask and tile grid come from :mod:`pipeline.wsi.cache`, so
 feature sets with the same tiling settings compute them once; tiles are read
 by :mod:`pipeline.wsi.tiles` in worker processes (see :func:`reader_workers`
 for how many) while the encoder runs.
+With ``stain_norm`` set, tile batches are stain-normalised on the encoder's
+device before the encoder's own normalisation (:mod:`pipeline.wsi.stain`),
+to a reference the runner prepares first (:meth:`WsiEmbedder.prepare_stain`);
+tiles the method is undefined on go in as read, and each slide's count of
+them is written to ``<source>.stain.json`` beside its instances.
 A slide with no tissue tile (blank, or smaller than one tile) raises
 :class:`NoTissueError`, so the runner records it as failed with the reason
 "no tissue tiles"; such a slide adds nothing to its patient's pooled features.
@@ -31,6 +36,8 @@ from pipeline.source import Source
 from pipeline.store import FeatureSetRecord
 from pipeline.wsi.cache import TileCache, TilingSettings
 from pipeline.wsi.slide import Slide, SlideError, open_slide
+from pipeline.wsi.stain import StainError, StainNormalizer
+from pipeline.wsi.stain_reference import StainReference, prepare_reference
 from pipeline.wsi.tiles import TileDataset, iter_tiles
 from pipeline.wsi.tissue import tissue_mask
 
@@ -66,6 +73,8 @@ class WsiEmbedder:
             self.mask_options["mpp"] = self.mask_options.pop("mask_mpp")
         self.tiling_settings = TilingSettings.of(self.mpp, self.tile, fs.overlap, fs.tissue_threshold, self.mask_options)
         self._tile_cache = TileCache(None)
+        self.stain_reference: StainReference | None = None
+        self._stain: StainNormalizer | None = None
         if self.tile != encoder.input_size:
             try:
                 encoder.embed(np.zeros((1, self.tile, self.tile, 3), dtype=np.uint8))
@@ -92,7 +101,32 @@ class WsiEmbedder:
             "timm_kwargs": timm_kwargs,
             "pooling": list(fs.pooling),
         }
+        if fs.stain_norm != "none":  # absent when off, so feature sets from before stain_norm keep their identity
+            params["stain_norm"] = self._reference().provenance()
         return FeatureSetRecord(fs.name, "wsi", fs.encoder, enc.weights_id, params, enc.dim)
+
+    def prepare_stain(
+        self, candidates: list[Source], seed: int, external_centers: list[str], folder: Path, cache: Path | None = None
+    ) -> StainReference | None:
+        """Fit (or reuse) the stain reference before embedding; see :mod:`pipeline.wsi.stain_reference`.
+
+        ``candidates`` are the development-centre slides; ``folder`` the feature set's instance folder.
+        Nothing to do (``None``) when the feature set's ``stain_norm`` is ``"none"``.
+        """
+        if self.fs.stain_norm == "none":
+            return None
+        ref = prepare_reference(self, candidates, seed, external_centers, folder, cache)
+        self.stain_reference, self._stain = ref, ref.normalizer(self.encoder.device)
+        return ref
+
+    def _reference(self) -> StainReference:
+        if self.stain_reference is None:
+            raise StainError(
+                f"feature set '{self.fs.name}': stain_norm = {self.fs.stain_norm!r} needs its stain reference, which "
+                "the local embedding run fits before any slide (the Ray runner does not fit one yet: embed this "
+                "feature set without --ray)"
+            )
+        return self.stain_reference
 
     def tissue_settings(self) -> dict[str, Any]:
         """Every tissue-detection setting in effect (the defaults of :func:`tissue_mask` plus overrides)."""
@@ -121,6 +155,8 @@ class WsiEmbedder:
         ``<cache>/tiles`` and taken from there when another feature set made them.
         """
         t0 = time.perf_counter()
+        if self.fs.stain_norm != "none":
+            self._reference()
         folder = None if cache is None else Path(cache) / "tiles"
         if self._tile_cache.folder != folder:
             self._tile_cache = TileCache(folder)
@@ -143,11 +179,24 @@ class WsiEmbedder:
         )
         workers = reader_workers(self.fs, self.encoder.device.type, len(dataset))
         emb = np.empty((grid.height, self.encoder.dim), dtype=np.float32)
+        unnormalised: list[int] = []  # tiles the stain normalisation could not handle, embedded as read
         bar = tqdm(total=grid.height, desc=source.source_id, unit="tile", disable=not progress, leave=False)
         for batch, idx in iter_tiles(dataset, workers, pin_memory=self.encoder.device.type == "cuda"):
+            if self._stain is not None:  # on the encoder's device, before its own mean/std normalisation
+                batch, failed = self._stain(batch)
+                unnormalised += idx[failed.cpu()].tolist()
             emb[idx.numpy()] = self.encoder.embed(batch)
             bar.update(len(idx))
         bar.close()
+        if self._stain is not None:
+            if unnormalised:
+                log.warning("%s: %d of %d tiles left without stain normalisation (%s undefined on them)",
+                            source.source_id, len(unnormalised), grid.height, self.fs.stain_norm)
+            if artifacts is not None:
+                atomic.write_json(Path(f"{artifacts}.stain.json"), {
+                    "method": self.fs.stain_norm, "reference_sha256": self._reference().digest, "tiles": grid.height,
+                    "unnormalised": len(unnormalised), "unnormalised_instances": sorted(unnormalised),
+                }, end="\n")
         if not np.isfinite(emb).all():
             raise ValueError(f"{source.row['path']}: the encoder produced non-finite features")
         log.info(

@@ -135,11 +135,50 @@ def _only(snapshot: dict[str, Any], fs: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def reference(template, tmp_path_factory) -> dict[str, Any]:
+def reference_study(template, tmp_path_factory) -> Study:
+    """The study embedded by the local runner, once (do not change it: copy it)."""
     study = _copy(template, tmp_path_factory.mktemp("ref") / "study")
     res = embed(study, device="cpu", progress=False)
     assert [(r.failed) for r in res.feature_sets] == [1, 0]
-    return _snapshot(study)
+    return study
+
+
+@pytest.fixture(scope="module")
+def reference(reference_study) -> dict[str, Any]:
+    return _snapshot(reference_study)
+
+
+def _forget(study: Study, fs: str, source_ids: list[str]) -> Study:
+    """Take back sources of a finished study, as if the run that embedded it had not reached them.
+
+    Their ``embed_items`` rows and instance files go, and the feature set's pooled features with them
+    (pooling waits until every source has been tried).
+    """
+    con = store.connect(study.store_path)
+    try:
+        with store.transaction(con):
+            con.execute("DELETE FROM embed_items WHERE feature_set = ? AND source_id IN (SELECT unnest(?))",
+                        [fs, source_ids])
+            con.execute("DELETE FROM patient_features WHERE feature_set = ?", [fs])
+    finally:
+        con.close()
+    for sid in source_ids:
+        store.instance_path(study.store_path, fs, sid).unlink(missing_ok=True)
+    return study
+
+
+def _scans(study: Study) -> list[str]:
+    return sorted(pl.read_csv(study.root / "manifests" / "scans.csv")["scan_id"])
+
+
+def _placement(study: Study, fs: str) -> dict[str, tuple[str | None, str | None]]:
+    """source_id -> (node, device) as the store records them."""
+    con = store.connect(study.store_path, read_only=True)
+    try:
+        rows = store.embedded_items(con).filter(pl.col("feature_set") == fs)
+    finally:
+        con.close()
+    return {sid: (node, dev) for sid, node, dev in rows.select("source_id", "node", "device").iter_rows()}
 
 
 class ProbeEmbedder:
@@ -180,10 +219,19 @@ def _calls(log: Path) -> list[list[str]]:
     return [ln.split() for ln in log.read_text().splitlines()] if log.exists() else []
 
 
-def test_ray_matches_local_runner_and_leaves_store_alone(local_ray, template, tmp_path, reference):
-    study = _copy(template, tmp_path / "study")
-    log = tmp_path / "calls.log"
+@pytest.fixture(scope="module")
+def ray_done(local_ray, template, tmp_path_factory) -> tuple[Study, Any, Path]:
+    """The study embedded on Ray from scratch, once: (study, result, log of embedder calls); copy it to change it."""
+    folder = tmp_path_factory.mktemp("ray_done")
+    study = _copy(template, folder / "study")
+    log = folder / "calls.log"
     res = ray_runner.embed(study, device="cpu", ray_address="local", progress=False, embedder_factory=_probe(log))
+    return study, res, log
+
+
+def test_ray_matches_local_runner_and_leaves_store_alone(ray_done, reference):
+    study, res, log = ray_done
+    assert res.ray_started
     assert [(r.name, r.done, r.failed) for r in res.feature_sets] == [(WSI, 10, 1), (CT, 10, 0)]
     # which node and device embedded the sources (one node here, CPU actors)
     node = ray.util.get_node_ip_address()
@@ -199,36 +247,95 @@ def test_ray_matches_local_runner_and_leaves_store_alone(local_ray, template, tm
         assert len({(c[2], c[3]) for c in calls if c[0] == fs}) == 1, fs
 
 
-def test_lost_worker_is_retried_and_result_equals_uninterrupted(local_ray, template, tmp_path, reference):
-    study = _copy(template, tmp_path / "study")
+def _features_rows(capsys, study: Study) -> dict[str, list[str]]:
+    """``cohortlab features``: the cells of each row of its per-source table, by ``feature_set/source_id``."""
+    from analytics.cli import main
+
+    assert main(["features", str(study.root)]) == 0
+    table = capsys.readouterr().out.split("sources (node and device", 1)[1]
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("│").split("┆")]
+        if len(cells) == 6 and cells[0] in (WSI, CT):
+            rows[f"{cells[0]}/{cells[1]}"] = cells
+    return rows
+
+
+def test_features_shows_the_node_and_device_of_each_source(ray_done, reference_study, capsys):
+    import socket
+
+    node = ray.util.get_node_ip_address()
+    for study, where in ((ray_done[0], [node, "cpu"]), (reference_study, [socket.gethostname(), "cpu"])):
+        rows = _features_rows(capsys, study)
+        assert len(rows) == 21  # every source of both feature sets, the failed (broken) slide included
+        assert {r[2] for r in rows.values()} == {"done", "failed"}
+        assert all(r[4:] == where for r in rows.values()), (study.root, rows)
+
+
+def test_second_ray_run_after_a_complete_one_does_not_start_ray(ray_done, tmp_path, monkeypatch, capsys):
+    from analytics.cli import main
+
+    class Started(Exception):
+        pass
+
+    def init(*args: Any, **kwargs: Any) -> None:
+        raise Started
+
+    study = _copy(ray_done[0].root, tmp_path / "study")
+    store_before = study.store_path.read_bytes()
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh process
+    monkeypatch.setattr(ray, "init", init)
+    assert main(["embed", str(study.root / "study.toml"), "--ray", "local", "--feature-set", CT, "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "ct_r3d18 (ct): 0 done, 0 failed, 10 skipped" in out and "all sources done" in out
+    assert study.store_path.read_bytes() == store_before
+    # the failed (broken) slide is left to try again: that run connects
+    with pytest.raises(Started):
+        ray_runner.embed(study, device="cpu", ray_address="local", progress=False)
+
+
+def test_lost_worker_is_retried_and_result_equals_uninterrupted(local_ray, reference_study, tmp_path, reference):
+    study = _forget(_copy(reference_study.root, tmp_path / "study"), CT, _scans(reference_study)[2:5])
     log = tmp_path / "calls.log"
-    victim = sorted(pl.read_csv(study.root / "manifests" / "scans.csv")["scan_id"])[3]
+    victim = _scans(study)[3]
     res = ray_runner.embed(study, feature_set=CT, device="cpu", ray_address="local", progress=False, retries=1,
-                           embedder_factory=_probe(log, kill=victim))
-    assert [(r.done, r.failed) for r in res.feature_sets] == [(10, 0)]
+                           workers=1, embedder_factory=_probe(log, kill=victim))
+    assert [(r.done, r.failed, r.skipped) for r in res.feature_sets] == [(3, 0, 7)]
     assert [c[1] for c in _calls(log) if c[0] == CT].count(victim) == 2  # killed once, then done
     _assert_same(_only(reference, CT), _snapshot(study, (CT,)))
 
 
-def test_resume_across_engines_both_ways(local_ray, template, tmp_path, reference):
+def test_resume_across_engines_both_ways(local_ray, reference_study, tmp_path, reference):
+    import socket
+
+    node, host = ray.util.get_node_ip_address(), socket.gethostname()
     # ray -> local: without retries the lost source is recorded failed; the local runner redoes only it
-    study = _copy(template, tmp_path / "a" / "study")
+    scans = _scans(reference_study)
+    study = _forget(_copy(reference_study.root, tmp_path / "a" / "study"), CT, scans[:3])
     log = tmp_path / "a" / "calls.log"
-    victim = sorted(pl.read_csv(study.root / "manifests" / "scans.csv")["scan_id"])[0]
-    res = ray_runner.embed(study, feature_set=CT, device="cpu", progress=False, retries=0,
+    victim = scans[1]  # its actor is lost for good; a new one embeds the source still waiting
+    res = ray_runner.embed(study, feature_set=CT, device="cpu", progress=False, retries=0, workers=1,
                            embedder_factory=_probe(log, kill=victim))
-    assert res.feature_sets[0].failures[0][0] == victim and "worker lost" in res.feature_sets[0].failures[0][1]
+    assert [(r.done, r.failed) for r in res.feature_sets] == [(2, 1)]
+    assert res.feature_sets[0].failures[0][0] == victim and "worker lost 1 time(s)" in res.feature_sets[0].failures[0][1]
+    assert [c[1] for c in _calls(log)] == scans[:3]  # each tried once
     again = embed(study, feature_set=CT, device="cpu", progress=False).feature_sets[0]
     assert (again.done, again.skipped) == (1, 9)
     _assert_same(_only(reference, CT), _snapshot(study, (CT,)))
-    # local -> ray: half the slides on one machine (a shard), the rest on Ray
-    study = _copy(template, tmp_path / "b" / "study")
-    first = embed(study, feature_set=WSI, device="cpu", shard=(0, 2), progress=False).feature_sets[0]
-    assert first.waiting == 5
-    rest = ray_runner.embed(study, feature_set=WSI, device="cpu", progress=False).feature_sets[0]
-    # the shard's done slides are skipped; its failed (broken) slide is tried again, as the local runner would
-    assert (rest.skipped, rest.done, rest.failed) == (first.done, 10 - first.done, 1)
+    placed = _placement(study, CT)
+    assert [placed[s] for s in scans[:3]] == [(node, "cpu"), (host, "cpu"), (node, "cpu")]
+    # local -> ray: the slides one machine embedded are kept; Ray embeds the rest
+    slides = sorted(pl.read_csv(reference_study.root / "manifests" / "slides.csv")["slide_id"])
+    broken = str(pl.read_csv(reference_study.root / "manifests" / "slides.csv")["slide_id"][0])
+    left = [s for s in slides if s != broken][-3:]
+    study = _forget(_copy(reference_study.root, tmp_path / "b" / "study"), WSI, left)
+    rest = ray_runner.embed(study, feature_set=WSI, device="cpu", progress=False, workers=1).feature_sets[0]
+    # the done slides are skipped; the failed (broken) slide is tried again, as the local runner would
+    assert (rest.skipped, rest.done, rest.failed) == (len(slides) - 4, 3, 1)
     _assert_same(_only(reference, WSI), _snapshot(study, (WSI,)))
+    placed = _placement(study, WSI)
+    assert {s for s, where in placed.items() if where == (node, "cpu")} == {*left, broken}
+    assert {s for s, where in placed.items() if where == (host, "cpu")} == set(slides) - {*left, broken}
 
 
 def test_probe_refuses_a_folder_workers_cannot_write(local_ray, template, tmp_path):
@@ -242,17 +349,26 @@ def test_probe_refuses_a_folder_workers_cannot_write(local_ray, template, tmp_pa
     assert (study.store_path.stat().st_mtime_ns, study.store_path.read_bytes()) == before
 
 
-def test_cli_ray_option_wins_over_study_toml(local_ray, template, tmp_path, reference):
+def test_cli_ray_option_wins_over_study_toml(local_ray, reference_study, tmp_path, reference, monkeypatch):
     from typer.testing import CliRunner
 
     from analytics.cli import app
 
-    study = _copy(template, tmp_path / "study")
+    study = _forget(_copy(reference_study.root, tmp_path / "study"), CT, _scans(reference_study)[-1:])
     toml = study.root / "study.toml"
     toml.write_text(toml.read_text() + '\n[compute]\nray = "192.0.2.1:6379"\nray_retries = 0\n')
+    addresses: list[str] = []
+    connected = ray_runner._connected
+
+    def spy(address: str):
+        addresses.append(address)
+        return connected(address)
+
+    monkeypatch.setattr(ray_runner, "_connected", spy)
     out = CliRunner().invoke(app, ["embed", str(toml), "--feature-set", CT, "--device", "cpu", "--ray", "local"])
     assert out.exit_code == 0, out.output
-    assert "ct_r3d18 (ct): 10 done, 0 failed" in out.output
+    assert addresses == ["local"]
+    assert "ct_r3d18 (ct): 1 done, 0 failed, 9 skipped" in out.output
     _assert_same(_only(reference, CT), _snapshot(load_study(toml), (CT,)))
 
 
@@ -275,8 +391,9 @@ def test_ctrl_c_on_the_driver_leaves_no_partial_file_and_the_next_run_resumes(lo
     study = _copy(template, tmp_path / "study")
     folder = store.instance_path(study.store_path, WSI, "x").parent
     store_before = study.store_path.read_bytes()
-    cmd = [sys.executable, "-m", "analytics.cli", "embed", str(study.root / "study.toml"), "--ray", "local",
-           "--feature-set", WSI, "--device", "cpu"]
+    # the driver joins the session's Ray (2 CPUs, a small object store), as it would join a running cluster
+    cmd = [sys.executable, "-m", "analytics.cli", "embed", str(study.root / "study.toml"), "--ray",
+           local_ray.get_runtime_context().gcs_address, "--feature-set", WSI, "--device", "cpu"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, encoding="utf-8",
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:

@@ -17,12 +17,26 @@ from report_helpers import ReportParser
 pytestmark = pytest.mark.slow
 
 
+# the demo's Cox model on clinical variables (the survival section); a light ridge penalty keeps the folds stable
+CLINICAL_COX = """[[models]]
+name = "clinical_cox"
+kind = "cox"
+clinical = ["age", "esr", "anti_ssa", "igg"]
+params = { penalizer = 0.1 }
+
+[validation]
+"""
+
+
 def _shrink(toml: Path) -> None:
     """Keep the run fast on a CPU: smaller tiles and CT crops, fewer bootstrap resamples, and an
-    internal hold-out large enough to hold two cases and two controls of the 16 patients."""
+    internal hold-out large enough to hold two cases and two controls of the 16 patients; a split seed
+    that leaves two events among the training patients, and the clinical Cox model."""
     text = toml.read_text(encoding="utf-8")
     for old, new in (("mpp = 1.0", "mpp = 2.0"), ("tile_size = 224", "tile_size = 112"), ("input_size = [16, 64, 64]", "input_size = [8, 32, 32]"),
-                     ("n_boot = 500", "n_boot = 200"), ("internal_fraction = 0.25", "internal_fraction = 0.4")):
+                     ("n_boot = 500", "n_boot = 200"),
+                     ("internal_fraction = 0.25\nseed = 0\n", "internal_fraction = 0.4\nseed = 5\n"),
+                     ("\n[validation]\n", "\n" + CLINICAL_COX)):
         assert old in text, old
         text = text.replace(old, new)
     toml.write_text(text, encoding="utf-8")
@@ -63,6 +77,18 @@ def test_demo_run_report(tmp_path: Path) -> None:
                     assert shown[f"{model}|{split}|{k}"] == interval(sm[k]), (model, split, k)
                     n_checked += 1
     assert n_checked >= 6 * 3 * 5
+    # the survival section: the Cox model's C-index (every patient has follow-up), integrated Brier score
+    # and time-dependent figures
+    from analytics.cohort import load_cohort
+
+    cohort_splits = load_cohort(study).frame.get_column("split").to_list()
+    for split in ("train", "internal", "external"):
+        sm = metrics["models"]["clinical_cox"]["splits"][split]
+        assert sm["n"] == 0 and sm["n_survival"] == cohort_splits.count(split)
+        assert shown[f"clinical_cox|{split}|c_index"] == interval(sm["c_index"])
+    ext = metrics["models"]["clinical_cox"]["splits"]["external"]
+    assert shown["clinical_cox|external|ibs"] == interval(ext["ibs"]) and "auc_t12" in ext
+    assert "fig-horizons-clinical_cox-external" in doc.ids
     # random encoder weights are flagged; explanations of the run are embedded
     assert "random-weights" in doc.ids and doc.random_rows
     explain = json.loads((study.report_dir / "explain" / "manifest.json").read_text())
