@@ -40,6 +40,8 @@ from pipeline.embed import (
     EmbedResult,
     FeatureSetPlan,
     FeatureSetRun,
+    cache_dir,
+    development_sources,
     embed_source,
     finish_feature_set,
     make_embedder,
@@ -119,7 +121,8 @@ def check_nodes_can_write(ray: Any, folder: Path) -> list[str]:
 class _EmbedWorker:
     """Holds one feature set's encoder, loaded once, and embeds sources with it."""
 
-    def __init__(self, fs: FeatureSet, device: str, store_path: str, threads: int, factory: EmbedderFactory) -> None:
+    def __init__(self, fs: FeatureSet, device: str, store_path: str, threads: int, factory: EmbedderFactory,
+                 stain: tuple[Any, ...] | None = None) -> None:
         import ray
         import torch
 
@@ -130,6 +133,11 @@ class _EmbedWorker:
         self.device = str(resolve_device(device))
         self.node = ray.util.get_node_ip_address()
         self.embedder = factory(fs, device)
+        prepare = getattr(self.embedder, "prepare_stain", None)
+        if stain is not None and prepare is not None:
+            # the first actor fits the stain reference into the shared instances folder; the others, and any
+            # actor Ray restarts, find it there and reuse it
+            prepare(*stain)
 
     def record(self) -> store.FeatureSetRecord:
         return self.embedder.record()
@@ -193,20 +201,22 @@ def _embed_feature_set(ray: Any, study: Study, fs: FeatureSet, plan: FeatureSetP
         actor_cls = ray.remote(_EmbedWorker).options(max_restarts=retries, max_task_retries=retries, **resources)
         threads = int(resources["num_cpus"])
 
+        stain = _stain_arguments(study, fs, plan, folder)
         # an actor's first task tells where it runs, so that a killed actor's temporaries can be found
         places: dict[Any, Any] = {}
 
         def spawn() -> Any:
-            actor = actor_cls.remote(fs, dev, str(study.store_path), threads, factory)
+            actor = actor_cls.remote(fs, dev, str(study.store_path), threads, factory, stain)
             places[actor] = actor.where.remote()
             return actor
 
-        actors = [spawn() for _ in range(n)]
+        actors = [spawn()]
         try:
             try:
-                record = ray.get(actors[0].record.remote())
+                record = ray.get(actors[0].record.remote())  # the first actor is up (its stain reference fitted)
             except ray.exceptions.RayError as exc:
                 raise ConfigError(f"{study.root / 'study.toml'}: feature set '{fs.name}': {_cause(exc)}") from None
+            actors += [spawn() for _ in range(n - 1)]
             queue = list(todo)
             running: dict[Any, tuple[Any, Source]] = {}
             bar = tqdm(total=len(todo), desc=f"embed {fs.name} (ray)", unit="source", disable=not progress)
@@ -251,6 +261,15 @@ def _embed_feature_set(ray: Any, study: Study, fs: FeatureSet, plan: FeatureSetP
     run.seconds += time.perf_counter() - t0
     log.info("%s", run)
     return run
+
+
+def _stain_arguments(study: Study, fs: FeatureSet, plan: FeatureSetPlan, folder: Path) -> tuple[Any, ...] | None:
+    """What an actor's embedder needs to fit or reuse the stain reference (as the local runner's
+    :func:`pipeline.embed.prepare_stain_reference`), or ``None`` when the feature set does not normalise."""
+    if fs.modality != "wsi" or fs.stain_norm == "none":
+        return None
+    return (development_sources(study, plan.sources), study.study.seed, list(study.split.external_centers), folder,
+            cache_dir(study.store_path))
 
 
 def _stop_actors(ray: Any, actors: list[Any], places: dict[Any, Any], folder: Path, wait_s: float = 30.0) -> None:

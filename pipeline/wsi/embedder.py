@@ -123,8 +123,7 @@ class WsiEmbedder:
         if self.stain_reference is None:
             raise StainError(
                 f"feature set '{self.fs.name}': stain_norm = {self.fs.stain_norm!r} needs its stain reference, which "
-                "the local embedding run fits before any slide (the Ray runner does not fit one yet: embed this "
-                "feature set without --ray)"
+                "the embedding run fits before any slide (call prepare_stain first)"
             )
         return self.stain_reference
 

@@ -75,9 +75,24 @@ def fit_reference(method: str, tiles: np.ndarray) -> dict[str, Any]:
         optical densities) and ``max_concentrations`` (their 99th percentiles);
         Reinhard: ``lab_mean`` and ``lab_std`` (L*, a*, b*). Plain floats.
     """
+    image = _chw(tiles)
+    # one thread: reductions then add in one order whatever the machine's thread count, so that a reference
+    # fitted by the local runner and one fitted in a Ray actor are the same bytes (and the same identity)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        values = _fit(method, image)
+    finally:
+        torch.set_num_threads(threads)
+    flat = np.asarray([v for vs in values.values() for v in np.ravel(vs)], dtype=np.float64)
+    if not np.isfinite(flat).all() or (method == "reinhard" and min(values["lab_std"]) < MIN_LAB_STD):
+        raise StainError(f"the {method} reference fitted on these tiles is degenerate: {values}")
+    return values
+
+
+def _fit(method: str, image: torch.Tensor) -> dict[str, Any]:
     import torchstain
 
-    image = _chw(tiles)
     with torch.inference_mode():
         if method == "macenko":
             norm = torchstain.normalizers.MacenkoNormalizer(backend="torch")
@@ -93,9 +108,6 @@ def fit_reference(method: str, tiles: np.ndarray) -> dict[str, Any]:
             values = {"lab_mean": norm.target_means.double().tolist(), "lab_std": norm.target_stds.double().tolist()}
         else:
             raise StainError(f"unknown stain normalisation {method!r} (one of {', '.join(METHODS)})")
-    flat = np.asarray([v for vs in values.values() for v in np.ravel(vs)], dtype=np.float64)
-    if not np.isfinite(flat).all() or (method == "reinhard" and min(values["lab_std"]) < MIN_LAB_STD):
-        raise StainError(f"the {method} reference fitted on these tiles is degenerate: {values}")
     return values
 
 

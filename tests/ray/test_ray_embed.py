@@ -448,3 +448,41 @@ def test_killed_actors_leave_no_temporary_behind(local_ray, tmp_path):
     (folder / f".P010-S1.parquet.{os.getpid()}.tmp").write_bytes(b"a live process's")  # not ours: kept
     ray_runner._stop_actors(ray, [actor], places, folder)
     assert sorted(p.name for p in folder.iterdir()) == [f".P010-S1.parquet.{os.getpid()}.tmp"]
+
+
+def test_stain_normalised_feature_set_on_ray_equals_the_local_runner(local_ray, template, tmp_path):
+    # the first actor fits the stain reference into the shared folder, the second reuses it; instances, the
+    # reference file and the feature set's identity are those of the local runner
+    stained = "wsi_stain"
+    block = FEATURE_SETS.split("[[feature_sets]]")[1].replace(f'name = "{WSI}"', f'name = "{stained}"')
+    block = block.replace('pooling = ["mean", "max"]', "") + 'stain_norm = "reinhard"\npooling = ["mean"]\n'
+
+    def with_stain(dest: Path) -> Study:
+        study = _copy(template, dest)
+        toml = study.root / "study.toml"
+        text = toml.read_text(encoding="utf-8")
+        toml.write_text(text.replace("[cohort]", "[[feature_sets]]" + block + "\n[cohort]", 1), encoding="utf-8")
+        return load_study(toml)
+
+    local = with_stain(tmp_path / "local")
+    on_ray = with_stain(tmp_path / "ray")
+    assert on_ray.feature_set(stained).stain_norm == "reinhard"
+    embed(local, feature_set=stained, device="cpu", progress=False)
+    res = ray_runner.embed(on_ray, feature_set=stained, device="cpu", ray_address="local", progress=False, workers=2)
+    assert [(r.done, r.failed) for r in res.feature_sets] == [(10, 1)]
+    ref_local, ref_ray = (store.instance_path(s.store_path, stained, "x").parent / "stain_reference.json"
+                          for s in (local, on_ray))
+    assert ref_local.read_bytes() == ref_ray.read_bytes()
+    POOLINGS[stained] = ("mean",)
+    try:
+        _assert_same(_snapshot(local, (stained,)), _snapshot(on_ray, (stained,)))
+    finally:
+        del POOLINGS[stained]
+    rows = []
+    for s in (local, on_ray):
+        con = store.connect(s.store_path, read_only=True)
+        try:
+            rows.append(store.query(con, f"SELECT params FROM feature_sets WHERE name = '{stained}'").item())
+        finally:
+            con.close()
+    assert rows[0] == rows[1] and "reference_sha256" in rows[0]
