@@ -123,7 +123,9 @@ def _quiet_neurocombat(dat: np.ndarray, covars: pd.DataFrame, continuous: list[s
     """``neuroCombat`` (parametric empirical Bayes, no reference batch) with its progress prints silenced."""
     from neuroCombat import neuroCombat
 
-    with contextlib.redirect_stdout(io.StringIO()):
+    # its convergence check divides by the previous iterate, which is exactly 0 for a feature whose batch
+    # mean is 0 (post-ReLU embedding channels): an infinite first change, then the next iteration goes on
+    with contextlib.redirect_stdout(io.StringIO()), np.errstate(divide="ignore", invalid="ignore"):
         return neuroCombat(dat=dat, covars=covars, batch_col="batch", continuous_cols=continuous or None)
 
 
