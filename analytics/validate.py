@@ -190,28 +190,27 @@ def _endpoint(study: Study, name: str) -> str:
     return study.endpoint(name) if any(m.name == name for m in study.models) else "binary"
 
 
+def _wide_risks(frame: pl.DataFrame | None, at: str) -> tuple[list[float], dict[str, list[float]]]:
+    """Saved absolute risks (long: patient_id, ``at``, risk) as the sorted times and each patient's risks at them."""
+    if frame is None or frame.height == 0:
+        return [], {}
+    times = sorted(set(frame.get_column(at).to_list()))
+    wide = frame.sort(at).group_by("patient_id", maintain_order=True).agg(pl.col("risk"))
+    return times, {p: list(r) for p, r in zip(wide["patient_id"].to_list(), wide["risk"].to_list())}
+
+
 def _horizon_risks(study: Study, name: str) -> tuple[list[float], dict[str, list[float]]]:
     """A survival model's saved horizons and its absolute risk at each, by patient."""
     from analytics.models.persist import read_horizon_risks
 
-    frame = read_horizon_risks(study.models_dir / name)
-    if frame is None or frame.height == 0:
-        return [], {}
-    horizons = sorted(set(frame.get_column("horizon").to_list()))
-    wide = frame.sort("horizon").group_by("patient_id", maintain_order=True).agg(pl.col("risk"))
-    return horizons, {p: list(r) for p, r in zip(wide["patient_id"].to_list(), wide["risk"].to_list())}
+    return _wide_risks(read_horizon_risks(study.models_dir / name), "horizon")
 
 
 def _grid_risks(study: Study, name: str) -> tuple[list[float], dict[str, list[float]]]:
     """A survival model's saved risk grid (times up to the last horizon) and its absolute risk at each, by patient."""
     from analytics.models.persist import read_risk_grid
 
-    frame = read_risk_grid(study.models_dir / name)
-    if frame is None or frame.height == 0:
-        return [], {}
-    grid = sorted(set(frame.get_column("time").to_list()))
-    wide = frame.sort("time").group_by("patient_id", maintain_order=True).agg(pl.col("risk"))
-    return grid, {p: list(r) for p, r in zip(wide["patient_id"].to_list(), wide["risk"].to_list())}
+    return _wide_risks(read_risk_grid(study.models_dir / name), "time")
 
 
 def _center_auc(y: np.ndarray, score: np.ndarray, level: float) -> Estimate:

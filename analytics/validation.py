@@ -880,18 +880,15 @@ def _ipcw_label_measures(d: SplitInputs) -> dict[str, Estimate]:
         return {}
     where = f"every patient with follow-up, {len(time)} ({int(event.sum())} events)"
     out: dict[str, Estimate] = {}
-    auc = d.call(stats.time_auc, time, event, prob, [t], level=d.level, note=f"IPCW AUC at {t:g} not computed ({{}})")
-    if auc is not None:
-        iv = auc.at(t)
-        out[ipcw_name("auc", t)] = Estimate(clean(iv.estimate), clean(iv.low), clean(iv.high),
-                                           f"IPCW at t={t:g} on {where}; cumulative/dynamic AUC(t) (Uno 2007, "
-                                           "Hung & Chiang 2010), influence-function CI", clean(d.level))
-    brier = d.call(stats.brier, time, event, prob, [t], level=d.level, note=f"IPCW Brier at {t:g} not computed ({{}})")
-    if brier is not None:
-        iv = brier.at(t)
-        out[ipcw_name("brier", t)] = Estimate(clean(iv.estimate), clean(iv.low), clean(iv.high),
-                                             f"IPCW at t={t:g} on {where}; Brier(t) (Graf 1999), "
-                                             "influence-function CI", clean(d.level))
+    estimators = (("auc", "AUC", stats.time_auc, "cumulative/dynamic AUC(t) (Uno 2007, Hung & Chiang 2010)"),
+                  ("brier", "Brier", stats.brier, "Brier(t) (Graf 1999)"))
+    for measure, label, fn, method in estimators:
+        res = d.call(fn, time, event, prob, [t], level=d.level, note=f"IPCW {label} at {t:g} not computed ({{}})")
+        if res is not None:
+            iv = res.at(t)
+            out[ipcw_name(measure, t)] = Estimate(clean(iv.estimate), clean(iv.low), clean(iv.high),
+                                                 f"IPCW at t={t:g} on {where}; {method}, influence-function CI",
+                                                 clean(d.level))
     return out
 
 
