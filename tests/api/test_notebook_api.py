@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 from sklearn.metrics import roc_auc_score
+from study_builders import study_toml, write_study
 
 import cohortlab
 from analytics import stats
@@ -28,25 +29,7 @@ def _write(root: Path) -> pl.DataFrame:
         "patient_id": [f"P{i:03d}" for i in range(N)], "center": np.where(np.arange(N) < 70, "A", "B"),
         "age": age, "marker": marker, "label": label,
     })
-    patients.write_csv(root / "patients.csv")
-    (root / "cohorts").mkdir()
-    (root / "cohorts" / "adults.sql").write_text(
-        "SELECT p.patient_id, p.center, c.label, c.age, c.marker\n"
-        "FROM patients p JOIN clinical c USING (patient_id)\nWHERE c.age >= $min_age\n")
-    (root / "study.toml").write_text("""
-[study]
-name = "nb"
-seed = 2
-[manifests]
-patients = "patients.csv"
-[cohort]
-name = "adults"
-params = { min_age = 30 }
-[split]
-external_centers = ["B"]
-internal_fraction = 0.25
-seed = 1
-[[models]]
+    toml = study_toml("nb", 2, """[[models]]
 name = "marker"
 kind = "logistic"
 clinical = ["age", "marker"]
@@ -56,7 +39,8 @@ kind = "logistic"
 clinical = ["age"]
 [validation]
 n_boot = 50
-""")
+""", cohort="adults", params="{ min_age = 30 }")
+    write_study(root, patients, "c.label, c.age, c.marker", toml, cohort="adults", where="c.age >= $min_age")
     return patients
 
 

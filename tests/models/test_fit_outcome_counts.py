@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from study_builders import build_study, study_toml
 
 from analytics.cohort import load_cohort
 from analytics.fit import fit, stored_predictions
 from pipeline.config import load_study
-from pipeline.ingest import ingest
 
 N = 90
 
@@ -25,27 +25,13 @@ def _study(tmp_path: Path) -> Path:
     event = (t_event <= t_cens).astype(int)
     # "event by 10", unknown where follow-up ends before 10; P000 has neither label nor follow-up
     label = np.where(event & (time <= 10), 1, np.where(time > 10, 0, -1))
-    pl.DataFrame({
+    patients = pl.DataFrame({
         "patient_id": [f"P{i:03d}" for i in range(N)], "center": ["A"] * N, "x": x.round(4),
         "split": np.where(np.arange(N) < 70, "train", "internal"),
         "label": pl.Series(label).replace(-1, None).scatter(0, None),
         "time": pl.Series(time).scatter(0, None), "event": pl.Series(event).scatter(0, None),
-    }).write_csv(tmp_path / "patients.csv")
-    (tmp_path / "cohorts").mkdir()
-    (tmp_path / "cohorts" / "all.sql").write_text(
-        "SELECT p.patient_id, p.center, c.split, c.label, c.time, c.event, c.x FROM patients p "
-        "JOIN clinical c USING (patient_id)")
-    (tmp_path / "study.toml").write_text("""
-[study]
-name = "counts"
-seed = 1
-[manifests]
-patients = "patients.csv"
-[cohort]
-name = "all"
-[split]
-column = "split"
-[[models]]
+    })
+    build_study(tmp_path, patients, "c.split, c.label, c.time, c.event, c.x", study_toml("counts", 1, """[[models]]
 name = "logit"
 kind = "logistic"
 clinical = ["x"]
@@ -57,8 +43,7 @@ clinical = ["x"]
 [validation]
 folds = 3
 horizons = [8]
-""")
-    ingest(load_study(tmp_path / "study.toml"), progress=False)
+""", split='column = "split"'))
     return tmp_path / "study.toml"
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 from PIL import Image
+from study_builders import build_study, study_toml
 
 from pipeline import store
-from pipeline.config import Study, load_study
+from pipeline.config import Study
 
 N = 90
 
@@ -22,7 +23,6 @@ def write_study(root: Path, n_boot: int = 100) -> Study:
     """Write, ingest, predict and validate a two-centre study under ``root``; return it."""
     from analytics.cohort import load_cohort
     from analytics.validate import validate
-    from pipeline.ingest import ingest
 
     rng = np.random.default_rng(5)
     centers = np.where(np.arange(N) < 60, "A", "B")
@@ -31,44 +31,12 @@ def write_study(root: Path, n_boot: int = 100) -> Study:
     sex = rng.choice(["F", "M"], N)
     crp = rng.lognormal(1.5, 0.6, N).round(2).astype(object)
     crp[rng.random(N) < 0.15] = None  # some missing values
-    pl.DataFrame({
+    patients = pl.DataFrame({
         "patient_id": [f"P{i:03d}" for i in range(N)], "center": centers, "age": age, "sex": sex,
         "crp": pl.Series(crp.tolist(), dtype=pl.Float64), "label": label,
         "time": rng.exponential(30, N).round(2), "event": (rng.random(N) < 0.6).astype(int),
-    }).write_csv(root / "patients.csv")
-    (root / "cohorts").mkdir(exist_ok=True)
-    (root / "cohorts" / "all.sql").write_text(
-        "SELECT p.patient_id, p.center, c.label, c.time, c.event, c.age, c.sex, c.crp\n"
-        "FROM patients p JOIN clinical c USING (patient_id)\nWHERE c.age >= $min_age\n"
-    )
-    (root / "study.toml").write_text(f"""
-[study]
-name = "rep"
-description = "Two-centre report test study <&>"
-seed = 3
-[manifests]
-patients = "patients.csv"
-[variables]
-age = {{ type = "numeric", unit = "years", role = "predictor", label = "Age" }}
-crp = {{ type = "numeric", unit = "mg/L", role = "predictor", label = "C-reactive protein" }}
-label = {{ type = "binary", role = "outcome", label = "Outcome" }}
-time = {{ type = "numeric", unit = "months", role = "time", label = "Follow-up" }}
-event = {{ type = "binary", role = "event" }}
-[[feature_sets]]
-name = "wsi_r18"
-modality = "wsi"
-encoder = "resnet18"
-weights = "random"
-mpp = 1.0
-tile_size = 224
-[cohort]
-name = "all"
-params = {{ min_age = 30 }}
-[split]
-external_centers = ["B"]
-internal_fraction = 0.25
-seed = 1
-[[models]]
+    })
+    toml = study_toml("rep", 3, f"""[[models]]
 name = "good"
 kind = "logistic"
 clinical = ["age", "crp"]
@@ -80,9 +48,20 @@ features = ["wsi_r18:mean"]
 [validation]
 n_boot = {n_boot}
 compare = [["good", "weak"]]
-""")
-    study = load_study(root / "study.toml")
-    ingest(study, progress=False)
+""", study='description = "Two-centre report test study <&>"', params="{ min_age = 30 }", sections="""[variables]
+age = { type = "numeric", unit = "years", role = "predictor", label = "Age" }
+crp = { type = "numeric", unit = "mg/L", role = "predictor", label = "C-reactive protein" }
+label = { type = "binary", role = "outcome", label = "Outcome" }
+time = { type = "numeric", unit = "months", role = "time", label = "Follow-up" }
+event = { type = "binary", role = "event" }
+[[feature_sets]]
+name = "wsi_r18"
+modality = "wsi"
+encoder = "resnet18"
+weights = "random"
+mpp = 1.0
+tile_size = 224""")
+    study = build_study(root, patients, "c.label, c.time, c.event, c.age, c.sex, c.crp", toml, where="c.age >= $min_age")
     cohort = load_cohort(study)
     y = cohort.y.astype(float)
     split = cohort.split

@@ -15,22 +15,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from study_builders import study_toml, write_study
 
 from analytics.cli import main
 
 N = 60
-STUDY = """[study]
-name = "switch"
-seed = 2
-[manifests]
-patients = "patients.csv"
-[cohort]
-name = "all"
-[split]
-external_centers = ["B"]
-internal_fraction = 0.25
-seed = 1
-[[models]]
+STUDY = study_toml("switch", 2, """[[models]]
 name = "clin"
 kind = "svm"
 clinical = ["age", "marker"]
@@ -38,7 +28,7 @@ grid = { C = [1.0] }
 [validation]
 n_boot = 20
 folds = 3
-"""
+""")
 BUDGET = {"max_rows": 6, "background": 4, "nsamples": 24}
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ([A-Z]+) (\S+): ")
 
@@ -46,16 +36,11 @@ LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ([A-Z]+) (\S+): ")
 def _write(root: Path) -> Path:
     rng = np.random.default_rng(4)
     label = (rng.random(N) < 0.45).astype(int)
-    pl.DataFrame({
+    patients = pl.DataFrame({
         "patient_id": [f"P{i:02d}" for i in range(N)], "center": np.where(np.arange(N) < 40, "A", "B"),
         "age": rng.normal(55, 9, N).round(1), "marker": (label * 1.5 + rng.normal(0, 1, N)).round(3), "label": label,
-    }).write_csv(root / "patients.csv")
-    (root / "cohorts").mkdir()
-    (root / "cohorts" / "all.sql").write_text(
-        "SELECT p.patient_id, p.center, c.label, c.age, c.marker FROM patients p JOIN clinical c USING (patient_id)")
-    toml = root / "study.toml"
-    toml.write_text(STUDY + "[explain]\nenabled = false\n", encoding="utf-8")
-    return toml
+    })
+    return write_study(root, patients, "c.label, c.age, c.marker", STUDY + "[explain]\nenabled = false\n")
 
 
 def _run(toml: Path) -> tuple[int, str]:

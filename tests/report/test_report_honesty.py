@@ -17,10 +17,10 @@ import pytest
 from scipy.optimize import minimize
 from scipy.special import expit, logit
 from sklearn.metrics import roc_auc_score
+from study_builders import build_study, study_toml
 
 from pipeline import store
-from pipeline.config import Study, load_study
-from pipeline.ingest import ingest
+from pipeline.config import Study
 
 N = 90
 
@@ -55,31 +55,12 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Study, str]:
     root = tmp_path_factory.mktemp("tuned")
     rng = np.random.default_rng(21)
     label = (np.arange(N) % 2).astype(int)
-    pl.DataFrame({
+    patients = pl.DataFrame({
         "patient_id": [f"P{i:03d}" for i in range(N)], "center": ["A"] * 60 + ["B"] * 30,
         "age": rng.normal(55, 8, N).round(1), "marker": (label * 1.2 + rng.normal(0, 1, N)).round(3),
         "const": [2.5] * N, "empty": pl.Series([None] * N, dtype=pl.Float64), "label": label,
-    }).write_csv(root / "patients.csv")
-    (root / "cohorts").mkdir()
-    (root / "cohorts" / "all.sql").write_text(
-        "SELECT p.patient_id, p.center, c.label, c.age, c.marker, c.const, c.empty\n"
-        "FROM patients p JOIN clinical c USING (patient_id)\n")
-    (root / "study.toml").write_text("""
-[study]
-name = "tuned"
-seed = 4
-[manifests]
-patients = "patients.csv"
-[variables]
-empty = { type = "numeric" }
-label = { type = "binary", role = "outcome" }
-[cohort]
-name = "all"
-[split]
-external_centers = ["B"]
-internal_fraction = 0.25
-seed = 0
-[[models]]
+    })
+    study = build_study(root, patients, "c.label, c.age, c.marker, c.const, c.empty", study_toml("tuned", 4, """[[models]]
 name = "clin"
 kind = "logistic"
 clinical = ["age", "marker", "const", "empty"]
@@ -100,9 +81,8 @@ clinical = ["age", "marker"]
 grid = { C = [0.5, 2.0] }
 [validation]
 n_boot = 0
-""", encoding="utf-8")
-    study = load_study(root / "study.toml")
-    ingest(study, progress=False)
+""", sections='[variables]\nempty = { type = "numeric" }\nlabel = { type = "binary", role = "outcome" }',
+        split='external_centers = ["B"]\ninternal_fraction = 0.25\nseed = 0'))
     fit(study, progress=False)
     validate(study, progress=False)
     return study, report(study, progress=False).read_text(encoding="utf-8")

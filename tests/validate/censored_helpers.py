@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from study_builders import build_study, study_toml
 
-from pipeline.config import Study, load_study
-from pipeline.ingest import ingest
+from pipeline.config import Study
 
 N = 160
 HORIZON = 10.0
@@ -24,35 +24,22 @@ def censored_study(tmp_path: Path, label_horizon: str = f"label_horizon = {HORIZ
     time = np.minimum(t_event, t_cens).round(3)
     event = (t_event <= t_cens).astype(int)
     label = np.where(event & (time <= HORIZON), 1, np.where(time > HORIZON, 0, -1))
-    pl.DataFrame({
+    patients = pl.DataFrame({
         "patient_id": [f"P{i:03d}" for i in range(N)], "center": np.where(np.arange(N) < 110, "A", "B"),
         "x": x.round(4), "age": rng.normal(60, 8, N).round(1),
         "label": pl.Series(label).replace(-1, None), "time": time, "event": event,
-    }).write_csv(tmp_path / "patients.csv")
-    (tmp_path / "cohorts").mkdir(exist_ok=True)
-    (tmp_path / "cohorts" / "all.sql").write_text(
-        "SELECT p.patient_id, p.center, c.label, c.time, c.event, c.x, c.age FROM patients p JOIN clinical c "
-        "USING (patient_id)")
-    write_toml(tmp_path, label_horizon)
-    study = load_study(tmp_path / "study.toml")
-    ingest(study, progress=False)
-    return study
+    })
+    return build_study(tmp_path, patients, "c.label, c.time, c.event, c.x, c.age", _toml(label_horizon))
 
 
 def write_toml(root: Path, label_horizon: str) -> None:
-    (root / "study.toml").write_text(f"""
-[study]
-name = "censored"
-seed = 3
-[manifests]
-patients = "patients.csv"
-[cohort]
-name = "all"
-[split]
-external_centers = ["B"]
-internal_fraction = 0.25
-seed = 1
-[[models]]
+    """Rewrite only ``study.toml`` (``label_horizon`` as in :func:`censored_study`)."""
+    (root / "study.toml").write_text(_toml(label_horizon), encoding="utf-8")
+
+
+def _toml(label_horizon: str) -> str:
+    """study.toml: a logistic and a Cox model on x and age, bootstrap, folds and horizons."""
+    return study_toml("censored", 3, f"""[[models]]
 name = "logit"
 kind = "logistic"
 clinical = ["x", "age"]

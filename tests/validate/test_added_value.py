@@ -11,13 +11,13 @@ import numpy as np
 import polars as pl
 import pytest
 from scipy.stats import chi2
+from study_builders import build_study, study_toml
 
 from analytics import stats
 from analytics.validate import lr_test_reason, validate
 from analytics.validation import Validation
 from pipeline import store
 from pipeline.config import ConfigError, load_study
-from pipeline.ingest import ingest
 
 N = 160
 
@@ -29,29 +29,13 @@ def _study(tmp_path: Path, models: str, validation: str) -> Path:
     marker = rng.normal(0, 1, N).round(3)
     lin = -0.5 + 0.03 * (age - 55) + 1.2 * marker
     label = (rng.random(N) < 1 / (1 + np.exp(-lin))).astype(int)
-    pl.DataFrame({"patient_id": [f"P{i:03d}" for i in range(N)], "center": centers, "age": age,
-                  "marker": marker, "label": label}).write_csv(tmp_path / "patients.csv")
-    (tmp_path / "cohorts").mkdir()
-    (tmp_path / "cohorts" / "all.sql").write_text(
-        "SELECT p.patient_id, p.center, c.label, c.age, c.marker FROM patients p JOIN clinical c USING (patient_id)")
-    (tmp_path / "study.toml").write_text(f"""
-[study]
-name = "av"
-seed = 3
-[manifests]
-patients = "patients.csv"
-[cohort]
-name = "all"
-[split]
-external_centers = ["B"]
-internal_fraction = 0.25
-seed = 1
-{models}
+    patients = pl.DataFrame({"patient_id": [f"P{i:03d}" for i in range(N)], "center": centers, "age": age,
+                             "marker": marker, "label": label})
+    build_study(tmp_path, patients, "c.label, c.age, c.marker", study_toml("av", 3, f"""{models}
 [validation]
 n_boot = 100
 {validation}
-""")
-    ingest(load_study(tmp_path / "study.toml"), progress=False)
+"""))
     return tmp_path
 
 

@@ -9,12 +9,12 @@ import numpy as np
 import polars as pl
 import pytest
 from sklearn.metrics import roc_auc_score
+from study_builders import build_study, study_toml
 
 from analytics import stats
 from analytics.validate import ValidateError, load_validation, validate
 from pipeline import store
 from pipeline.config import load_study
-from pipeline.ingest import ingest
 
 N = 120
 
@@ -22,26 +22,11 @@ N = 120
 def _study(tmp_path: Path, validation: str) -> Path:
     """Two centres, age and a label; two logistic models; ``validation`` lines added to [validation]."""
     rng = np.random.default_rng(7)
-    pl.DataFrame({
+    patients = pl.DataFrame({
         "patient_id": [f"P{i:03d}" for i in range(N)], "center": np.where(np.arange(N) < 80, "A", "B"),
         "age": rng.normal(55, 10, N).round(1), "label": (rng.random(N) < 0.4).astype(int),
-    }).write_csv(tmp_path / "patients.csv")
-    (tmp_path / "cohorts").mkdir()
-    (tmp_path / "cohorts" / "all.sql").write_text(
-        "SELECT p.patient_id, p.center, c.label, c.age FROM patients p JOIN clinical c USING (patient_id)")
-    (tmp_path / "study.toml").write_text(f"""
-[study]
-name = "sub"
-seed = 3
-[manifests]
-patients = "patients.csv"
-[cohort]
-name = "all"
-[split]
-external_centers = ["B"]
-internal_fraction = 0.25
-seed = 1
-[[models]]
+    })
+    build_study(tmp_path, patients, "c.label, c.age", study_toml("sub", 3, f"""[[models]]
 name = "good"
 kind = "logistic"
 clinical = ["age"]
@@ -52,8 +37,7 @@ clinical = ["age"]
 [validation]
 n_boot = 0
 {validation}
-""")
-    ingest(load_study(tmp_path / "study.toml"), progress=False)
+"""))
     return tmp_path
 
 

@@ -10,13 +10,13 @@ import numpy as np
 import polars as pl
 import pytest
 from lifelines.utils import concordance_index
+from study_builders import build_study, study_toml
 
 from analytics.cohort import load_cohort
 from analytics.fit import fit, stored_predictions
 from analytics.report import flow
 from analytics.validate import validate
 from pipeline.config import load_study
-from pipeline.ingest import ingest
 
 N = 160
 
@@ -30,29 +30,13 @@ def _study(tmp_path: Path, with_label: bool, extra_models: str = "") -> Path:
     event = (t_event <= t_cens).astype(int)
     # a label "event within 10" known only where follow-up decides it: censored before 10 -> NULL
     label = np.where(event & (time <= 10), 1, np.where(time > 10, 0, -1))
-    pl.DataFrame({
+    patients = pl.DataFrame({
         "patient_id": [f"P{i:03d}" for i in range(N)], "center": np.where(np.arange(N) < 110, "A", "B"),
         "x": x.round(4), "age": rng.normal(60, 8, N).round(1),
         "label": pl.Series(label).replace(-1, None), "time": time, "event": event,
-    }).write_csv(tmp_path / "patients.csv")
-    (tmp_path / "cohorts").mkdir()
+    })
     cols = "c.label, c.time, c.event" if with_label else "c.time, c.event"
-    (tmp_path / "cohorts" / "all.sql").write_text(
-        f"SELECT p.patient_id, p.center, {cols}, c.x, c.age FROM patients p JOIN clinical c USING (patient_id)")
-    (tmp_path / "study.toml").write_text(f"""
-[study]
-name = "surv"
-seed = 2
-endpoint = "survival"
-[manifests]
-patients = "patients.csv"
-[cohort]
-name = "all"
-[split]
-external_centers = ["B"]
-internal_fraction = 0.25
-seed = 1
-[[models]]
+    build_study(tmp_path, patients, f"{cols}, c.x, c.age", study_toml("surv", 2, f"""[[models]]
 name = "cox"
 kind = "cox"
 clinical = ["x", "age"]
@@ -61,9 +45,7 @@ clinical = ["x", "age"]
 n_boot = 50
 folds = 3
 horizons = [8, 15]
-""")
-    study = load_study(tmp_path / "study.toml")
-    ingest(study, progress=False)
+""", study='endpoint = "survival"'))
     return tmp_path
 
 

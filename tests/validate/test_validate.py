@@ -9,12 +9,12 @@ import numpy as np
 import polars as pl
 import pytest
 from sklearn.metrics import roc_auc_score
+from study_builders import build_study, study_toml
 
 from analytics import stats
 from analytics.validate import validate
 from pipeline import store
 from pipeline.config import load_study
-from pipeline.ingest import ingest
 
 N = 120
 
@@ -25,28 +25,11 @@ def _study(tmp_path: Path, compare: str = "") -> Path:
     label = (rng.random(N) < 0.4).astype(int)
     time = rng.exponential(30, N).round(2)
     event = (rng.random(N) < 0.6).astype(int)
-    pl.DataFrame(
+    patients = pl.DataFrame(
         {"patient_id": [f"P{i:03d}" for i in range(N)], "center": centers, "age": rng.normal(55, 10, N).round(1),
          "label": label, "time": time, "event": event}
-    ).write_csv(tmp_path / "patients.csv")
-    (tmp_path / "cohorts").mkdir()
-    (tmp_path / "cohorts" / "all.sql").write_text(
-        "SELECT p.patient_id, p.center, c.label, c.time, c.event, c.age FROM patients p JOIN clinical c USING (patient_id)"
     )
-    (tmp_path / "study.toml").write_text(
-        f"""
-[study]
-name = "val"
-seed = 3
-[manifests]
-patients = "patients.csv"
-[cohort]
-name = "all"
-[split]
-external_centers = ["B"]
-internal_fraction = 0.25
-seed = 1
-[[models]]
+    build_study(tmp_path, patients, "c.label, c.time, c.event, c.age", study_toml("val", 3, f"""[[models]]
 name = "good"
 kind = "logistic"
 clinical = ["age"]
@@ -57,10 +40,7 @@ clinical = ["age"]
 [validation]
 n_boot = 200
 {compare}
-"""
-    )
-    study = load_study(tmp_path / "study.toml")
-    ingest(study, progress=False)
+"""))
     return tmp_path
 
 

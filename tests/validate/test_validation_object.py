@@ -15,13 +15,13 @@ import numpy as np
 import polars as pl
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
+from study_builders import SPLIT_B, build_study, study_toml
 
 from analytics import stats
 from analytics.validate import ValidateError, validate
 from analytics.validation import SUMMARY_COLUMNS, Validation
 from pipeline import store
-from pipeline.config import Study, load_study
-from pipeline.ingest import ingest
+from pipeline.config import Study
 
 N = 120
 
@@ -37,27 +37,13 @@ def _study(root: Path, n_boot: int = 50, split_column: bool = False, compare: st
     if split_column:
         cases, controls = np.flatnonzero((label == 1) & (centers == "A")), np.flatnonzero((label == 0) & (centers == "A"))
         split[[cases[0], controls[0], controls[1]]] = "internal"
-    pl.DataFrame(
+    patients = pl.DataFrame(
         {"patient_id": [f"P{i:03d}" for i in range(N)], "center": centers, "age": rng.normal(55, 10, N).round(1),
          "label": label, "time": rng.exponential(30, N).round(2), "event": (rng.random(N) < 0.6).astype(int),
          "split": split.tolist()}
-    ).write_csv(root / "patients.csv")
-    (root / "cohorts").mkdir()
-    (root / "cohorts" / "all.sql").write_text(
-        f"SELECT p.patient_id, p.center, c.label, c.time, c.event, c.age{', c.split' if split_column else ''}\n"
-        "FROM patients p JOIN clinical c USING (patient_id)")
-    rule = 'column = "split"' if split_column else 'external_centers = ["B"]\ninternal_fraction = 0.25\nseed = 1'
-    (root / "study.toml").write_text(f"""
-[study]
-name = "obj"
-seed = 3
-[manifests]
-patients = "patients.csv"
-[cohort]
-name = "all"
-[split]
-{rule}
-[[models]]
+    )
+    columns = f"c.label, c.time, c.event, c.age{', c.split' if split_column else ''}"
+    return build_study(root, patients, columns, study_toml("obj", 3, f"""[[models]]
 name = "good"
 kind = "logistic"
 clinical = ["age"]
@@ -68,10 +54,7 @@ clinical = ["age"]
 [validation]
 n_boot = {n_boot}
 {compare}
-""")
-    study = load_study(root / "study.toml")
-    ingest(study, progress=False)
-    return study
+""", split='column = "split"' if split_column else SPLIT_B))
 
 
 def _predict(study: Study, weak_raw: bool = False) -> pl.DataFrame:
