@@ -349,10 +349,8 @@ def test_probe_refuses_a_folder_workers_cannot_write(local_ray, template, tmp_pa
     assert (study.store_path.stat().st_mtime_ns, study.store_path.read_bytes()) == before
 
 
-def test_cli_ray_option_wins_over_study_toml(local_ray, reference_study, tmp_path, reference, monkeypatch):
-    from typer.testing import CliRunner
-
-    from analytics.cli import app
+def test_cli_ray_option_wins_over_study_toml(local_ray, reference_study, tmp_path, reference, monkeypatch, capsys):
+    from analytics.cli import main
 
     study = _forget(_copy(reference_study.root, tmp_path / "study"), CT, _scans(reference_study)[-1:])
     toml = study.root / "study.toml"
@@ -365,10 +363,12 @@ def test_cli_ray_option_wins_over_study_toml(local_ray, reference_study, tmp_pat
         return connected(address)
 
     monkeypatch.setattr(ray_runner, "_connected", spy)
-    out = CliRunner().invoke(app, ["embed", str(toml), "--feature-set", CT, "--device", "cpu", "--ray", "local"])
-    assert out.exit_code == 0, out.output
+    # through main(), the console entry point, which also closes the study log it opened
+    code = main(["embed", str(toml), "--feature-set", CT, "--device", "cpu", "--ray", "local"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
     assert addresses == ["local"]
-    assert "ct_r3d18 (ct): 1 done, 0 failed, 9 skipped" in out.output
+    assert "ct_r3d18 (ct): 1 done, 0 failed, 9 skipped" in out.out
     _assert_same(_only(reference, CT), _snapshot(load_study(toml), (CT,)))
 
 
