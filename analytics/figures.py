@@ -19,14 +19,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import BinaryIO
 
+# every figure draws on its own Agg canvas: the process's backend (a notebook's inline one) is never changed
 import matplotlib
-
-matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 log = logging.getLogger("cohortlab.figures")
 
