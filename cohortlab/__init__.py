@@ -14,10 +14,10 @@ use, so ``import cohortlab`` is quick (no torch, no scikit-learn).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pipeline.errors import CohortlabError
+from pipeline.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from analytics.validation import Validation
@@ -28,13 +28,4 @@ _LAZY = {"Study": "cohortlab.study", "load_study": "cohortlab.study", "Validatio
 
 __all__ = ["CohortlabError", "Study", "Validation", "load_study"]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -12,17 +12,11 @@
 The fit / predict workflow is :mod:`analytics.fit`.
 """
 
-from typing import Any
+from pipeline.lazy import lazy_exports
 
 # imported on first use, so that reading a model's inputs does not load torch and xgboost
 _LAZY = {"FittedModel": "persist", "load_model": "persist", "MILClassifier": "mil", "build_learner": "registry"}
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'analytics.models' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"analytics.models.{_LAZY[name]}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
