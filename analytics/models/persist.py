@@ -42,12 +42,12 @@ import polars as pl
 from analytics.models.data import ModelData
 from analytics.models.learners import (
     Learner,
-    MILLearner,
     StackingLearner,
     TabularLearner,
     VotingLearner,
 )
 from analytics.models.mil import MILClassifier
+from analytics.models.mil_learner import MILLearner
 from pipeline import atomic
 from pipeline.config import SURVIVAL_KINDS, Model
 from pipeline.errors import CohortlabError

@@ -6,11 +6,11 @@ from analytics.models import classical, survival
 from analytics.models.harmonize import HarmonizeSpec
 from analytics.models.learners import (
     Learner,
-    MILLearner,
     StackingLearner,
     TabularLearner,
     VotingLearner,
 )
+from analytics.models.mil_learner import MILLearner
 from pipeline.config import Model
 from pipeline.errors import CohortlabError
 

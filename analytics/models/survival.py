@@ -28,6 +28,7 @@ from sklearn.model_selection import StratifiedKFold
 from analytics.models import classical, tuning
 from analytics.models.data import ModelData, uninformative
 from analytics.models.mil import MILClassifier, MILNet, deterministic
+from analytics.models.mil_learner import MILLearner
 from pipeline.config import SURVIVAL_KINDS
 from pipeline.device import resolve_device
 
@@ -384,23 +385,11 @@ class MILCox(MILClassifier):
         return risk_from_baseline(self.risk(bags), self.base_times_, self.base_hazard_, horizons)
 
 
-class MILCoxLearner:
+class MILCoxLearner(MILLearner):
     """:class:`MILCox` on instance bags behind the learners' interface, grid tuned by inner Harrell's C."""
 
     kind = "mil_cox"
-
-    def __init__(self, params: Mapping[str, Any], grid: Mapping[str, list[Any]], seed: int) -> None:
-        self.params = {k: v for k, v in params.items() if k != "inner_folds"}
-        self.inner_folds = int(params.get("inner_folds", tuning.DEFAULT_INNER_FOLDS))
-        self.grid = dict(grid)
-        self.seed = seed
-        unknown = sorted((set(self.params) | set(self.grid)) - set(MILClassifier.PARAMS))
-        if unknown:
-            raise ValueError(f"unknown parameter(s) {unknown} for mil_cox; known: {', '.join(MILClassifier.PARAMS)}")
-        MILCox(**{**self.params, "seed": seed})
-
-    def _make(self, point: Mapping[str, Any]) -> MILCox:
-        return MILCox(**{"seed": self.seed, **self.params, **point})
+    estimator = MILCox
 
     def fit(self, data: ModelData, y: np.ndarray) -> MILCoxLearner:
         if data.bags is None:
@@ -422,13 +411,6 @@ class MILCoxLearner:
 
     def risk_at(self, data: ModelData, horizons: Sequence[float]) -> np.ndarray:
         return self.classifier_.risk_at(list(data.bags or ()), horizons)
-
-    def attention(self, data: ModelData) -> list[np.ndarray]:
-        return self.classifier_.attention(list(data.bags or ()))
-
-    @property
-    def chosen(self) -> dict[str, Any]:
-        return {**self.params, **self.chosen_}
 
 
 class CoxStacking:
