@@ -208,6 +208,12 @@ def _mw_kernel_sums(case_r: np.ndarray, case_w: np.ndarray, ctrl_r: np.ndarray,
     return below.astype(np.float64), above
 
 
+def _ipcw_metric(times: np.ndarray, est: np.ndarray, se: np.ndarray, level: float) -> TimeMetric:
+    """An IPCW (Kaplan-Meier censoring model) estimate per horizon with its Wald interval cut to [0, 1]."""
+    z = _z(level)
+    return TimeMetric(times, est, se, np.maximum(0.0, est - z * se), np.minimum(1.0, est + z * se), level, "ipcw-km")
+
+
 def time_auc(
     time: ArrayLike,
     event: ArrayLike,
@@ -279,9 +285,7 @@ def time_auc(
         infl = (if_nu - auc * if_mu) / mu
         est[k] = auc
         se[k] = np.std(infl, ddof=1) / np.sqrt(n)
-    z = _z(level)
-    return TimeMetric(tt, est, se, np.maximum(0.0, est - z * se), np.minimum(1.0, est + z * se),
-                      level, "ipcw-km")
+    return _ipcw_metric(tt, est, se, level)
 
 
 # ------------------------------------------------------------- Brier score
@@ -342,9 +346,7 @@ def brier(
         infl = resid - b + _ipcw_censoring_term(cz, t_, e, case_res, ctrl_res.sum() / n, t)
         est[k] = b
         se[k] = np.std(infl, ddof=1) / np.sqrt(n)
-    z = _z(level)
-    return TimeMetric(tt, est, se, np.maximum(0.0, est - z * se), np.minimum(1.0, est + z * se),
-                      level, "ipcw-km")
+    return _ipcw_metric(tt, est, se, level)
 
 
 def integrated_brier(
