@@ -148,21 +148,6 @@ def roc_figure(title: str, panels: Sequence[RocPanel], level: float = 0.95) -> b
         return to_png(fig)
 
 
-def roc_overview_figure(panels: Mapping[str, Sequence[tuple[str, np.ndarray, np.ndarray, str]]]) -> bytes:
-    """One panel per split, all models overlaid: ``{split: [(model, fpr, tpr, label), ...]}``."""
-    with _styled():
-        fig = new_figure(3.4 * max(len(panels), 1), 3.5)
-        _margins(fig, titled=False)
-        for ax, (split, curves) in zip(_panels(fig, len(panels)), panels.items()):
-            ax.plot([0, 1], [0, 1], color="#A0A0A0", lw=0.8, ls="--")
-            for i, (_, fpr, tpr, label) in enumerate(curves):
-                ax.plot(fpr, tpr, color=model_color(i), label=label)
-            ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="1 − specificity", ylabel="Sensitivity",
-                   title=SPLIT_TITLES.get(split, split), aspect="equal")
-            ax.legend(loc="lower right")
-        return to_png(fig)
-
-
 def roc_split_figure(split: str, curves: Sequence[tuple[str, np.ndarray, np.ndarray, str]]) -> bytes:
     """All models' ROC curves on one split, overlaid: ``[(model, fpr, tpr, legend label), ...]``."""
     with _styled():
