@@ -43,7 +43,7 @@ def _entry(module: str, func: str) -> Any:
 
 def _study(path: Path) -> Study:
     study = load_study(path)
-    _log_to(study.log_dir)
+    _log_to(study.log_dir, study.study.name)
     return study
 
 
@@ -66,19 +66,76 @@ def quiet_third_party() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _log_to(folder: Path) -> None:
+class _StudyLog(logging.FileHandler):
+    """The study log file. A record it cannot write (the disk filled up) warns once on stderr and ends the
+    log, instead of a traceback per record."""
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if self.failed:
+            return
+        self.failed = True
+        exc = sys.exc_info()[1]
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
+        print(f"warning: cannot write the log {self.baseFilename}: {reason}; the log stops here", file=sys.stderr)
+
+
+def fallback_log_dir(folder: Path, name: str | None) -> Path:
+    """Where the log of a study whose log folder cannot be written goes: a folder of the system's temporary
+    directory named after the study and a hash of ``folder`` (two studies of one name keep apart)."""
+    import hashlib
+    import re
+    import tempfile
+
+    digest = hashlib.sha256(os.fsencode(folder.resolve())).hexdigest()[:12]
+    label = re.sub(r"[^A-Za-z0-9_.-]", "_", name or "study")[:60]
+    return Path(tempfile.gettempdir()) / "cohortlab-logs" / f"{label}-{digest}"
+
+
+def _open_log(folder: Path) -> tuple[Path, logging.FileHandler | None]:
+    """The log file in ``folder`` and a new handler on it, or None when this process already logs there."""
     folder.mkdir(parents=True, exist_ok=True)
+    target = (folder / "cohortlab.log").resolve()
+    if any(isinstance(h, logging.FileHandler) and h.baseFilename == str(target) for h in logging.getLogger().handlers):
+        return target, None
+    return target, _StudyLog(target, encoding="utf-8")
+
+
+def _log_to(folder: Path, name: str | None = None) -> Path | None:
+    """Log this command's records to ``folder``/cohortlab.log; returns that file (None: no log at all).
+
+    A read-only study (or a ``logs`` that is not a folder) must not stop the
+    commands that only read it (``sql``, ``cohort``, ``features``): the log
+    then goes to :func:`fallback_log_dir`, with a one-line warning saying where.
+    """
     quiet_third_party()
     root = logging.getLogger()
-    target = str((folder / "cohortlab.log").resolve())
-    if any(isinstance(h, logging.FileHandler) and h.baseFilename == target for h in root.handlers):
-        return
-    handler = logging.FileHandler(target, encoding="utf-8")
+    try:
+        target, handler = _open_log(folder)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        fallback = fallback_log_dir(folder, name)
+        try:
+            target, handler = _open_log(fallback)
+        except OSError as again:
+            print(f"warning: cannot write the study log in {folder} ({reason}) nor in {fallback} "
+                  f"({again.strerror or again}); this command is not logged", file=sys.stderr)
+            return None
+        print(f"warning: cannot write the study log in {folder} ({reason}); this command logs to {target}",
+              file=sys.stderr)
+    if handler is None:
+        return target
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_OwnOrWarning())
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     logging.getLogger("cohortlab").info("command: %s", " ".join(sys.argv))
+    return target
 
 
 def _params(items: list[str] | None) -> dict[str, Any]:
@@ -154,7 +211,8 @@ def embed(
 
 @app.command()
 def features(study: StudyArg) -> None:
-    """Feature sets in the store, with provenance and progress, and per source the node and device that embedded it."""
+    """Feature sets in the store, with provenance and progress, per source the node and device that embedded it,
+    and the instance files that fail the content check (sha256, source_id)."""
     from pipeline import store
 
     s = _study(study)
@@ -173,10 +231,10 @@ def features(study: StudyArg) -> None:
         if failed.height:
             print("\nfailed inputs:")
             _print_frame(failed)
-        bad = store.unreadable_instances(con)
+        bad = store.unreadable_instances(con, content=True)  # every file hashed: bit rot keeps size and time
         if bad:
-            print(f"\n{len(bad)} instance file(s) missing, unreadable or changed (left out of the instances view; "
-                  "`cohortlab embed` embeds them again):")
+            print(f"\n{len(bad)} instance file(s) missing, unreadable or not the file written (left out of the "
+                  "instances view; `cohortlab embed` embeds them again):")
             for problem in bad:
                 print(f"  {problem}")
     finally:
@@ -215,10 +273,26 @@ def cohort(
         _print_table(coverage)
     else:
         print("(no feature sets in study.toml)")
+    if c.left_out:
+        print(f"\n{len(c.left_out)} instance file(s) left out (counted as missing above; `cohortlab embed` "
+              "embeds them again):")
+        for problem in c.left_out:
+            print(f"  {problem}")
     t1 = c.table1()
     for group in t1.groups:
         print(f"\nTable 1, {group}:")
         _print_table(t1.block(group))
+
+
+@app.command()
+def verify(study: StudyArg) -> None:
+    """Check every done instance file (sha256, source_id, footer) against the store; exit 1 on any problem."""
+    result = _entry("analytics.verify", "verify")(_study(study))
+    print(result)
+    if not result.ok:
+        print()
+        _print_table(result.table())
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -311,8 +385,15 @@ def _write_table(frame: Any, out: Path) -> None:
                 frame.write_csv(tmp)
             else:
                 frame.write_parquet(tmp)
-    except pl.exceptions.PolarsError as exc:
-        raise UserError(f"--out {out}: cannot write this result ({exc}); list columns need .parquet") from None
+    except atomic.WriteError:
+        raise  # names ``out`` already
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        # the writer may name its temporary file, or no file at all ("No space left on device (os error 28)")
+        text = (exc.strerror if isinstance(exc, OSError) else None) or str(exc).strip().splitlines()[0]
+        if isinstance(exc, OSError) or "os error" in text:
+            raise UserError(f"--out {out}: cannot write: {text} (is the disk full or the folder not writable?); "
+                            "nothing was written") from None
+        raise UserError(f"--out {out}: cannot write this result ({text}); list columns need .parquet") from None
 
 
 def _print_frame(frame: Any) -> None:
@@ -331,6 +412,34 @@ def _os_message(exc: BaseException) -> str:
         return f"{os.fsdecode(exc.filename)}: {exc.strerror or exc}"
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+# how DuckDB words a failed write of the store or its WAL (its FatalException / IOException carry no errno)
+_WRITE_FAILURE_WORDS = ("no space left", "could not write", "read-only file system", "disk quota", "file too large",
+                        "input/output error")
+
+
+def _write_failure(exc: BaseException) -> str | None:
+    """One line for DuckDB's failure to write a file (disk full ...), naming the file; None when it is not one."""
+    import re
+
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if not any(word in first.lower() for word in _WRITE_FAILURE_WORDS):
+        return None
+    named = re.search(r'file "([^"]+)"', first)
+    return f"disk full (or not writable) while writing {named.group(1) if named else 'the store'}: {first}"
+
+
+def _report_bug(exc: BaseException) -> int:
+    """A bug: print its traceback, log it, and say where the log with it is; returns the exit status."""
+    traceback.print_exception(exc)
+    logs = _study_logs()
+    if logs:
+        logging.getLogger("cohortlab").error("unexpected error", exc_info=exc)
+        print(f"this error and the steps before it are in the study log: {', '.join(map(str, logs))}",
+              file=sys.stderr)
+    return 1
 
 
 def _usage_errors() -> tuple[type[BaseException], ...]:
@@ -363,18 +472,26 @@ def main(argv: list[str] | None = None) -> int:
     """
     import duckdb
 
+    from pipeline.store import verified_once
+
     root = logging.getLogger()
     before = list(root.handlers)
     try:
-        # without standalone mode click returns a command's exit code (typer.Exit) instead of exiting
-        code = app(args=argv, standalone_mode=False)
+        # without standalone mode click returns a command's exit code (typer.Exit) instead of exiting;
+        # within one command an instance file's content is hashed once, however many stages read it
+        with verified_once():
+            code = app(args=argv, standalone_mode=False)
     except CohortlabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if root.handlers:
             logging.getLogger("cohortlab").error("%s", exc)
         return 1
-    except (OSError, duckdb.IOException) as exc:  # disk full, a file size limit, permissions: say where, briefly
-        message = _os_message(exc)
+    except (OSError, duckdb.IOException, duckdb.FatalException, duckdb.TransactionException) as exc:
+        # disk full, a file size limit, permissions: say where, briefly
+        message = _write_failure(exc) if isinstance(exc, duckdb.Error) else None
+        if message is None and isinstance(exc, (duckdb.FatalException, duckdb.TransactionException)):
+            return _report_bug(exc)  # not a failed write: a bug, with its traceback
+        message = message or _os_message(exc)
         print(f"error: {message}", file=sys.stderr)
         if root.handlers:
             logging.getLogger("cohortlab").error("%s", message, exc_info=exc)
@@ -391,14 +508,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"Error: {exc}", file=sys.stderr)
         return int(getattr(exc, "exit_code", 2))
-    except Exception as exc:  # a bug: keep the traceback, and say where the log with it is
-        traceback.print_exc()
-        logs = _study_logs()
-        if logs:
-            logging.getLogger("cohortlab").error("unexpected error", exc_info=exc)
-            print(f"this error and the steps before it are in the study log: {', '.join(map(str, logs))}",
-                  file=sys.stderr)
-        return 1
+    except Exception as exc:
+        return _report_bug(exc)
     finally:  # the log of this command's study closes with it (a second command may be another study's)
         for handler in [h for h in root.handlers if h not in before]:
             root.removeHandler(handler)

@@ -56,6 +56,17 @@ STYLE = MappingProxyType({
 })
 
 
+def literal(text: object) -> str:
+    """``text`` as matplotlib must draw it: literally, never as mathtext.
+
+    Every text a user chose (model, variable and centre names, labels,
+    titles) goes through this before it is drawn: a ``$`` pair would start
+    mathtext, and ``$x^{`` crashes the figure. An escaped ``\\$`` is drawn as
+    ``$``; outside ``$...$`` no other character is special to matplotlib.
+    """
+    return str(text).replace("$", r"\$")
+
+
 def model_color(index: int) -> str:
     """The colour of the ``index``-th model (cycling through :data:`PALETTE`)."""
     return PALETTE[index % len(PALETTE)]
@@ -140,11 +151,11 @@ def roc_figure(title: str, panels: Sequence[RocPanel], level: float = 0.95) -> b
                 order = np.argsort(1 - p.band_specificity)
                 ax.fill_between((1 - p.band_specificity)[order], p.band_low[order], p.band_high[order],
                                 color=color, alpha=0.18, lw=0, label=f"{level:.0%} CI of sensitivity")
-            ax.plot(p.fpr, p.tpr, color=color, drawstyle="default", label=p.label)
+            ax.plot(p.fpr, p.tpr, color=color, drawstyle="default", label=literal(p.label))
             ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="1 − specificity", ylabel="Sensitivity",
-                   title=SPLIT_TITLES.get(p.split, p.split), aspect="equal")
+                   title=literal(SPLIT_TITLES.get(p.split, p.split)), aspect="equal")
             ax.legend(loc="lower right")
-        fig.suptitle(title, fontsize=10, fontweight="bold")
+        fig.suptitle(literal(title), fontsize=10, fontweight="bold")
         return to_png(fig)
 
 
@@ -156,9 +167,9 @@ def roc_split_figure(split: str, curves: Sequence[tuple[str, np.ndarray, np.ndar
         ax = fig.subplots()
         ax.plot([0, 1], [0, 1], color="#A0A0A0", lw=0.8, ls="--")
         for i, (_, fpr, tpr, label) in enumerate(curves):
-            ax.plot(fpr, tpr, color=model_color(i), label=label)
+            ax.plot(fpr, tpr, color=model_color(i), label=literal(label))
         ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="1 − specificity", ylabel="Sensitivity",
-               title=SPLIT_TITLES.get(split, split), aspect="equal")
+               title=literal(SPLIT_TITLES.get(split, split)), aspect="equal")
         ax.legend(loc="lower right")
         return to_png(fig)
 
@@ -198,9 +209,9 @@ def calibration_figure(title: str, panels: Sequence[CalibrationPanel]) -> bytes:
             if p.predictions.size:
                 ax.plot(p.predictions, np.full(p.predictions.shape, -0.035), "|", color=color, ms=6, alpha=0.5)
             ax.set(xlim=(-0.01, 1.01), ylim=(-0.06, 1.04), xlabel="Predicted probability",
-                   ylabel="Observed proportion", title=SPLIT_TITLES.get(p.split, p.split), aspect="equal")
-            ax.text(0.03, 0.97, p.label, transform=ax.transAxes, va="top", ha="left", fontsize=7.5)
-        fig.suptitle(title, fontsize=10, fontweight="bold")
+                   ylabel="Observed proportion", title=literal(SPLIT_TITLES.get(p.split, p.split)), aspect="equal")
+            ax.text(0.03, 0.97, literal(p.label), transform=ax.transAxes, va="top", ha="left", fontsize=7.5)
+        fig.suptitle(literal(title), fontsize=10, fontweight="bold")
         return to_png(fig)
 
 
@@ -234,9 +245,9 @@ def decision_figure(title: str, panels: Sequence[DecisionPanel], level: float = 
             ax.plot(p.threshold, p.treat_none, color="#444444", lw=1.0, ls=":", label="treat none")
             top = float(np.nanmax(np.concatenate([p.net_benefit, p.treat_all, p.high if p.high is not None else p.net_benefit])))
             ax.set(xlim=(float(p.threshold.min()), float(p.threshold.max())), ylim=(-0.05, max(top, 0.05) * 1.1),
-                   xlabel="Threshold probability", ylabel="Net benefit", title=SPLIT_TITLES.get(p.split, p.split))
+                   xlabel="Threshold probability", ylabel="Net benefit", title=literal(SPLIT_TITLES.get(p.split, p.split)))
             ax.legend(loc="upper right")
-        fig.suptitle(title, fontsize=10, fontweight="bold")
+        fig.suptitle(literal(title), fontsize=10, fontweight="bold")
         return to_png(fig)
 
 
@@ -249,14 +260,14 @@ def decision_split_figure(split: str, threshold: np.ndarray, curves: Sequence[tu
         _margins(fig, titled=False, right=0.2)
         ax = fig.subplots()
         for i, (label, nb) in enumerate(curves):
-            ax.plot(threshold, nb, color=model_color(i), label=label)
+            ax.plot(threshold, nb, color=model_color(i), label=literal(label))
         ax.plot(threshold, treat_all, color="#444444", lw=1.0, label="treat all")
         ax.plot(threshold, treat_none, color="#444444", lw=1.0, ls=":", label="treat none")
         top = float(np.nanmax(np.concatenate([treat_all, *(nb for _, nb in curves)]))) if curves else 0.05
         ax.set(xlim=(float(threshold.min()), float(threshold.max())), ylim=(-0.05, max(top, 0.05) * 1.1),
-               xlabel="Threshold probability", ylabel="Net benefit", title=SPLIT_TITLES.get(split, split))
+               xlabel="Threshold probability", ylabel="Net benefit", title=literal(SPLIT_TITLES.get(split, split)))
         if note:
-            ax.text(0.02, 0.02, note, transform=ax.transAxes, ha="left", va="bottom", fontsize=7)
+            ax.text(0.02, 0.02, literal(note), transform=ax.transAxes, ha="left", va="bottom", fontsize=7)
         ax.legend(loc="upper right")
         return to_png(fig)
 
@@ -286,19 +297,19 @@ def subgroup_forest_figure(title: str, rows: Sequence[SubgroupRow], level: float
                 ax.plot([r.low, r.high], [yi, yi], color=r.color, lw=1.6)
             ax.plot([r.estimate], [yi], "s", color=r.color, ms=5)
         ax.axvline(0.5, color="#777777", lw=0.8, ls="--")
-        ax.set_yticks(y, [r.label for r in rows])
+        ax.set_yticks(y, [literal(r.label) for r in rows])
         ax.set_xlim(-0.02, 1.02)  # an AUC of 0 or 1 stays whole
         ax.set_ylim(-0.7, len(rows) - 0.3)
         ax.set_xlabel(f"AUC ({level:.0%} CI, DeLong)")
         ax.grid(axis="y", visible=False)
         ax2 = ax.twinx()
         ax2.set_ylim(ax.get_ylim())
-        ax2.set_yticks(y, [r.text for r in rows])
+        ax2.set_yticks(y, [literal(r.text) for r in rows])
         ax2.grid(False)
         ax2.spines["right"].set_visible(False)
         ax2.tick_params(axis="y", length=0)
         if title:
-            fig.suptitle(title, fontsize=10, fontweight="bold")
+            fig.suptitle(literal(title), fontsize=10, fontweight="bold")
         return to_png(fig)
 
 
@@ -330,14 +341,14 @@ def forest_figure(rows: Sequence[ForestRow], level: float = 0.95) -> bytes:
             ax.plot([r.low, r.high], [yi, yi], color=color, lw=1.6)
             ax.plot([r.difference], [yi], "s", color=color, ms=5)
         ax.axvline(0, color="#777777", lw=0.8, ls="--")
-        ax.set_yticks(y, labels)
+        ax.set_yticks(y, [literal(t) for t in labels])
         ax.set_xlabel(f"Difference in AUC ({level:.0%} CI), paired DeLong")
         ax.grid(axis="y", visible=False)
         lim = max([abs(v) for r in rows for v in (r.low, r.high) if np.isfinite(v)] + [0.05]) * 1.15
         ax.set_xlim(-lim, lim)
         ax2 = ax.twinx()
         ax2.set_ylim(ax.get_ylim())
-        ax2.set_yticks(y, [f"p {r.p_text}" for r in rows])
+        ax2.set_yticks(y, [literal(f"p {r.p_text}") for r in rows])
         ax2.grid(False)
         ax2.spines["right"].set_visible(False)
         ax2.tick_params(axis="y", length=0)
@@ -374,13 +385,14 @@ def km_figure(title: str, groups: Sequence[KMGroup], times: np.ndarray, at_risk:
                                gridspec_kw={"hspace": 0.32})
         for i, g in enumerate(groups):
             color = GROUP_COLORS.get(g.name, PALETTE[i % len(PALETTE)])
-            ax.step(g.time, g.survival, where="post", color=color, label=f"{g.name} risk" if g.name in GROUP_COLORS else g.name)
+            ax.step(g.time, g.survival, where="post", color=color,
+                    label=literal(f"{g.name} risk" if g.name in GROUP_COLORS else g.name))
             ax.fill_between(g.time, g.low, g.high, step="post", color=color, alpha=0.10, lw=0)
-        ax.set(ylim=(-0.02, 1.02), ylabel="Event-free probability", title=title)
-        ax.text(0.98, 0.97, subtitle, transform=ax.transAxes, ha="right", va="top", fontsize=7.5)
+        ax.set(ylim=(-0.02, 1.02), ylabel="Event-free probability", title=literal(title))
+        ax.text(0.98, 0.97, literal(subtitle), transform=ax.transAxes, ha="right", va="top", fontsize=7.5)
         ax.legend(loc="lower left")
         tab.set_ylim(-0.5, len(groups) - 0.5)
-        tab.set_yticks(range(len(groups))[::-1], [g.name for g in groups])
+        tab.set_yticks(range(len(groups))[::-1], [literal(g.name) for g in groups])
         for i, g in enumerate(groups):
             color = GROUP_COLORS.get(g.name, PALETTE[i % len(PALETTE)])
             for t, n in zip(times, at_risk[g.name]):
@@ -388,7 +400,7 @@ def km_figure(title: str, groups: Sequence[KMGroup], times: np.ndarray, at_risk:
         tab.set_xticks(times, [f"{t:g}" for t in times])
         right = max([float(times[-1])] + [float(np.nanmax(g.time)) for g in groups if g.time.size]) or 1.0
         tab.set_xlim(-0.03 * right, right * 1.03)
-        tab.set_xlabel(time_label)
+        tab.set_xlabel(literal(time_label))
         tab.set_title("Number at risk", fontsize=7.5, loc="left")
         tab.grid(False)
         for side in ("left", "bottom"):
@@ -414,19 +426,19 @@ def horizon_figure(title: str, rocs: Sequence[tuple[str, Sequence[float], Sequen
         panels = 3 if decision is not None else 2
         fig = new_figure(4.2 * panels, 4.2)
         _margins(fig, titled=True, right=0.2)
-        fig.suptitle(title)
+        fig.suptitle(literal(title))
         axes = fig.subplots(1, panels)
         left, right = axes[0], axes[1]
         left.plot([0, 1], [0, 1], color="#A0A0A0", lw=0.8, ls="--")
         for i, (label, fpr, tpr) in enumerate(rocs):
-            left.plot(fpr, tpr, color=model_color(i), label=label)
+            left.plot(fpr, tpr, color=model_color(i), label=literal(label))
         left.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="1 − specificity at t",
                  ylabel="Sensitivity at t", title="Time-dependent ROC (IPCW)", aspect="equal")
         if rocs:
             left.legend(loc="lower right")
         right.plot([0, 1], [0, 1], color="#A0A0A0", lw=0.8, ls="--")
         for i, (label, pred, obs) in enumerate(calibration):
-            right.plot(pred, obs, color=model_color(i), marker="o", ms=3, ls="none", label=label)
+            right.plot(pred, obs, color=model_color(i), marker="o", ms=3, ls="none", label=literal(label))
         for i, (_, pred, obs) in enumerate(smooth):
             right.plot(pred, obs, color=model_color(i), lw=1.2)
         right.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="Predicted risk by t",
@@ -442,7 +454,7 @@ def horizon_figure(title: str, rocs: Sequence[tuple[str, Sequence[float], Sequen
             finite = [x for x in list(nb) + list(treat_all) if x is not None and np.isfinite(x)]
             top = max(finite) if finite else 0.1
             ax.set(ylim=(-0.05 * max(top, 0.05), 1.1 * max(top, 0.05)), xlabel="Threshold risk by t",
-                   ylabel="Net benefit", title=label)
+                   ylabel="Net benefit", title=literal(label))
             ax.legend(loc="upper right")
         return to_png(fig)
 
@@ -489,10 +501,10 @@ def harmonization_figure(title: str, centres: Sequence[str], splits: Sequence[st
                                    linewidths=0.3, edgecolors="white")
             var = list(p.variance) + [0.0, 0.0]
             ax.set(xlabel=f"PC1 ({var[0]:.0%})", ylabel=f"PC2 ({var[1]:.0%})",
-                   title=f"{p.title}: centre R² {p.centre_r2:.2f}")
-        handles = [ax.scatter([], [], s=16, marker="o", color=colour[c], label=f"centre {c}") for c in order]
+                   title=literal(f"{p.title}: centre R² {p.centre_r2:.2f}"))
+        handles = [ax.scatter([], [], s=16, marker="o", color=colour[c], label=literal(f"centre {c}")) for c in order]
         handles += [ax.scatter([], [], s=16, marker=m, color="#6E6E6E", label=s) for s, m in SPLIT_MARKERS.items()
                     if (sp == s).any()]
         fig.legend(handles=handles, loc="center right", frameon=False)
-        fig.suptitle(title, fontsize=10, fontweight="bold")
+        fig.suptitle(literal(title), fontsize=10, fontweight="bold")
         return to_png(fig)

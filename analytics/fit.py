@@ -31,11 +31,14 @@ fits are cached under ``<study>/models/.crossfit/``.
 Resumable: a model whose saved ``fit_key`` (its config, the cohort hash of its
 inputs, the outer folds, the seed and its input models' prediction hashes)
 matches is not refitted; its saved predictions are written back to the store
-if the store's rows differ.
+if the store's rows differ. A folder whose files are not the ones recorded in the
+store (sha256, :mod:`analytics.models.persist`), or that an older cohortlab wrote
+as a pickle, is never read: the model is refitted, with a warning naming the file.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -51,7 +54,7 @@ from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from analytics.cohort import Cohort, load_cohort
+from analytics.cohort import Cohort, feature_key, load_cohort
 from analytics.crossfit import CACHE_FOLDER, CrossFitter, FitCache, needs_nesting, optimistic
 from analytics.models import fusion, harmonize, registry, tuning
 from analytics.models.data import (
@@ -66,13 +69,16 @@ from analytics.models.data import (
 )
 from analytics.models.learners import Learner
 from analytics.models.persist import (
+    PREDICTIONS,
     RISK_GRID,
+    ArtifactError,
     FittedModel,
+    LegacyModelError,
     library_versions,
     load_model,
+    manifest_of,
     predictions_hash,
-    read_manifest,
-    read_predictions,
+    read_files,
     risk_grid_times,
     save_model,
 )
@@ -412,6 +418,7 @@ class FitResult:
     seed: int
     models: list[ModelReport] = field(default_factory=list)
     models_dir: Path | None = None
+    left_out: tuple[str, ...] = ()  # instance files of the models' feature sets that failed their check (named)
 
     def model(self, name: str) -> ModelReport:
         for m in self.models:
@@ -435,6 +442,7 @@ class FitResult:
                          chosen or "-", f"{m.seconds:.1f}"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        lines += [f"warning: instance file left out (its source is not in the bags): {p}" for p in self.left_out]
         lines += [f"warning: {dropped_text(m.name, m.dropped)}" for m in self.models if m.dropped]
         lines += [f"warning: model '{m.name}': training estimate not nested, optimistic ({m.optimistic})"
                   for m in self.models if m.optimistic]
@@ -644,6 +652,19 @@ def _optimistic_reason(nesting: Mapping[str, Any] | None) -> str | None:
     return nesting.get("reason") or "an input model's training estimate is optimistic"
 
 
+def _saved_files(folder: Path, store_path: Path, name: str) -> dict[str, bytes] | None:
+    """A model folder's files, checked against the store; None (the model is refitted) when there is no
+    folder, when an older cohortlab wrote it (a pickle, never read) or when a file is not the one fit wrote."""
+    try:
+        return read_files(folder, store_path)
+    except LegacyModelError:
+        log.warning("model %s was saved by an older cohortlab in a format that can run code (never loaded); "
+                    "refitting it", name)
+    except ArtifactError as exc:
+        log.warning("%s; refitting model %s", exc, name)
+    return None
+
+
 def _fit_one(study: Study, spec: Model, cohort: Cohort, plan: OuterFolds, predictions: dict[str, pl.DataFrame],
              hashes: dict[str, str], progress: bool, crossfit: CrossFitter | None = None) -> ModelReport:
     t0 = time.perf_counter()
@@ -661,13 +682,14 @@ def _fit_one(study: Study, spec: Model, cohort: Cohort, plan: OuterFolds, predic
     targets = _targets(study, spec, cohort)
     is_survival = targets.ndim == 2
     horizons = study_horizons(study, cohort) if is_survival else []
-    manifest = read_manifest(folder)
+    files = _saved_files(folder, study.store_path, spec.name)
+    manifest = None if files is None else manifest_of(folder, files)
     # a survival model's saved risks must be at the study's horizons, on their grid (a model saved before the
     # grid was, or before the horizons changed, is refitted)
     risks_current = not is_survival or manifest is None or (
-        manifest.get("horizons") == horizons and (not horizons or (folder / RISK_GRID).exists()))
-    if manifest is not None and manifest.get("fit_key") == key and risks_current:
-        frame = read_predictions(folder).cast(PREDICTION_SCHEMA)
+        manifest.get("horizons") == horizons and (not horizons or RISK_GRID in (files or {})))
+    if files is not None and manifest is not None and manifest.get("fit_key") == key and risks_current:
+        frame = pl.read_parquet(io.BytesIO(files[PREDICTIONS])).cast(PREDICTION_SCHEMA)
         if predictions_hash(stored_predictions(study.store_path, spec.name)) != manifest["predictions_hash"]:
             log.info("model %s: store rows differ from the saved predictions; rewriting them", spec.name)
             write_predictions(study.store_path, spec.name, frame)
@@ -718,7 +740,7 @@ def _fit_one(study: Study, spec: Model, cohort: Cohort, plan: OuterFolds, predic
     # a harmonised model: its ComBat fit, new centres and PCA before / after, for the report
     harmonization = harmonize.record_fit(result.learner, assembled.data, frame) if spec.harmonize == "combat" else None
     save_model(folder, result.learner, manifest, frame, result.attention, result.horizon_risks, result.risk_grid,
-               harmonization=harmonization)
+               harmonization=harmonization, store_path=study.store_path)
     write_predictions(study.store_path, spec.name, frame)
     predictions[spec.name], hashes[spec.name] = frame, digest
     log.info("model %s (%s): fitted; %s; OOF AUC %s", spec.name, spec.kind, _counts(frame), oof_auc)
@@ -762,6 +784,9 @@ def fit(study: Study, models: list[str] | None = None, progress: bool = True,
             return FitResult(study.cohort.name if study.cohort else "-", {}, 0, study.study.seed, [], study.models_dir)
         features, bags = required_inputs(specs)
         cohort = load_cohort(study, features=features, bags=bags, on_missing="keep")
+        # files that failed their check (the store logged each one when the cohort was loaded)
+        used_sets = {feature_key(r)[0] for r in features} | set(bags)
+        left_out = tuple(str(p) for p in cohort.left_out if p.feature_set in used_sets)
         counts = {s: int((cohort.split == s).sum()) for s in SPLITS}
         predictions: dict[str, pl.DataFrame] = {}
         hashes: dict[str, str] = {}
@@ -797,7 +822,7 @@ def fit(study: Study, models: list[str] | None = None, progress: bool = True,
         for m in reports:
             if text := short_of_cohort(m, len(cohort)):
                 log.warning("%s", text)
-        return FitResult(cohort.name, counts, plan.k, study.study.seed, reports, study.models_dir)
+        return FitResult(cohort.name, counts, plan.k, study.study.seed, reports, study.models_dir, left_out)
 
 
 def predict(study: Study, model_name: str, cohort: Cohort) -> pl.DataFrame:
@@ -828,7 +853,7 @@ def predict(study: Study, model_name: str, cohort: Cohort) -> pl.DataFrame:
 def _predict(study: Study, name: str, cohort: Cohort, memo: dict[str, pl.DataFrame]) -> pl.DataFrame:
     if name in memo:
         return memo[name]
-    fitted = load_model(study.models_dir / name)
+    fitted = load_model(study.models_dir / name, study.store_path)
     spec = fitted.spec
     scores = {n: fusion.score_lookup(_predict(study, n, cohort, memo)) for n in input_models(spec)}
     assembled = assemble(spec, cohort, scores)

@@ -256,11 +256,12 @@ def nomogram_figure(nom: Nomogram, title: str | None = None) -> bytes:
                     shown.append((x, t))
                 elif every:
                     below.append((x, t))
+            # labels and categorical levels are the user's text: drawn literally, never as mathtext
             for x, t in shown:
-                ax.text(x, y - 0.2, t, ha="center", va="bottom", fontsize=7)
+                ax.text(x, y - 0.2, figures.literal(t), ha="center", va="bottom", fontsize=7)
             for x, t in below:
-                ax.text(x, y + 0.08, t, ha="center", va="top", fontsize=7)
-            ax.text(-5, y, label, ha="right", va="center", fontsize=8)
+                ax.text(x, y + 0.08, figures.literal(t), ha="center", va="top", fontsize=7)
+            ax.text(-5, y, figures.literal(label), ha="right", va="center", fontsize=8)
 
         pts = np.arange(0, 101, 10.0)
         row(0, "Points", pts, [f"{p:g}" for p in pts])
@@ -273,5 +274,5 @@ def nomogram_figure(nom: Nomogram, title: str | None = None) -> bytes:
             row(y_total + 1, "Predicted risk", [t * scale for _, t in nom.risk], [f"{p:g}" for p, _ in nom.risk],
                 figures.PALETTE[1])
         if title:
-            fig.suptitle(title, fontsize=10, fontweight="bold")
+            fig.suptitle(figures.literal(title), fontsize=10, fontweight="bold")
         return figures.to_png(fig)

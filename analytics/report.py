@@ -19,7 +19,9 @@ there are no scripts, so the file reads offline and prints (print CSS starts
 each section on a new page and keeps table rows and figures whole). Every
 performance cell carries ``data-metric="model|split|metric"`` (metric names as
 in ``metrics.csv``; per-centre cells ``model|center:<centre>/<split>|metric``)
-so the numbers can be checked against ``metrics.json``.
+so the numbers can be checked against ``metrics.json``. A number that is not
+defined for the data (one class, constant predictions, a model no better than
+chance ...) is shown as "–" in an element of class ``na`` whose ``title`` says why.
 Same inputs give a byte-identical file: no time stamps, PNGs without
 software metadata, seeded bootstraps.
 """
@@ -156,26 +158,122 @@ def fmt_count(k: int, n: int) -> str:
     return f"{k} ({100.0 * k / n:.1f}%)" if n else str(k)
 
 
+NA = "–"
+"""How a missing number is shown; its cell carries class ``na`` and the reason as its ``title``."""
+
+
 @dataclass(frozen=True)
 class Cell:
-    """A table cell: its text and, for numbers from metrics.json, the ``data-metric`` key."""
+    """A table cell: its text and, for numbers from metrics.json, the ``data-metric`` key.
+
+    ``note`` says why a missing number (text :data:`NA`) is missing; the template shows it as the
+    cell's ``title`` with class ``na``.
+    """
 
     text: str
     metric: str | None = None
     cls: str = "num"
+    note: str = ""
 
 
-def metric_cell(model: str, split: str, name: str, split_metrics: SplitMetrics | None) -> Cell:
-    """The formatted value of metrics.csv's ``name`` for one model and split (``–`` when absent)."""
+def na_cell(note: str, metric: str | None = None) -> Cell:
+    """A missing number and why it is missing."""
+    return Cell(NA, metric, note=note)
+
+
+def noted(cell: Cell, note: str) -> Cell:
+    """``cell`` with ``note`` as its reason when its number is missing; unchanged otherwise."""
+    return replace(cell, note=cell.note or note) if cell.text == NA else cell
+
+
+# measures taken at the training threshold, and what an undefined one lacks
+THRESHOLD_MEASURES = MappingProxyType({
+    "sensitivity": "no events on this split", "specificity": "no non-events on this split",
+    "accuracy": "no patients with a known label", "ppv": "no patient predicted positive at the threshold",
+    "npv": "no patient predicted negative at the threshold",
+    "f1": "no events and no patient predicted positive at the threshold",
+})
+
+
+def split_notes(validation: Validation | None, model: str, split: str) -> list[str]:
+    """Validation's notes on one model and split (``"model / split: ..."``), without the prefix."""
+    if validation is None:
+        return []
+    prefix = f"{model} / {split}: "
+    return [n.removeprefix(prefix) for n in validation.notes if n.startswith(prefix)]
+
+
+def _mentions(note: str, name: str) -> bool:
+    words = {"auc": ("AUC",), "auc_bootstrap": ("auc_ci", "bootstrap"), "c_index": ("concordance", "C-index"),
+             "c_index_uno": ("Uno",), "ibs": ("integrated Brier",), "logrank_p": ("km_by_group", "log-rank")}
+    if name.startswith("calibration_"):
+        return "calibration" in note and "curve" not in note
+    if name in THRESHOLD_MEASURES:
+        return "binary_metrics" in note or "threshold" in note
+    if name.startswith(("auc_t", "brier_t", "auc_ipcw_t", "brier_ipcw_t", "ici_t", "e50_t", "e90_t")):
+        return "horizon" in note or "AUC(t)" in note or "Brier(t)" in note or "IPCW" in note
+    return any(w.lower() in note.lower() for w in words.get(name, (name,)))
+
+
+def missing_reason(model: str, split: str, name: str, sm: SplitMetrics | None,
+                   validation: Validation | None = None) -> str:
+    """Why metrics.csv's ``name`` has no number for one model and split: the data's reason (one class, no
+    follow-up, no threshold ...) or validation's note on it."""
+    if sm is None:
+        return f"{model} has no predictions on the {split} split"
+    notes = split_notes(validation, model, split)
+    said = [n for n in notes if _mentions(n, name)]
+    if measure_basis(name) == COMPLETE_CASES:
+        if sm.n == 0 and sm.n_survival is not None:
+            return "a survival model: its score is a risk, not a probability of the label (see its C-index)"
+        if sm.n == 0:
+            return "no patients with a known label on this split"
+        if sm.n_positive in (0, sm.n):
+            return f"not defined: one class only ({sm.n_positive} events among {sm.n} patients)"
+        mm = validation.models.get(model) if validation is not None else None
+        if name in THRESHOLD_MEASURES:
+            if mm is not None and mm.threshold is None:
+                return "no threshold: the training predictions had one class"
+            return "; ".join(said) or f"not defined: {THRESHOLD_MEASURES[name]}"
+        if name == "auc_bootstrap" and validation is not None and int(validation.settings.get("n_boot", 1)) == 0:
+            return "no bootstrap ([validation] n_boot = 0)"
+    elif sm.n_survival is None:
+        return "no survival measures: fewer than three patients with follow-up, or no event, on this split"
+    elif name == "logrank_p" and (validation is None or validation.models.get(model) is None
+                                  or validation.models[model].risk_cutpoints is None):
+        return "no risk groups: no training scores to cut them at"
+    if said:
+        return "; ".join(said)
+    if notes:
+        return "not computed; validation noted: " + "; ".join(notes)
+    return "not defined for these predictions and outcomes"
+
+
+def _few_classes(n: int, events: int) -> str:
+    """Why an AUC or calibration of ``n`` patients with ``events`` events is missing."""
+    if n == 0:
+        return "no patients"
+    if events in (0, n):
+        return f"not defined: one class only ({events} events among {n} patients)"
+    return "not estimable on so few patients"
+
+
+def metric_cell(model: str, split: str, name: str, split_metrics: SplitMetrics | None,
+                validation: Validation | None = None) -> Cell:
+    """The formatted value of metrics.csv's ``name`` for one model and split (``–`` and why when absent)."""
     key = f"{model}|{split}|{name}"
     e = split_metrics.get(name) if split_metrics is not None else None
     if name in ("n", "n_positive", "n_survival", "n_events"):
-        return Cell("–" if e is None or e.estimate is None else str(int(e.estimate)), key)
-    if name.startswith("calibration_"):
-        return Cell(fmt(_estimate(e)), key)
-    if name == "logrank_p":
-        return Cell(fmt_p(_estimate(e)), key)
-    return Cell(fmt_interval(e), key)
+        cell = Cell(NA if e is None or e.estimate is None else str(int(e.estimate)), key)
+    elif name.startswith("calibration_"):
+        cell = Cell(fmt(_estimate(e)), key)
+    elif name == "logrank_p":
+        cell = Cell(fmt_p(_estimate(e)), key)
+    else:
+        cell = Cell(fmt_interval(e), key)
+    if cell.text == NA:
+        return replace(cell, note=missing_reason(model, split, name, split_metrics, validation))
+    return cell
 
 
 # --- reading the run ------------------------------------------------------------------------------------
@@ -252,9 +350,13 @@ def read_sources(study: Study) -> Sources:
             coverage = {r["features"].split(":")[0]: int(r["patients"]) for r in cov.to_dicts()}
     finally:
         con.close()
+    from analytics.models.persist import read_manifest as read_model_manifest
+
     manifests = {}
     for m in study.models:
-        data = _read_json(study.models_dir / m.name / "manifest.json")
+        # every file of the model's folder checked against the store's sha256 first (one line naming a
+        # changed file, or a folder an older cohortlab pickled)
+        data = read_model_manifest(study.models_dir / m.name, study.store_path)
         if data is not None:
             manifests[m.name] = data
     if validation is not None and cohort is not None:
@@ -576,7 +678,11 @@ def model_rows(study: Study, models: Sequence[str], validation: Validation | Non
             "manifest": manifest_facts(man) if man else [],
             "has_manifest": name in manifests,
             "threshold_rule": thr.rule if thr else "–", "threshold_on": thr.chosen_on if thr else "",
-            "threshold": Cell(fmt(thr.value if thr else None), f"{name}|train|threshold"),
+            "threshold": noted(Cell(fmt(thr.value if thr else None), f"{name}|train|threshold"),
+                               "a survival model: risk groups instead of a threshold"
+                               if m is not None and study.endpoint(m) == "survival" else
+                               "no threshold: the training predictions had one class" if mm is not None else
+                               "not validated yet"),
             "cutpoints": ", ".join(f"q{q:g} = {fmt(v)}" for q, v in zip(cut.quantiles, cut.values)) if cut else "–",
         })
     return rows
@@ -623,7 +729,8 @@ def performance(models: Sequence[str], validation: Validation,
         sp = mm[model].splits if model in mm else empty
         flagged = bool((training.get(model) or {}).get("optimistic"))
         headline.append({"model": model, "training": training.get(model), "cells": _flag_training(
-            [metric_cell(model, s, "auc", sp[s]) if s in sp else Cell("–") for s in splits], splits, flagged)})
+            [metric_cell(model, s, "auc", sp[s], validation) if s in sp else
+             na_cell(missing_reason(model, s, "auc", None)) for s in splits], splits, flagged)})
     detail = []
     for model in models:
         sp = mm[model].splits if model in mm else empty
@@ -634,9 +741,10 @@ def performance(models: Sequence[str], validation: Validation,
         horizon_rows += [(f"{prefix}_t{t}", label.format(t=t)) for t in _horizons_of(sp, ("auc_ipcw_t", "brier_ipcw_t"))
                          for prefix, label in IPCW_ROWS]
         for name, label in (*METRIC_ROWS, *horizon_rows):
-            cells = [metric_cell(model, s, name, sp[s]) if s in sp else Cell("–") for s in splits]
+            cells = [metric_cell(model, s, name, sp[s], validation) if s in sp else
+                     na_cell(missing_reason(model, s, name, None)) for s in splits]
             # a measure computed but undefined on every split (e.g. NPV without predicted negatives) keeps its row
-            if all(c.text == "–" for c in cells) and not any(sp[s].get(name) is not None for s in splits if s in sp):
+            if all(c.text == NA for c in cells) and not any(sp[s].get(name) is not None for s in splits if s in sp):
                 continue
             rows.append({"label": label, "method": _method(name, sp), "cells": _flag_training(cells, splits, flagged),
                          "basis": measure_basis(name), "measure": name})
@@ -656,7 +764,9 @@ def performance(models: Sequence[str], validation: Validation,
                     "model": model, "center": ctr, "split": SPLIT_NAMES[split],
                     "n": Cell(str(e.n), f"{key}|n"),
                     "events": Cell(str(e.n_positive), f"{key}|n_positive"),
-                    "auc": Cell(fmt_interval(e.auc), f"{key}|auc"),
+                    "auc": noted(Cell(fmt_interval(e.auc), f"{key}|auc"),
+                                 f"a survival model: no AUC of the label (C-index {fmt_interval(e.c_index)})"
+                                 if e.c_index is not None else _few_classes(e.n, e.n_positive)),
                 })
     return {"splits": [SPLIT_NAMES[s] for s in splits], "split_keys": splits, "headline": headline,
             "detail": detail, "centers": centers}
@@ -737,15 +847,20 @@ def comparisons(validation: Validation) -> list[dict[str, Any]]:
     rows = []
     for c in validation.comparisons:
         key = f"{c.a} vs {c.b}|{c.split}"
+        why = UNDEFINED_COMPARISON
         rows.append({
             "a": c.a, "b": c.b, "split": c.split, "split_name": SPLIT_NAMES.get(c.split, c.split),
             "n": str(c.n),
-            "auc_a": Cell(fmt(c.auc_a), f"{key}|auc_a"), "auc_b": Cell(fmt(c.auc_b), f"{key}|auc_b"),
-            "difference": Cell(fmt_interval(Estimate(c.difference, c.low, c.high)), f"{key}|auc_difference"),
-            "z": Cell(fmt(c.z, 2), f"{key}|z"), "p": Cell(fmt_p(c.p), f"{key}|p"),
+            "auc_a": noted(Cell(fmt(c.auc_a), f"{key}|auc_a"), why), "auc_b": noted(Cell(fmt(c.auc_b), f"{key}|auc_b"), why),
+            "difference": noted(Cell(fmt_interval(Estimate(c.difference, c.low, c.high)), f"{key}|auc_difference"), why),
+            "z": noted(Cell(fmt(c.z, 2), f"{key}|z"), why), "p": noted(Cell(fmt_p(c.p), f"{key}|p"), why),
             "raw": c,
         })
     return rows
+
+
+UNDEFINED_COMPARISON = ("not defined: the difference has no variance (the two models rank these patients alike, "
+                        "or a model's predictions are constant)")
 
 
 def added_value_blocks(validation: Validation) -> list[dict[str, Any]]:
@@ -757,20 +872,32 @@ def added_value_blocks(validation: Validation) -> list[dict[str, Any]]:
         b = blocks.setdefault((av.new, av.old), {"new": av.new, "old": av.old, "cutoffs": list(av.cutoffs),
                                                  "rows": [], "tables": [], "lr": None, "lr_reason": None})
         key = f"{av.new} vs {av.old}|{av.split}"
+        prefix = f"added value {av.new} over {av.old} / {av.split}: "
+        said = {n.removeprefix(prefix).split(" ", 1)[0]: n.removeprefix(prefix)
+                for n in validation.notes if n.startswith(prefix)}
+        one_class = _few_classes(av.n, av.n_positive) if av.n_positive in (0, av.n) else ""
 
-        def iv(d: Mapping[str, Any] | None, name: str, key: str = key) -> tuple[Cell, Cell]:
+        def iv(d: Mapping[str, Any] | None, name: str, key: str = key, one_class: str = one_class,
+               said: Mapping[str, str] = said) -> tuple[Cell, Cell]:
             if d is None:
-                return Cell("–", None), Cell("–", None)
-            return (Cell(fmt_interval(Estimate(d.get("estimate"), d.get("low"), d.get("high"))), f"{key}|{name}"),
-                    Cell(fmt_p(d.get("p")), f"{key}|{name}_p"))
+                why = one_class or said.get(name) or "not computed"
+                return na_cell(why), na_cell(why)
+            why = "not defined: no patient was reclassified (a standard error of 0)"
+            return (noted(Cell(fmt_interval(Estimate(d.get("estimate"), d.get("low"), d.get("high"))), f"{key}|{name}"),
+                          why), noted(Cell(fmt_p(d.get("p")), f"{key}|{name}_p"), why))
 
-        def part(d: Mapping[str, Any] | None, which: str, name: str, key: str = key) -> Cell:
+        def part(d: Mapping[str, Any] | None, which: str, name: str, key: str = key, one_class: str = one_class,
+                 said: Mapping[str, str] = said) -> Cell:
             c = (d or {}).get(which)
-            return Cell(fmt((c or {}).get("estimate")), f"{key}|{name}_{which}" if c else None)
+            why = (one_class or said.get(name) or "not computed") if d is None else f"no {which} on this split"
+            return noted(Cell(fmt((c or {}).get("estimate")), f"{key}|{name}_{which}" if c else None), why)
 
         c = av.auc_difference
-        dauc = (Cell(fmt_interval(Estimate(c.difference, c.low, c.high)), f"{key}|auc_difference"),
-                Cell(fmt_p(c.p), f"{key}|auc_difference_p")) if c is not None else (Cell("–"), Cell("–"))
+        no_dauc = one_class or "no paired DeLong comparison on this split (fewer than three patients, or not computable)"
+        dauc = (noted(Cell(fmt_interval(Estimate(c.difference, c.low, c.high)), f"{key}|auc_difference"),
+                      UNDEFINED_COMPARISON),
+                noted(Cell(fmt_p(c.p), f"{key}|auc_difference_p"), UNDEFINED_COMPARISON)) if c is not None else (
+            na_cell(no_dauc), na_cell(no_dauc))
         b["rows"].append({
             "split": av.split, "split_name": SPLIT_NAMES.get(av.split, av.split), "n": str(av.n),
             "n_positive": str(av.n_positive), "auc_difference": dauc, "nri": iv(av.nri, "nri"),
@@ -945,7 +1072,7 @@ def survival_blocks(models: Sequence[str], curves: Mapping[str, Any], validation
                                               rows.get_column("low").to_numpy(), rows.get_column("high").to_numpy()))
                 at_risk[g] = km_at_risk(rows, times)
             sm = validation.models[model].splits.get(split) if model in validation.models else None
-            p_cell = metric_cell(model, split, "logrank_p", sm)
+            p_cell = metric_cell(model, split, "logrank_p", sm, validation)
             fig = figures.km_figure(f"{model} · {SPLIT_NAMES[split]}", groups, times, at_risk,
                                     f"log-rank p {p_cell.text}", time_label)
             out.append({
@@ -957,7 +1084,7 @@ def survival_blocks(models: Sequence[str], curves: Mapping[str, Any], validation
                 "groups": [{"group": r["group"], "n": r["n"], "events": r["events"],
                             "median": "not reached" if r["median"] is None else fmt(r["median"], 1)}
                            for r in summ.to_dicts()],
-                "logrank": p_cell, "c_index": metric_cell(model, split, "c_index", sm),
+                "logrank": p_cell, "c_index": metric_cell(model, split, "c_index", sm, validation),
             })
     return out
 
@@ -1085,8 +1212,9 @@ def subgroup_blocks(models: Sequence[str], validation: Validation, level: float)
             key = f"{g.model}|subgroup:{g.variable}={g.group}/{split}"
             table.append({"model": g.model, "variable": g.variable, "group": g.group,
                           "n": Cell(str(g.n), f"{key}|n"), "events": Cell(str(g.n_positive), f"{key}|n_positive"),
-                          "auc": Cell(fmt_interval(g.auc), f"{key}|auc"),
-                          "in_the_large": Cell(fmt(g.in_the_large), f"{key}|in_the_large")})
+                          "auc": noted(Cell(fmt_interval(g.auc), f"{key}|auc"), _few_classes(g.n, g.n_positive)),
+                          "in_the_large": noted(Cell(fmt(g.in_the_large), f"{key}|in_the_large"),
+                                                _few_classes(g.n, g.n_positive))})
             if g.auc is not None and g.auc.estimate is not None:
                 forest_rows.append(figures.SubgroupRow(f"{g.model} · {g.variable} {g.group}", g.auc.estimate, g.auc.low,
                                                        g.auc.high, f"{g.n} / {g.n_positive}",
@@ -1110,14 +1238,16 @@ LOADED_KINDS = ("logistic", "svm", "xgboost", "stacking")
 def load_fitted(study: Study, models: Sequence[str], manifests: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The saved models of ``models`` whose manifests exist and whose kind the report reads; a folder that
     cannot be loaded is left out (logged)."""
-    from analytics.models.persist import PersistError, load_model
+    from analytics.models.persist import ArtifactError, LegacyModelError, PersistError, load_model
 
     out = {}
     for name in models:
         if manifests.get(name, {}).get("kind") not in LOADED_KINDS:
             continue
         try:
-            out[name] = load_model(study.models_dir / name)
+            out[name] = load_model(study.models_dir / name, study.store_path)
+        except (ArtifactError, LegacyModelError):
+            raise  # a changed or pickled model file is never passed over in silence
         except (PersistError, OSError, ValueError, KeyError) as exc:
             log.info("report: model %s not loaded: %s", name, exc)
     return out
@@ -1239,11 +1369,11 @@ def harmonization_blocks(study: Study, models: Sequence[str]) -> list[dict[str, 
     Read from the model folder's ``harmonize.json`` (written at fit time); a model without one is left out.
     """
     from analytics.models.harmonize import centre_note
-    from analytics.models.persist import HARMONIZATION
+    from analytics.models.persist import read_harmonization
 
     out = []
     for name in models:
-        rec = _read_json(study.models_dir / name / HARMONIZATION)
+        rec = read_harmonization(study.models_dir / name, study.store_path)
         if not rec or "pca" not in rec:
             continue
         pca, r2 = rec["pca"], rec.get("centre_r2", {})

@@ -100,11 +100,12 @@ def _stages(study: Study, device: str, progress: bool) -> list[tuple[str, Callab
         return f(study, device=device, progress=progress)
 
     def cohort() -> Any:
-        from analytics.cohort import load_cohort
+        from analytics.cohort import cohort_overview
 
-        c = load_cohort(study)
+        c, _ = cohort_overview(study)  # verifies every feature set's instance files by content
         counts = c.counts()
-        return f"cohort '{c.name}': {len(c)} patients\n{counts}"
+        left_out = "".join(f"\nwarning: instance file left out: {p}" for p in c.left_out)
+        return f"cohort '{c.name}': {len(c)} patients\n{counts}{left_out}"
 
     def fit() -> Any:
         from analytics.fit import fit as f
@@ -183,6 +184,13 @@ def run(study: Study, device: str = "auto", progress: bool = True) -> RunResult:
     check_runnable(study)
     result = RunResult(study)
     stages = _stages(study, device, progress)
+    with store.verified_once():  # each instance file is hashed once per run, not once per stage
+        _run_stages(result, stages, progress)
+    result.failed_inputs = _failed_inputs(study)
+    return result
+
+
+def _run_stages(result: RunResult, stages: list[tuple[str, Callable[[], Any]]], progress: bool) -> None:
     for i, (name, stage) in enumerate(stages, 1):
         if progress:
             print(f"[{i}/{len(stages)}] {name}", flush=True)
@@ -201,5 +209,3 @@ def run(study: Study, device: str = "auto", progress: bool = True) -> RunResult:
                  time.perf_counter() - t0)
         if not ok:
             break
-    result.failed_inputs = _failed_inputs(study)
-    return result

@@ -203,14 +203,14 @@ def _horizon_risks(study: Study, name: str) -> tuple[list[float], dict[str, list
     """A survival model's saved horizons and its absolute risk at each, by patient."""
     from analytics.models.persist import read_horizon_risks
 
-    return _wide_risks(read_horizon_risks(study.models_dir / name), "horizon")
+    return _wide_risks(read_horizon_risks(study.models_dir / name, study.store_path), "horizon")
 
 
 def _grid_risks(study: Study, name: str) -> tuple[list[float], dict[str, list[float]]]:
     """A survival model's saved risk grid (times up to the last horizon) and its absolute risk at each, by patient."""
     from analytics.models.persist import read_risk_grid
 
-    return _wide_risks(read_risk_grid(study.models_dir / name), "time")
+    return _wide_risks(read_risk_grid(study.models_dir / name, study.store_path), "time")
 
 
 def _center_auc(y: np.ndarray, score: np.ndarray, level: float) -> Estimate:
@@ -390,7 +390,8 @@ def _lr_test(study: Study, new: str, old: str) -> tuple[dict[str, Any] | None, s
                      & pl.col("old").is_not_null()))
 
     def n_coef(name: str) -> int:
-        return int(load_model(study.models_dir / name).learner.pipeline_.named_steps["clf"].coef_.size)
+        return int(load_model(study.models_dir / name, study.store_path).learner.pipeline_.named_steps["clf"]
+                   .coef_.size)
 
     df = n_coef(new) - n_coef(old)
     if df < 1:
@@ -507,6 +508,11 @@ def validate(study: Study, force: bool = False, progress: bool = True, partial: 
         raise ValidateError(f"{study.store_path}: no predictions for any model of {study.root / 'study.toml'}; "
                             "run `cohortlab fit` first")
     preds = preds.filter(pl.col("model").is_in(models))
+    # the saved model folders are checked against the store's sha256 before anything is validated: a
+    # changed file, or one an older cohortlab pickled, stops here (one line naming the file)
+    from analytics.models.persist import check_models
+
+    check_models(study.models_dir, study.store_path, models)
     cohort = load_cohort(study)
     groups = study.validation.subgroups
     absent = [c for c in groups if c not in cohort.frame.columns]

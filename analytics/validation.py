@@ -40,6 +40,7 @@ import polars as pl
 
 from analytics import stats
 from analytics.splits import SPLITS
+from analytics.stats.calibrate import RECALIBRATION_UNDEFINED
 from pipeline.errors import CohortlabError
 
 log = logging.getLogger("cohortlab.validate")
@@ -686,7 +687,25 @@ class SplitInputs:
                          n_boot=self.n_boot, seed=self.seed)
 
     def calibration(self) -> dict[str, float] | None:
-        return self.call(stats.calibration, self.y, self.score, key="calibration")
+        """Calibration summaries; a recalibration fit without an estimate (constant predictions, separated
+        classes) leaves its intercept and slope out, with a note saying why."""
+        if "calibration" in self.shared:
+            return self.shared["calibration"]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                value: dict[str, float] | None = stats.calibration(self.y, self.score)
+            except (ValueError, ZeroDivisionError, np.linalg.LinAlgError) as exc:
+                value = None
+                self.notes.append(f"calibration: {exc}")
+        for w in caught:
+            text = str(w.message)
+            if text.startswith(RECALIBRATION_UNDEFINED):
+                self.notes.append(f"calibration: {text}")
+            else:
+                log.info("calibration: %s", text)
+        self.shared["calibration"] = value
+        return value
 
     def km(self) -> stats.KMResult | None:
         """Kaplan-Meier curves and the log-rank test of the risk groups cut at the training cut-points."""

@@ -3,8 +3,8 @@
 The methods are thin calls into the library functions the CLI calls
 (:func:`pipeline.ingest.ingest`, :func:`pipeline.embed.embed`,
 :func:`analytics.cohort.load_cohort`, :func:`analytics.fit.fit`,
-:func:`analytics.validate.validate`, :func:`analytics.report.write_report`), each
-imported when first called.
+:func:`analytics.validate.validate`, :func:`analytics.report.write_report`,
+:func:`analytics.verify.verify`), each imported when first called.
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ from pipeline.config import Study as StudyConfig
 from pipeline.config import load_study as read_study_toml
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from analytics.cohort import Cohort
     from analytics.fit import FitResult
     from analytics.validation import Validation
+    from analytics.verify import Verification
     from pipeline.embed import EmbedResult
     from pipeline.ingest import IngestResult
 
@@ -82,6 +85,13 @@ class Study:
 
         return load_cohort(self.config, name, params or None)
 
+    def sql(self, query: str, /, **params: Any) -> pl.DataFrame:
+        """Run one read-only query on the store with its views, ``$name`` parameters bound from ``params``,
+        as ``cohortlab sql`` does (:func:`analytics.cohort.run_sql`): checked, sandboxed, limited by ``[sql]``."""
+        from analytics.cohort import run_sql
+
+        return run_sql(self.config, query, params or None)
+
     def fit(self, models: Sequence[str] | None = None, *, progress: bool = True) -> FitResult:
         """Fit the study's models, or ``models`` and those they depend on (:func:`analytics.fit.fit`)."""
         from analytics.fit import fit
@@ -99,6 +109,14 @@ class Study:
 
         result = validate(self.config, force=force, progress=progress, partial=partial)
         return result.validation if result.validation is not None else load_validation(self.config)
+
+    def verify(self) -> Verification:
+        """Check every done instance file against the store: sha256, the source_id it holds, its footer
+        (:func:`analytics.verify.verify`); ``.ok``, ``.problems`` (kind, file, feature set, source, reason),
+        ``.table()``."""
+        from analytics.verify import verify
+
+        return verify(self.config)
 
     def report(self, *, force: bool = False, progress: bool = True) -> Path:
         """Write ``index.html`` unless it is up to date (or ``force``); return its path

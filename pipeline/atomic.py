@@ -22,7 +22,7 @@ from pipeline.errors import CohortlabError
 # errors meaning "no room": a full disk, a full quota, a file size limit (``ulimit -f``)
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")  # how Rust-based writers (polars) report the OS error
-_STALE = re.compile(r"^\..+\.(\d+)\.(tmp|old)$")
+_STALE = re.compile(r"\A\..+\.(\d+)\.(tmp|old)\Z")  # \Z: "$" would admit a final line break
 
 
 class WriteError(CohortlabError, OSError):

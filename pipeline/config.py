@@ -33,10 +33,28 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+# \Z, not $: "$" also matches before a final line break, so "t\n" would pass and name a folder "t\n"
+NAME = re.compile(r"\A[A-Za-z][A-Za-z0-9_\-]*\Z")
 ROLES = ("predictor", "outcome", "time", "event", "id", "strata", "other")
 VAR_TYPES = ("numeric", "integer", "binary", "categorical", "text", "date")
 STAIN_NORMS = ("macenko", "reinhard", "none")  # feature_sets[].stain_norm
+
+
+def check_text_encoding(encoding: str) -> str:
+    """The codec name of ``encoding`` when it decodes bytes to text; a ValueError saying why not otherwise.
+
+    ``codecs.lookup`` also knows codecs that are not text encodings (``rot13``
+    maps text to text, ``base64`` and ``zlib`` bytes to bytes); decoding a file
+    with them fails or yields something else than its text.
+    """
+    try:
+        info = codecs.lookup(encoding)
+    except LookupError:
+        raise ValueError(f"unknown text encoding {encoding!r} (e.g. \"utf-8\", \"cp1252\", \"latin-1\")") from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise ValueError(f"{encoding!r} is not a text encoding (it does not turn bytes into text); use e.g. "
+                         "\"utf-8\", \"cp1252\" or \"latin-1\"")
+    return info.name
 
 
 class ConfigError(CohortlabError, ValueError):
@@ -76,10 +94,7 @@ class Manifests(_Strict):
     @field_validator("encoding")
     @classmethod
     def _encoding(cls, v: str) -> str:
-        try:
-            codecs.lookup(v)
-        except LookupError:
-            raise ValueError(f"unknown text encoding {v!r} (e.g. \"utf-8\", \"cp1252\", \"latin-1\")") from None
+        check_text_encoding(v)  # a ValueError naming the encoding: unknown, or not bytes -> text (rot13, base64)
         return v
 
 
@@ -386,6 +401,23 @@ class Compute(_Strict):
         return v
 
 
+_MEMORY = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
+
+
+class SqlLimits(_Strict):
+    """``[sql]``: limits of user SQL (cohort files, views, ``cohortlab sql``) on the sandbox connection."""
+
+    timeout_s: float = Field(default=300, gt=0, allow_inf_nan=False)  # a statement running longer is stopped
+    memory_limit: str = "4GB"  # DuckDB's memory limit for one statement's work, e.g. "512MB", "16GB"
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, v: str) -> str:
+        if not _MEMORY.fullmatch(v.strip()):
+            raise ValueError(f"{v!r} is not an amount of memory; write e.g. \"4GB\" or \"512MB\"")
+        return v.strip()
+
+
 class Report(_Strict):
     dir: str | None = None  # default: reports/<study name> beside study.toml
     title: str | None = None
@@ -409,6 +441,7 @@ class Study(_Strict):
     explain: ExplainSection = Field(default_factory=ExplainSection)
     report: Report = Field(default_factory=Report)
     compute: Compute = Field(default_factory=Compute)
+    sql: SqlLimits = Field(default_factory=SqlLimits)
 
     @model_validator(mode="after")
     def _cross(self) -> Study:
@@ -554,6 +587,36 @@ def parse_study(data: dict[str, Any], root: Path, source: str = "study.toml") ->
     return study
 
 
+# byte-order marks of the encodings a text editor may save in; TOML files are UTF-8
+_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+         (b"\xfe\xff", "UTF-16"))
+
+
+def _toml_text(path: Path) -> str:
+    """The text of a study file, which TOML requires to be UTF-8 (a UTF-8 byte-order mark is dropped).
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, and the encoding its byte-order mark declares or the line
+        and byte offset of the first byte that is not UTF-8.
+    """
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a regular file")
+    data = path.read_bytes()
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            raise ConfigError(f"{path}: saved as {name} (byte-order mark 0x{bom.hex()}); a study file must be UTF-8: "
+                              "save it again as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}: line {line}: byte 0x{data[exc.start:exc.start + 1].hex()} (byte offset "
+                          f"{exc.start}) is not valid UTF-8; a study file must be UTF-8: save it again as UTF-8"
+                          ) from None
+
+
 def load_study(path: str | Path) -> Study:
     """Read and validate ``study.toml`` (or a folder holding one)."""
     p = Path(path)
@@ -562,7 +625,7 @@ def load_study(path: str | Path) -> Study:
     if not p.exists():
         raise ConfigError(f"{p}: no such study file")
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        data = tomllib.loads(_toml_text(p))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
     return parse_study(data, p.parent, source=str(p))

@@ -25,9 +25,10 @@ When every source of a feature set has been tried (in any shard), the
 process that finishes last pools the instances per patient.
 
 Each done item records the sha256, size and modification time of its instance
-file. On every run the done items of this shard are checked (a ``stat``; the
-sha256 only when the time has changed), and a source whose file is missing,
-unreadable or not the one written is embedded again.
+file. On every run the done items of this shard are checked by content (the
+sha256 of every file, whatever its modification time, and the ``source_id`` it
+holds), and a source whose file is missing, unreadable, another source's or not
+the one written is embedded again.
 """
 
 from __future__ import annotations
@@ -208,7 +209,8 @@ def fold_status_files(con: duckdb.DuckDBPyConnection, study: Study, feature_set:
             stamp = None
             if st["status"] == "done":
                 written = _status_stamp(st)
-                problem, fresh = store.verify_instance_file(base / st["path"], written, st.get("n_instances"))
+                problem, fresh = store.verify_instance_file(base / st["path"], written, st.get("n_instances"),
+                                                            st["source_id"])
                 if problem is not None:
                     log.warning("%s / %s: %s: %s; the source is embedded again", feature_set, st["source_id"],
                                 st["path"], problem)
@@ -235,34 +237,28 @@ def _status_stamp(st: dict[str, Any]) -> store.FileStamp | None:
 
 
 def check_done_outputs(con: duckdb.DuckDBPyConnection, study: Study, feature_set: str, source_ids: Sequence[str]) -> dict[str, str]:
-    """Check the instance files of done items; ``source_id -> problem`` for those to embed again.
+    """Check the instance files of done items by content; ``source_id -> problem`` for those to embed again.
 
-    A file whose size and modification time are those recorded passes on a
-    ``stat``; one whose time changed (a copy without times) is hashed, and its
-    new time recorded when the sha256 matches. Rows without a checksum (an
-    older store) get one when their file reads as the one recorded.
+    Every file is hashed (in parallel threads) and its sha256 compared with
+    the recorded one, whatever its modification time says (bit rot keeps
+    it), and the ``source_id`` it holds with its row's; a file whose time
+    alone changed (a copy without times) gets its new time recorded. Rows
+    without a checksum (an older store) get one when their file reads as the
+    one recorded.
     """
     if not source_ids:
         return {}
-    rows = con.execute(
-        "SELECT source_id, path, n_instances, checksum, file_bytes, file_mtime_ns FROM embed_items "
-        "WHERE feature_set = ? AND status = 'done' AND source_id IN (SELECT unnest(?))",
-        [feature_set, list(source_ids)],
-    ).fetchall()
+    wanted = set(source_ids)
+    files = [f for f in store.done_files(con, feature_set) if f.source_id in wanted]
     base = store.store_dir(study.store_path)
-    bad: dict[str, str] = {}
+    bad: dict[str, str] = {sid: "not recorded" for sid in wanted - {f.source_id for f in files}}
     fresh: dict[str, store.FileStamp] = {}
-    for sid, rel, n, checksum, size, mtime in rows:
-        if rel is None:
-            bad[sid] = "not recorded"
-            continue
-        stamp = store.FileStamp(checksum, int(size), int(mtime)) if checksum is not None else None
-        problem, new = store.verify_instance_file(base / rel, stamp, n)
+    for f, (problem, new) in zip(files, store.check_done_files(base, files, content=True)):
         if problem is not None:
-            bad[sid] = problem
-            log.warning("%s / %s: instance file %s is %s; embedding it again", feature_set, sid, rel, problem)
+            bad[f.source_id] = problem
+            log.warning("%s / %s: instance file %s is %s; embedding it again", feature_set, f.source_id, f.path, problem)
         elif new is not None:
-            fresh[sid] = new
+            fresh[f.source_id] = new
     if fresh:
         with store.transaction(con):
             store.record_stamps(con, feature_set, fresh)

@@ -17,8 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from tqdm.auto import tqdm
 from pipeline import store
 from pipeline.config import Study, Variable
 from pipeline.errors import CohortlabError
+from pipeline.files import file_kind
 from pipeline.manifest import (
     CellError,
     Manifest,
@@ -138,7 +141,9 @@ def _check_roles(m: Manifest, col: TypedColumn, role: str) -> list[CellError]:
         if col.type not in ("integer", "numeric", "binary"):
             return [m.error(None, col.name, f"time must be numeric (column type is {col.type})")]
         for i, v in enumerate(col.values.to_list()):
-            if v is not None and v < 0:
+            if v is not None and not math.isfinite(v):  # inf, -inf and nan parse as numbers
+                errors.append(m.error(i, col.name, f"time must be a finite number, not '{raw[i]}'"))
+            elif v is not None and v < 0:
                 errors.append(m.error(i, col.name, f"time must not be negative, not '{raw[i]}'"))
     return errors
 
@@ -153,7 +158,7 @@ def read_patients(study: Study) -> tuple[PatientTables | None, set[str], list[Ce
     try:
         m = read_manifest(path, study.manifests.encoding)
     except ManifestError as exc:
-        return None, set(), [exc.error]
+        return None, set(), exc.errors
     errors = require_columns(m, ["patient_id", "center"])
     if errors:
         return None, set(), errors
@@ -249,11 +254,14 @@ def _source_rows(
     try:
         m = read_manifest(study.path(manifest_path), study.manifests.encoding)
     except ManifestError as exc:
-        return [], [exc.error]
+        return [], exc.errors
     errors = require_columns(m, [id_col, "patient_id", path_cols[0]])
     if errors:
         return [], errors
     ids, errors = _unique_ids(m, id_col)
+    # an id names the source's instance file: one the file system cannot hold fails every later embed
+    errors += [m.error(i, id_col, problem) for i, v in enumerate(ids)
+               if v is not None and (problem := store.file_name_problem(v)) is not None]
     patients = text_column(m, "patient_id")
     paths = {c: text_column(m, c) if c in m.frame.columns else [None] * m.frame.height for c in path_cols}
     rows: list[dict[str, Any]] = []
@@ -275,6 +283,10 @@ def _source_rows(
             p = study.path(v).resolve()
             if not p.exists():
                 row_errors.append(m.error(i, c, f"file not found: {p}"))
+            elif (kind := file_kind(p)) is not None and not (kind == "a folder" and what == "scans"):
+                # a FIFO or a device would block the reader for ever; a folder is a DICOM series, for scans only
+                wanted = "an image file or a DICOM folder" if what == "scans" else "a slide file"
+                row_errors.append(m.error(i, c, f"{p} is {kind}, not {wanted}"))
             resolved[c] = p
         if not row_errors:
             probed, probe_errors = probe(m, i, resolved)
@@ -335,15 +347,19 @@ def _probe_scan(m: Manifest, i: int, paths: dict[str, Any]) -> tuple[dict[str, A
     image, mask = paths["image_path"], paths.get("mask_path")
     if label is not None and mask is None:
         return None, [m.error(i, "mask_path", "mask_label is given but there is no mask")]
+    # probed with the label embed will use (1 when the manifest gives none), so a mask without it fails here
+    used = label if label is not None else (1 if mask is not None else None)
     info: dict[str, Any]
     try:
-        info = ct.probe_scan(image, mask, label)
+        info = ct.probe_scan(image, mask, used)
     except ct.ScanError as exc:
         text = str(exc)
         if label is not None and "empty roi" in text.lower():
             column = "mask_label"
         elif mask is not None and str(mask) in text:
             column = "mask_path"
+            if "empty roi" in text.lower():
+                text += "; with no mask_label the ROI is label 1: give the mask's label in a mask_label column"
         else:
             column = "image_path"
         return None, [m.error(i, column, text)]
@@ -381,7 +397,7 @@ SCAN_SCHEMA = {
 
 
 def _diff(con: duckdb.DuckDBPyConnection, table: str, key: str, new: pl.DataFrame) -> TableChange:
-    old = store.query(con, f"SELECT * FROM {table}")
+    old = store.query(con, f"SELECT * FROM {store.quote_ident(table)}")
     if old.columns != new.columns:
         # a changed clinical layout: every row counts as updated
         old_keys = set(old.get_column(key).to_list()) if key in old.columns else set()
@@ -423,7 +439,7 @@ def _keep_legacy_embeddings(
     A stored fingerprint equal to the one the old rule gives the file now means
     the source has not changed, so its embeddings stay valid. Returns the rows moved.
     """
-    old = dict(con.execute(f"SELECT {key}, fingerprint FROM {table}").fetchall())
+    old = dict(con.execute(f"SELECT {store.quote_ident(key)}, fingerprint FROM {store.quote_ident(table)}").fetchall())
     moved = 0
     for sid, new in zip(frame[key].to_list(), frame["fingerprint"].to_list()):
         before = old.get(sid)
@@ -438,21 +454,51 @@ def _keep_legacy_embeddings(
 
 
 def _replace(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
-    con.execute(f"DELETE FROM {table}")
+    con.execute(f"DELETE FROM {store.quote_ident(table)}")
     if frame.height:
         con.register("_ingest_new", frame.to_arrow())
         try:
-            cols = ", ".join(f'"{c}"' for c in frame.columns)
-            con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _ingest_new")
+            cols = ", ".join(store.quote_ident(c) for c in frame.columns)
+            con.execute(f"INSERT INTO {store.quote_ident(table)} ({cols}) SELECT {cols} FROM _ingest_new")
         finally:
             con.unregister("_ingest_new")
 
 
 def _replace_clinical(con: duckdb.DuckDBPyConnection, tables: PatientTables) -> None:
-    cols = ",\n    ".join(f'"{c.name}" {SQL_TYPES[c.type]}' for c in tables.columns)
+    # manifest headers are data: quoted, so a name such as `x" INTEGER); COPY ...` is one odd column name
+    cols = ",\n    ".join(f"{store.quote_ident(c.name)} {SQL_TYPES[c.type]}" for c in tables.columns)
     con.execute("DROP TABLE IF EXISTS clinical")
     con.execute(f"CREATE TABLE clinical (\n    patient_id VARCHAR PRIMARY KEY{',' if cols else ''}\n    {cols}\n)")
     _replace(con, "clinical", tables.clinical)
+
+
+class StoreWriteError(store.StoreError):
+    """The store could not be written (disk full, a read-only or failing disk); the transaction was rolled back."""
+
+
+# what DuckDB raises when a write to the store file or its WAL fails
+_WRITE_FAILURES = (duckdb.IOException, duckdb.FatalException, duckdb.TransactionException)
+_WRITE_FAILURE_WORDS = ("no space left", "could not write", "read-only file system", "disk quota", "file too large",
+                        "input/output error")
+
+
+@contextmanager
+def _write_failure_named(path: Path) -> Iterator[None]:
+    """Turn DuckDB's failure to write the store (``FatalException: No space left on device`` and kin) into one
+    :class:`StoreWriteError` naming ``path``; other errors pass unchanged."""
+    try:
+        yield
+    except _WRITE_FAILURES as exc:
+        # a failed ROLLBACK after a fatal error ("database invalidated") hides the cause in __context__
+        cause: BaseException = exc
+        while isinstance(cause.__context__, duckdb.Error):
+            cause = cause.__context__
+        text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        if not any(word in text.lower() for word in _WRITE_FAILURE_WORDS):
+            raise  # not a failed write (a bug keeps its traceback)
+        raise StoreWriteError(
+            f"disk full (or not writable) while writing {path}: {text}; the store was not changed"
+        ) from None
 
 
 def ingest(study: Study, progress: bool = True) -> IngestResult:
@@ -462,6 +508,8 @@ def ingest(study: Study, progress: bool = True) -> IngestResult:
     ------
     IngestError
         Listing every problem found (file, row, column, cause); the store is left unchanged.
+    StoreWriteError
+        The store could not be written (a full disk); the transaction is rolled back.
     """
     patients, patient_ids, errors = read_patients(study)
     slides: list[dict[str, Any]] = []
@@ -488,13 +536,13 @@ def ingest(study: Study, progress: bool = True) -> IngestResult:
         result = IngestResult(study.store_path)
         result.changes["patients"] = _diff(con, "patients", "patient_id", patients.patients)
         result.changes["clinical"] = _diff(con, "clinical", "patient_id", patients.clinical)
-        variables_changed = _diff(con, "variables", "name", patients.variables)
+        result.changes["variables"] = _diff(con, "variables", "name", patients.variables)
         result.changes["slides"] = _diff(con, "slides", "slide_id", slide_frame)
         result.changes["scans"] = _diff(con, "scans", "scan_id", scan_frame)
-        if not (result.changed or variables_changed.changed):
+        if not result.changed:
             log.info("ingest: store already up to date")
             return result
-        with store.transaction(con):
+        with _write_failure_named(study.store_path), store.transaction(con):
             kept = _keep_legacy_embeddings(con, "wsi", "slides", "slide_id", slide_frame, legacy["wsi"])
             kept += _keep_legacy_embeddings(con, "ct", "scans", "scan_id", scan_frame, legacy["ct"])
             if kept:

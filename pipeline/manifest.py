@@ -2,13 +2,20 @@
 
 CSV cells are read as text and typed here, so a column that is numeric in 97
 rows and says ``high`` in one is reported at that row instead of silently
-becoming text. Row numbers are those a spreadsheet shows: for CSV the line
-number (the header is line 1); for Parquet the 1-based record number.
+becoming text. Row numbers are those a spreadsheet shows: for CSV the physical
+line where the record starts (the header is line 1; a quoted cell spanning
+lines moves the records after it down); for Parquet the 1-based record number.
+
+Column names become SQL identifiers of the store, so a header is checked
+before anything is typed: a name that is empty or holds a quote or a control
+character is refused, spaces around a name are removed (a name with spaces
+is the same column as without), and two names equal after that, or differing
+only in letter case (SQL does not tell those apart), are refused, naming both
+columns.
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import math
@@ -19,12 +26,15 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.config import check_text_encoding
 from pipeline.errors import CohortlabError
+from pipeline.files import file_kind
 
 MISSING = {"", "na", "n/a", "nan", "null", "none", "."}
-_INT = re.compile(r"^[+-]?\d+$")
-_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# anchored with \Z: "$" would also match before a final line break
+_INT = re.compile(r"\A[+-]?\d+\Z")
+_FLOAT = re.compile(r"\A[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z")
+_DATE = re.compile(r"\A\d{4}-\d{2}-\d{2}\Z")
 # a column is "meant" to be numeric when more than this share of its values are numbers
 NUMERIC_SHARE = 0.5
 
@@ -50,14 +60,20 @@ class CellError:
 
 @dataclass(frozen=True)
 class Manifest:
-    """A manifest read as text cells (CSV) or typed columns (Parquet)."""
+    """A manifest read as text cells (CSV) or typed columns (Parquet).
+
+    ``lines`` holds, for a CSV, the physical line where each record starts.
+    """
 
     path: Path
     frame: pl.DataFrame
     is_csv: bool
+    lines: tuple[int, ...] | None = None
 
     def row_number(self, index: int) -> int:
-        """Spreadsheet row of the 0-based record ``index``."""
+        """Spreadsheet row of the 0-based record ``index``: its first line (CSV) or its 1-based number (Parquet)."""
+        if self.lines is not None and 0 <= index < len(self.lines):
+            return self.lines[index]
         return index + 2 if self.is_csv else index + 1
 
     def error(self, index: int | None, column: str | None, message: str) -> CellError:
@@ -65,11 +81,64 @@ class Manifest:
 
 
 class ManifestError(CohortlabError, ValueError):
-    """A manifest file that cannot be read at all; ``error`` says where and why."""
+    """A manifest file that cannot be read at all; ``errors`` say where and why (``error`` is the first)."""
 
-    def __init__(self, error: CellError):
+    def __init__(self, error: CellError, *more: CellError):
         self.error = error
-        super().__init__(str(error))
+        self.errors = [error, *more]
+        super().__init__("; ".join(str(e) for e in self.errors))
+
+
+# the first bytes of files that are not text manifests, and what to say about them
+_MAGIC = (
+    (b"PK\x03\x04", "a zip archive (an Excel .xlsx or OpenDocument .ods workbook?)"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old-style Office file (an Excel .xls workbook?)"),
+    (b"PAR1", "a Parquet file"),
+)
+_WORKBOOKS = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_header(path: Path, names: list[str], is_csv: bool) -> list[str]:
+    """The column names of a manifest, stripped of surrounding spaces, once they can name SQL columns.
+
+    Raises
+    ------
+    ManifestError
+        Naming every column (by position and name) whose name is empty or holds
+        a quote or control character, and every pair equal after stripping or
+        differing only in letter case.
+    """
+    line = 1 if is_csv else None
+    errors: list[CellError] = []
+    seen: dict[str, int] = {}
+    out = [n.strip() for n in names]
+    for k, (raw, name) in enumerate(zip(names, out), start=1):
+        where = f"column {k} of the header"
+        if not name:
+            errors.append(CellError(path, line, None, f"{where} has no name ({raw!r}); every column needs one",
+                                    is_csv))
+            continue
+        if '"' in name or _CONTROL.search(name):
+            errors.append(CellError(path, line, None, f"{where} is named {raw!r}: a column name may not hold a "
+                                    "quote or a control character (a line break, a tab); rename it", is_csv))
+            continue
+        first = seen.get(name.casefold())
+        if first is not None:
+            a, b = names[first - 1], raw
+            if a == b:
+                why = "the same name"
+            elif out[first - 1] == name:
+                why = "the same name once spaces around names are removed"
+            else:
+                why = "names that differ only in letter case, which SQL does not tell apart"
+            errors.append(CellError(path, line, None, f"columns {first} ({a!r}) and {k} ({b!r}) have {why}; "
+                                    "rename one of them (each column is stored under its name)", is_csv))
+            continue
+        seen[name.casefold()] = k
+    if errors:
+        raise ManifestError(*errors)
+    return out
 
 
 def decode_text(path: Path, data: bytes, encoding: str = "utf-8", separator: str = ",") -> str:
@@ -81,7 +150,10 @@ def decode_text(path: Path, data: bytes, encoding: str = "utf-8", separator: str
         At the first byte that is not valid in ``encoding``, naming the line,
         the CSV column, the character position and the byte offset.
     """
-    codec = codecs.lookup(encoding).name
+    try:
+        codec = check_text_encoding(encoding)
+    except ValueError as exc:
+        raise ManifestError(CellError(path, None, None, f"encoding: {exc}")) from None
     try:
         return data.decode("utf-8-sig" if codec == "utf-8" else codec)
     except UnicodeDecodeError as exc:
@@ -105,24 +177,92 @@ def read_manifest(path: Path, encoding: str = "utf-8") -> Manifest:
 
     CSV files are decoded strictly in ``encoding``: a byte that is not valid in
     it is an error (see :func:`decode_text`), never a replacement character.
+    The header is checked by :func:`check_header`.
+
+    Raises
+    ------
+    ManifestError
+        The file is missing, not a regular file, empty, a workbook or another
+        kind of file, not valid CSV or Parquet, or its header is refused; the
+        message names the file and, where there is one, the line.
     """
+    def fail(message: str, line: int | None = None) -> ManifestError:
+        return ManifestError(CellError(path, line, None, message))
+
     if not path.exists():
-        raise FileNotFoundError(f"{path}: manifest not found")
+        raise fail("manifest not found")
+    kind = file_kind(path)
+    if kind is not None:  # reading a FIFO or a device would block, a folder fails: refuse before opening
+        raise fail(f"is {kind}, not a manifest file")
     suffix = path.suffix.lower()
+    if suffix in _WORKBOOKS:
+        raise fail(f"is a spreadsheet workbook ({suffix}); save the sheet as CSV UTF-8 (File > Save As) and name "
+                   "the .csv file in study.toml")
     if suffix == ".parquet":
-        frame = pl.read_parquet(path)
-        return Manifest(path, frame, is_csv=False)
+        return _read_parquet(path)
     if suffix not in (".csv", ".tsv", ".txt"):
-        raise ValueError(f"{path}: manifests are .csv, .tsv or .parquet")
+        raise fail("manifests are .csv, .tsv, .txt or .parquet files")
+    data = path.read_bytes()
+    if not data.strip():
+        raise fail("the file is empty; a manifest starts with a header line naming its columns")
+    for magic, what in _MAGIC:
+        if data.startswith(magic):
+            raise fail(f"is {what}, not a {suffix} text file; export the sheet as CSV UTF-8")
     separator = "\t" if suffix == ".tsv" else ","
-    text = decode_text(path, path.read_bytes(), encoding, separator)
+    text = decode_text(path, data, encoding, separator)
+    return _read_csv(path, text, separator)
+
+
+def _read_csv(path: Path, text: str, separator: str) -> Manifest:
+    """Parse decoded CSV text; each record keeps the physical line it starts on."""
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), delimiter=separator, strict=True)
+    records: list[list[str]] = []
+    lines: list[int] = []
+    start = 1
     try:
-        frame = pl.read_csv(io.BytesIO(text.encode("utf-8")), infer_schema=False, separator=separator)
-    except pl.exceptions.ComputeError as exc:
-        raise ManifestError(CellError(path, None, None, f"cannot be read as CSV: {exc}")) from None
-    frame = frame.rename({c: c.strip() for c in frame.columns})
-    frame = frame.with_columns(pl.col(c).str.strip_chars() for c in frame.columns)
-    return Manifest(path, frame, is_csv=True)
+        for record in reader:
+            records.append(record)
+            lines.append(start)
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise ManifestError(CellError(path, start, None, f"cannot be read as CSV: {exc}")) from None
+    if not records or not any(c.strip() for c in records[0]):
+        raise ManifestError(CellError(path, 1, None, "the first line is empty; a manifest starts with a header "
+                                      "line naming its columns"))
+    names = check_header(path, records[0], is_csv=True)
+    width = len(names)
+    columns: list[list[str | None]] = [[] for _ in names]
+    for record, line in zip(records[1:], lines[1:]):
+        if len(record) > width:
+            extra = record[width:]
+            if any(c.strip() for c in extra):
+                raise ManifestError(CellError(path, line, None, f"{len(record)} fields, but the header names {width} "
+                                              "columns (a separator too many, or a cell with a separator that is "
+                                              "not quoted?)"))
+        for k in range(width):
+            cell = record[k].strip() if k < len(record) else ""
+            columns[k].append(cell or None)
+    frame = pl.DataFrame([pl.Series(n, col, dtype=pl.String) for n, col in zip(names, columns)])
+    return Manifest(path, frame, is_csv=True, lines=tuple(lines[1:]))
+
+
+def _read_parquet(path: Path) -> Manifest:
+    """A Parquet manifest: its schema's names checked, then its typed columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except (pa.ArrowException, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ManifestError(CellError(path, None, None, f"cannot be read as Parquet: {first}")) from None
+    stripped = check_header(path, list(names), is_csv=False)
+    try:
+        frame = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, pa.ArrowException, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ManifestError(CellError(path, None, None, f"cannot be read as Parquet: {first}")) from None
+    return Manifest(path, frame.rename(dict(zip(frame.columns, stripped))), is_csv=False)
 
 
 def is_missing(value: object) -> bool:

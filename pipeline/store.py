@@ -10,8 +10,13 @@ older stores are migrated by ``sql/migrations/NNN_*.sql``. Instance files are
 written to a temporary name and renamed when complete, so a file that exists is
 whole; whether it *counts* is decided by its ``embed_items`` row, which also
 records the file's sha256, size and modification time: a file that is missing,
-unreadable or no longer the one recorded is left out of the ``instances`` view
-(and reported), and embedded again by the next ``embed``.
+unreadable, another source's or no longer the one recorded is left out of the
+``instances`` view (listed in the TEMP table ``instances_left_out``, and
+logged), and embedded again by the next ``embed``. Two checks, by cost: the
+cheap one (:func:`check_instance_file`: size, footer, the ``source_id`` in the
+footer's statistics) on every connection, and the content one
+(:func:`verify_instance_file`: the sha256 of every byte too) wherever files
+are about to be read for results (``refresh_instances_view(content=...)``).
 
 The store is relocatable: ``embed_items.path`` is relative to the store's
 folder, slide and scan paths are relative to the study folder (as the
@@ -27,8 +32,10 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from contextvars import ContextVar, copy_context
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,12 +52,35 @@ from pipeline.errors import CohortlabError
 
 log = logging.getLogger("cohortlab.store")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 INSTANCE_COLUMNS = ("source_id", "instance", "x", "y", "z", "level", "tissue_fraction", "embedding")
 
 
 class StoreError(CohortlabError, RuntimeError):
     """The store cannot be opened or a write would break one of its rules."""
+
+
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier (``"a""b"`` for ``a"b``): the one way a name goes into SQL text.
+
+    Any name is then one identifier, whatever it holds (quotes, ``;``, SQL
+    keywords); values are never pasted, always bound.
+
+    Raises
+    ------
+    StoreError
+        The name is empty or holds a NUL or another control character (no
+        table or column is named so on purpose, and a terminal would hide it).
+    """
+    if not name:
+        raise StoreError("an empty name cannot be a table or column name")
+    bad = CONTROL_CHARACTER.search(name)
+    if bad is not None:
+        raise StoreError(f"name {name!r} holds the control character {bad.group(0)!r}; rename it")
+    return '"' + name.replace('"', '""') + '"'
 
 
 def sql_dir() -> Path:
@@ -115,8 +145,26 @@ def _version(con: duckdb.DuckDBPyConnection) -> int | None:
     )
     if not has_meta:
         return None
-    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row else None
+    try:
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else None
+    except (duckdb.Error, ValueError):  # a table named meta that is not cohortlab's
+        raise StoreError(f"{_database_file(con)}: not a cohortlab store (its table 'meta' is not cohortlab's); "
+                         "give [study] store a new file name") from None
+
+
+def _database_file(con: duckdb.DuckDBPyConnection) -> str:
+    path = _scalar(con, "SELECT path FROM duckdb_databases() WHERE database_name = current_database()")
+    return str(path or "the database")
+
+
+def _foreign_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Tables and views of a database that has no cohortlab schema version: another program's data."""
+    rows = con.execute(
+        "SELECT table_schema, table_name FROM information_schema.tables WHERE table_catalog = current_database() "
+        "ORDER BY ALL"
+    ).fetchall()
+    return [name if schema == "main" else f"{schema}.{name}" for schema, name in rows]
 
 
 def _apply_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
@@ -127,6 +175,13 @@ def _apply_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         )
     if version == SCHEMA_VERSION:
         return
+    if version is None:
+        # a DuckDB file of something else: adding cohortlab's tables to it would change another program's data
+        foreign = _foreign_tables(con)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise StoreError(f"{path}: is a DuckDB database but not a cohortlab store (it holds {shown} and no "
+                             "cohortlab schema version); nothing was written: give [study] store a new file name")
     with transaction(con):
         if version is None:
             con.execute((sql_dir() / "schema.sql").read_text())
@@ -136,6 +191,26 @@ def _apply_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
                 if version < v <= SCHEMA_VERSION:
                     con.execute(file.read_text())
         con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+
+
+def _open(path: Path, read_only: bool, wait_s: float, share_writer: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection to ``path``, waiting up to ``wait_s`` seconds while another process holds its lock.
+
+    ``share_writer``: when this process already holds the store open for writing, share that database
+    (DuckDB refuses a second, read-only configuration of it); only for callers that just read.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.ConnectionException:
+            if not share_writer:
+                raise
+            return duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise StoreError(f"{path}: cannot open store: {exc}") from None
+            time.sleep(0.5)
 
 
 def connect(path: str | Path, read_only: bool = False, wait_s: float = 60.0) -> duckdb.DuckDBPyConnection:
@@ -151,21 +226,16 @@ def connect(path: str | Path, read_only: bool = False, wait_s: float = 60.0) -> 
         raise StoreError(f"{path}: no store here (run `cohortlab ingest` first)")
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            con = duckdb.connect(str(path), read_only=read_only)
-            break
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                raise StoreError(f"{path}: cannot open store: {exc}") from None
-            time.sleep(0.5)
-    if read_only:
-        if _version(con) is None:
-            con.close()
-            raise StoreError(f"{path}: not a cohortlab store (no schema version)")
-    else:
-        _apply_schema(con, path)
+    con = _open(path, read_only, wait_s)
+    try:
+        if read_only:
+            if _version(con) is None:
+                raise StoreError(f"{path}: not a cohortlab store (no schema version)")
+        else:
+            _apply_schema(con, path)
+    except BaseException:  # a refused file stays closed, so the caller (or the next connect) finds it as it was
+        con.close()
+        raise
     refresh_instances_view(con, path)
     return con
 
@@ -213,6 +283,26 @@ def instance_path(store: str | Path, feature_set: str, source_id: str) -> Path:
     return Path(store).resolve().parent / "instances" / f"feature_set={feature_set}" / f"{safe_name(source_id)}.parquet"
 
 
+MAX_FILE_NAME_BYTES = 255  # the limit of one file name on Linux, macOS and Windows file systems
+# the longest name a source's files get: the temporary of its slide thumbnail, ``.<name>.thumb.png.<pid>.tmp``
+# (pids have at most 7 digits), longer than the instance file's ``.<name>.parquet.<pid>.tmp``
+_LONGEST_NAME = ".{}.thumb.png.9999999.tmp"
+
+
+def file_name_problem(source_id: str) -> str | None:
+    """Why ``source_id`` cannot name its files (instances, cache, thumbnails), or None when it can.
+
+    An id whose file name exceeds :data:`MAX_FILE_NAME_BYTES` would pass ingest
+    and then fail every ``embed`` with "File name too long".
+    """
+    longest = len(os.fsencode(_LONGEST_NAME.format(safe_name(source_id))))
+    if longest <= MAX_FILE_NAME_BYTES:
+        return None
+    room = MAX_FILE_NAME_BYTES - (longest - len(os.fsencode(safe_name(source_id))))
+    return (f"id of {len(source_id)} characters ({len(source_id.encode())} bytes) is too long to name its files "
+            f"(at most about {room} bytes fit in a file name of {MAX_FILE_NAME_BYTES}); shorten it")
+
+
 @dataclass(frozen=True)
 class FileStamp:
     """What an instance file was when written: sha256 of its bytes, size, modification time."""
@@ -236,12 +326,14 @@ class InstanceProblem:
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes, read in chunks."""
-    h = hashlib.sha256()
+    """sha256 of a file's bytes, read in chunks (the GIL released while hashing, so threads hash in parallel)."""
     with open(path, "rb") as fh:
+        if hasattr(hashlib, "file_digest"):  # Python 3.11+: reads into one buffer, ~15% faster
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+        h = hashlib.sha256()
         while block := fh.read(chunk):
             h.update(block)
-    return h.hexdigest()
+        return h.hexdigest()
 
 
 def stamp_file(path: str | Path) -> FileStamp:
@@ -250,13 +342,18 @@ def stamp_file(path: str | Path) -> FileStamp:
     return FileStamp(sha256_file(path), st.st_size, st.st_mtime_ns)
 
 
-def check_instance_file(path: str | Path, recorded_bytes: int | None = None) -> str | None:
+def check_instance_file(
+    path: str | Path, recorded_bytes: int | None = None, source_id: str | None = None
+) -> str | None:
     """Why an instance file cannot be read as one (``None`` when it can), cheaply.
 
-    Only the size and the Parquet footer are looked at (no data pages): a
-    missing file, a size other than the one recorded, a damaged footer, or
-    (when no size is recorded) missing instance columns are caught; see
-    :func:`verify_instance_file` for the identity check that ``embed`` makes.
+    Only the size and the Parquet footer are looked at (no data page): a
+    missing file, a size other than the one recorded, a damaged footer,
+    (when no size is recorded) missing instance columns, and, given
+    ``source_id``, a file whose footer statistics say it holds another
+    source's instances (a copy of another source's file of the same size).
+    A flipped bit in a data page passes; :func:`verify_instance_file` is the
+    content check.
     """
     p = Path(path)
     try:
@@ -270,47 +367,119 @@ def check_instance_file(path: str | Path, recorded_bytes: int | None = None) -> 
     try:
         meta = pq.read_metadata(p)
     except Exception as exc:  # pyarrow raises several types for a damaged footer
-        return f"not a readable Parquet file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        return _unreadable(exc)
     if recorded_bytes is None:  # no size to compare (an older store's row): look at the columns (~0.1 ms more)
         top = {meta.schema.column(i).path.split(".")[0] for i in range(meta.num_columns)}
         lacking = [c for c in INSTANCE_COLUMNS if c not in top]
         if lacking:
             return f"not an instance file (no column {', '.join(lacking)})"
-    return None
+    return None if source_id is None else _foreign_source(p, meta, source_id)
+
+
+def _unreadable(exc: BaseException) -> str:
+    return f"not a readable Parquet file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+
+
+def _foreign_source(path: Path, meta: pq.FileMetaData, source_id: str) -> str | None:
+    """Why a file is not ``source_id``'s (it holds other sources' rows), from its footer when the statistics agree.
+
+    Every row group's min and max of ``source_id`` equal to it settles it in
+    the footer; otherwise (other ids, statistics absent or truncated) the one
+    column is read.
+    """
+    names = [meta.schema.column(i).path for i in range(meta.num_columns)]
+    if "source_id" not in names:
+        return "not an instance file (no column source_id)"
+    j = names.index("source_id")
+    settled = True
+    for rg in range(meta.num_row_groups):
+        stats = meta.row_group(rg).column(j).statistics
+        if stats is None or not stats.has_min_max or not (stats.min == stats.max == source_id):
+            settled = False
+            break
+    if settled:
+        return None
+    try:
+        held = set(pq.read_table(path, columns=["source_id"]).column("source_id").unique().to_pylist())
+    except Exception as exc:
+        return _unreadable(exc)
+    others = sorted(str(s) for s in held - {source_id})
+    if not others:
+        return None
+    more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+    return f"holds instances of source {', '.join(others[:3])}{more}, not of {source_id} (another source's file)"
+
+
+# Within a verified_once() block: stat keys of files whose sha256 matched (see verified_once).
+_VERIFIED: ContextVar[set[tuple[Any, ...]] | None] = ContextVar("cohortlab_verified_instances", default=None)
+
+
+@contextmanager
+def verified_once() -> Iterator[None]:
+    """Within this block, an instance file whose sha256 matched is not hashed again while its ``stat`` is unchanged.
+
+    One command then reads each file's bytes once (``cohortlab run`` loads
+    the cohort in several stages). Nothing is kept past the block: every
+    command verifies content afresh, so bit rot between commands is found (a
+    cache kept across runs and keyed by size, time and inode would not see it,
+    since bit rot changes none of them). Nested blocks share the outer one.
+    """
+    if _VERIFIED.get() is not None:
+        yield
+        return
+    token = _VERIFIED.set(set())
+    try:
+        yield
+    finally:
+        _VERIFIED.reset(token)
 
 
 def verify_instance_file(
-    path: str | Path, stamp: FileStamp | None, n_instances: int | None = None
+    path: str | Path, stamp: FileStamp | None, n_instances: int | None = None, source_id: str | None = None
 ) -> tuple[str | None, FileStamp | None]:
-    """Whether an instance file is still the one recorded: ``(problem or None, stamp to record or None)``.
+    """Whether an instance file is still the one recorded, by content: ``(problem or None, stamp to record or None)``.
 
-    With a recorded stamp, equal size and modification time are trusted (a
-    ``stat``); when only the time differs (a copy, a ``touch``) the sha256 is
-    compared, and on a match the fresh stamp is returned so that the next check
-    is a ``stat`` again. Without one (rows of an older store), the footer and
-    row count are checked and the file's stamp is returned to be recorded.
+    With a recorded stamp, the cheap checks (:func:`check_instance_file`,
+    ``source_id`` included when given) are followed by the sha256 of the whole
+    file against the recorded one, whatever the modification time says (bit
+    rot keeps it). When the bytes match but the time differs (a copy, a
+    ``touch``), the fresh stamp is returned to be recorded. Without one (rows
+    of an older store), every page is decoded and the row count compared, and
+    the file's stamp is returned to be recorded.
     """
-    if stamp is not None:
-        try:
-            st = os.stat(path)
-        except OSError:
-            st = None
-        if st is not None and (st.st_size, st.st_mtime_ns) == (stamp.bytes, stamp.mtime_ns):
-            return None, None
-        problem = check_instance_file(path, stamp.bytes)
-        if problem is not None:
-            return problem, None
-        fresh = stamp_file(path)
-        if fresh.checksum != stamp.checksum:
-            return "not the file that was written (sha256 differs)", None
-        return None, fresh
-    problem = check_instance_file(path)
+    problem = check_instance_file(path, stamp.bytes if stamp is not None else None, source_id)
     if problem is not None:
         return problem, None
-    rows = pq.read_metadata(path).num_rows
-    if n_instances is not None and rows != n_instances:
-        return f"not the file recorded ({rows} instances, {n_instances} recorded)", None
-    return None, stamp_file(path)
+    if stamp is None:
+        try:
+            rows = pq.read_table(path).num_rows  # decodes every page: the file reads
+        except Exception as exc:
+            return _unreadable(exc), None
+        if n_instances is not None and rows != n_instances:
+            return f"not the file recorded ({rows} instances, {n_instances} recorded)", None
+        return None, stamp_file(path)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})", None
+    key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, stamp.checksum)
+    seen = _VERIFIED.get()
+    if seen is None or key not in seen:
+        try:
+            digest = sha256_file(path)
+        except OSError as exc:
+            return f"unreadable ({exc.strerror or exc})", None
+        if digest != stamp.checksum:
+            return "not the file that was written (sha256 differs)", None
+        if seen is not None:
+            seen.add(key)
+    fresh = FileStamp(stamp.checksum, st.st_size, st.st_mtime_ns)
+    return None, (None if fresh == stamp else fresh)
+
+
+def _workers(n: int) -> int:
+    # hashing and Parquet reads release the GIL: a few threads use the cores (and the disk's queue)
+    return max(1, min(8, os.cpu_count() or 1, n))
 
 
 def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
@@ -320,55 +489,115 @@ def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool
     ))
 
 
-def _done_files(con: duckdb.DuckDBPyConnection, feature_set: str | None = None) -> list[tuple[Any, ...]]:
-    # a read-only connection to a store of schema 1 (not migrated) has no recorded sizes
-    size = "file_bytes" if _has_column(con, "embed_items", "file_bytes") else "NULL::BIGINT"
+@dataclass(frozen=True)
+class DoneFile:
+    """A done ``embed_items`` row's instance file as recorded: path relative to the store's folder, and its stamp."""
+
+    feature_set: str
+    source_id: str
+    path: str
+    n_instances: int | None
+    file_bytes: int | None
+    stamp: FileStamp | None  # None in rows written before checksums were recorded
+
+
+def done_files(con: duckdb.DuckDBPyConnection, feature_set: str | None = None) -> list[DoneFile]:
+    """The done items' instance files as ``embed_items`` records them, ordered by feature set and source."""
+    # a read-only connection to a store of schema 1 (not migrated) has no recorded stamps
+    cols = ("checksum", "file_bytes", "file_mtime_ns") if _has_column(con, "embed_items", "file_bytes") \
+        else ("NULL::VARCHAR", "NULL::BIGINT", "NULL::BIGINT")
     sql = (
-        f"SELECT feature_set, source_id, path, {size} FROM embed_items "
+        f"SELECT feature_set, source_id, path, n_instances, {', '.join(cols)} FROM embed_items "
         "WHERE status = 'done' AND path IS NOT NULL"
     )
     params: list[Any] = []
     if feature_set is not None:
         sql += " AND feature_set = ?"
         params.append(feature_set)
-    return con.execute(sql + " ORDER BY feature_set, source_id", params).fetchall()
+    out = []
+    for fs, sid, rel, n, checksum, size, mtime in con.execute(sql + " ORDER BY feature_set, source_id", params).fetchall():
+        stamp = FileStamp(checksum, int(size), int(mtime)) if checksum is not None and size is not None \
+            and mtime is not None else None
+        out.append(DoneFile(fs, sid, rel, n, size, stamp))
+    return out
+
+
+def check_done_files(
+    base: str | Path, files: Sequence[DoneFile], content: bool | Collection[str] = False
+) -> list[tuple[str | None, FileStamp | None]]:
+    """Check done items' instance files in parallel threads: per file ``(problem or None, fresh stamp or None)``.
+
+    Every file is checked to be in its feature set's folder (the ``instances``
+    view takes the feature set from it) and to hold its own ``source_id``.
+    ``content`` (``True``, or the feature sets to verify so) adds the sha256
+    check of :func:`verify_instance_file`; other files get the cheap check of
+    :func:`check_instance_file` (size and footer).
+    """
+    root = Path(base)
+
+    def one(f: DoneFile) -> tuple[str | None, FileStamp | None]:
+        if Path(f.path).parent.name != f"feature_set={f.feature_set}":
+            return f"not in the folder of feature set {f.feature_set}", None
+        if content is True or (not isinstance(content, bool) and f.feature_set in content):
+            return verify_instance_file(root / f.path, f.stamp, f.n_instances, f.source_id)
+        return check_instance_file(root / f.path, f.file_bytes, f.source_id), None
+
+    workers = _workers(len(files))
+    if workers == 1:
+        return [one(f) for f in files]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cohortlab-verify") as pool:
+        # each task runs in a copy of this context: a verified_once() block reaches the threads
+        futures = [pool.submit(copy_context().run, one, f) for f in files]
+        return [fut.result() for fut in futures]
 
 
 def unreadable_instances(
-    con: duckdb.DuckDBPyConnection, path: str | Path | None = None, feature_set: str | None = None
+    con: duckdb.DuckDBPyConnection, path: str | Path | None = None, feature_set: str | None = None,
+    content: bool | Collection[str] = False,
 ) -> list[InstanceProblem]:
-    """Done items whose instance file is missing, unreadable or not the size recorded (see :func:`check_instance_file`).
+    """Done items whose instance file is missing, unreadable, another source's or (``content``) not the file written.
 
+    See :func:`check_done_files`: without ``content`` only sizes and footers
+    are read; with it (``True``, or some feature sets) every byte is hashed.
     These are the files the ``instances`` view leaves out; ``cohortlab embed``
     embeds their sources again.
     """
     base = store_dir(path if path is not None else con)
-    out = []
-    for fs, sid, rel, size in _done_files(con, feature_set):
-        reason = check_instance_file(base / rel, size)
-        if reason is not None:
-            out.append(InstanceProblem(fs, sid, rel, reason))
-    return out
+    files = done_files(con, feature_set)
+    return [InstanceProblem(f.feature_set, f.source_id, f.path, reason)
+            for f, (reason, _) in zip(files, check_done_files(base, files, content)) if reason is not None]
 
 
-def refresh_instances_view(con: duckdb.DuckDBPyConnection, path: str | Path | None = None) -> list[InstanceProblem]:
-    """(Re)create the temporary ``instances`` view over done instance files.
+LEFT_OUT_TABLE = "instances_left_out"
+"""TEMP table beside the ``instances`` view: the done items' files it leaves out (feature_set, source_id, path, reason)."""
 
-    Files that cannot be read (see :func:`unreadable_instances`) are left out
-    and logged as a warning, so one damaged file does not stop every query;
-    they are returned so that a caller can show them.
+
+def refresh_instances_view(
+    con: duckdb.DuckDBPyConnection, path: str | Path | None = None, content: bool | Collection[str] = False
+) -> list[InstanceProblem]:
+    """(Re)create the temporary ``instances`` view over done instance files that pass their check.
+
+    Files that fail (see :func:`unreadable_instances`; ``content`` as there)
+    are left out, listed in the TEMP table ``instances_left_out`` (so that
+    coverage counts their patients as missing) and logged as a warning, so
+    one damaged file does not stop every query; they are returned so that a
+    caller can show them.
     """
     base = store_dir(path if path is not None else con)
+    done = done_files(con)
     files: list[str] = []
     problems: list[InstanceProblem] = []
-    for fs, sid, rel, size in _done_files(con):
-        reason = check_instance_file(base / rel, size)
+    for f, (reason, _) in zip(done, check_done_files(base, done, content)):
         if reason is None:
-            files.append(str(base / rel))
+            files.append(str(base / f.path))
         else:
-            problems.append(InstanceProblem(fs, sid, rel, reason))
+            problems.append(InstanceProblem(f.feature_set, f.source_id, f.path, reason))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {LEFT_OUT_TABLE} "
+                "(feature_set VARCHAR, source_id VARCHAR, path VARCHAR, reason VARCHAR)")
     if problems:
-        more = f"; and {len(problems) - 10} more (cohortlab features)" if len(problems) > 10 else ""
+        con.executemany(f"INSERT INTO {LEFT_OUT_TABLE} VALUES (?, ?, ?, ?)",
+                        [[p.feature_set, p.source_id, p.path, p.reason] for p in problems])
+        more = f"; and {len(problems) - 10} more (cohortlab verify)" if len(problems) > 10 else ""
         log.warning(
             "%d instance file(s) left out of the instances view (run `cohortlab embed` to embed them again): %s%s",
             len(problems), "; ".join(str(p) for p in problems[:10]), more,
@@ -382,6 +611,16 @@ def refresh_instances_view(con: duckdb.DuckDBPyConnection, path: str | Path | No
         f"tissue_fraction, embedding FROM read_parquet([{listing}], hive_partitioning = true, union_by_name = true)"
     )
     return problems
+
+
+def left_out_instances(con: duckdb.DuckDBPyConnection) -> list[InstanceProblem]:
+    """The files the connection's ``instances`` view leaves out, as its last refresh found them (none before one)."""
+    exists = _scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = ?", [LEFT_OUT_TABLE])
+    if not exists:
+        return []
+    rows = con.execute(f"SELECT feature_set, source_id, path, reason FROM temp.main.{LEFT_OUT_TABLE} "
+                       "ORDER BY feature_set, source_id").fetchall()
+    return [InstanceProblem(*r) for r in rows]
 
 
 def write_instances(path: str | Path, frame: pl.DataFrame) -> Path:
@@ -644,6 +883,46 @@ def failed_items(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
         "SELECT feature_set, source_id, patient_id, error FROM embed_items WHERE status = 'failed' "
         "ORDER BY feature_set, source_id",
     )
+
+
+def record_model_artifacts(con: duckdb.DuckDBPyConnection, model: str, digests: Mapping[str, str]) -> None:
+    """Replace the sha256 of every file of ``model``'s folder (``file -> hex digest``) in one transaction.
+
+    The store is the trust anchor of a model folder: a file is read back only if its digest matches the one
+    recorded here when ``cohortlab fit`` wrote it (:mod:`analytics.models.persist`).
+    """
+    recorded_at = _now()
+    with transaction(con):
+        con.execute("DELETE FROM model_artifacts WHERE model = ?", [model])
+        if digests:
+            con.executemany("INSERT INTO model_artifacts VALUES (?, ?, ?, ?)",
+                            [[model, name, digest, recorded_at] for name, digest in sorted(digests.items())])
+
+
+def model_artifacts(con: duckdb.DuckDBPyConnection, model: str) -> dict[str, str]:
+    """The sha256 recorded for each file of ``model``'s folder (empty: none recorded, e.g. a store migrated from
+    schema 3, or a read-only connection to a store not migrated yet)."""
+    has_table = _scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' "
+                             "AND table_name = 'model_artifacts'")
+    if not has_table:
+        return {}
+    rows = con.execute("SELECT file, sha256 FROM model_artifacts WHERE model = ? ORDER BY file", [model]).fetchall()
+    return {str(f): str(d) for f, d in rows}
+
+
+def recorded_model_artifacts(path: str | Path, model: str, wait_s: float = 60.0) -> dict[str, str]:
+    """:func:`model_artifacts` of the store at ``path``, opened read-only (and without the ``instances`` view:
+    nothing else is read). Waits up to ``wait_s`` seconds while another process writes the store."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path}: no store here (run `cohortlab ingest` first)")
+    con = _open(path, True, wait_s, share_writer=True)
+    try:
+        if _version(con) is None:
+            raise StoreError(f"{path}: not a cohortlab store (no schema version)")
+        return model_artifacts(con, model)
+    finally:
+        con.close()
 
 
 def read_predictions(con: duckdb.DuckDBPyConnection, model: str | None = None) -> pl.DataFrame:

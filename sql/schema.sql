@@ -119,3 +119,13 @@ CREATE TABLE IF NOT EXISTS metrics (
     method    VARCHAR,
     PRIMARY KEY (model, split, metric)
 );
+
+-- sha256 of every file of a fitted model's folder (models/<model>/), recorded by fit and checked
+-- before anything in the folder is read back.
+CREATE TABLE IF NOT EXISTS model_artifacts (
+    model       VARCHAR NOT NULL,
+    file        VARCHAR NOT NULL,   -- the file's name inside the folder
+    sha256      VARCHAR NOT NULL,
+    recorded_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (model, file)
+);

@@ -15,9 +15,12 @@ Running one:
   view that does not bind on this store (it names a column the store lacks) is
   skipped and named in the error of any cohort that then fails to find it.
 * The file must hold exactly one SELECT (``WITH`` / ``FROM`` / ``VALUES`` are
-  SELECTs); anything else (INSERT, CREATE, DROP, COPY, ATTACH, SET, ...) is
-  refused before it runs (EXPLAIN ANALYZE too: it runs what it explains), and
-  the read-only connection refuses writes anyway.
+  SELECTs) whose parse tree holds only query nodes at any depth; anything else
+  (INSERT, CREATE, DROP, COPY, ATTACH, SET, ..., or a COPY or data change
+  inside a CTE) is refused before it runs (EXPLAIN ANALYZE too: it runs what it
+  explains); a plan that writes is refused too, and the read-only connection
+  refuses writes to the store anyway. ``[sql]`` in study.toml bounds each
+  statement's time and memory; Ctrl-C stops one.
 * Named parameters (``$min_age``, ``$centers`` a list) are bound by DuckDB,
   never pasted into the text. Values come from ``study.toml``
   (``[cohort] params``, applied to the study's own cohort) overlaid by the
@@ -56,7 +59,7 @@ from analytics.cohort.features import (
     read_block,
 )
 from analytics.cohort.files import cohort_dirs, cohort_name, cohort_params, find_cohort, view_files
-from analytics.cohort.frame import Cohort, build_cohort, cohort_overview, load_cohort
+from analytics.cohort.frame import Cohort, build_cohort, cohort_overview, load_cohort, verify_instances
 from analytics.cohort.sql import Session, create_views, read_only, run_select, run_sql
 
 __all__ = [
@@ -84,5 +87,6 @@ __all__ = [
     "run_select",
     "run_sql",
     "sandbox",
+    "verify_instances",
     "view_files",
 ]

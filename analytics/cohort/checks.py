@@ -18,9 +18,18 @@ def _rows(mask: pl.Series | Sequence[bool], ids: Sequence[Any]) -> str:
     return ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
 
 
-def _binary(frame: pl.DataFrame, col: str, source: str) -> pl.Series:
+def _binary(frame: pl.DataFrame, col: str, source: str, outcome_elsewhere: bool = False) -> pl.Series:
+    """``col`` as 0/1/NULL (Int8). ``outcome_elsewhere``: the cohort has time and event, so a label NULL for
+    every patient is allowed (a survival cohort)."""
     s = frame[col]
     ids = frame["patient_id"].to_list()
+    if s.null_count() == len(s) and not outcome_elsewhere:  # `NULL AS label` types as Null, not a number
+        raise CohortError(
+            f"{source}: column {col} is NULL for every patient ({len(s)} rows): the cohort has no outcome; "
+            f"return {col} as 0/1" + (" (or time and event for a survival cohort)" if col == "label" else "")
+        )
+    if s.dtype == pl.Null:
+        return s.cast(pl.Int8)
     if s.dtype == pl.Boolean:
         return s.cast(pl.Int8)
     if not s.dtype.is_numeric():
@@ -71,14 +80,19 @@ def check_cohort(frame: pl.DataFrame, source: str, known_ids: pl.Series | None =
     if "center" in frame.columns and frame["center"].null_count():
         raise CohortError(f"{source}: column center is NULL in {_rows(frame['center'].is_null(), ids)}")
     frame = frame.with_columns(pid.alias("patient_id"))
-    cols: dict[str, pl.Series] = {"label": _binary(frame, "label", source)}
+    cols: dict[str, pl.Series] = {"label": _binary(frame, "label", source, outcome_elsewhere=survival)}
     if "event" in frame.columns:
         cols["event"] = _binary(frame, "event", source)
     if "time" in frame.columns:
         t = frame["time"]
         if not t.dtype.is_numeric():
             raise CohortError(f"{source}: column time must be numeric, not {t.dtype}")
-        t = t.cast(pl.Float64).fill_nan(None)
+        t = t.cast(pl.Float64)
+        # inf, -inf and NaN are no follow-up time (NaN is not silently a missing value either)
+        infinite = (~t.is_finite()).fill_null(False)
+        if infinite.any():
+            vals = [v for v, b in zip(t.to_list(), infinite) if b][:5]
+            raise CohortError(f"{source}: column time must be a finite number; found {vals} in {_rows(infinite, ids)}")
         neg = (t < 0).fill_null(False)
         if neg.any():
             raise CohortError(f"{source}: column time must not be negative: {_rows(neg, ids)}")

@@ -230,16 +230,23 @@ _META_SCHEMA: dict[str, Any] = {
 
 
 def feature_coverage(con: duckdb.DuckDBPyConnection, patient_ids: Sequence[str], refs: Sequence[str]) -> pl.DataFrame:
-    """For each ``feature_set:pooling`` (or ``feature_set:instances``), how many patients have it and who lacks it."""
+    """For each ``feature_set:pooling`` (or ``feature_set:instances``), how many patients have it and who lacks it.
+
+    A patient has ``feature_set:instances`` when one of its done sources has an
+    instance file that the connection's ``instances`` view reads: a file left
+    out (missing, damaged, another source's; see
+    :func:`pipeline.store.refresh_instances_view`) counts as missing.
+    """
+    left_out = {(p.feature_set, p.source_id) for p in store.left_out_instances(con)}
     _register_ids(con, patient_ids)
     rows = []
     try:
         for ref in refs:
             fs, pooling = feature_key(ref)
             if pooling == "instances":
-                sql = (f"SELECT DISTINCT patient_id FROM embed_items JOIN {_IDS_TABLE} USING (patient_id) "
+                sql = (f"SELECT DISTINCT patient_id, source_id FROM embed_items JOIN {_IDS_TABLE} USING (patient_id) "
                        "WHERE feature_set = $fs AND status = 'done'")
-                have = {r[0] for r in con.sql(sql, params={"fs": fs}).fetchall()}
+                have = {r[0] for r in con.sql(sql, params={"fs": fs}).fetchall() if (fs, r[1]) not in left_out}
             else:
                 sql = (f"SELECT patient_id FROM patient_features JOIN {_IDS_TABLE} USING (patient_id) "
                        "WHERE feature_set = $fs AND pooling = $pooling")

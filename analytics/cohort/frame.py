@@ -67,6 +67,11 @@ class Cohort:
         The store read.
     views
         ``name -> SQL`` of the views created for the cohort.
+    left_out
+        Instance files the store's ``instances`` view left out when the cohort
+        was loaded (missing, damaged, another source's, or not the file written),
+        as :class:`pipeline.store.InstanceProblem`: their sources are absent from
+        the bags, and their patients count as missing there.
     """
 
     name: str
@@ -81,6 +86,7 @@ class Cohort:
     feature_sets: dict[str, dict[str, Any]] = field(default_factory=dict)
     store_path: Path | None = None
     views: dict[str, str] = field(default_factory=dict)
+    left_out: tuple[store.InstanceProblem, ...] = ()
 
     # --- patients and outcomes
     def __len__(self) -> int:
@@ -181,6 +187,7 @@ class Cohort:
         if self.store_path is None:
             raise CohortError(f"cohort {self.name}: no store to read bags from")
         with read_only(self.store_path) as session:
+            verify_instances(session, self.store_path, [feature_set])
             return read_bags(session.con, feature_set, self.patient_ids)
 
     # --- clinical
@@ -358,6 +365,20 @@ def build_cohort(
     return _handle_missing(cohort, on_missing, split)
 
 
+def verify_instances(session: Session, store_path: Path, feature_sets: Sequence[str]) -> tuple[store.InstanceProblem, ...]:
+    """Verify the content of ``feature_sets``' instance files before they are read; the files left out.
+
+    The session's ``instances`` view is made again over the files whose
+    sha256 and ``source_id`` match their ``embed_items`` rows
+    (:func:`pipeline.store.refresh_instances_view`); the other feature sets
+    keep the cheap check (size and footer) the session was opened with. Each
+    file left out is logged as a warning.
+    """
+    if feature_sets:
+        store.refresh_instances_view(session.con, store_path, content=set(feature_sets))
+    return tuple(store.left_out_instances(session.con))
+
+
 def _handle_missing(cohort: Cohort, on_missing: str, split: SplitSection) -> Cohort:
     lacking = {k: v for k, v in cohort.missing.items() if v}
     if not lacking:
@@ -418,16 +439,22 @@ def load_cohort(
     Returns
     -------
     Cohort
+        With :attr:`Cohort.left_out`: the instance files left out. The files
+        of ``bags`` are verified by content (sha256 and ``source_id``, see
+        :func:`verify_instances`) before they are read; the others by size and
+        footer.
     """
     name = cohort_name(study, name)
     file = find_cohort(study, name)
     bound = cohort_params(study, name, params)
     views = view_files(study)
-    with read_only(study.store_path, views, [study.root]) as session:
-        return build_cohort(
+    with read_only(study.store_path, views, [study.root], study.sql) as session:
+        left_out = verify_instances(session, study.store_path, bags)
+        cohort = build_cohort(
             session, file, bound, split or study.split, name=Path(name).stem, features=features, bags=bags,
             on_missing=on_missing, views=views, store_path=study.store_path,
         )
+    return replace(cohort, left_out=left_out)
 
 
 def cohort_overview(
@@ -450,14 +477,19 @@ def cohort_overview(
         The checked, split cohort (no feature blocks or bags loaded).
     coverage
         :func:`~analytics.cohort.features.feature_coverage` of every
-        ``feature_set:pooling`` and ``feature_set:instances`` in ``study.toml``.
+        ``feature_set:pooling`` and ``feature_set:instances`` in ``study.toml``;
+        the instance files of every feature set are verified by content first
+        (:func:`verify_instances`), and a patient whose files are all left out
+        counts as missing ``feature_set:instances``.
     """
     name = cohort_name(study, name)
     file = find_cohort(study, name)
     views = view_files(study)
-    with read_only(study.store_path, views, [study.root]) as session:
+    with read_only(study.store_path, views, [study.root], study.sql) as session:
+        left_out = verify_instances(session, study.store_path, [f.name for f in study.feature_sets])
         cohort = build_cohort(session, file, cohort_params(study, name, params), study.split,
                               name=Path(name).stem, views=views, store_path=study.store_path)
+        cohort = replace(cohort, left_out=left_out)
         refs = [f"{f.name}:{p}" for f in study.feature_sets for p in f.pooling]
         refs += [f"{f.name}:instances" for f in study.feature_sets]
         coverage = feature_coverage(session.con, cohort.patient_ids, refs)

@@ -17,7 +17,7 @@ import numpy as np
 
 from analytics.explain.heatmaps import CMAP, rank_normalise
 from analytics.explain.plots import FONT, save
-from analytics.figures import new_figure
+from analytics.figures import literal, new_figure
 
 MAX_SLICES = 12
 
@@ -84,5 +84,5 @@ def slice_strip(image: np.ndarray, mask: np.ndarray, z: Sequence[int], attention
     bar_ax.tick_params(labelsize=FONT - 2)
     for side in ("top", "right"):
         bar_ax.spines[side].set_visible(False)
-    fig.suptitle(title, fontsize=FONT + 1)
+    fig.suptitle(literal(title), fontsize=FONT + 1)
     return save(fig, path), show

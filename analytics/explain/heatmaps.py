@@ -20,7 +20,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from analytics.explain.plots import FONT, save
-from analytics.figures import DPI, new_figure
+from analytics.figures import DPI, literal, new_figure
 from pipeline import wsi
 
 CMAP = "inferno"
@@ -102,7 +102,7 @@ def plot_heatmap(overlay: np.ndarray, path: Path, title: str, mask: np.ndarray |
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     ax.set_axis_off()
-    ax.set_title(title, fontsize=FONT)
+    ax.set_title(literal(title), fontsize=FONT)
     cax = fig.add_axes(((margin + img_w_in + 0.2) / fig_w, bottom / fig_h, 0.15 / fig_w, img_h_in / fig_h))
     bar = fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps[cmap]), cax=cax, ticks=[0, 0.5, 1])
     bar.ax.set_yticklabels(["lowest", "median", "highest"], fontsize=FONT - 1)

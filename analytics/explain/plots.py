@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from analytics.explain.grouping import importance
 from analytics.explain.shap_values import ShapExplanation
-from analytics.figures import new_figure, save_png
+from analytics.figures import literal, new_figure, save_png
 from pipeline import atomic
 
 POSITIVE = "#c0392b"  # pushes towards the positive class
@@ -120,9 +120,9 @@ def beeswarm(expl: ShapExplanation, path: Path, title: str, max_display: int = 1
                        linewidths=0, zorder=3)
     ax.axvline(0, color="#555555", lw=0.8, zorder=1)
     ax.set_yticks(range(n_rows))
-    ax.set_yticklabels([_short(expl.grouping.label(expl.features[j])) for j in top[::-1]], fontsize=FONT)
+    ax.set_yticklabels([literal(_short(expl.grouping.label(expl.features[j]))) for j in top[::-1]], fontsize=FONT)
     ax.set_xlabel(axis_label(expl.space), fontsize=FONT)
-    ax.set_title(title, fontsize=FONT + 1)
+    ax.set_title(literal(title), fontsize=FONT + 1)
     ax.tick_params(axis="x", labelsize=FONT)
     ax.set_ylim(-0.7, n_rows - 0.3)
     for side in ("top", "right"):
@@ -154,9 +154,9 @@ def bar(names: Sequence[str], values: np.ndarray, path: Path, title: str, xlabel
     for yy, v in zip(y, values[order]):
         ax.text(v, yy, f" {v:.3g}", va="center", fontsize=FONT - 1)
     ax.set_yticks(y)
-    ax.set_yticklabels([_short(names[i]) for i in order], fontsize=FONT)
+    ax.set_yticklabels([literal(_short(names[i])) for i in order], fontsize=FONT)
     ax.set_xlabel(xlabel, fontsize=FONT)
-    ax.set_title(title, fontsize=FONT + 1)
+    ax.set_title(literal(title), fontsize=FONT + 1)
     ax.tick_params(axis="x", labelsize=FONT)
     ax.set_xlim(0, (values[order].max() if n else 1) * 1.18 or 1)
     for side in ("top", "right"):
@@ -187,9 +187,9 @@ def waterfall(expl: ShapExplanation, row: int, path: Path, title: str, max_displ
     ax.axvline(base, color="#777777", lw=0.8, ls="--")
     ax.axvline(start, color="#222222", lw=0.8)
     ax.set_yticks(range(len(items)))
-    ax.set_yticklabels([t for t, _ in items], fontsize=FONT)
+    ax.set_yticklabels([literal(t) for t, _ in items], fontsize=FONT)
     ax.set_xlabel(f"{expl.space}: base value {base:.3g} -> output {start:.3g}", fontsize=FONT)
-    ax.set_title(title, fontsize=FONT + 1)
+    ax.set_title(literal(title), fontsize=FONT + 1)
     ax.tick_params(axis="x", labelsize=FONT)
     lo = min(base, start, *(base + np.cumsum([v for _, v in items])))
     hi = max(base, start, *(base + np.cumsum([v for _, v in items])))

@@ -179,9 +179,9 @@ def _predictions(study: Study, names: Sequence[str]) -> dict[str, pl.DataFrame]:
     out = {}
     for name in names:
         folder = study.models_dir / name
-        if read_manifest(folder) is None:
+        if read_manifest(folder, study.store_path) is None:
             raise ExplainError(f"model '{name}' (an input) is not fitted: no complete {folder}; run `cohortlab fit`")
-        out[name] = read_predictions(folder)
+        out[name] = read_predictions(folder, study.store_path)
     return out
 
 
@@ -280,7 +280,7 @@ def _shap_model(ctx: _Context, fitted: FittedModel, patients: Sequence[str] | No
     err = expl.additivity_error()
     if err > ADDITIVITY_TOLERANCE:
         notes.append(f"{name}: SHAP values miss additivity by {err:.2e} ({expl.space})")
-    saved = read_predictions(fitted.path)
+    saved = fitted.predictions()
     gap = _compare_scores(expl, saved, name)
     if gap:
         notes.append(gap)
@@ -303,10 +303,10 @@ def _mil_model(study: Study, fitted: FittedModel, patients: Sequence[str] | None
 
     name = fitted.spec.name
     path = fitted.path / ATTENTION
-    if not path.exists():
+    attention = fitted.frame(ATTENTION)  # the bytes checked against the store when the model was loaded
+    if attention is None:
         notes.append(f"{name}: no attention weights saved ({path})")
         return mf.ModelOutputs()
-    attention = pl.read_parquet(path)
     fs = mil_feature_set(fitted.spec)
     con = store.connect(study.store_path, read_only=True)
     try:
@@ -317,7 +317,7 @@ def _mil_model(study: Study, fitted: FittedModel, patients: Sequence[str] | None
         sources = sources_by_id(list_sources(con, study, record["modality"]))
     finally:
         con.close()
-    chosen = {p: "chosen" for p in patients} if patients else default_patients(read_predictions(fitted.path))
+    chosen = {p: "chosen" for p in patients} if patients else default_patients(fitted.predictions())
     run = mil_outputs(name, attention, chosen, sources, record["modality"], feature_set_params(record), out_dir,
                       settings.top_k)
     notes += run.notes
@@ -401,7 +401,7 @@ def explain(
             t0 = time.perf_counter()
             summary = ModelSummary(spec.name, spec.kind, "not fitted")
             result.models.append(summary)
-            fit_manifest = read_manifest(study.models_dir / spec.name)
+            fit_manifest = read_manifest(study.models_dir / spec.name, study.store_path)
             if fit_manifest is None:
                 result.notes.append(f"{spec.name}: not fitted (run `cohortlab fit`); nothing to explain")
                 continue
@@ -418,7 +418,7 @@ def explain(
                 summary.status = "not explained"
                 result.notes.append(f"{spec.name}: a {spec.kind} model of a survival endpoint; no SHAP explanation")
                 continue
-            fitted = load_model(study.models_dir / spec.name)
+            fitted = load_model(study.models_dir / spec.name, study.store_path)
             notes: list[str] = []
             with atomic.staged_dir(folder / spec.name) as tmp:
                 if spec.kind in ("mil", "mil_cox"):

@@ -200,6 +200,35 @@ class EarlyStoppedXGB(ClassifierMixin, BaseEstimator):
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.booster_.predict(np.asarray(X, dtype=np.float32))
 
+    # saved (analytics.models.persist) with the booster as XGBoost's own JSON, rebuilt on load: the file
+    # holds data only, never an XGBoost object for a loader to trust
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        booster = state.pop("booster_", None)
+        if booster is not None:
+            state["booster_json_"] = xgboost_json(booster)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        raw = state.pop("booster_json_", None)
+        super().__setstate__(state)
+        if raw is not None:
+            self.booster_ = from_xgboost_json(self._booster(int(state["best_rounds_"]), None), raw)
+
+
+def xgboost_json(model: Any) -> str:
+    """A fitted XGBoost scikit-learn model's booster as XGBoost's own JSON (trees, parameters, base score)."""
+    return bytes(model.get_booster().save_raw(raw_format="json")).decode("utf-8")
+
+
+def from_xgboost_json(model: Any, raw: str) -> Any:
+    """``model`` (an unfitted XGBoost scikit-learn model) with the booster of :func:`xgboost_json` loaded."""
+    if not isinstance(raw, str):
+        raise ValueError("an XGBoost booster is saved as JSON text")
+    model.load_model(bytearray(raw.encode("utf-8")))
+    return model
+
 
 class RowStablePCA(PCA):
     """PCA whose projection of a row does not depend on the other rows scored with it.

@@ -197,6 +197,19 @@ class SurvivalModel:
             self.base_times_, self.base_hazard_ = breslow(self.risk(X), time, event)
         return self
 
+    # saved (analytics.models.persist) with an XGBoost booster as XGBoost's own JSON, rebuilt on load
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self.kind == "xgboost_cox" and state.get("estimator_") is not None:
+            state["estimator_"] = classical.xgboost_json(state["estimator_"])
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.kind == "xgboost_cox" and isinstance(state.get("estimator_"), str):
+            self.estimator_ = classical.from_xgboost_json(_estimator(self.kind, self.params, self.seed),
+                                                          state["estimator_"])
+
     def risk(self, X: np.ndarray) -> np.ndarray:
         """Risk score: the linear predictor (Cox-type), the ensemble cumulative hazard (forest)."""
         if self.kind in ("cox", "coxnet"):

@@ -470,7 +470,7 @@ def r2_cs_from_auc(auc: float, prevalence: float, n: int = 1_000_000, seed: int 
     Parameters
     ----------
     auc : float
-        C statistic in (0.5, 1).
+        C statistic in (0.5, 1); at or below 0.5 a ValueError says that it implies no explained variation.
     prevalence : float
     n : int
         Size of the simulated data set.
@@ -493,8 +493,13 @@ def r2_cs_from_auc(auc: float, prevalence: float, n: int = 1_000_000, seed: int 
     0.001 at n = 10^6), not digit for digit.
     """
     auc = float(auc)
-    if not 0.5 < auc < 1.0:
+    if math.isnan(auc):
+        raise ValueError("the AUC is undefined (NaN): no explained variation to derive a sample size from")
+    if not 0.0 <= auc < 1.0:
         raise ValueError(f"auc must lie in (0.5, 1), got {auc}")
+    if auc <= 0.5:
+        raise ValueError(f"auc must lie in (0.5, 1), got {auc:.4g}: an AUC at or below 0.5 implies no explained "
+                         "variation (Cox-Snell R^2 of 0), so no sample size can be derived from it")
     prevalence = _prevalence_ok(prevalence)
     n0 = int(round(prevalence * n))
     n1 = int(round((1.0 - prevalence) * n))
@@ -565,6 +570,14 @@ def sample_size(
     -------
     SampleSize
 
+    Raises
+    ------
+    ValueError
+        For an invalid argument, and when the anticipated model explains no
+        variation: an R^2cs at or below 0 or undefined, an AUC at or below 0.5,
+        or an R^2cs so small that the shrinkage of criterion 2 rounds to 0 (an
+        AUC within about 0.003 of 0.5). The message says which.
+
     Notes
     -----
     1. ``n = P / ((S - 1) ln(1 - R2cs / S))``.
@@ -584,7 +597,12 @@ def sample_size(
     else:
         r2 = float(r2_cs)
         auc = None
-    if not 0.0 < r2 < 1.0:
+    if not math.isfinite(r2):
+        raise ValueError(f"r2_cs is undefined ({r2}): no explained variation to derive a sample size from")
+    if r2 <= 0.0:
+        raise ValueError(f"r2_cs = {r2:.4g} (at or below 0) means no explained variation: no sample size can "
+                         "be derived from it")
+    if r2 >= 1.0:
         raise ValueError(f"r2_cs must lie in (0, 1), got {r2}")
     shrinkage = float(shrinkage)
     if not 0.0 < shrinkage < 1.0:
@@ -598,6 +616,11 @@ def sample_size(
         raise ValueError(f"r2_cs ({r2:.4g}) exceeds the largest possible Cox-Snell R^2 ({max_r2}) "
                          f"at prevalence {prevalence}")
     s2 = round(r2 / (r2 + float(r2_difference) * max_r2), 3)
+    if s2 <= 0.0:
+        # pmsampsize's rounding to 3 decimals leaves no shrinkage: criterion 2 (and formula 1) is undefined
+        what = f"an AUC of {auc:.4g}" if auc is not None else f"r2_cs = {r2:.3g}"
+        raise ValueError(f"{what} implies almost no explained variation (R^2cs {r2:.2g}): the shrinkage of "
+                         f"criterion 2 rounds to 0, so no sample size can be derived from it")
     n2 = _n_for_shrinkage(parameters, r2, s2)
     # 1.96, not Phi^-1(0.975): the paper's and pmsampsize's constant
     n3 = int(math.ceil((1.96 / float(margin)) ** 2 * prevalence * (1.0 - prevalence)))

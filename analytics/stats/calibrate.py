@@ -217,6 +217,33 @@ def _smooth(prob: np.ndarray, y: np.ndarray, at: np.ndarray, span: float,
     return fit[np.searchsorted(knots, at)]
 
 
+RECALIBRATION_UNDEFINED = "recalibration intercept and slope not defined"
+
+
+def _recalibration(lp: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """``a'`` and ``b`` of ``logit P(y=1) = a' + b lp``; NaN, with a RuntimeWarning saying why, when the fit is
+    singular or does not converge (a finite value it stopped at would be a number with no meaning)."""
+    why = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if np.ptp(lp) == 0:  # no slope to estimate; solve() may still return one from rounding errors
+                raise ValueError("constant predictions")
+            b = logistic_fit(np.column_stack([np.ones(lp.size), lp]), y)
+        except ValueError:
+            why = ("the logistic recalibration fit is singular (the predictions are constant, or separate the "
+                   "classes)")
+    if why is None and any("did not converge" in str(w.message) for w in caught):
+        why = "the logistic recalibration fit did not converge (the predictions separate the classes)"
+    for w in caught:
+        if "did not converge" not in str(w.message):
+            warnings.warn(w.message, w.category, stacklevel=3)
+    if why is not None:
+        warnings.warn(f"{RECALIBRATION_UNDEFINED}: {why}", RuntimeWarning, stacklevel=3)
+        return float("nan"), float("nan")
+    return float(b[0]), float(b[1])
+
+
 def calibration(
     y: ArrayLike, prob: ArrayLike, *, span: float = 0.75, max_points: int = 1000
 ) -> dict[str, float]:
@@ -257,7 +284,11 @@ def calibration(
     Notes
     -----
     Probabilities of exactly 0 or 1 are clipped to ``[1e-12, 1 - 1e-12]``
-    (with a warning) before taking logits.
+    (with a warning) before taking logits. When the recalibration fit has no
+    estimate (constant predictions make it singular; predictions that
+    separate the classes keep it from converging) its intercept and slope are
+    NaN and a RuntimeWarning starting with :data:`RECALIBRATION_UNDEFINED`
+    says why; the other summaries stand.
     """
     yy = v.binary_y(y)
     p = v.probability(prob)
@@ -266,15 +297,15 @@ def calibration(
     lp = logit(_clip_probability(p))
     ones = np.ones((p.size, 1))
     intercept = float(logistic_fit(ones, yf, offset=lp)[0])
-    b = logistic_fit(np.column_stack([np.ones(p.size), lp]), yf)
+    b0, b1 = _recalibration(lp, yf)
     err = np.abs(_smooth(p, yy, p, span, max_points) - p)
     return {
         "in_the_large": intercept,
-        "recalibration_intercept": float(b[0]),
-        "recalibration_slope": float(b[1]),
+        "recalibration_intercept": b0,
+        "recalibration_slope": b1,
         "intercept": intercept,
-        "slope": float(b[1]),
-        "slope_intercept": float(b[0]),
+        "slope": b1,
+        "slope_intercept": b0,
         "brier": float(np.mean((p - yf) ** 2)),
         "ici": float(np.mean(err)),
         "e50": float(np.median(err)),

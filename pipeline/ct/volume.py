@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from pipeline.errors import CohortlabError
+from pipeline.files import file_kind, irregular_entry
 
 log = logging.getLogger("cohortlab.ct")
 
@@ -173,8 +175,15 @@ def read_image(path: str | Path, what: str = "image") -> sitk.Image:
     p = Path(path)
     if not p.exists():
         raise ScanError(f"{p}: no such file or folder ({what})")
-    if p.is_dir():
+    kind = file_kind(p)
+    if kind == "a folder":
+        # GDCM opens every entry of the folder: a FIFO there would block it for ever
+        odd = irregular_entry(p)
+        if odd is not None:
+            raise ScanError(f"{p}: the DICOM folder holds {odd[0].name}, which is {odd[1]}, not a file; remove it")
         img = _read_dicom_series(p)
+    elif kind is not None:  # a FIFO or a device: opening it would block or read without end
+        raise ScanError(f"{p}: {what} is {kind}, not an image file or a DICOM folder")
     else:
         if p.name.lower().endswith((".nii", ".nii.gz")):
             _nifti_complete(p)
@@ -268,12 +277,32 @@ def mask_on_image_grid(image: sitk.Image, mask: sitk.Image, image_name: str = "i
     return sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask.GetPixelID())
 
 
+def check_labels(arr: np.ndarray, mask_name: str = "mask") -> None:
+    """Raise ``ScanError`` unless ``arr`` holds label values: whole numbers, none negative.
+
+    A float mask with a value such as 0.5 (a probability map, an interpolated
+    mask) has no label to select, and negative values are the mark of a CT
+    image in HU (air is -1000) given where its mask belongs.
+    """
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        if bad.any():
+            shown = ", ".join(f"{v:g}" for v in np.unique(arr[bad])[:5])
+            raise ScanError(f"{mask_name}: the mask holds values that are not whole numbers ({shown}); a mask holds "
+                            "integer labels (0 = background)")
+    if arr.dtype.kind in "fi" and arr.size and arr.min() < 0:
+        raise ScanError(f"{mask_name}: the mask holds negative values (down to {arr.min():g}); a mask holds labels "
+                        ">= 0 (0 = background): is this the image rather than its mask?")
+
+
 def select_label(mask: sitk.Image, label: int | None, mask_name: str = "mask") -> sitk.Image:
     """Binary (UInt8 0/1) mask of one label; ``label=None`` takes every non-zero voxel.
 
-    Raises ``ScanError`` ("empty ROI") when the label has no voxel.
+    Raises ``ScanError`` when the mask does not hold labels (:func:`check_labels`)
+    and ("empty ROI") when the label has no voxel.
     """
     arr = sitk.GetArrayViewFromImage(mask)
+    check_labels(arr, mask_name)
     roi = arr != 0 if label is None else arr == label
     if not roi.any():
         present = np.unique(arr)
@@ -323,6 +352,9 @@ def load(
         ``.image`` as read; ``.mask`` a UInt8 0/1 image of ``label`` on ``.image``'s grid
         (resampled by nearest neighbour when the mask is on another grid of the same space).
     """
+    if (mask is not None and not isinstance(image, sitk.Image) and not isinstance(mask, sitk.Image)
+            and os.path.exists(image) and os.path.exists(mask) and os.path.samefile(image, mask)):
+        raise ScanError(f"{mask}: the mask is the image itself ({image}); give the file of the ROI mask")
     img, iname = _as_image(image, "image")
     if mask is None:
         if label is not None:

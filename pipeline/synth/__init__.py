@@ -15,6 +15,7 @@ from pipeline.lazy import lazy_exports
 _EXPORTS = {
     "CENTRES": "study", "PATIENT_COLUMNS": "study", "SMALL_PATIENTS": "study", "Centre": "study",
     "Patient": "study", "make_patients": "study", "make_study": "study", "study_toml": "study",
+    "MARKER": "study", "SynthFolderError": "study", "check_replaceable": "study", "is_synthetic": "study",
     "SlideSpec": "slides", "Stain": "slides", "pyramid": "slides", "render_slide": "slides", "write_slide": "slides",
     "ScanSpec": "ct", "Scanner": "ct", "render_scan": "ct", "write_scan": "ct",
 }

@@ -29,8 +29,10 @@ slide and scan has its own random stream derived from the seed.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pipeline.config import ConfigError, parse_study, to_toml
+from pipeline.errors import CohortlabError
 from pipeline.synth.ct import Scanner, ScanSpec, render_scan, write_scan
 from pipeline.synth.slides import SlideSpec, Stain, pyramid, render_slide, write_slide
 
@@ -54,7 +57,12 @@ PATIENT_COLUMNS = (
     "patient_id", "center", "age", "sex", "esr", "anti_ssa", "igg",
     "focus_score", "high_risk", "followup_months", "event",
 )
-OUTPUTS = ("study.toml", "manifests", "slides", "scans")
+MARKER = ".cohortlab-demo"
+"""The file that marks a folder as a synthetic study written here (so ``demo --fresh`` may replace it)."""
+MARKER_TAG = "cohortlab synthetic study"
+SYNTH_VERSION = 1
+# the marker moves in first, so a folder left half-replaced (killed mid-move) is still recognised as synthetic
+OUTPUTS = (MARKER, "study.toml", "manifests", "slides", "scans")
 SMALL_PATIENTS = 16
 POSITIVE_SHARE = 0.38
 # latent-risk weights (see the module docstring)
@@ -329,6 +337,84 @@ def _write_study(tmp: Path, patients: list[Patient], seed: int, small: bool, rep
                           "2" if p.multilabel_mask else "1"])
     _write_csv(tmp / "manifests" / "slides.csv", ["slide_id", "patient_id", "path"], slide_rows)
     _write_csv(tmp / "manifests" / "scans.csv", ["scan_id", "patient_id", "image_path", "mask_path", "mask_label"], scan_rows)
+    marker = {"written_by": MARKER_TAG, "synth_version": SYNTH_VERSION, "seed": seed, "n_patients": len(patients),
+              "small": small}  # no date: the same arguments give the same bytes
+    (tmp / MARKER).write_text(json.dumps(marker, sort_keys=True, indent=1) + "\n", encoding="utf-8")
+
+
+class SynthFolderError(CohortlabError):
+    """A folder the synthetic study must not be written into (it would replace files cohortlab did not write)."""
+
+
+def is_synthetic(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a synthetic study written by :func:`make_study` (its :data:`MARKER` file).
+
+    The marker is a plain file (not a link) holding a JSON object tagged
+    :data:`MARKER_TAG`; it guards against replacing a real study by mistake,
+    not against a user who copies it on purpose.
+    """
+    marker = Path(folder) / MARKER
+    if marker.is_symlink() or not marker.is_file():
+        return False
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("written_by") == MARKER_TAG and isinstance(data.get("seed"), int)
+
+
+def _protected(folder: Path) -> str | None:
+    """Why ``folder`` (resolved) may never be written over, or None: the file-system root, the home folder or
+    a folder above it, or a folder above the current one."""
+    home = Path.home().resolve()
+    cwd = Path.cwd().resolve()
+    if folder.parent == folder:
+        return "the file-system root"
+    if folder == home or folder in home.parents:
+        return "the home folder" if folder == home else f"a folder above the home folder {home}"
+    if folder in cwd.parents:
+        return f"a folder above the current folder {cwd}"
+    return None
+
+
+_LEFT_BY_SYNTH = re.compile(r"\.synth-\d+\.tmp\Z")
+
+
+def check_replaceable(folder: str | Path) -> None:
+    """Refuse to write the synthetic study into ``folder`` unless that cannot replace anything of the user's.
+
+    Allowed: a missing or empty folder, or one that holds a synthetic study
+    (:func:`is_synthetic`). Refused, whatever they hold: a symbolic link, the
+    file-system root, the home folder and the folders above it or above the
+    current folder.
+
+    Raises
+    ------
+    SynthFolderError
+        Naming the folder and why it is refused.
+    """
+    folder = Path(folder)
+    if folder.is_symlink():
+        raise SynthFolderError(f"{folder}: is a symbolic link; give the folder itself (nothing was written)")
+    why = _protected(folder.resolve())
+    if why is not None:
+        raise SynthFolderError(f"{folder}: is {why}; the synthetic study goes in a folder of its own (nothing was "
+                               "written)")
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise SynthFolderError(f"{folder}: is not a folder (nothing was written)")
+    if is_synthetic(folder):
+        return
+    # what a killed earlier run left (its temporary folder) does not make the folder someone's study
+    held = sorted(p.name for p in folder.iterdir() if not _LEFT_BY_SYNTH.match(p.name))
+    if held:
+        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        raise SynthFolderError(
+            f"{folder}: holds files that are not a synthetic study written by cohortlab ({shown}; no valid "
+            f"{MARKER} marker); nothing was written or deleted. Choose an empty folder, or delete this one yourself if "
+            "nothing in it is needed"
+        )
 
 
 def make_study(
@@ -370,17 +456,23 @@ def make_study(
         A tiny variant for fast tests: at most 16 patients, 896x896-pixel
         slides and 32x32x16 CT volumes at 1.6x1.6x5 mm.
     overwrite
-        Replace a study already written in ``folder`` (its study.toml,
-        manifests, slides and scans) instead of refusing.
+        Replace a synthetic study already written in ``folder`` (its marker,
+        study.toml, manifests, slides and scans) instead of refusing. Only a
+        missing or empty folder or a synthetic study is replaced
+        (:func:`check_replaceable`), so a real study is never deleted.
 
     Raises
     ------
     FileExistsError
         When ``folder`` already holds a study and ``overwrite`` is false.
+    SynthFolderError
+        When ``overwrite`` is true and ``folder`` is not one :func:`check_replaceable` allows.
     """
     folder = Path(folder)
     if small:
         n_patients = min(n_patients, SMALL_PATIENTS)
+    if overwrite:
+        check_replaceable(folder)
     existing = [name for name in OUTPUTS if (folder / name).exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{folder}: already holds {', '.join(existing)}; choose an empty folder or pass overwrite=True")
@@ -392,9 +484,9 @@ def make_study(
         _write_study(tmp, patients, seed, small, _report_dir_text(report_dir, folder))
         for name in OUTPUTS:
             target = folder / name
-            if target.is_dir():
+            if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
-            elif target.exists():
+            elif target.exists() or target.is_symlink():  # a link is removed, never what it points to
                 target.unlink()
             os.replace(tmp / name, target)
     finally:

@@ -23,6 +23,7 @@ import openslide
 from PIL import Image
 
 from pipeline.errors import CohortlabError
+from pipeline.files import file_kind
 
 log = logging.getLogger("cohortlab.wsi")
 
@@ -84,8 +85,11 @@ def _objective(osr: openslide.OpenSlide) -> float | None:
 def _open(path: Path) -> openslide.OpenSlide:
     if not path.exists():
         raise SlideError(f"{path}: no such file")
-    if path.is_dir():
+    kind = file_kind(path)
+    if kind == "a folder":
         raise SlideError(f"{path}: is a folder, not a slide file")
+    if kind is not None:  # a FIFO or a device: opening it would block or read without end
+        raise SlideError(f"{path}: is {kind}, not a slide file")
     try:
         return openslide.OpenSlide(str(path))
     except openslide.OpenSlideUnsupportedFormatError:

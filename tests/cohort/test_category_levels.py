@@ -90,7 +90,7 @@ def test_one_hot_columns_follow_the_declared_order(tmp_path: Path) -> None:
     study = load_study(toml)
     ingest(study, progress=False)
     fit(study, progress=False)
-    pipe = load_model(study.models_dir / "clin").learner.pipeline_
+    pipe = load_model(study.models_dir / "clin", study.store_path).learner.pipeline_
     onehot = pipe.named_steps["prep"].named_transformers_["categorical"].named_steps["onehot"]
     assert [list(c) for c in onehot.categories_] == [LEVELS]
     names = [n for n in pipe.named_steps["prep"].get_feature_names_out() if n.startswith("categorical__")]

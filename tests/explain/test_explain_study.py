@@ -75,7 +75,7 @@ def test_written_values_are_additive_and_reproduce_the_saved_predictions(first: 
                                                 pl.col("split").first()).sort("patient_id")
         np.testing.assert_allclose((per["base_value"] + per["value"]).to_numpy(), per["output"].to_numpy(), atol=1e-4)
         assert set(per["split"]) <= {"internal", "external"}
-        saved = read_predictions(study.models_dir / model)
+        saved = read_predictions(study.models_dir / model, study.store_path)
         score = dict(zip(saved["patient_id"].to_list(), saved["score"].to_list()))
         out = per["output"].to_numpy()
         prob = 1 / (1 + np.exp(-out)) if per["space"][0] == "log-odds" else out
@@ -112,7 +112,7 @@ def test_attention_figures_show_the_saved_attention(first: tuple) -> None:
     joined = shown.join(saved, on=["patient_id", "source_id", "instance"], suffix="_saved")
     assert joined.height == shown.height
     np.testing.assert_array_equal(joined["attention"].to_numpy(), joined["attention_saved"].to_numpy())
-    preds = read_predictions(study.models_dir / "mil").filter(pl.col("split") == "external").sort("score")
+    preds = read_predictions(study.models_dir / "mil", study.store_path).filter(pl.col("split") == "external").sort("score")
     assert {f["patient_id"] for f in heat} == {preds["patient_id"][0], preds["patient_id"][-1]}
 
 

@@ -29,8 +29,8 @@ def artefacts(study: Study) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     for spec in study.models:
         folder = study.models_dir / spec.name
-        if (folder / "model.joblib").exists():
-            out[f"{spec.name}/model.joblib"] = (folder / "model.joblib").read_bytes()
+        if (folder / "model.skops").exists():
+            out[f"{spec.name}/model.skops"] = (folder / "model.skops").read_bytes()
         if (folder / "model.pt").exists():
             state = torch.load(folder / "model.pt", weights_only=True)
             out[f"{spec.name}/state_dict"] = b"".join(k.encode() + v.numpy().tobytes() for k, v in sorted(state.items()))

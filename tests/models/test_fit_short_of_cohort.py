@@ -46,5 +46,6 @@ def test_patients_lost_to_damaged_instance_files_are_named(
     assert {m.status for m in again.models} == {"up to date"}
     assert f"warning: {line}" in str(again).splitlines()
     run = RunResult(study, [StageOutcome("fit", 1.0, True, str(again))])
-    assert run.warnings == [f"fit: {line}"]
+    assert run.warnings[-1] == f"fit: {line}"  # after one line per damaged file, naming it and why
+    assert [w.split(": ")[2] for w in run.warnings[:-1]] == ["tiles / P07-S1", "tiles / P41-S1"]
     assert f"  fit: {line}" in str(run).splitlines()

@@ -84,14 +84,14 @@ def test_saved_models_reload_and_predict_the_stored_scores(fitted_study: Study) 
 
 
 def test_manifest_records_inputs_provenance_and_choices(fitted_study: Study) -> None:
-    model = load_model(fitted_study.models_dir / "fusion")
+    model = load_model(fitted_study.models_dir / "fusion", fitted_study.store_path)
     m = model.manifest
     assert m["inputs"] == ["img_svm", "img_mil"] and m["clinical"] == ["marker", "sex"]
     assert set(m["input_hashes"]) == {"img_svm", "img_mil"}
     assert len(m["cohort"]["hash"]) == 64 and m["outer_folds"]["k"] == 3
     assert m["chosen"]["C"] == 1.0 and m["columns"]["numeric"] == ["marker", "score:img_svm", "score:img_mil"]
     assert {"scikit-learn", "torch", "xgboost", "numpy", "cohortlab"} <= set(m["versions"])
-    svm = load_model(fitted_study.models_dir / "img_svm").manifest
+    svm = load_model(fitted_study.models_dir / "img_svm", fitted_study.store_path).manifest
     assert svm["features"] == ["img:mean"] and svm["feature_sets"]["img"]["weights"] == "random"
     assert svm["chosen"]["pca"] == 4 and svm["chosen"]["C"] in (0.1, 1.0)
     assert len(svm["fold_chosen"]) == 3
@@ -110,7 +110,7 @@ def test_attention_of_every_predicted_patient_is_saved(fitted_study: Study) -> N
 
 
 def test_stacking_meta_learner_is_trained_on_the_out_of_fold_table(fitted_study: Study) -> None:
-    stack = load_model(fitted_study.models_dir / "stack")
+    stack = load_model(fitted_study.models_dir / "stack", fitted_study.store_path)
     matrix = stack.learner.model_.training_matrix_
     oof = stored_predictions(fitted_study.store_path).filter(pl.col("split") == "train")
     table = oof.pivot(on="model", index="patient_id", values="score").sort("patient_id")

@@ -225,7 +225,7 @@ def harmonised_studies(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, A
 def test_held_out_patients_change_no_artefact_of_a_harmonised_model(harmonised_studies: tuple[Any, Any]) -> None:
     original, perturbed = harmonised_studies
     a, b = artefacts(original), artefacts(perturbed)
-    assert {"harm/model.joblib", "harm_svm/model.joblib", "harm/train predictions"} <= set(a)
+    assert {"harm/model.skops", "harm_svm/model.skops", "harm/train predictions"} <= set(a)
     assert differing(a, b) == []
     held = lambda s: stored_predictions(s.store_path).filter(pl.col("split") != "train")  # noqa: E731
     assert not np.array_equal(held(original)["score"].to_numpy(), held(perturbed)["score"].to_numpy())
@@ -264,7 +264,7 @@ def test_the_leakage_check_catches_a_combat_fitted_on_all_patients(tmp_path: Pat
         study = make_study(tmp_path / name, [HARMONISED[1]])
         fit(study, progress=False)
         runs.append(artefacts(study))
-    assert {"harm_svm/model.joblib", "harm_svm/train predictions"} <= set(differing(*runs))
+    assert {"harm_svm/model.skops", "harm_svm/train predictions"} <= set(differing(*runs))
 
 
 def test_a_batch_column_the_cohort_lacks_is_an_error_naming_the_model(tmp_path: Path) -> None:

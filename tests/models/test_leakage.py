@@ -34,7 +34,7 @@ def test_held_out_patients_change_no_fitted_artefact(fitted_study: Study, pertur
     kinds = {k.split("/")[1] for k in a}
     # the check covers pickled pipelines (logistic, svm, xgboost, stacking), a MIL state dict,
     # chosen hyper-parameters and training predictions of every model
-    assert {"model.joblib", "state_dict", "chosen", "train predictions"} <= kinds
+    assert {"model.skops", "state_dict", "chosen", "train predictions"} <= kinds
     assert len([k for k in a if k.endswith("train predictions")]) == len(ALL_KINDS)
     assert differing(a, b) == []
     # the perturbation did reach the held-out patients: their scores moved
@@ -55,7 +55,7 @@ def test_leakage_check_catches_a_scaler_or_pca_fitted_on_all_patients(
         monkeypatch.setattr(classical, "preprocessor", leaky_preprocessor(data["features"][have], what))
         fit(study, progress=False)
         runs.append(artefacts(study))
-    assert "img_svm/model.joblib" in differing(*runs)
+    assert "img_svm/model.skops" in differing(*runs)
     assert "img_svm/train predictions" in differing(*runs)
 
 

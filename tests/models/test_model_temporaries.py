@@ -44,7 +44,7 @@ def test_next_fit_removes_temporaries_of_dead_runs(fitted_study: Study, tmp_path
     dead = _dead_pid()
     stale = models / f".clin.{dead}.tmp"
     stale.mkdir()
-    (stale / "model.joblib").write_bytes(b"half a pickle")
+    (stale / "model.skops").write_bytes(b"half a model file")
     stale_old = models / f".vote.{dead}.old"
     stale_old.mkdir()
     live = models / f".clin.{os.getpid()}.tmp"  # a run that is still going: not ours to remove

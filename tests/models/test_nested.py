@@ -79,8 +79,8 @@ def test_nesting_changes_only_the_second_stage_training_predictions(
     # the final models and everything they predict are those of a fit without nesting ...
     assert _rows(nested, False).equals(_rows(plain, False))
     for m in BASE + SECOND:
-        a = (nested.models_dir / m["name"] / "model.joblib").read_bytes()
-        assert a == (plain.models_dir / m["name"] / "model.joblib").read_bytes(), m["name"]
+        a = (nested.models_dir / m["name"] / "model.skops").read_bytes()
+        assert a == (plain.models_dir / m["name"] / "model.skops").read_bytes(), m["name"]
     # ... as are the first-stage models' training predictions; the second stages' out-of-fold ones differ
     a, b = _rows(nested, True), _rows(plain, True)
     for name in ("clin", "img_svm", "img_xgb"):

@@ -78,7 +78,7 @@ def test_held_out_follow_up_changes_no_survival_artefact(two_fits: tuple[Any, An
     assert differing(a, b) == []
     # and the training patients' risks at the horizons are unchanged too
     for spec in SURVIVAL_KINDS:
-        ra, rb = (read_horizon_risks(s.models_dir / spec["name"]) for s in two_fits)
+        ra, rb = (read_horizon_risks(s.models_dir / spec["name"], s.store_path) for s in two_fits)
         assert ra is not None and rb is not None, spec["name"]
         ta = ra.join(stored_predictions(two_fits[0].store_path, spec["name"]).select("patient_id", "split"),
                      on="patient_id").filter(pl.col("split") == "train").sort("patient_id", "horizon")

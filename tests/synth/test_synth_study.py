@@ -86,7 +86,7 @@ def test_missing_values_are_empty_cells() -> None:
 
 def test_same_seed_gives_identical_bytes_and_another_seed_differs(small_study: Path, tmp_path: Path) -> None:
     first = _hashes(small_study)
-    assert len(first) == 4 + len(list((small_study / "slides").iterdir())) + 2 * synth.SMALL_PATIENTS
+    assert len(first) == 5 + len(list((small_study / "slides").iterdir())) + 2 * synth.SMALL_PATIENTS
     again = synth.make_study(tmp_path / "again", seed=0, small=True).parent
     assert _hashes(again) == first
     other = synth.make_study(tmp_path / "other", seed=1, small=True).parent

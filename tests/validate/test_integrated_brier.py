@@ -41,10 +41,10 @@ def test_risk_grid_times_span_zero_to_the_last_horizon() -> None:
 
 def test_saved_grid_agrees_with_the_horizon_risks(run: dict[str, Any]) -> None:
     folder = run["study"].models_dir / "cox"
-    grid = read_risk_grid(folder)
+    grid = read_risk_grid(folder, run["study"].store_path)
     assert grid is not None
     assert sorted(set(grid["time"].to_list())) == risk_grid_times([8.0, 15.0])
-    at = read_horizon_risks(folder)
+    at = read_horizon_risks(folder, run["study"].store_path)
     assert at is not None
     both = at.join(grid.rename({"time": "horizon", "risk": "grid_risk"}), on=["patient_id", "horizon"])
     assert both.height == at.height
@@ -57,7 +57,7 @@ def test_saved_grid_agrees_with_the_horizon_risks(run: dict[str, Any]) -> None:
 def test_ibs_equals_integrated_brier_on_the_saved_risks(run: dict[str, Any]) -> None:
     study, metrics = run["study"], run["metrics"]
     cohort = load_cohort(study)
-    grid = read_risk_grid(study.models_dir / "cox")
+    grid = read_risk_grid(study.models_dir / "cox", study.store_path)
     assert grid is not None
     times = sorted(set(grid["time"].to_list()))
     for split in SPLITS:
