@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import os
 import sys
@@ -13,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from analytics import stages
 from pipeline.config import Study, load_study
 from pipeline.errors import CohortlabError
 
@@ -31,14 +30,9 @@ class UserError(CohortlabError):
     """An error the user can fix; printed without a traceback."""
 
 
-def _entry(module: str, func: str) -> Any:
-    """The library function behind a verb, or a clear message when that stage is not built yet."""
-    if importlib.util.find_spec(module) is None:
-        raise UserError(f"this stage is not built yet ({module} is missing)")
-    mod = importlib.import_module(module)
-    if not hasattr(mod, func):
-        raise UserError(f"this stage is not built yet ({module}.{func} is missing)")
-    return getattr(mod, func)
+def _show(stage: str, result: Any) -> None:
+    """Print a stage's result as the stage table says (:data:`analytics.stages.STAGES`)."""
+    print(stages.BY_NAME[stage].show(result))
 
 
 def _study(path: Path) -> Study:
@@ -174,7 +168,9 @@ def demo(
     fresh: Annotated[bool, typer.Option("--fresh", help="write the synthetic study again")] = False,
 ) -> None:
     """Synthesise a two-centre study (slides, CT, clinical data) and run every stage on it."""
-    result = _entry("analytics.demo", "demo")(folder, report_dir=report_dir, device=device, fresh=fresh)
+    from analytics.demo import demo as run_demo
+
+    result = run_demo(folder, report_dir=report_dir, device=device, fresh=fresh)
     print(result)
     if not result.ok:
         raise typer.Exit(1)
@@ -183,7 +179,7 @@ def demo(
 @app.command()
 def ingest(study: StudyArg) -> None:
     """Load manifests into the store, validated, in one transaction."""
-    print(_entry("pipeline.ingest", "ingest")(_study(study)))
+    _show("ingest", stages.ingest(_study(study)))
 
 
 @app.command()
@@ -199,14 +195,9 @@ def embed(
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise UserError(f"--device {device!r}: use auto, cpu or cuda")
     s = _study(study)
-    address = ray or s.compute.ray
-    if address is None:
-        print(_entry("pipeline.embed", "embed")(s, feature_set=feature_set, device=device, shard=_shard(shard)))
-        return
-    if shard is not None:
+    if shard is not None and stages.ray_address(s, ray) is not None:
         raise UserError("--shard and --ray: Ray spreads the sources itself; give one of them")
-    print(_entry("pipeline.ray_runner", "embed")(s, feature_set=feature_set, device=device, ray_address=address,
-                                                 retries=s.compute.ray_retries))
+    _show("embed", stages.embed(s, feature_set=feature_set, device=device, shard=_shard(shard), ray=ray))
 
 
 @app.command()
@@ -263,8 +254,8 @@ def cohort(
     param: Annotated[list[str] | None, typer.Option("--param", help="name=value, bound as $name")] = None,
 ) -> None:
     """Counts by split x label, patients missing features, and Table 1."""
-    overview = _entry("analytics.cohort", "cohort_overview")
-    c, coverage = overview(_study(study), name, _params(param))
+    overview = stages.cohort(_study(study), name, _params(param))
+    c, coverage = overview.cohort, overview.coverage
     print(f"cohort {c.name} ({c.file})  params {c.params or '{}'}  hash {c.hash[:12]}")
     print(f"{len(c)} patients\n")
     _print_table(c.counts())
@@ -287,8 +278,8 @@ def cohort(
 @app.command()
 def verify(study: StudyArg) -> None:
     """Check every done instance file (sha256, source_id, footer) against the store; exit 1 on any problem."""
-    result = _entry("analytics.verify", "verify")(_study(study))
-    print(result)
+    result = stages.verify(_study(study))
+    _show("verify", result)
     if not result.ok:
         print()
         _print_table(result.table())
@@ -307,7 +298,9 @@ def sql(
     _warn_unreadable_instances(s)
     if out is not None and out.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise UserError(f"--out {out}: write .csv or .parquet")
-    frame = _entry("analytics.cohort", "run_sql")(s, query, params=_params(param))
+    from analytics.cohort import run_sql
+
+    frame = run_sql(s, query, params=_params(param))
     if out is None:
         _print_table(frame)
         return
@@ -321,7 +314,7 @@ def fit(
     model: Annotated[list[str] | None, typer.Option("--model", help="only these models")] = None,
 ) -> None:
     """Train every model on the train split; write out-of-fold and held-out predictions."""
-    print(_entry("analytics.fit", "fit")(_study(study), models=model))
+    _show("fit", stages.fit(_study(study), models=model))
 
 
 @app.command()
@@ -330,7 +323,7 @@ def validate(
     partial: Annotated[bool, typer.Option("--partial", help="validate the models that have predictions, listing those left out")] = False,
 ) -> None:
     """Metrics with CIs per model and split; metrics.csv / metrics.json."""
-    print(_entry("analytics.validate", "validate")(_study(study), partial=partial))
+    _show("validate", stages.validate(_study(study), partial=partial))
 
 
 @app.command()
@@ -340,7 +333,7 @@ def explain(
     patients: Annotated[list[str] | None, typer.Option("--patients", help="patients for waterfall plots / heatmaps")] = None,
 ) -> None:
     """SHAP explanations and MIL attention heatmaps under the report folder."""
-    print(_entry("analytics.explain", "explain")(_study(study), models=model, patients=patients))
+    _show("explain", stages.explain(_study(study), models=model, patients=patients))
 
 
 @app.command()
@@ -349,7 +342,7 @@ def report(
     force: Annotated[bool, typer.Option("--force", help="render again even when no input changed")] = False,
 ) -> None:
     """Write the self-contained HTML validation report (skipped when none of its inputs changed)."""
-    print(_entry("analytics.report", "write_report")(_study(study), force=force))
+    _show("report", stages.report(_study(study), force=force))
 
 
 @app.command()
@@ -358,7 +351,9 @@ def run(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
 ) -> None:
     """ingest -> embed -> cohort -> fit -> validate -> explain -> report, skipping finished work."""
-    result = _entry("analytics.run", "run")(_study(study), device=device)
+    from analytics.run import run as run_all
+
+    result = run_all(_study(study), device=device)
     print(result)
     if not result.ok:
         raise typer.Exit(1)

@@ -58,7 +58,7 @@ Folds = Callable[[Sequence[str], np.ndarray], Mapping[str, int]]
 
 def needs_nesting(spec: Model) -> bool:
     """Whether a model fits something on other models' scores (soft voting fits nothing)."""
-    return bool(input_models(spec)) and spec.kind != "voting"
+    return bool(input_models(spec)) and spec.traits.trainable
 
 
 def is_nested(spec: Model) -> bool:
@@ -74,7 +74,7 @@ def optimistic(spec: Model, specs: Mapping[str, Model]) -> bool:
     so it is optimistic when one of them is. A nested model is never: its fold-k
     model and inputs are all fitted without fold k.
     """
-    if spec.kind == "voting":
+    if not spec.traits.trainable:
         return any(optimistic(specs[m], specs) for m in input_models(spec))
     return needs_nesting(spec) and not spec.nested
 
@@ -207,7 +207,7 @@ class CrossFitter:
         """Digest of everything that makes a model's fit on given patients what it is, but those patients."""
         if name not in self._identity:
             spec = self.specs[name]
-            bags = [mil_feature_set(spec)] if spec.kind in ("mil", "mil_cox") else []
+            bags = [mil_feature_set(spec)] if spec.traits.bags else []
             payload = {"config": spec.model_dump(mode="json"), "salt": self.salt,
                        "cohort": self.cohort.digest(features=pooled_refs(spec), bags=bags),
                        "inputs": [self.identity(n) for n in input_models(spec)]}

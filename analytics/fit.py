@@ -258,7 +258,7 @@ def fit_model(
     scores = np.full(len(ids), np.nan)
     fold_chosen: list[dict[str, Any]] = []
     attention: list[pl.DataFrame] = []
-    is_mil = spec.kind in ("mil", "mil_cox")
+    is_mil = spec.traits.bags
     # absolute risk at the horizons (survival models): out-of-fold from each fold's model, as the scores
     # (the grid's columns follow the horizons')
     at = [*horizons, *grid] if horizons else []
@@ -371,7 +371,7 @@ def required_inputs(specs: Sequence[Model]) -> tuple[list[str], list[str]]:
     features: list[str] = []
     bags: list[str] = []
     for spec in specs:
-        if spec.kind in ("mil", "mil_cox"):
+        if spec.traits.bags:
             fs = mil_feature_set(spec)
             bags += [] if fs in bags else [fs]
         else:
@@ -670,7 +670,7 @@ def _fit_one(study: Study, spec: Model, cohort: Cohort, plan: OuterFolds, predic
     t0 = time.perf_counter()
     seed = study.study.seed
     inputs = input_models(spec)
-    bags = [mil_feature_set(spec)] if spec.kind in ("mil", "mil_cox") else []
+    bags = [mil_feature_set(spec)] if spec.traits.bags else []
     cohort_hash = cohort.digest(features=pooled_refs(spec), bags=bags)
     key_inputs = {n: hashes[n] for n in inputs}
     ordered = _declared_orders(spec, cohort)

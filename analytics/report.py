@@ -54,6 +54,7 @@ from analytics.validation import Estimate, PairedComparison, SplitMetrics, Valid
 from pipeline import atomic, store
 from pipeline.config import Study
 from pipeline.errors import CohortlabError
+from pipeline.model_kinds import traits_of
 
 log = logging.getLogger("cohortlab.report")
 
@@ -1231,8 +1232,10 @@ def subgroup_blocks(models: Sequence[str], validation: Validation, level: float)
 
 # --- fitted models: sample size, nomograms --------------------------------------------------------------------------
 
-# kinds whose saved artefact the report loads (a pipeline or a meta-learner)
-LOADED_KINDS = ("logistic", "svm", "xgboost", "stacking")
+def _loaded(kind: Any) -> bool:
+    """Whether the report loads a ``kind`` model's saved artefact (a pipeline or a meta-learner)."""
+    traits = traits_of(kind) if isinstance(kind, str) else None
+    return traits is not None and traits.saved in ("pipeline", "meta")
 
 
 def load_fitted(study: Study, models: Sequence[str], manifests: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -1242,7 +1245,7 @@ def load_fitted(study: Study, models: Sequence[str], manifests: Mapping[str, Map
 
     out = {}
     for name in models:
-        if manifests.get(name, {}).get("kind") not in LOADED_KINDS:
+        if not _loaded(manifests.get(name, {}).get("kind")):
             continue
         try:
             out[name] = load_model(study.models_dir / name, study.store_path)
@@ -1281,13 +1284,14 @@ def sample_size_rows(models: Sequence[str], validation: Validation, fitted: Mapp
         row: dict[str, Any] = {"model": name, "kind": kind, "n": "–", "events": "–", "parameters": "–", "auc": "–",
                                "r2": "–", "c1": "–", "c2": "–", "c3": "–", "required": "–", "short": False, "note": ""}
         out.append(row)
-        if kind == "voting":
+        traits = traits_of(kind)  # None: a kind this version does not know
+        if traits is not None and not traits.trainable:
             row["note"] = "averages its members' scores: no parameters of its own"
             continue
-        if kind in ("cox", "mil_cox"):
+        if traits is not None and traits.survival:
             row["note"] = "a time-to-event model: these criteria are for a binary outcome"
             continue
-        if kind == "mil":
+        if traits is not None and traits.bags:
             row["note"] = "a neural network on instance bags: the criteria are for regression models"
         if sm is None:
             row["note"] = row["note"] or "no training predictions"
@@ -1314,7 +1318,7 @@ def sample_size_rows(models: Sequence[str], validation: Validation, fitted: Mapp
             continue
         row.update(r2=fmt(req.r2_cs), c1=str(req.criterion_1), c2=str(req.criterion_2), c3=str(req.criterion_3),
                    required=str(req.n), short=sm.n < req.n)
-        if kind in ("svm", "xgboost"):
+        if traits is not None and traits.flexible:
             row["note"] = "criteria derived for regression models: a lower bound for a flexible learner"
     return out
 
@@ -1332,7 +1336,7 @@ def nomogram_figures(study: Study, models: Sequence[str], fitted: Mapping[str, A
              for r in variables.to_dicts()}
     for name in models:
         fm = fitted.get(name)
-        if fm is None or fm.spec.kind != "logistic":
+        if fm is None or not fm.spec.traits.nomogram:
             continue
         if fm.spec.features:
             notes.append(f"{name}: no nomogram (image features have no per-variable scale)")

@@ -9,6 +9,10 @@ outputs. ``[explain] enabled = false`` skips the explain stage. A stage that
 fails stops the stages after it; the summary says which and why, and the run
 is not ``ok`` (the CLI exits non-zero). A study with models but no
 ``[cohort]`` is refused before any stage runs.
+
+The stages, what each needs and how its result prints come from
+:data:`analytics.stages.STAGES`, as for the CLI's verbs and the notebook's
+``Study``: embed runs on Ray when study.toml sets ``[compute] ray``.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from analytics import stages
 from pipeline import store
 from pipeline.config import ConfigError, Study
 
@@ -38,17 +44,6 @@ class StageOutcome:
     @property
     def status(self) -> str:
         return "FAIL" if not self.ok else "skip" if self.skipped else "ok"
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A stage left out on purpose, and why."""
-
-    reason: str
-    skipped: bool = True
-
-    def __str__(self) -> str:
-        return f"skipped: {self.reason}"
 
 
 @dataclass
@@ -89,55 +84,8 @@ class RunResult:
 
 
 def _stages(study: Study, device: str, progress: bool) -> list[tuple[str, Callable[[], Any]]]:
-    def ingest() -> Any:
-        from pipeline.ingest import ingest as f
-
-        return f(study, progress=progress)
-
-    def embed() -> Any:
-        from pipeline.embed import embed as f
-
-        return f(study, device=device, progress=progress)
-
-    def cohort() -> Any:
-        from analytics.cohort import cohort_overview
-
-        c, _ = cohort_overview(study)  # verifies every feature set's instance files by content
-        counts = c.counts()
-        left_out = "".join(f"\nwarning: instance file left out: {p}" for p in c.left_out)
-        return f"cohort '{c.name}': {len(c)} patients\n{counts}{left_out}"
-
-    def fit() -> Any:
-        from analytics.fit import fit as f
-
-        return f(study)
-
-    def validate() -> Any:
-        from analytics.validate import validate as f
-
-        return f(study, progress=progress)
-
-    def explain() -> Any:
-        from analytics.explain import explain as f
-
-        if not study.explain.enabled:
-            return Skipped("[explain] enabled = false in study.toml")
-        return f(study, progress=progress)
-
-    def report() -> Any:
-        from analytics.report import write_report
-
-        return write_report(study, progress=progress)
-
-    stages: list[tuple[str, Callable[[], Any]]] = [("ingest", ingest)]
-    if study.feature_sets:
-        stages.append(("embed", embed))
-    if study.cohort is not None:
-        stages.append(("cohort", cohort))
-        if study.models:
-            stages += [("fit", fit), ("validate", validate), ("explain", explain)]
-    stages.append(("report", report))
-    return stages
+    """The stages ``run`` runs for ``study`` (:func:`analytics.stages.for_run`), each bound to it and the settings."""
+    return [(s.name, partial(s.run, study, device=device, progress=progress)) for s in stages.for_run(study)]
 
 
 def _failed_inputs(study: Study) -> list[tuple[str, str, str]]:
@@ -183,21 +131,21 @@ def run(study: Study, device: str = "auto", progress: bool = True) -> RunResult:
     """
     check_runnable(study)
     result = RunResult(study)
-    stages = _stages(study, device, progress)
+    bound = _stages(study, device, progress)
     with store.verified_once():  # each instance file is hashed once per run, not once per stage
-        _run_stages(result, stages, progress)
+        _run_stages(result, bound, progress)
     result.failed_inputs = _failed_inputs(study)
     return result
 
 
-def _run_stages(result: RunResult, stages: list[tuple[str, Callable[[], Any]]], progress: bool) -> None:
-    for i, (name, stage) in enumerate(stages, 1):
+def _run_stages(result: RunResult, bound: list[tuple[str, Callable[[], Any]]], progress: bool) -> None:
+    for i, (name, stage) in enumerate(bound, 1):
         if progress:
-            print(f"[{i}/{len(stages)}] {name}", flush=True)
+            print(f"[{i}/{len(bound)}] {name}", flush=True)
         t0 = time.perf_counter()
         try:
             out = stage()
-            ok, summary = True, str(out) if out is not None else ""
+            ok, summary = True, stages.BY_NAME[name].show(out) if out is not None else ""
             if name == "report" and out is not None:
                 result.report = Path(getattr(out, "path", out))
         except Exception as exc:  # a failed stage stops the ones after it

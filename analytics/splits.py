@@ -54,8 +54,6 @@ from pipeline.errors import CohortlabError
 log = logging.getLogger("cohortlab.splits")
 
 SPLITS = ("train", "internal", "external")
-# the columns of a cohort frame that carry a meaning of their own (never a clinical variable or feature)
-RESERVED = ("patient_id", "label", "time", "event", "center", "split")
 
 
 class SplitError(CohortlabError, ValueError):

@@ -50,8 +50,9 @@ import numpy as np
 import polars as pl
 from scipy import stats as sps
 
-from analytics.splits import RESERVED, SPLITS
+from analytics.splits import SPLITS
 from pipeline import atomic
+from pipeline.config import RESERVED
 
 log = logging.getLogger("cohortlab.table1")
 

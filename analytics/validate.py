@@ -134,7 +134,7 @@ def _split_metrics(
 
 def _linear_predictor(study: Study, name: str) -> bool:
     """Whether a survival model's score is a Cox linear predictor (every survival kind but the forest)."""
-    return any(m.name == name and m.kind != "rsf" for m in study.models)
+    return any(m.name == name and m.traits.linear_predictor for m in study.models)
 
 
 def lp_calibration(time: np.ndarray, event: np.ndarray, lp: np.ndarray, horizons: Sequence[float],
@@ -355,7 +355,7 @@ def lr_test_reason(study: Study, new: str, old: str) -> str | None:
     specs = {m.name: m for m in study.models}
     a, b = specs[new], specs[old]
     for m in (a, b):
-        if m.kind != "logistic":
+        if m.traits.regression != "logit":
             return f"{m.name} is a {m.kind} model, not a logistic regression"
         c = m.params.get("C")
         if "C" in m.grid or c is None or not math.isinf(float(c)):

@@ -1165,10 +1165,6 @@ class Validation:
             "added_value": [a.to_dict() for a in self.added_value],
         }
 
-    def to_json(self) -> str:
-        """metrics.json's text (sorted keys: the same metrics give the same bytes)."""
-        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
-
     def to_csv(self) -> str:
         """metrics.csv's text: the summary's rows; every float written in full (the shortest text that reads
         back as the same float)."""

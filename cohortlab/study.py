@@ -1,10 +1,10 @@
 """A study in a notebook: each stage of the command line as a method that returns an object.
 
-The methods are thin calls into the library functions the CLI calls
-(:func:`pipeline.ingest.ingest`, :func:`pipeline.embed.embed`,
-:func:`analytics.cohort.load_cohort`, :func:`analytics.fit.fit`,
-:func:`analytics.validate.validate`, :func:`analytics.report.write_report`,
-:func:`analytics.verify.verify`), each imported when first called.
+The stage methods call the stage table the CLI's verbs and ``cohortlab run`` call
+(:mod:`analytics.stages`), so a notebook runs a stage as the command line does:
+:meth:`Study.embed` runs on Ray when study.toml sets ``[compute] ray``. The data
+methods (:meth:`Study.cohort`, :meth:`Study.sql`) call :mod:`analytics.cohort`.
+Heavy modules load when a method is first called.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from analytics import stages
 from pipeline.config import Study as StudyConfig
 from pipeline.config import load_study as read_study_toml
 
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
     import polars as pl
 
     from analytics.cohort import Cohort
+    from analytics.explain.study import ExplainResult
     from analytics.fit import FitResult
+    from analytics.run import RunResult
     from analytics.validation import Validation
     from analytics.verify import Verification
     from pipeline.embed import EmbedResult
@@ -63,20 +66,19 @@ class Study:
         return self.config.report_dir
 
     def ingest(self, *, progress: bool = True) -> IngestResult:
-        """Read the manifests into the store, checked (:func:`pipeline.ingest.ingest`)."""
-        from pipeline.ingest import ingest
-
-        return ingest(self.config, progress=progress)
+        """Read the manifests into the store, checked (:func:`analytics.stages.ingest`)."""
+        return stages.ingest(self.config, progress=progress)
 
     def embed(self, feature_set: str | None = None, device: str = "auto", *,
-              shard: tuple[int, int] | None = None, progress: bool = True) -> EmbedResult:
-        """Embed every feature set, or ``feature_set``, resumably (:func:`pipeline.embed.embed`).
+              shard: tuple[int, int] | None = None, ray: str | None = None, progress: bool = True) -> EmbedResult:
+        """Embed every feature set, or ``feature_set``, resumably, here or on Ray as ``[compute] ray`` says
+        (:func:`analytics.stages.embed`), as ``cohortlab embed`` does.
 
-        ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; ``shard``: ``(i, n)``, the i-th of n shards.
+        ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; ``shard``: ``(i, n)``, the i-th of n shards
+        (not on Ray); ``ray``: a Ray address over ``[compute] ray`` (``cohortlab embed --ray``).
         """
-        from pipeline.embed import embed
-
-        return embed(self.config, feature_set=feature_set, device=device, shard=shard, progress=progress)
+        return stages.embed(self.config, feature_set=feature_set, device=device, shard=shard, ray=ray,
+                            progress=progress)
 
     def cohort(self, name: str | None = None, /, **params: Any) -> Cohort:
         """Run a cohort (default ``[cohort] name``; or a path to a ``.sql`` file) with its ``$name``
@@ -93,37 +95,53 @@ class Study:
         return run_sql(self.config, query, params or None)
 
     def fit(self, models: Sequence[str] | None = None, *, progress: bool = True) -> FitResult:
-        """Fit the study's models, or ``models`` and those they depend on (:func:`analytics.fit.fit`)."""
-        from analytics.fit import fit
-
-        return fit(self.config, models=list(models) if models is not None else None, progress=progress)
+        """Fit the study's models, or ``models`` and those they depend on (:func:`analytics.stages.fit`)."""
+        return stages.fit(self.config, models=models, progress=progress)
 
     def validation(self, *, force: bool = False, partial: bool = False, progress: bool = True) -> Validation:
         """The validated metrics: computed when the predictions, outcomes or settings changed since the last
         validation (or ``force``), else read back from ``metrics.json``
-        (:func:`analytics.validate.validate`, :func:`analytics.validate.load_validation`).
+        (:func:`analytics.stages.validate`, :func:`analytics.validate.load_validation`).
 
         ``partial``: validate the models that have predictions when some do not.
         """
-        from analytics.validate import load_validation, validate
+        result = stages.validate(self.config, force=force, progress=progress, partial=partial)
+        if result.validation is not None:
+            return result.validation
+        from analytics.validate import load_validation
 
-        result = validate(self.config, force=force, progress=progress, partial=partial)
-        return result.validation if result.validation is not None else load_validation(self.config)
+        return load_validation(self.config)
+
+    def explain(self, models: Sequence[str] | None = None, patients: Sequence[str] | None = None, *,
+                progress: bool = True) -> ExplainResult:
+        """SHAP explanations and MIL attention figures of the fitted models (or ``models``) under the report
+        folder, as ``cohortlab explain`` writes them (:func:`analytics.stages.explain`).
+
+        ``patients``: those to draw waterfall plots and attention heatmaps of (default ``[report]
+        explain_patients``). With ``[explain] enabled = false`` nothing is done and ``.notes`` says so.
+        """
+        return stages.explain(self.config, models=models, patients=patients, progress=progress)
 
     def verify(self) -> Verification:
         """Check every done instance file against the store: sha256, the source_id it holds, its footer
-        (:func:`analytics.verify.verify`); ``.ok``, ``.problems`` (kind, file, feature set, source, reason),
+        (:func:`analytics.stages.verify`); ``.ok``, ``.problems`` (kind, file, feature set, source, reason),
         ``.table()``."""
-        from analytics.verify import verify
-
-        return verify(self.config)
+        return stages.verify(self.config)
 
     def report(self, *, force: bool = False, progress: bool = True) -> Path:
         """Write ``index.html`` unless it is up to date (or ``force``); return its path
-        (:func:`analytics.report.write_report`)."""
-        from analytics.report import write_report
+        (:func:`analytics.stages.report`)."""
+        return stages.report(self.config, force=force, progress=progress).path
 
-        return write_report(self.config, force=force, progress=progress).path
+    def run(self, device: str = "auto", *, progress: bool = True) -> RunResult:
+        """Every stage in order, each skipping finished work, as ``cohortlab run`` does (:func:`analytics.run.run`).
+
+        A failed stage stops the ones after it and is named in the result (``.ok`` is then False); nothing
+        is raised for it.
+        """
+        from analytics.run import run as run_all
+
+        return run_all(self.config, device=device, progress=progress)
 
 
 def load_study(path: str | Path) -> Study:

@@ -25,8 +25,10 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from pipeline.errors import CohortlabError
+from pipeline.model_kinds import KINDS, KindTraits, kinds_where
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,6 +40,9 @@ NAME = re.compile(r"\A[A-Za-z][A-Za-z0-9_\-]*\Z")
 ROLES = ("predictor", "outcome", "time", "event", "id", "strata", "other")
 VAR_TYPES = ("numeric", "integer", "binary", "categorical", "text", "date")
 STAIN_NORMS = ("macenko", "reinhard", "none")  # feature_sets[].stain_norm
+# the columns of a cohort frame that carry a meaning of their own (never a clinical variable or feature);
+# defined here, the lowest layer that reads cohort columns, for the analysis side to import
+RESERVED = ("patient_id", "label", "time", "event", "center", "split")
 
 
 def check_text_encoding(encoding: str) -> str:
@@ -252,14 +257,26 @@ class SplitSection(_Strict):
     column: str | None = None  # take the split from this cohort column instead
 
 
-# model kinds that predict time to event (their score is a risk: higher = worse)
-SURVIVAL_KINDS = ("cox", "coxnet", "rsf", "xgboost_cox", "mil_cox")
+# model kinds that predict time to event (their score is a risk: higher = worse); a view of the kind table
+SURVIVAL_KINDS = kinds_where(endpoint="survival")
+
+
+def check_kind(value: str) -> str:
+    """``value`` when it is a model kind of :data:`pipeline.model_kinds.KINDS`."""
+    if value not in KINDS:
+        raise PydanticCustomError("literal_error", "Input should be one of {expected}",
+                                  {"expected": ", ".join(repr(k) for k in KINDS)})
+    return value
+
+
+def _alternatives(names: tuple[str, ...]) -> str:
+    """``"a, b and c"``."""
+    return ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
 
 
 class Model(_Strict):
     name: Name
-    kind: Literal["logistic", "svm", "xgboost", "mil", "voting", "stacking",
-                  "cox", "coxnet", "rsf", "xgboost_cox", "mil_cox"]
+    kind: Annotated[str, AfterValidator(check_kind)]  # a row of the kind table (pipeline/model_kinds.py)
     # the model's endpoint; None: the study's ([study] endpoint); survival kinds are always "survival"
     endpoint: Literal["binary", "survival"] | None = None
     features: list[str] = Field(default_factory=list)  # "feature_set" or "feature_set:pooling"
@@ -283,12 +300,14 @@ class Model(_Strict):
             if self.batch != "center" or self.harmonize_covariates:
                 raise ValueError(f"{where}: batch and harmonize_covariates apply only with harmonize = \"combat\"")
             return self
-        if self.kind not in ("logistic", "svm", "xgboost"):
-            raise ValueError(f"{where}: harmonize = \"combat\" applies to logistic, svm and xgboost models, "
-                             f"not {self.kind}")
+        if not self.traits.harmonisable:
+            raise ValueError(f"{where}: harmonize = \"combat\" applies to "
+                             f"{_alternatives(kinds_where(harmonisable=True))} models, not {self.kind}")
         if not self.features:
             raise ValueError(f"{where}: harmonize = \"combat\" harmonises image features; the model has none")
-        reserved = ("patient_id", "label", "time", "event", "split")
+        # the centre is the default batch (and may be a covariate of another batch): every other reserved column
+        # is the outcome, follow-up, identity or split, never a batch nor a protected covariate
+        reserved = tuple(c for c in RESERVED if c != "center")
         if self.batch in reserved:
             raise ValueError(f"{where}: batch = \"{self.batch}\" cannot be a batch; name the centre column "
                              "(default \"center\")")
@@ -309,20 +328,26 @@ class Model(_Strict):
                 out.pop(key, None)
         return out
 
+    @property
+    def traits(self) -> KindTraits:
+        """The row of the kind table for this model's kind: what every stage reads instead of the kind's name."""
+        return KINDS[self.kind]
+
     @model_validator(mode="after")
     def _inputs(self) -> Model:
-        if self.kind in ("voting", "stacking"):
+        traits = self.traits
+        if traits.ensemble:
             if len(self.members) < 2:
                 raise ValueError(f"a {self.kind} model needs at least two members")
         elif not (self.features or self.clinical or self.scores):
             raise ValueError("a model needs inputs: features, clinical or scores")
-        if self.kind in ("mil", "mil_cox") and len(self.features) != 1:
+        if traits.bags and len(self.features) != 1:
             raise ValueError(f"a {self.kind} model reads instance bags of exactly one feature set")
-        if self.kind in SURVIVAL_KINDS and self.endpoint == "binary":
+        if traits.survival and self.endpoint == "binary":
             raise ValueError(f"a {self.kind} model predicts a survival endpoint; remove endpoint = \"binary\"")
-        if self.kind in ("logistic", "svm", "xgboost", "mil") and self.endpoint == "survival":
+        if traits.binary and self.endpoint == "survival":
             raise ValueError(f"a {self.kind} model predicts a binary label; use a survival kind "
-                             f"({', '.join(SURVIVAL_KINDS)}) for endpoint = \"survival\"")
+                             f"({', '.join(kinds_where(endpoint='survival'))}) for endpoint = \"survival\"")
         return self
 
 
@@ -388,7 +413,8 @@ class ExplainSection(_Strict):
 
 
 class Compute(_Strict):
-    """Where ``cohortlab embed`` runs: ``ray`` = "local", "auto" or "ray://host:port" (unset: this process)."""
+    """Where the embedding stage runs, on every path (``cohortlab embed`` / ``run`` / ``demo``, ``Study.embed()`` /
+    ``Study.run()``): ``ray`` = "local", "auto" or "ray://host:port" (unset: this process); ``--ray`` overrides it."""
 
     ray: str | None = None
     ray_retries: int = Field(default=2, ge=0)  # tries again of a source whose worker process was lost
@@ -515,13 +541,13 @@ class Study(_Strict):
         all agree on one.
         """
         spec = self.model(model) if isinstance(model, str) else model
-        if spec.kind in SURVIVAL_KINDS:
+        if spec.traits.survival:
             return "survival"
         if spec.endpoint is not None:
             return spec.endpoint
         inputs = [*spec.members, *spec.scores]
         ends = {self.endpoint(n) for n in inputs if any(m.name == n for m in self.models)}
-        if spec.kind in ("voting", "stacking") and len(ends) == 1:
+        if spec.traits.endpoint == "inputs" and len(ends) == 1:
             return ends.pop()
         return self.study.endpoint
 

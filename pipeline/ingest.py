@@ -34,7 +34,7 @@ from pipeline.config import Study, Variable
 from pipeline.errors import CohortlabError
 from pipeline.files import file_kind
 from pipeline.manifest import (
-    CellError,
+    CellProblem,
     Manifest,
     ManifestError,
     TypedColumn,
@@ -55,7 +55,7 @@ MAX_REPORTED = 50
 class IngestError(CohortlabError, ValueError):
     """Manifests that cannot be loaded; one line per problem, each naming file, row and column."""
 
-    def __init__(self, errors: list[CellError]):
+    def __init__(self, errors: list[CellProblem]):
         self.errors = errors
         shown = [str(e) for e in errors[:MAX_REPORTED]]
         more = len(errors) - len(shown)
@@ -112,9 +112,9 @@ def _role(name: str, declared: Variable | None) -> str:
     return DEFAULT_ROLES.get(name.lower(), "predictor")
 
 
-def _unique_ids(m: Manifest, column: str) -> tuple[list[str | None], list[CellError]]:
+def _unique_ids(m: Manifest, column: str) -> tuple[list[str | None], list[CellProblem]]:
     ids = text_column(m, column)
-    errors: list[CellError] = []
+    errors: list[CellProblem] = []
     first: dict[str, int] = {}
     for i, v in enumerate(ids):
         if v is None:
@@ -126,8 +126,8 @@ def _unique_ids(m: Manifest, column: str) -> tuple[list[str | None], list[CellEr
     return ids, errors
 
 
-def _check_roles(m: Manifest, col: TypedColumn, role: str) -> list[CellError]:
-    errors: list[CellError] = []
+def _check_roles(m: Manifest, col: TypedColumn, role: str) -> list[CellProblem]:
+    errors: list[CellProblem] = []
     raw = text_column(m, col.name)
     if role in ("outcome", "event"):
         what = "label" if role == "outcome" else "event"
@@ -148,7 +148,7 @@ def _check_roles(m: Manifest, col: TypedColumn, role: str) -> list[CellError]:
     return errors
 
 
-def read_patients(study: Study) -> tuple[PatientTables | None, set[str], list[CellError]]:
+def read_patients(study: Study) -> tuple[PatientTables | None, set[str], list[CellProblem]]:
     """Validate the patient manifest and build the patients, clinical and variables tables.
 
     The set of patient ids is returned even when there are errors, so that
@@ -168,7 +168,7 @@ def read_patients(study: Study) -> tuple[PatientTables | None, set[str], list[Ce
     centers = text_column(m, "center")
     errors += [m.error(i, "center", "centre is missing") for i, c in enumerate(centers) if c is None]
     unknown = sorted(set(study.variables) - set(m.frame.columns))
-    errors += [CellError(Path("study.toml"), None, f"variables.{v}", f"no column '{v}' in {path}") for v in unknown]
+    errors += [CellProblem(Path("study.toml"), None, f"variables.{v}", f"no column '{v}' in {path}") for v in unknown]
 
     columns: list[TypedColumn] = []
     var_rows: list[dict[str, Any]] = []
@@ -247,10 +247,10 @@ def _source_rows(
     id_col: str,
     path_cols: list[str],
     patient_ids: set[str],
-    probe: Callable[[Manifest, int, dict[str, Any]], tuple[dict[str, Any] | None, list[CellError]]],
+    probe: Callable[[Manifest, int, dict[str, Any]], tuple[dict[str, Any] | None, list[CellProblem]]],
     what: str,
     progress: bool,
-) -> tuple[list[dict[str, Any]], list[CellError]]:
+) -> tuple[list[dict[str, Any]], list[CellProblem]]:
     try:
         m = read_manifest(study.path(manifest_path), study.manifests.encoding)
     except ManifestError as exc:
@@ -266,7 +266,7 @@ def _source_rows(
     paths = {c: text_column(m, c) if c in m.frame.columns else [None] * m.frame.height for c in path_cols}
     rows: list[dict[str, Any]] = []
     for i in tqdm(range(m.frame.height), desc=f"probing {what}", unit=what[:-1], disable=not progress, leave=False):
-        row_errors: list[CellError] = []
+        row_errors: list[CellProblem] = []
         pid = patients[i]
         if pid is None:
             row_errors.append(m.error(i, "patient_id", "patient id is empty"))
@@ -299,7 +299,7 @@ def _source_rows(
     return rows, errors
 
 
-def _probe_slide(m: Manifest, i: int, paths: dict[str, Any]) -> tuple[dict[str, Any] | None, list[CellError]]:
+def _probe_slide(m: Manifest, i: int, paths: dict[str, Any]) -> tuple[dict[str, Any] | None, list[CellProblem]]:
     from pipeline import wsi
 
     mpp_text = text_column(m, "mpp")[i] if "mpp" in m.frame.columns else None
@@ -332,7 +332,7 @@ def _probe_slide(m: Manifest, i: int, paths: dict[str, Any]) -> tuple[dict[str, 
     }, []
 
 
-def _probe_scan(m: Manifest, i: int, paths: dict[str, Any]) -> tuple[dict[str, Any] | None, list[CellError]]:
+def _probe_scan(m: Manifest, i: int, paths: dict[str, Any]) -> tuple[dict[str, Any] | None, list[CellProblem]]:
     from pipeline import ct
 
     label_text = text_column(m, "mask_label")[i] if "mask_label" in m.frame.columns else None

@@ -40,8 +40,12 @@ NUMERIC_SHARE = 0.5
 
 
 @dataclass(frozen=True)
-class CellError:
-    """One problem in one cell (or row) of a manifest."""
+class CellProblem:
+    """One problem in one cell (or row) of a manifest.
+
+    A record, not an exception: problems are collected so that one run reports them all, and raised
+    together inside a :class:`ManifestError` (or :class:`pipeline.ingest.IngestError`).
+    """
 
     file: Path
     row: int | None
@@ -76,14 +80,14 @@ class Manifest:
             return self.lines[index]
         return index + 2 if self.is_csv else index + 1
 
-    def error(self, index: int | None, column: str | None, message: str) -> CellError:
-        return CellError(self.path, None if index is None else self.row_number(index), column, message, self.is_csv)
+    def error(self, index: int | None, column: str | None, message: str) -> CellProblem:
+        return CellProblem(self.path, None if index is None else self.row_number(index), column, message, self.is_csv)
 
 
 class ManifestError(CohortlabError, ValueError):
     """A manifest file that cannot be read at all; ``errors`` say where and why (``error`` is the first)."""
 
-    def __init__(self, error: CellError, *more: CellError):
+    def __init__(self, error: CellProblem, *more: CellProblem):
         self.error = error
         self.errors = [error, *more]
         super().__init__("; ".join(str(e) for e in self.errors))
@@ -110,17 +114,17 @@ def check_header(path: Path, names: list[str], is_csv: bool) -> list[str]:
         differing only in letter case.
     """
     line = 1 if is_csv else None
-    errors: list[CellError] = []
+    errors: list[CellProblem] = []
     seen: dict[str, int] = {}
     out = [n.strip() for n in names]
     for k, (raw, name) in enumerate(zip(names, out), start=1):
         where = f"column {k} of the header"
         if not name:
-            errors.append(CellError(path, line, None, f"{where} has no name ({raw!r}); every column needs one",
+            errors.append(CellProblem(path, line, None, f"{where} has no name ({raw!r}); every column needs one",
                                     is_csv))
             continue
         if '"' in name or _CONTROL.search(name):
-            errors.append(CellError(path, line, None, f"{where} is named {raw!r}: a column name may not hold a "
+            errors.append(CellProblem(path, line, None, f"{where} is named {raw!r}: a column name may not hold a "
                                     "quote or a control character (a line break, a tab); rename it", is_csv))
             continue
         first = seen.get(name.casefold())
@@ -132,7 +136,7 @@ def check_header(path: Path, names: list[str], is_csv: bool) -> list[str]:
                 why = "the same name once spaces around names are removed"
             else:
                 why = "names that differ only in letter case, which SQL does not tell apart"
-            errors.append(CellError(path, line, None, f"columns {first} ({a!r}) and {k} ({b!r}) have {why}; "
+            errors.append(CellProblem(path, line, None, f"columns {first} ({a!r}) and {k} ({b!r}) have {why}; "
                                     "rename one of them (each column is stored under its name)", is_csv))
             continue
         seen[name.casefold()] = k
@@ -153,7 +157,7 @@ def decode_text(path: Path, data: bytes, encoding: str = "utf-8", separator: str
     try:
         codec = check_text_encoding(encoding)
     except ValueError as exc:
-        raise ManifestError(CellError(path, None, None, f"encoding: {exc}")) from None
+        raise ManifestError(CellProblem(path, None, None, f"encoding: {exc}")) from None
     try:
         return data.decode("utf-8-sig" if codec == "utf-8" else codec)
     except UnicodeDecodeError as exc:
@@ -169,7 +173,7 @@ def decode_text(path: Path, data: bytes, encoding: str = "utf-8", separator: str
     message = (f"byte 0x{bad} (character {len(before) + 1} of the line, byte offset {start} of the file) is not "
                f"valid {encoding}; nothing was read. If the file was saved in another encoding (Excel on Windows "
                f"writes cp1252), declare it in study.toml: [manifests] encoding = \"cp1252\"")
-    raise ManifestError(CellError(path, line, column, message))
+    raise ManifestError(CellProblem(path, line, column, message))
 
 
 def read_manifest(path: Path, encoding: str = "utf-8") -> Manifest:
@@ -187,7 +191,7 @@ def read_manifest(path: Path, encoding: str = "utf-8") -> Manifest:
         message names the file and, where there is one, the line.
     """
     def fail(message: str, line: int | None = None) -> ManifestError:
-        return ManifestError(CellError(path, line, None, message))
+        return ManifestError(CellProblem(path, line, None, message))
 
     if not path.exists():
         raise fail("manifest not found")
@@ -225,9 +229,9 @@ def _read_csv(path: Path, text: str, separator: str) -> Manifest:
             lines.append(start)
             start = reader.line_num + 1
     except csv.Error as exc:
-        raise ManifestError(CellError(path, start, None, f"cannot be read as CSV: {exc}")) from None
+        raise ManifestError(CellProblem(path, start, None, f"cannot be read as CSV: {exc}")) from None
     if not records or not any(c.strip() for c in records[0]):
-        raise ManifestError(CellError(path, 1, None, "the first line is empty; a manifest starts with a header "
+        raise ManifestError(CellProblem(path, 1, None, "the first line is empty; a manifest starts with a header "
                                       "line naming its columns"))
     names = check_header(path, records[0], is_csv=True)
     width = len(names)
@@ -236,7 +240,7 @@ def _read_csv(path: Path, text: str, separator: str) -> Manifest:
         if len(record) > width:
             extra = record[width:]
             if any(c.strip() for c in extra):
-                raise ManifestError(CellError(path, line, None, f"{len(record)} fields, but the header names {width} "
+                raise ManifestError(CellProblem(path, line, None, f"{len(record)} fields, but the header names {width} "
                                               "columns (a separator too many, or a cell with a separator that is "
                                               "not quoted?)"))
         for k in range(width):
@@ -255,13 +259,13 @@ def _read_parquet(path: Path) -> Manifest:
         names = pq.read_schema(path).names
     except (pa.ArrowException, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ManifestError(CellError(path, None, None, f"cannot be read as Parquet: {first}")) from None
+        raise ManifestError(CellProblem(path, None, None, f"cannot be read as Parquet: {first}")) from None
     stripped = check_header(path, list(names), is_csv=False)
     try:
         frame = pl.read_parquet(path)
     except (pl.exceptions.PolarsError, pa.ArrowException, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ManifestError(CellError(path, None, None, f"cannot be read as Parquet: {first}")) from None
+        raise ManifestError(CellProblem(path, None, None, f"cannot be read as Parquet: {first}")) from None
     return Manifest(path, frame.rename(dict(zip(frame.columns, stripped))), is_csv=False)
 
 
@@ -273,7 +277,7 @@ def is_missing(value: object) -> bool:
     return isinstance(value, str) and value.strip().lower() in MISSING
 
 
-def require_columns(m: Manifest, columns: list[str]) -> list[CellError]:
+def require_columns(m: Manifest, columns: list[str]) -> list[CellProblem]:
     return [m.error(None, c, "required column is missing") for c in columns if c not in m.frame.columns]
 
 
@@ -304,7 +308,7 @@ def _number(text: str) -> float | None:
     return None
 
 
-def infer_column(m: Manifest, column: str, declared: str | None = None) -> tuple[TypedColumn | None, list[CellError]]:
+def infer_column(m: Manifest, column: str, declared: str | None = None) -> tuple[TypedColumn | None, list[CellProblem]]:
     """Type one clinical column; report the cells that break the column's evident type.
 
     Rules: all numbers -> integer (binary when only 0/1) or numeric; all ISO
@@ -318,7 +322,7 @@ def infer_column(m: Manifest, column: str, declared: str | None = None) -> tuple
         return _typed_from_parquet(m, column, series, declared)
     cells = text_column(m, column)
     present = [(i, v) for i, v in enumerate(cells) if v is not None]
-    errors: list[CellError] = []
+    errors: list[CellProblem] = []
     numbers = {i: _number(v) for i, v in present}
     n_num = sum(x is not None for x in numbers.values())
     kind = declared
@@ -369,7 +373,7 @@ def infer_column(m: Manifest, column: str, declared: str | None = None) -> tuple
     return TypedColumn(column, kind, series_out, levels), errors
 
 
-def apply_levels(m: Manifest, col: TypedColumn, levels: list[str]) -> tuple[TypedColumn, list[CellError]]:
+def apply_levels(m: Manifest, col: TypedColumn, levels: list[str]) -> tuple[TypedColumn, list[CellProblem]]:
     """``col`` with its declared ``levels`` (in declared order); an error at every value not among them.
 
     Levels declared but absent from the manifest are kept: they are part of
@@ -386,7 +390,7 @@ def apply_levels(m: Manifest, col: TypedColumn, levels: list[str]) -> tuple[Type
 
 def _typed_from_parquet(
     m: Manifest, column: str, series: pl.Series, declared: str | None
-) -> tuple[TypedColumn | None, list[CellError]]:
+) -> tuple[TypedColumn | None, list[CellProblem]]:
     dt = series.dtype
     if dt.is_integer() or dt == pl.Boolean:
         s = series.cast(pl.Int64)

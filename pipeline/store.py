@@ -92,8 +92,17 @@ def sql_dir() -> Path:
     raise StoreError(f"cannot find sql/schema.sql beside {here}")
 
 
+# the folders whose code makes the numbers: the wheel's packages and the SQL it bundles (pyproject.toml)
+SOURCE_DIRS = ("pipeline", "analytics", "cohortlab", "sql")
+
+
 def code_version() -> str:
-    """Package version plus the git commit of the source tree when there is one."""
+    """Package version plus the git commit of the source tree when there is one.
+
+    ``.dirty`` is appended when any file under :data:`SOURCE_DIRS` differs from the commit: an edit, or a
+    new file git does not ignore (a new module changes results as much as an edited one). Tests,
+    benchmarks and documents do not count.
+    """
     try:
         from importlib.metadata import version
 
@@ -108,7 +117,7 @@ def code_version() -> str:
                 capture_output=True, text=True, timeout=5, check=True,
             ).stdout.strip()
             dirty = subprocess.run(
-                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "pipeline", "sql"],
+                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=normal", "--", *SOURCE_DIRS],
                 capture_output=True, text=True, timeout=5, check=True,
             ).stdout.strip()
             return f"{ver}+g{sha}{'.dirty' if dirty else ''}"

@@ -8,7 +8,7 @@ from typing import Any
 import polars as pl
 
 from analytics.cohort.errors import CohortError
-from analytics.splits import RESERVED
+from pipeline.config import RESERVED
 
 __all__ = ["RESERVED", "check_cohort"]
 

@@ -72,14 +72,12 @@ from analytics.models.persist import (
     read_predictions,
 )
 from pipeline import atomic, store
-from pipeline.config import SURVIVAL_KINDS, ExplainSection, Model, Study
+from pipeline.config import ExplainSection, Model, Study
 from pipeline.store import feature_set_params
 
 log = logging.getLogger("cohortlab.explain")
 
 FORMAT_VERSION = 1  # part of every digest: bump when the outputs change meaning
-CLASSICAL = ("logistic", "svm", "xgboost")
-ENSEMBLES = ("voting", "stacking")
 
 
 @dataclass(frozen=True)
@@ -238,7 +236,8 @@ def _explain_table(ctx: _Context, fitted: FittedModel, wanted: Sequence[str],
     inputs = input_models(spec)
     assembled = assemble(spec, cohort, training_scores(inputs, _predictions(study, inputs)))
     data = assembled.data
-    if spec.kind in CLASSICAL:
+    pipeline_shap = spec.traits.explainer == "shap-pipeline"
+    if pipeline_shap:
         _check_columns(fitted, data.columns)
     rows = _rows(cohort, assembled.available, wanted, settings.max_rows, study.study.seed)
     bg = _background(cohort, assembled.available)
@@ -247,7 +246,7 @@ def _explain_table(ctx: _Context, fitted: FittedModel, wanted: Sequence[str],
     ids = [cohort.patient_ids[i] for i in rows]
     splits = [str(cohort.split[i]) for i in rows]
     seed = study.study.seed
-    if spec.kind in CLASSICAL:
+    if pipeline_shap:
         assert data.table is not None and data.columns is not None
         # a harmonised model is explained on its ComBat-harmonised features (the classifier's inputs)
         table, pipeline = harmonised_inputs(fitted.learner.pipeline_, data.table, cohort.split, assembled.available)
@@ -392,7 +391,7 @@ def explain(
     with threadpool_limits(limits=1):
         specs = _select(study, models)
         old = mf.read(folder)
-        features = sorted({r for s in study.models if s.kind in CLASSICAL for r in pooled_refs(s)})
+        features = sorted({r for s in study.models if s.traits.explainer == "shap-pipeline" for r in pooled_refs(s)})
         ctx = _Context(study, features)
         if wanted:
             _check_patients(ctx, wanted)
@@ -413,20 +412,23 @@ def explain(
                 summary.status = "up to date"
                 _fill(summary, prev)
                 continue
-            if (spec.kind in SURVIVAL_KINDS or study.endpoint(spec) == "survival") and spec.kind != "mil_cox":
-                # SHAP of a survival model's risk is not computed; mil_cox has its attention
+            explainer = spec.traits.explainer
+            if explainer is None or (study.endpoint(spec) == "survival" and explainer != "attention"):
+                # SHAP of a survival model's risk is not computed; a MIL network has its attention
                 summary.status = "not explained"
-                result.notes.append(f"{spec.name}: a {spec.kind} model of a survival endpoint; no SHAP explanation")
+                why = "of a survival endpoint; no SHAP explanation" if study.endpoint(spec) == "survival" else (
+                    "has no explainer; nothing to explain")
+                result.notes.append(f"{spec.name}: a {spec.kind} model {why}")
                 continue
             fitted = load_model(study.models_dir / spec.name, study.store_path)
             notes: list[str] = []
             with atomic.staged_dir(folder / spec.name) as tmp:
-                if spec.kind in ("mil", "mil_cox"):
+                if explainer == "attention":
                     outputs = _mil_model(study, fitted, wanted, settings, tmp, summary, notes)
                 else:
                     outputs = _shap_model(ctx, fitted, wanted, settings, tmp, summary, notes)
                 outputs.record.update(digest=digest, kind=spec.kind, notes=notes,
-                                      budget=settings.budget("attention" if spec.kind in ("mil", "mil_cox") else summary.explainer))
+                                      budget=settings.budget("attention" if explainer == "attention" else summary.explainer))
             current[spec.name] = outputs
             result.notes += notes
             summary.status = "explained"

@@ -30,7 +30,7 @@ Learners:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -50,7 +50,6 @@ from analytics.models.data import Columns
 
 log = logging.getLogger("cohortlab.models.classical")
 
-KINDS = ("logistic", "svm", "xgboost")
 # params read by the pipeline or the tuner, not passed to the classifier
 PIPELINE_PARAMS = ("pca", "inner_folds")
 DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = {
@@ -269,6 +268,21 @@ def l1_ratio(penalty: str, elasticnet_ratio: float = 0.5) -> float:
     return {"l2": 0.0, "l1": 1.0, "elasticnet": float(elasticnet_ratio)}[penalty]
 
 
+def _logistic(own: dict[str, Any], seed: int, grid: Mapping[str, Any]) -> BaseEstimator:
+    own["l1_ratio"] = l1_ratio(own.pop("penalty", "l2"), own.get("l1_ratio", 0.5))
+    # saga handles L1 and elastic net; lbfgs is faster for pure L2
+    sparse = own["l1_ratio"] > 0 or bool({"penalty", "l1_ratio"} & set(grid))
+    return LogisticRegression(solver="saga" if sparse else "lbfgs", max_iter=5000, random_state=seed)
+
+
+# the classifier of each classical learner, given its own params (adjusted in place), seed and tuned keys
+_CLASSIFIERS: dict[str, Callable[[dict[str, Any], int, Mapping[str, Any]], BaseEstimator]] = {
+    "logistic": _logistic,
+    "svm": lambda own, seed, grid: CalibratedSVC(random_state=seed),
+    "xgboost": lambda own, seed, grid: EarlyStoppedXGB(random_state=seed),
+}
+
+
 def classifier(kind: str, params: Mapping[str, Any], seed: int, grid: Mapping[str, Any] | None = None) -> BaseEstimator:
     """The final step of a ``kind`` pipeline, with ``params`` (minus pipeline params) applied.
 
@@ -281,18 +295,10 @@ def classifier(kind: str, params: Mapping[str, Any], seed: int, grid: Mapping[st
         An unknown kind, penalty or parameter name.
     """
     own = {k: v for k, v in params.items() if k not in PIPELINE_PARAMS}
-    if kind == "logistic":
-        own["l1_ratio"] = l1_ratio(own.pop("penalty", "l2"), own.get("l1_ratio", 0.5))
-        # saga handles L1 and elastic net; lbfgs is faster for pure L2
-        sparse = own["l1_ratio"] > 0 or bool({"penalty", "l1_ratio"} & set(grid or {}))
-        est: BaseEstimator = LogisticRegression(solver="saga" if sparse else "lbfgs", max_iter=5000,
-                                                random_state=seed)
-    elif kind == "svm":
-        est = CalibratedSVC(random_state=seed)
-    elif kind == "xgboost":
-        est = EarlyStoppedXGB(random_state=seed)
-    else:
-        raise ValueError(f"not a classical learner: {kind!r} (use one of {', '.join(KINDS)})")
+    make = _CLASSIFIERS.get(kind)
+    if make is None:
+        raise ValueError(f"not a classical learner: {kind!r} (use one of {', '.join(_CLASSIFIERS)})")
+    est = make(own, seed, grid or {})
     unknown = sorted(set(own) - set(est.get_params()))
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown} for {kind}; known: {', '.join(sorted(est.get_params()))}")

@@ -198,7 +198,7 @@ def mil_feature_set(spec: Model) -> str:
 
 def pooled_refs(spec: Model) -> list[str]:
     """Pooled feature blocks a (non-MIL) model reads, as ``"feature_set:pooling"``."""
-    return [] if spec.kind in ("mil", "mil_cox") else [":".join(feature_key(f)) for f in spec.features]
+    return [] if spec.traits.bags else [":".join(feature_key(f)) for f in spec.features]
 
 
 def input_models(spec: Model) -> list[str]:
@@ -318,10 +318,10 @@ def assemble(spec: Model, cohort: Cohort, scores: Mapping[str, Mapping[str, floa
     missing.update(lacking)
     available &= np.isfinite(score_values).all(axis=1)
 
-    if spec.kind in ("voting", "stacking"):
+    if spec.traits.ensemble:
         data = ModelData(tuple(ids), scores=score_values[:, [names.index(m) for m in spec.members]],
                          score_names=tuple(spec.members))
-    elif spec.kind in ("mil", "mil_cox"):
+    elif spec.traits.bags:
         bags, lacking_bags = _bags(spec, cohort)
         if lacking_bags:
             missing[f"{bags.feature_set}:instances"] = lacking_bags

@@ -55,8 +55,6 @@ from sklearn.base import BaseEstimator, TransformerMixin
 PREFIX = "harmonize:"
 BATCH_COLUMN = f"{PREFIX}batch"
 MIN_BATCH = 2  # patients a training centre needs for its variance
-# cohort columns that are never a batch or a protected covariate (the outcome above all)
-RESERVED = ("patient_id", "label", "time", "event", "split")
 
 
 def covariate_column(name: str) -> str:

@@ -19,6 +19,7 @@ from analytics.models import classical, tuning
 from analytics.models.data import ModelData, uninformative
 from analytics.models.ensemble import SoftVoting, Stacking
 from analytics.models.harmonize import ComBat, HarmonizeSpec, covariate_column
+from pipeline.model_kinds import KINDS
 
 
 class Learner(Protocol):
@@ -55,7 +56,7 @@ class TabularLearner:
         if "pca" in self.grid and "pca" not in self.params:
             self.params["pca"] = self.grid["pca"][0]
         est = classical.classifier(kind, self.params, seed, self.grid)  # fails early on unknown parameters
-        known = set(est.get_params()) | {"pca"} | ({"penalty"} if kind == "logistic" else set())
+        known = set(est.get_params()) | KINDS[kind].grid_keys
         unknown = sorted(set(self.grid) - known)
         if unknown:
             raise ValueError(f"unknown grid parameter(s) {unknown} for {kind}; known: {', '.join(sorted(known))}")

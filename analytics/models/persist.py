@@ -69,8 +69,9 @@ from analytics.models.learners import (
 from analytics.models.mil import MILClassifier
 from analytics.models.mil_learner import MILLearner
 from pipeline import atomic, store
-from pipeline.config import SURVIVAL_KINDS, Model
+from pipeline.config import Model
 from pipeline.errors import CohortlabError
+from pipeline.model_kinds import KINDS
 
 FORMAT = 2  # 1: model.joblib (a pickle), no digests recorded
 MANIFEST = "manifest.json"
@@ -125,7 +126,7 @@ class LegacyModelError(PersistError):
 
 def artifact_name(kind: str) -> str | None:
     """The file that holds a fitted ``kind`` model (None: the manifest alone describes it)."""
-    return {"mil": TORCH, "voting": None}.get(kind, SKOPS)
+    return {"torch": TORCH, "none": None}.get(KINDS[kind].artifact, SKOPS)
 
 
 def library_versions() -> dict[str, str]:
@@ -264,7 +265,7 @@ def save_model(
     with atomic.staged_dir(folder) as tmp:
         kind = manifest["kind"]
         name = artifact_name(kind)
-        if kind in SURVIVAL_KINDS:  # preprocessing, estimator and Breslow baseline in one file
+        if KINDS[kind].saved == "learner":  # e.g. preprocessing, estimator and Breslow baseline in one file
             (tmp / SKOPS).write_bytes(dump_skops(learner))
         elif isinstance(learner, TabularLearner):
             (tmp / SKOPS).write_bytes(dump_skops(learner.pipeline_))
@@ -514,22 +515,23 @@ def load_model(path: str | Path, store_path: str | Path) -> FittedModel:
     spec = Model.model_validate(manifest["config"])
     chosen = manifest.get("chosen", {})
     learner: Learner
-    if spec.kind == "mil":
+    saved = spec.traits.saved
+    if saved == "weights":
         try:
             state = torch.load(io.BytesIO(files[TORCH]), map_location="cpu", weights_only=True)
         except Exception as exc:
             raise ArtifactError(f"{folder / TORCH}: not a weights file cohortlab can read ({exc})") from None
         learner = MILLearner.fitted(MILClassifier.from_state(manifest["mil"], state), chosen)
-    elif spec.kind == "voting":
+    elif saved == "none":
         learner = VotingLearner(list(spec.members), spec.params)
     else:
         file = folder / SKOPS
         if SKOPS not in files:
             raise PersistError(f"{file}: missing (run `cohortlab fit`)")
         obj = _load_skops(file, files[SKOPS])
-        if spec.kind in SURVIVAL_KINDS:
+        if saved == "learner":
             learner = _expect(file, obj, (SurvivalLearner, MILCoxLearner), spec.kind)
-        elif spec.kind == "stacking":
+        elif saved == "meta":
             learner = StackingLearner.fitted(_expect(file, obj, (Stacking, CoxStacking), spec.kind))
         else:
             learner = TabularLearner.fitted(spec.kind, spec.params, _expect(file, obj, (Pipeline,), spec.kind),

@@ -1,8 +1,14 @@
-"""Build an unfitted learner from a ``study.toml`` model entry."""
+"""Build an unfitted learner from a ``study.toml`` model entry: the one map from model kind to learner.
+
+The kinds themselves and their traits are listed in :mod:`pipeline.model_kinds`; a new kind is one traits
+record there and one learner factory here (:func:`register_kind` does both).
+"""
 
 from __future__ import annotations
 
-from analytics.models import classical, survival
+from collections.abc import Callable
+
+from analytics.models import survival
 from analytics.models.harmonize import HarmonizeSpec
 from analytics.models.learners import (
     Learner,
@@ -11,12 +17,78 @@ from analytics.models.learners import (
     VotingLearner,
 )
 from analytics.models.mil_learner import MILLearner
+from pipeline import model_kinds
 from pipeline.config import Model
 from pipeline.errors import CohortlabError
+from pipeline.model_kinds import KindTraits
 
 
 class ModelSpecError(CohortlabError, ValueError):
     """A model entry that cannot be built; the message names the model."""
+
+
+# one learner factory per model kind: (model entry, seed) -> unfitted learner; the kinds' traits are in
+# pipeline/model_kinds.py
+LearnerFactory = Callable[[Model, int], Learner]
+
+
+def _voting(spec: Model, seed: int) -> Learner:
+    if spec.grid:
+        raise ValueError("a voting model has nothing to tune; remove its grid")
+    return VotingLearner(list(spec.members), spec.params)
+
+
+def _tabular(spec: Model, seed: int) -> Learner:
+    return TabularLearner(spec.kind, spec.params, spec.grid, seed, HarmonizeSpec.of(spec))
+
+
+def _survival(spec: Model, seed: int) -> Learner:
+    return survival.SurvivalLearner(spec.kind, spec.params, spec.grid, seed)
+
+
+_LEARNERS: dict[str, LearnerFactory] = {
+    "logistic": _tabular,
+    "svm": _tabular,
+    "xgboost": _tabular,
+    "mil": lambda spec, seed: MILLearner(spec.params, spec.grid, seed),
+    "voting": _voting,
+    "stacking": lambda spec, seed: StackingLearner(list(spec.members), spec.params, spec.grid, seed),
+    "cox": _survival,
+    "coxnet": _survival,
+    "rsf": _survival,
+    "xgboost_cox": _survival,
+    "mil_cox": lambda spec, seed: survival.MILCoxLearner(spec.params, spec.grid, seed),
+}
+
+
+def register_kind(name: str, traits: KindTraits, learner: LearnerFactory) -> None:
+    """Add a model kind: its row of the kind table and the factory of its learner.
+
+    After this, ``kind = "<name>"`` is valid in ``study.toml`` and every stage treats the kind by
+    ``traits``. The learner follows :class:`analytics.models.learners.Learner`: ``fit(data, y)``,
+    ``predict_score(data)`` (a probability for a binary endpoint, a risk for survival) and ``chosen``.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is a kind already, or not a lower-case name.
+    """
+    if name in _LEARNERS:
+        raise ValueError(f"model kind {name!r} exists already")
+    model_kinds.add(name, traits)
+    _LEARNERS[name] = learner
+
+
+def unregister_kind(name: str) -> None:
+    """Remove a kind added by :func:`register_kind` (the kinds cohortlab ships stay).
+
+    Raises
+    ------
+    ValueError
+        ``name`` ships with cohortlab.
+    """
+    model_kinds.remove(name)
+    _LEARNERS.pop(name, None)
 
 
 def build_learner(spec: Model, seed: int) -> Learner:
@@ -27,21 +99,10 @@ def build_learner(spec: Model, seed: int) -> Learner:
     ModelSpecError
         Unknown parameters or values, named with the model.
     """
+    factory = _LEARNERS.get(spec.kind)
+    if factory is None:
+        raise ModelSpecError(f"model '{spec.name}': unknown kind {spec.kind!r}")
     try:
-        if spec.kind in classical.KINDS:
-            return TabularLearner(spec.kind, spec.params, spec.grid, seed, HarmonizeSpec.of(spec))
-        if spec.kind == "mil":
-            return MILLearner(spec.params, spec.grid, seed)
-        if spec.kind == "mil_cox":
-            return survival.MILCoxLearner(spec.params, spec.grid, seed)
-        if spec.kind in survival.SURVIVAL_KINDS:
-            return survival.SurvivalLearner(spec.kind, spec.params, spec.grid, seed)
-        if spec.kind == "voting":
-            if spec.grid:
-                raise ValueError("a voting model has nothing to tune; remove its grid")
-            return VotingLearner(list(spec.members), spec.params)
-        if spec.kind == "stacking":
-            return StackingLearner(list(spec.members), spec.params, spec.grid, seed)
+        return factory(spec, seed)
     except (TypeError, ValueError) as exc:
         raise ModelSpecError(f"model '{spec.name}': {exc}") from None
-    raise ModelSpecError(f"model '{spec.name}': unknown kind {spec.kind!r}")

@@ -31,6 +31,7 @@ from analytics.models.mil import MILClassifier, MILNet, deterministic
 from analytics.models.mil_learner import MILLearner
 from pipeline.config import SURVIVAL_KINDS
 from pipeline.device import resolve_device
+from pipeline.model_kinds import KINDS
 
 log = logging.getLogger("cohortlab.models.survival")
 
@@ -126,31 +127,82 @@ def risk_from_baseline(eta: np.ndarray, base_times: np.ndarray, base_hazard: np.
 # --- tabular survival models ----------------------------------------------------------------------
 
 
+def _cox(p: Mapping[str, Any], seed: int) -> Any:
+    from lifelines import CoxPHFitter
+
+    return CoxPHFitter(penalizer=float(p["penalizer"]), l1_ratio=float(p["l1_ratio"]))
+
+
+def _coxnet(p: Mapping[str, Any], seed: int) -> Any:
+    from sksurv.linear_model import CoxnetSurvivalAnalysis
+
+    return CoxnetSurvivalAnalysis(l1_ratio=float(p["l1_ratio"]), alphas=[float(p["alpha"])], max_iter=100000)
+
+
+def _forest(p: Mapping[str, Any], seed: int) -> Any:
+    from sksurv.ensemble import RandomSurvivalForest
+
+    return RandomSurvivalForest(n_estimators=int(p["n_estimators"]), min_samples_leaf=int(p["min_samples_leaf"]),
+                                max_features=p["max_features"], max_depth=p["max_depth"], random_state=seed,
+                                n_jobs=1)
+
+
+def _xgboost(p: Mapping[str, Any], seed: int) -> Any:
+    import xgboost
+
+    return xgboost.XGBRegressor(objective="survival:cox", n_estimators=int(p["n_estimators"]),
+                                max_depth=int(p["max_depth"]), learning_rate=float(p["learning_rate"]),
+                                subsample=float(p["subsample"]), colsample_bytree=float(p["colsample_bytree"]),
+                                min_child_weight=float(p["min_child_weight"]), reg_lambda=float(p["reg_lambda"]),
+                                random_state=seed, n_jobs=1, tree_method="hist")
+
+
+def _fit_lifelines(model: SurvivalModel, est: Any, X: np.ndarray, time: np.ndarray, event: np.ndarray) -> Any:
+    import pandas as pd
+
+    frame = pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])])
+    frame["_time"], frame["_event"] = time, event
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(frame, duration_col="_time", event_col="_event")
+    model.coef_ = est.params_.to_numpy(dtype=np.float64)
+    model.mean_ = est._norm_mean.to_numpy(dtype=np.float64)  # lifelines centres the covariates
+    # the fitter keeps its training rows and a fit time stamp: keep only what predicts
+    return None
+
+
+def _fit_coxnet(model: SurvivalModel, est: Any, X: np.ndarray, time: np.ndarray, event: np.ndarray) -> Any:
+    est.fit(X, _structured(time, event))
+    model.coef_ = np.asarray(est.coef_, dtype=np.float64)[:, -1]
+    model.mean_ = np.zeros(X.shape[1])
+    return est
+
+
+def _fit_sksurv(model: SurvivalModel, est: Any, X: np.ndarray, time: np.ndarray, event: np.ndarray) -> Any:
+    est.fit(X, _structured(time, event))
+    return est
+
+
+def _fit_xgboost(model: SurvivalModel, est: Any, X: np.ndarray, time: np.ndarray, event: np.ndarray) -> Any:
+    est.fit(X, np.where(event == 1, time, -time))  # a negative time marks a censored patient
+    return est
+
+
+# the estimator of each tabular survival learner: how it is built from its params and seed, and how it is
+# fitted (returning what is kept as ``estimator_``); the kinds' traits are in pipeline/model_kinds.py
+_ESTIMATORS: dict[str, tuple[Callable[[Mapping[str, Any], int], Any], Callable[..., Any]]] = {
+    "cox": (_cox, _fit_lifelines),
+    "coxnet": (_coxnet, _fit_coxnet),
+    "rsf": (_forest, _fit_sksurv),
+    "xgboost_cox": (_xgboost, _fit_xgboost),
+}
+
+
 def _estimator(kind: str, params: Mapping[str, Any], seed: int) -> Any:
-    p = {**DEFAULTS.get(kind, {}), **params}
-    if kind == "cox":
-        from lifelines import CoxPHFitter
-
-        return CoxPHFitter(penalizer=float(p["penalizer"]), l1_ratio=float(p["l1_ratio"]))
-    if kind == "coxnet":
-        from sksurv.linear_model import CoxnetSurvivalAnalysis
-
-        return CoxnetSurvivalAnalysis(l1_ratio=float(p["l1_ratio"]), alphas=[float(p["alpha"])], max_iter=100000)
-    if kind == "rsf":
-        from sksurv.ensemble import RandomSurvivalForest
-
-        return RandomSurvivalForest(n_estimators=int(p["n_estimators"]), min_samples_leaf=int(p["min_samples_leaf"]),
-                                    max_features=p["max_features"], max_depth=p["max_depth"], random_state=seed,
-                                    n_jobs=1)
-    if kind == "xgboost_cox":
-        import xgboost
-
-        return xgboost.XGBRegressor(objective="survival:cox", n_estimators=int(p["n_estimators"]),
-                                    max_depth=int(p["max_depth"]), learning_rate=float(p["learning_rate"]),
-                                    subsample=float(p["subsample"]), colsample_bytree=float(p["colsample_bytree"]),
-                                    min_child_weight=float(p["min_child_weight"]), reg_lambda=float(p["reg_lambda"]),
-                                    random_state=seed, n_jobs=1, tree_method="hist")
-    raise ValueError(f"unknown survival kind {kind!r}")
+    build = _ESTIMATORS.get(kind, (None, None))[0]
+    if build is None:
+        raise ValueError(f"unknown survival kind {kind!r}")
+    return build({**DEFAULTS.get(kind, {}), **params}, seed)
 
 
 def _structured(time: np.ndarray, event: np.ndarray) -> np.ndarray:
@@ -170,57 +222,42 @@ class SurvivalModel:
         self.kind, self.params, self.seed = kind, dict(params), seed
         _estimator(kind, params, seed)  # fails early on bad values
 
+    @property
+    def _cox_type(self) -> bool:
+        """Whether the score is a Cox linear predictor with a Breslow baseline (the forest has its own)."""
+        return KINDS[self.kind].linear_predictor
+
     def fit(self, X: np.ndarray, time: np.ndarray, event: np.ndarray) -> SurvivalModel:
         est = _estimator(self.kind, self.params, self.seed)
-        if self.kind == "cox":
-            import pandas as pd
-
-            frame = pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])])
-            frame["_time"], frame["_event"] = time, event
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                est.fit(frame, duration_col="_time", event_col="_event")
-            self.coef_ = est.params_.to_numpy(dtype=np.float64)
-            self.mean_ = est._norm_mean.to_numpy(dtype=np.float64)  # lifelines centres the covariates
-            # the fitter keeps its training rows and a fit time stamp: keep only what predicts
-            est = None
-        elif self.kind == "coxnet":
-            est.fit(X, _structured(time, event))
-            self.coef_ = np.asarray(est.coef_, dtype=np.float64)[:, -1]
-            self.mean_ = np.zeros(X.shape[1])
-        elif self.kind == "rsf":
-            est.fit(X, _structured(time, event))
-        else:  # xgboost: a negative time marks a censored patient
-            est.fit(X, np.where(event == 1, time, -time))
-        self.estimator_ = est
-        if self.kind != "rsf":
+        self.estimator_ = _ESTIMATORS[self.kind][1](self, est, X, time, event)
+        if self._cox_type:
             self.base_times_, self.base_hazard_ = breslow(self.risk(X), time, event)
         return self
 
     # saved (analytics.models.persist) with an XGBoost booster as XGBoost's own JSON, rebuilt on load
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        if self.kind == "xgboost_cox" and state.get("estimator_") is not None:
+        if hasattr(state.get("estimator_"), "get_booster"):
             state["estimator_"] = classical.xgboost_json(state["estimator_"])
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        if self.kind == "xgboost_cox" and isinstance(state.get("estimator_"), str):
+        if isinstance(state.get("estimator_"), str):
             self.estimator_ = classical.from_xgboost_json(_estimator(self.kind, self.params, self.seed),
                                                           state["estimator_"])
 
     def risk(self, X: np.ndarray) -> np.ndarray:
         """Risk score: the linear predictor (Cox-type), the ensemble cumulative hazard (forest)."""
-        if self.kind in ("cox", "coxnet"):
+        if hasattr(self, "coef_"):  # a Cox regression: (x - mean) . beta
             return (np.asarray(X, dtype=np.float64) - self.mean_) @ self.coef_
-        if self.kind == "rsf":
+        if not self._cox_type:
             return np.asarray(self.estimator_.predict(X), dtype=np.float64)
         return np.asarray(self.estimator_.predict(X, output_margin=True), dtype=np.float64)
 
     def risk_at(self, X: np.ndarray, horizons: Sequence[float]) -> np.ndarray:
         """``1 - S(t | x)`` per row and horizon."""
-        if self.kind == "rsf":
+        if not self._cox_type:
             fns = self.estimator_.predict_survival_function(X)
             lo = self.estimator_.unique_times_[0]
             return np.array([[1.0 - (fn(max(t, lo)) if t >= lo else 1.0) for t in horizons] for fn in fns])
@@ -290,7 +327,8 @@ class SurvivalLearner:
         prep = classical.preprocessor(self.columns_, self.pca, self.seed,
                                       classical.one_hot_levels(data.table, self.columns_))
         X = np.asarray(prep.fit_transform(data.table), dtype=np.float64)
-        self.keep_ = _reference_coding(prep, X.shape[1]) if self.kind == "cox" else None
+        # a Cox regression has no intercept: each one-hot block drops its reference level
+        self.keep_ = _reference_coding(prep, X.shape[1]) if KINDS[self.kind].regression == "cox" else None
         X = X if self.keep_ is None else X[:, self.keep_]
         return prep, SurvivalModel(self.kind, {**self.params, **point}, self.seed).fit(X, time, event)
 

@@ -30,19 +30,21 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import polars as pl
 
 from pipeline import atomic, store
+from pipeline.config import FeatureSet
 from pipeline.source import Source
-from pipeline.wsi.cache import TileCache
+from pipeline.wsi.cache import TileCache, TilingSettings
+from pipeline.wsi.slide import Slide
 from pipeline.wsi.stain import ALPHA, BETA, IO, StainError, StainNormalizer, fit_reference
 from pipeline.wsi.tiles import TileDataset
 
 if TYPE_CHECKING:
-    from pipeline.wsi.embedder import WsiEmbedder
+    from pipeline.image_encoders import Encoder
 
 log = logging.getLogger("cohortlab.wsi.stain")
 
@@ -52,6 +54,20 @@ REFERENCE_SLIDES = 8
 REFERENCE_TILES = 32
 MIN_TISSUE = 0.75
 STREAM = 0x5741  # the reference's random stream, apart from every other use of the seed
+
+
+class TileCutter(Protocol):
+    """What the reference needs of a WSI embedder, so that this module never imports the embedder's.
+
+    :class:`pipeline.wsi.embedder.WsiEmbedder` is one: the reference tiles are cut exactly as it cuts them.
+    """
+
+    fs: FeatureSet  # its stain_norm (the method) and name
+    tiling_settings: TilingSettings
+    tile: int  # tile size in pixels, after resizing
+    encoder: Encoder  # its resample
+
+    def slide_for(self, source: Source) -> Slide: ...
 
 
 @dataclass(frozen=True)
@@ -97,7 +113,7 @@ class StainReference:
         atomic.write_json(path, self.payload(), indent=1, end="\n", fsync=True)
 
 
-def reference_settings(embedder: WsiEmbedder, seed: int, external_centers: Sequence[str]) -> dict[str, Any]:
+def reference_settings(embedder: TileCutter, seed: int, external_centers: Sequence[str]) -> dict[str, Any]:
     """Everything the reference depends on besides the slides: method, rule, seed, tiling and reading."""
     tiling = embedder.tiling_settings
     return {
@@ -133,7 +149,7 @@ def pick_tiles(grid: pl.DataFrame, k: int, seed: int, slide_id: str) -> np.ndarr
 
 
 def collect_tiles(
-    embedder: WsiEmbedder, candidates: Sequence[Source], seed: int, cache: Path | None
+    embedder: TileCutter, candidates: Sequence[Source], seed: int, cache: Path | None
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """The reference tiles (uint8 (k, t, t, 3)) and what they are, by the rule of the module docstring."""
     tiles: list[np.ndarray] = []
@@ -173,7 +189,7 @@ def collect_tiles(
 
 
 def prepare_reference(
-    embedder: WsiEmbedder, candidates: Sequence[Source], seed: int, external_centers: Sequence[str],
+    embedder: TileCutter, candidates: Sequence[Source], seed: int, external_centers: Sequence[str],
     folder: Path, cache: Path | None = None,
 ) -> StainReference:
     """The feature set's stain reference: the one in ``folder`` when still valid, else fitted and written there.

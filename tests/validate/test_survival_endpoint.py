@@ -7,18 +7,22 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import polars as pl
 import pytest
+from lifelines import CoxPHFitter
 from lifelines.utils import concordance_index
 from study_builders import build_study, study_toml
 
 from analytics.cohort import load_cohort
 from analytics.fit import fit, stored_predictions
 from analytics.report import flow
-from analytics.validate import validate
+from analytics.validate import lp_calibration, validate
 from pipeline.config import load_study
 
 N = 160
+# R's answers on Royston & Altman's own example (Rotterdam -> GBSG); made by royston_fixture.R beside it
+ROYSTON = Path(__file__).with_name("royston_fixture.json")
 
 
 def _study(tmp_path: Path, with_label: bool, extra_models: str = "") -> Path:
@@ -132,8 +136,39 @@ def test_report_shows_survival_models(tmp_path: Path) -> None:
     # external validation of the linear predictor
     assert 0.3 < ext["lp_calibration_slope"]["estimate"] < 2.5
     assert abs(ext["baseline_survival_diff_t8"]["estimate"]) < 0.5
+    # and the numbers are those of the external patients' stored scores (the statistic itself: test below)
+    cohort = load_cohort(study).frame.select("patient_id", "time", "event")
+    part = (stored_predictions(study.store_path, "cox").filter(pl.col("split") == "external")
+            .join(cohort, on="patient_id"))
+    cph = CoxPHFitter().fit(pd.DataFrame({"lp": part["score"].to_numpy(), "time": part["time"].to_numpy(),
+                                          "event": part["event"].to_numpy()}), "time", "event")
+    assert ext["lp_calibration_slope"]["estimate"] == pytest.approx(float(cph.params_["lp"]), abs=1e-6)
+    assert ext["lp_calibration_slope"]["high"] - ext["lp_calibration_slope"]["low"] == pytest.approx(
+        2 * 1.959963984540054 * float(cph.standard_errors_["lp"]), abs=1e-6)
     assert "With a known outcome (label, or time and event)" in html
     assert "calibration slope of the linear predictor and the difference in baseline survival" in html  # TRIPOD
+
+
+def test_lp_calibration_matches_r_on_the_royston_altman_example() -> None:
+    """Calibration slope (with its Wald interval) and baseline-survival difference at 3 and 5 years agree with
+    R survival on 686 GBSG patients: the slope (coxph, Efron ties) to 1e-6, the difference (survfit of the
+    offset model, Breslow) to 1e-10."""
+    ref = json.loads(ROYSTON.read_text(encoding="utf-8"))
+    data = pl.read_csv(ROYSTON.with_suffix(".csv"))
+    assert (data.height, int(data["status"].sum())) == (ref["n"], ref["events"])
+    time = data["rfstime"].to_numpy() / 365.25
+    event = data["status"].to_numpy().astype(np.float64)
+    lp = data["lp"].to_numpy()
+    h0 = np.asarray(ref["h0_development"])
+    risk = 1.0 - np.exp(-np.outer(np.exp(lp), h0))  # the development model's saved risk at the horizons
+    out, notes = lp_calibration(time, event, lp, ref["horizons"], risk, 0.95)
+    assert notes == []
+    slope = out["lp_calibration_slope"]
+    r = ref["slope"]
+    assert (slope.estimate, slope.low, slope.high) == pytest.approx((r["coef"], r["low"], r["high"]), abs=1e-6)
+    assert slope.level == 0.95
+    for t, diff in zip(ref["horizons"], ref["baseline_survival_diff"]):
+        assert out[f"baseline_survival_diff_t{t:g}"].estimate == pytest.approx(diff, abs=1e-10)  # same arithmetic
 
 
 STACKED = """
