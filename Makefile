@@ -26,7 +26,7 @@ test: lint
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/mypy analytics/stats analytics/stages.py pipeline/store.py pipeline/errors.py pipeline/lazy.py pipeline/model_kinds.py cohortlab
+	$(BIN)/mypy analytics/stats analytics/models analytics/validation.py analytics/stages.py pipeline/store.py pipeline/errors.py pipeline/lazy.py pipeline/model_kinds.py cohortlab
 
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from analytics import stages
-from pipeline.config import Study, load_study
+from pipeline.config import StudyConfig, load_config
 from pipeline.errors import CohortlabError
 
 app = typer.Typer(
@@ -35,8 +35,8 @@ def _show(stage: str, result: Any) -> None:
     print(stages.BY_NAME[stage].show(result))
 
 
-def _study(path: Path) -> Study:
-    study = load_study(path)
+def _study(path: Path) -> StudyConfig:
+    study = load_config(path)
     _log_to(study.log_dir, study.study.name)
     return study
 
@@ -232,7 +232,7 @@ def features(study: StudyArg) -> None:
         con.close()
 
 
-def _warn_unreadable_instances(s: Study) -> None:
+def _warn_unreadable_instances(s: StudyConfig) -> None:
     """One line on stderr per instance file that queries cannot see (the log has them too)."""
     from pipeline import store
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from analytics.run import RunResult, run
-from pipeline.config import load_study
+from pipeline.config import load_config
 from pipeline.synth import check_replaceable, make_study
 
 
@@ -34,4 +34,4 @@ def demo(folder: str | Path = "demo", report_dir: str | Path | None = None, devi
         target = Path(report_dir) if report_dir is not None else Path.cwd() / "reports" / "demo"
         print(f"writing the synthetic two-centre study to {folder}/", flush=True)
         make_study(folder, report_dir=target.resolve(), overwrite=True)
-    return run(load_study(toml), device=device, progress=progress)
+    return run(load_config(toml), device=device, progress=progress)

@@ -57,6 +57,7 @@ from tqdm.auto import tqdm
 from analytics.cohort import Cohort, feature_key, load_cohort
 from analytics.crossfit import CACHE_FOLDER, CrossFitter, FitCache, needs_nesting, optimistic
 from analytics.models import fusion, harmonize, registry, tuning
+from analytics.models.artifacts import FitRecord, ml_regression_reason
 from analytics.models.data import (
     Assembled,
     Columns,
@@ -69,6 +70,7 @@ from analytics.models.data import (
 )
 from analytics.models.learners import Learner
 from analytics.models.persist import (
+    FITTED,
     PREDICTIONS,
     RISK_GRID,
     ArtifactError,
@@ -84,7 +86,7 @@ from analytics.models.persist import (
 )
 from analytics.splits import SPLITS
 from pipeline import atomic, store
-from pipeline.config import Model, Study
+from pipeline.config import Model, StudyConfig
 from pipeline.errors import CohortlabError
 
 log = logging.getLogger("cohortlab.fit")
@@ -325,15 +327,7 @@ def write_predictions(store_path: Path, model: str, frame: pl.DataFrame) -> None
     """Replace one model's rows of the ``predictions`` table in one transaction."""
     con = store.connect(store_path)
     try:
-        table = frame.select(list(PREDICTION_SCHEMA)).cast(PREDICTION_SCHEMA).to_arrow()
-        with store.transaction(con):
-            con.execute("DELETE FROM predictions WHERE model = ?", [model])
-            con.register("_cohortlab_predictions", table)
-            try:
-                con.execute("INSERT INTO predictions SELECT model, patient_id, split, score, fold "
-                            "FROM _cohortlab_predictions")
-            finally:
-                con.unregister("_cohortlab_predictions")
+        store.replace_predictions(con, model, frame.select(list(PREDICTION_SCHEMA)).cast(PREDICTION_SCHEMA))
     finally:
         con.close()
 
@@ -350,7 +344,7 @@ def stored_predictions(store_path: Path, model: str | None = None) -> pl.DataFra
 # --- selecting models and their inputs -----------------------------------------------------------
 
 
-def select_models(study: Study, names: Sequence[str] | None = None) -> list[Model]:
+def select_models(study: StudyConfig, names: Sequence[str] | None = None) -> list[Model]:
     """The models to fit, in study order: ``names`` (default all) plus every model they depend on."""
     if not names:
         return list(study.models)
@@ -577,7 +571,7 @@ def _strata(cohort: Cohort, endpoint: str) -> np.ndarray:
     return surv[:, 1]
 
 
-def _targets(study: Study, spec: Model, cohort: Cohort) -> np.ndarray:
+def _targets(study: StudyConfig, spec: Model, cohort: Cohort) -> np.ndarray:
     """What ``spec`` is fitted on: 0/1 labels (NaN = none), or ``(n, 2)`` times and events."""
     if study.endpoint(spec) == "binary":
         return _labels(cohort)
@@ -588,7 +582,7 @@ def _targets(study: Study, spec: Model, cohort: Cohort) -> np.ndarray:
     return surv
 
 
-def study_horizons(study: Study, cohort: Cohort) -> list[float]:
+def study_horizons(study: StudyConfig, cohort: Cohort) -> list[float]:
     """``[validation] horizons``, else the quartiles of the training patients' event times (survival cohorts)."""
     if study.validation.horizons:
         return [float(t) for t in study.validation.horizons]
@@ -647,9 +641,27 @@ def _nested_inputs(spec: Model, crossfit: CrossFitter, k: int, progress: bool,
 
 
 def _optimistic_reason(nesting: Mapping[str, Any] | None) -> str | None:
-    if not nesting or not nesting.get("optimistic"):
-        return None
-    return nesting.get("reason") or "an input model's training estimate is optimistic"
+    return FitRecord("", "", nesting=dict(nesting) if nesting else None).optimistic_reason
+
+
+def _training_fit(study: StudyConfig, spec: Model, cohort: Cohort, learner: Learner,
+                  ) -> tuple[int | None, pl.DataFrame | None]:
+    """A maximum-likelihood regression's number of coefficients and its final model's fitted probabilities of
+    the training patients (``patient_id``, ``score``, cohort order), input scores from the saved input models'
+    final fits (as :func:`predict` scores new patients)."""
+    steps = getattr(getattr(learner, "pipeline_", None), "named_steps", None)
+    coef = None if steps is None or "clf" not in steps else getattr(steps["clf"], "coef_", None)
+    if coef is None:
+        return None, None
+    memo: dict[str, pl.DataFrame] = {}
+    scores = {n: fusion.score_lookup(_predict(study, n, cohort, memo)) for n in input_models(spec)}
+    assembled = assemble(spec, cohort, scores)
+    train = assembled.available & (np.asarray(cohort.split) == "train")
+    ids = np.asarray(cohort.patient_ids, dtype=object)[train]
+    score = learner.predict_score(assembled.data.take(train)) if train.any() else np.empty(0)
+    frame = pl.DataFrame({"patient_id": ids.tolist(), "score": np.asarray(score, dtype=np.float64)},
+                         schema={"patient_id": pl.String, "score": pl.Float64})
+    return int(np.asarray(coef).size), frame
 
 
 def _saved_files(folder: Path, store_path: Path, name: str) -> dict[str, bytes] | None:
@@ -665,7 +677,7 @@ def _saved_files(folder: Path, store_path: Path, name: str) -> dict[str, bytes] 
     return None
 
 
-def _fit_one(study: Study, spec: Model, cohort: Cohort, plan: OuterFolds, predictions: dict[str, pl.DataFrame],
+def _fit_one(study: StudyConfig, spec: Model, cohort: Cohort, plan: OuterFolds, predictions: dict[str, pl.DataFrame],
              hashes: dict[str, str], progress: bool, crossfit: CrossFitter | None = None) -> ModelReport:
     t0 = time.perf_counter()
     seed = study.study.seed
@@ -683,21 +695,25 @@ def _fit_one(study: Study, spec: Model, cohort: Cohort, plan: OuterFolds, predic
     is_survival = targets.ndim == 2
     horizons = study_horizons(study, cohort) if is_survival else []
     files = _saved_files(folder, study.store_path, spec.name)
-    manifest = None if files is None else manifest_of(folder, files)
+    saved = None if files is None else manifest_of(folder, files)
+    manifest = None if saved is None else FitRecord.from_dict(saved, folder / "manifest.json")
     # a survival model's saved risks must be at the study's horizons, on their grid (a model saved before the
     # grid was, or before the horizons changed, is refitted)
     risks_current = not is_survival or manifest is None or (
-        manifest.get("horizons") == horizons and (not horizons or RISK_GRID in (files or {})))
-    if files is not None and manifest is not None and manifest.get("fit_key") == key and risks_current:
+        manifest.horizons == horizons and (not horizons or RISK_GRID in (files or {})))
+    # a maximum-likelihood regression saved before its training fit was: refitted, so validate reads it
+    lr_current = manifest is None or ml_regression_reason(spec) is not None or FITTED in (files or {})
+    if (files is not None and manifest is not None and manifest.fit_key == key and risks_current and lr_current
+            and manifest.predictions_hash is not None):
         frame = pl.read_parquet(io.BytesIO(files[PREDICTIONS])).cast(PREDICTION_SCHEMA)
-        if predictions_hash(stored_predictions(study.store_path, spec.name)) != manifest["predictions_hash"]:
+        if predictions_hash(stored_predictions(study.store_path, spec.name)) != manifest.predictions_hash:
             log.info("model %s: store rows differ from the saved predictions; rewriting them", spec.name)
             write_predictions(study.store_path, spec.name, frame)
-        predictions[spec.name], hashes[spec.name] = frame, manifest["predictions_hash"]
-        return ModelReport(spec.name, spec.kind, "up to date", _counts(frame), manifest.get("oof_auc"),
-                           manifest.get("chosen", {}), manifest.get("missing", {}), manifest.get("unlabelled", []),
-                           time.perf_counter() - t0, folder, manifest.get("dropped") or {},
-                           _optimistic_reason(manifest.get("nesting")), manifest.get("oof_c"))
+        predictions[spec.name], hashes[spec.name] = frame, manifest.predictions_hash
+        return ModelReport(spec.name, spec.kind, "up to date", _counts(frame), manifest.oof_auc,
+                           manifest.chosen, manifest.missing, manifest.unlabelled,
+                           time.perf_counter() - t0, folder, manifest.dropped,
+                           manifest.optimistic_reason, manifest.oof_c)
 
     assembled = assemble(spec, cohort, fusion.training_scores(inputs, predictions))
     nesting, fold_data, on_fold = None, None, None
@@ -717,7 +733,11 @@ def _fit_one(study: Study, spec: Model, cohort: Cohort, plan: OuterFolds, predic
     oof_auc = None if is_survival else _oof_auc(frame, labels)
     oof_c = _oof_c(frame, cohort, targets) if is_survival else None
     used_sets = sorted({r.split(":", 1)[0] for r in pooled_refs(spec)} | set(bags))
-    manifest = _jsonable({
+    # a maximum-likelihood regression: its coefficients and training fitted probabilities, for the
+    # likelihood-ratio test (validate reads them here and never refits or re-predicts)
+    free, fitted = (_training_fit(study, spec, cohort, result.learner) if ml_regression_reason(spec) is None
+                    else (None, None))
+    manifest = FitRecord(**_jsonable({
         "name": spec.name, "kind": spec.kind, "config": spec.model_dump(mode="json"),
         "features": list(spec.features), "clinical": list(spec.clinical), "inputs": inputs,
         "input_hashes": {n: hashes[n] for n in inputs},
@@ -735,21 +755,21 @@ def _fit_one(study: Study, spec: Model, cohort: Cohort, plan: OuterFolds, predic
         "endpoint": study.endpoint(spec), "horizons": horizons, "oof_c": oof_c,
         "missing": result.missing, "unlabelled": result.unlabelled, "versions": library_versions(),
         "device": getattr(getattr(result.learner, "classifier_", None), "device_", None),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "free_parameters": free,
+    }))
     # a harmonised model: its ComBat fit, new centres and PCA before / after, for the report
     harmonization = harmonize.record_fit(result.learner, assembled.data, frame) if spec.harmonize == "combat" else None
     save_model(folder, result.learner, manifest, frame, result.attention, result.horizon_risks, result.risk_grid,
-               harmonization=harmonization, store_path=study.store_path)
+               harmonization=harmonization, store_path=study.store_path, fitted=fitted)
     write_predictions(study.store_path, spec.name, frame)
     predictions[spec.name], hashes[spec.name] = frame, digest
     log.info("model %s (%s): fitted; %s; OOF AUC %s", spec.name, spec.kind, _counts(frame), oof_auc)
-    return ModelReport(spec.name, spec.kind, "fitted", _counts(frame), oof_auc, manifest["chosen"], result.missing,
+    return ModelReport(spec.name, spec.kind, "fitted", _counts(frame), oof_auc, manifest.chosen, result.missing,
                        result.unlabelled, time.perf_counter() - t0, folder, dropped, _optimistic_reason(nesting),
                        oof_c)
 
 
-def fit(study: Study, models: list[str] | None = None, progress: bool = True,
+def fit(study: StudyConfig, models: list[str] | None = None, progress: bool = True,
         plan: OuterFolds | None = None) -> FitResult:
     """Fit the study's models (or ``models`` and what they depend on); see the module notes.
 
@@ -825,7 +845,7 @@ def fit(study: Study, models: list[str] | None = None, progress: bool = True,
         return FitResult(cohort.name, counts, plan.k, study.study.seed, reports, study.models_dir, left_out)
 
 
-def predict(study: Study, model_name: str, cohort: Cohort) -> pl.DataFrame:
+def predict(study: StudyConfig, model_name: str, cohort: Cohort) -> pl.DataFrame:
     """Scores of a saved model (and, recursively, its saved input models) for a cohort's patients.
 
     Every input score is the input model's final-model prediction. Patients
@@ -850,7 +870,7 @@ def predict(study: Study, model_name: str, cohort: Cohort) -> pl.DataFrame:
         return _predict(study, model_name, cohort, {})
 
 
-def _predict(study: Study, name: str, cohort: Cohort, memo: dict[str, pl.DataFrame]) -> pl.DataFrame:
+def _predict(study: StudyConfig, name: str, cohort: Cohort, memo: dict[str, pl.DataFrame]) -> pl.DataFrame:
     if name in memo:
         return memo[name]
     fitted = load_model(study.models_dir / name, study.store_path)
@@ -867,7 +887,7 @@ def _predict(study: Study, name: str, cohort: Cohort, memo: dict[str, pl.DataFra
 
 
 def _check_columns(fitted: FittedModel, assembled: Assembled) -> None:
-    saved = fitted.manifest.get("input_columns") or fitted.manifest.get("columns")
+    saved = fitted.record.saved_columns
     if saved is None or assembled.data.columns is None:
         return
     if Columns.from_dict(saved).names() != assembled.data.columns.names():

@@ -47,12 +47,13 @@ from markupsafe import Markup
 from tqdm.auto import tqdm
 
 from analytics import figures, tripod
+from analytics.models.artifacts import FitRecord
 from analytics.splits import SPLITS
 from analytics.stats.roc_band import BAND_SPECIFICITIES, roc_band
 from analytics.stats.thresholds import roc_curve
 from analytics.validation import Estimate, PairedComparison, SplitMetrics, ValidateError, Validation
 from pipeline import atomic, store
-from pipeline.config import Study
+from pipeline.config import StudyConfig
 from pipeline.errors import CohortlabError
 from pipeline.model_kinds import traits_of
 
@@ -284,7 +285,7 @@ def metric_cell(model: str, split: str, name: str, split_metrics: SplitMetrics |
 class Sources:
     """Everything the report reads from one study run."""
 
-    study: Study
+    study: StudyConfig
     validation: Validation | None
     curves: dict[str, Any]
     predictions: pl.DataFrame
@@ -295,7 +296,7 @@ class Sources:
     variables: pl.DataFrame
     cohort: Any | None
     cohort_error: str | None
-    manifests: dict[str, dict[str, Any]]
+    manifests: dict[str, FitRecord]
     explain: dict[str, Any] | None
     warnings: tuple[str, ...] = ()
 
@@ -309,13 +310,13 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         raise ReportError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from None
 
 
-def _model_names(study: Study, validation: Validation | None, predictions: pl.DataFrame) -> list[str]:
+def _model_names(study: StudyConfig, validation: Validation | None, predictions: pl.DataFrame) -> list[str]:
     present = set(validation.models if validation is not None else ()) | set(predictions.get_column("model").to_list())
     ordered = [m.name for m in study.models if m.name in present]
     return ordered + sorted(present - set(ordered))
 
 
-def read_sources(study: Study) -> Sources:
+def read_sources(study: StudyConfig) -> Sources:
     """Read metrics, curves, the store, the cohort, model and explanation manifests of ``study``."""
     from analytics.cohort import CohortError, feature_coverage, load_cohort
     from analytics.splits import SplitError
@@ -351,15 +352,15 @@ def read_sources(study: Study) -> Sources:
             coverage = {r["features"].split(":")[0]: int(r["patients"]) for r in cov.to_dicts()}
     finally:
         con.close()
-    from analytics.models.persist import read_manifest as read_model_manifest
+    from analytics.models.persist import read_record
 
-    manifests = {}
+    manifests: dict[str, FitRecord] = {}
     for m in study.models:
         # every file of the model's folder checked against the store's sha256 first (one line naming a
         # changed file, or a folder an older cohortlab pickled)
-        data = read_model_manifest(study.models_dir / m.name, study.store_path)
-        if data is not None:
-            manifests[m.name] = data
+        record = read_record(study.models_dir / m.name, study.store_path)
+        if record is not None:
+            manifests[m.name] = record
     if validation is not None and cohort is not None:
         if validation.cohort_hash not in (None, cohort.hash):
             warnings.append("the cohort has changed since the metrics were computed (cohort hash differs); "
@@ -371,7 +372,7 @@ def read_sources(study: Study) -> Sources:
                    cohort_error, manifests, explain, tuple(warnings))
 
 
-def _inputs_digest(study: Study, predictions: pl.DataFrame, cohort: Any) -> str:
+def _inputs_digest(study: StudyConfig, predictions: pl.DataFrame, cohort: Any) -> str:
     """validate's digest of its inputs, recomputed to tell whether metrics.json is current."""
     from analytics.validate import inputs_digest, outcome_columns
 
@@ -486,7 +487,7 @@ def weights_text(weights: str) -> tuple[str, bool]:
     return w, False
 
 
-def feature_set_rows(frame: pl.DataFrame, study: Study, coverage: Mapping[str, int],
+def feature_set_rows(frame: pl.DataFrame, study: StudyConfig, coverage: Mapping[str, int],
                      n_cohort: int | None) -> list[dict[str, Any]]:
     """Provenance of each feature set in the store, and those defined in study.toml but not embedded yet."""
     rows = []
@@ -554,29 +555,28 @@ def _kv(d: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={_compact(v)}" for k, v in sorted(d.items())) or "none"
 
 
-def manifest_facts(man: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The parts of a fitted model's manifest a reader needs (no time stamps, hashes or library dumps)."""
-    out: list[tuple[str, str]] = []
-    if "chosen" in man:
-        out.append(("Chosen hyper-parameters", _kv(man["chosen"] or {})))
-    folds = man.get("fold_chosen") or []
+def manifest_facts(man: FitRecord) -> list[tuple[str, str]]:
+    """The parts of a fitted model's record a reader needs (no time stamps, hashes or library dumps)."""
+    out: list[tuple[str, str]] = [("Chosen hyper-parameters", _kv(man.chosen or {}))]
+    folds = man.fold_chosen or []
     if folds:
         per = [_kv({k: v for k, v in f.items() if k != "fold"}) for f in folds]
         if len(set(per)) > 1:
             out.append(("Per outer fold", "; ".join(f"fold {f.get('fold', i)}: {t}" for i, (f, t) in enumerate(zip(folds, per)))))
-    if man.get("inner_auc") is not None:
-        out.append(("Inner cross-validated AUC of the choice", fmt(man["inner_auc"])))
-    of = man.get("outer_folds") or {}
-    if of.get("k"):
-        out.append(("Out-of-fold training predictions", f"{of['k']} outer folds, seed {man.get('seed', '–')}"))
-    nesting = man.get("nesting") or {}
+    if man.inner_auc is not None:
+        out.append(("Inner cross-validated AUC of the choice", fmt(man.inner_auc)))
+    k = man.outer_folds.get("k")
+    if k:
+        seed = "–" if man.seed is None else man.seed
+        out.append(("Out-of-fold training predictions", f"{k} outer folds, seed {seed}"))
+    nesting = man.nesting or {}
     if nesting.get("optimistic"):
         why = nesting.get("reason") or "an input model's estimate is optimistic"
         out.append(("Training estimate", f"not nested: optimistic ({why})"))
     elif nesting.get("nested"):
         out.append(("Training estimate", "nested cross-fitting: in each outer fold the input models were refitted, "
                                          "and cross-fitted by inner folds, on the training patients outside it"))
-    cols = man.get("columns") or {}
+    cols = man.columns or {}
     parts = []
     if cols.get("numeric"):
         parts.append(f"numeric (median imputation, standardised): {', '.join(cols['numeric'])}")
@@ -587,24 +587,24 @@ def manifest_facts(man: Mapping[str, Any]) -> list[tuple[str, str]]:
         parts.append(f"image features: {len(cols['features'])} columns ({', '.join(blocks)})")
     if parts:
         out.append(("Input columns and preprocessing", "; ".join(parts) + " — fitted on training patients only"))
-    if man.get("mil"):
-        out.append(("MIL network", _kv({k: v for k, v in man["mil"].items() if k in MIL_SHOWN})))
-    if man.get("missing"):
-        out.append(("Patients without inputs", _compact(man["missing"])))
-    fitted_on = (man.get("cohort") or {}).get("hash")
+    if man.mil:
+        out.append(("MIL network", _kv({k: v for k, v in man.mil.items() if k in MIL_SHOWN})))
+    if man.missing:
+        out.append(("Patients without inputs", _compact(man.missing)))
+    fitted_on = man.cohort_hash
     if fitted_on:  # a digest of the cohort and the model's feature blocks
         out.append(("Cohort and inputs digest", fitted_on[:16]))
-    version = (man.get("versions") or {}).get("cohortlab")
+    version = man.versions.get("cohortlab")
     if version:
         out.append(("Fitted with", f"cohortlab {version}"))
     return out
 
 
-def class_weights(manifests: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Models whose manifests record a class weighting (``model: weighting``)."""
+def class_weights(manifests: Mapping[str, FitRecord]) -> list[str]:
+    """Models whose records show a class weighting (``model: weighting``)."""
     out = []
     for name, man in sorted(manifests.items()):
-        for source in (man.get("chosen") or {}, man.get("mil") or {}, (man.get("config") or {}).get("params") or {}):
+        for source in (man.chosen or {}, man.mil or {}, man.config.get("params") or {}):
             if source.get("class_weight"):
                 out.append(f"{name}: {_compact(source['class_weight'])}")
                 break
@@ -652,31 +652,33 @@ def _dropped_line(dropped: Mapping[str, str] | None) -> str:
     return dropped_summary(dropped) if dropped else ""
 
 
-def model_rows(study: Study, models: Sequence[str], validation: Validation | None,
-               manifests: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Type, inputs, tuning, threshold rule and value of each model (manifest first, else study.toml)."""
+def model_rows(study: StudyConfig, models: Sequence[str], validation: Validation | None,
+               manifests: Mapping[str, FitRecord]) -> list[dict[str, Any]]:
+    """Type, inputs, tuning, threshold rule and value of each model (its fit record first, else study.toml)."""
     defined = {m.name: m for m in study.models}
     rows = []
     for name in models:
         m = defined.get(name)
-        man = dict(manifests.get(name, {}))
+        man = manifests.get(name)
         entry = m.model_dump() if m is not None else {}
+        # a record holds the features and clinical columns it was fitted on; scores and members are in the entry
+        fitted_on = {"features": man.features, "clinical": man.clinical} if man is not None else {}
         inputs = []
         for key, label in (("features", "image features"), ("clinical", "clinical"), ("scores", "scores of"),
                            ("members", "members")):
-            vals = man.get(key, entry.get(key)) or []
+            vals = fitted_on.get(key, entry.get(key)) or []
             if vals:
                 inputs.append(f"{label}: {', '.join(map(str, vals))}")
-        tuning = man.get("tuning") or _planned_tuning(entry)
+        tuning = (man.tuning if man is not None else None) or _planned_tuning(entry)
         mm = validation.models.get(name) if validation is not None else None
         thr = mm.threshold if mm is not None else None
         cut = mm.risk_cutpoints if mm is not None else None
         rows.append({
-            "name": name, "kind": man.get("kind", entry.get("kind", "–")), "inputs": inputs or ["–"],
-            "grid": tuning_text(tuning, man.get("chosen") if man else None),
-            "dropped": _dropped_line(man.get("dropped")),
-            "params": _compact(man.get("params", entry.get("params"))) if (man.get("params") or entry.get("params")) else "–",
-            "manifest": manifest_facts(man) if man else [],
+            "name": name, "kind": man.kind if man is not None else entry.get("kind", "–"), "inputs": inputs or ["–"],
+            "grid": tuning_text(tuning, man.chosen if man is not None else None),
+            "dropped": _dropped_line(man.dropped if man is not None else None),
+            "params": _compact(entry.get("params")) if entry.get("params") else "–",
+            "manifest": manifest_facts(man) if man is not None else [],
             "has_manifest": name in manifests,
             "threshold_rule": thr.rule if thr else "–", "threshold_on": thr.chosen_on if thr else "",
             "threshold": noted(Cell(fmt(thr.value if thr else None), f"{name}|train|threshold"),
@@ -692,8 +694,8 @@ def model_rows(study: Study, models: Sequence[str], validation: Validation | Non
 # --- performance ---------------------------------------------------------------------------------------------------
 
 
-def training_estimates(manifests: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """How each second-stage model's training (out-of-fold) estimate was made, from its manifest's ``nesting``.
+def training_estimates(manifests: Mapping[str, FitRecord]) -> dict[str, dict[str, Any]]:
+    """How each second-stage model's training (out-of-fold) estimate was made, from its record's ``nesting``.
 
     ``{"text": ..., "optimistic": bool, "reason": ...}`` per model whose inputs are
     other models' scores: "nested" (input models refitted within each outer fold),
@@ -701,7 +703,7 @@ def training_estimates(manifests: Mapping[str, Mapping[str, Any]]) -> dict[str, 
     """
     out = {}
     for name, man in manifests.items():
-        nesting = man.get("nesting") or {}
+        nesting = man.nesting or {}
         if nesting.get("optimistic"):
             out[name] = {"text": "not nested: optimistic", "optimistic": True, "reason": nesting.get("reason")}
         elif nesting.get("nested"):
@@ -1238,14 +1240,15 @@ def _loaded(kind: Any) -> bool:
     return traits is not None and traits.saved in ("pipeline", "meta")
 
 
-def load_fitted(study: Study, models: Sequence[str], manifests: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def load_fitted(study: StudyConfig, models: Sequence[str], manifests: Mapping[str, FitRecord]) -> dict[str, Any]:
     """The saved models of ``models`` whose manifests exist and whose kind the report reads; a folder that
     cannot be loaded is left out (logged)."""
     from analytics.models.persist import ArtifactError, LegacyModelError, PersistError, load_model
 
     out = {}
     for name in models:
-        if not _loaded(manifests.get(name, {}).get("kind")):
+        record = manifests.get(name)
+        if record is None or not _loaded(record.kind):
             continue
         try:
             out[name] = load_model(study.models_dir / name, study.store_path)
@@ -1257,21 +1260,14 @@ def load_fitted(study: Study, models: Sequence[str], manifests: Mapping[str, Map
 
 
 def parameter_count(fitted: Any) -> tuple[int | None, str]:
-    """Candidate predictor parameters of a fitted model: the columns its classifier sees after one-hot encoding
-    and PCA (a pipeline), or its members (a stacking meta-learner); None and why for other kinds."""
-    from analytics.models.learners import StackingLearner, TabularLearner
+    """Candidate predictor parameters of a fitted model (:func:`analytics.models.persist.parameter_count`)."""
+    from analytics.models.persist import parameter_count as count
 
-    learner = fitted.learner
-    if isinstance(learner, TabularLearner):
-        prep = learner.pipeline_.named_steps["prep"]
-        return len(prep.get_feature_names_out()), "columns after one-hot encoding and PCA"
-    if isinstance(learner, StackingLearner):
-        return len(fitted.spec.members), "member scores"
-    return None, f"{fitted.spec.kind}: no parameter count"
+    return count(fitted)
 
 
 def sample_size_rows(models: Sequence[str], validation: Validation, fitted: Mapping[str, Any],
-                     manifests: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+                     manifests: Mapping[str, FitRecord]) -> list[dict[str, Any]]:
     """Each model's training patients and events against the Riley et al. (BMJ 2020) minimum sample size:
     prevalence from the training patients, R²cs anticipated from the out-of-fold AUC (Riley et al. 2021),
     parameters after one-hot encoding and PCA. ``short`` flags a training set below the required n."""
@@ -1279,7 +1275,8 @@ def sample_size_rows(models: Sequence[str], validation: Validation, fitted: Mapp
 
     out = []
     for name in models:
-        kind = manifests.get(name, {}).get("kind", "–")
+        record = manifests.get(name)
+        kind = record.kind if record is not None else "–"
         sm = validation.models[name].splits.get("train") if name in validation.models else None
         row: dict[str, Any] = {"model": name, "kind": kind, "n": "–", "events": "–", "parameters": "–", "auc": "–",
                                "r2": "–", "c1": "–", "c2": "–", "c3": "–", "required": "–", "short": False, "note": ""}
@@ -1323,7 +1320,7 @@ def sample_size_rows(models: Sequence[str], validation: Validation, fitted: Mapp
     return out
 
 
-def nomogram_figures(study: Study, models: Sequence[str], fitted: Mapping[str, Any], cohort: Any,
+def nomogram_figures(study: StudyConfig, models: Sequence[str], fitted: Mapping[str, Any], cohort: Any,
                      predictions: pl.DataFrame, variables: pl.DataFrame) -> tuple[list[Embedded], list[str]]:
     """A nomogram of each fitted logistic model on clinical variables and scores (axes over the training
     patients' values, in the variables' units), and why a logistic model has none."""
@@ -1367,7 +1364,7 @@ def nomogram_figures(study: Study, models: Sequence[str], fitted: Mapping[str, A
     return out, notes
 
 
-def harmonization_blocks(study: Study, models: Sequence[str]) -> list[dict[str, Any]]:
+def harmonization_blocks(study: StudyConfig, models: Sequence[str]) -> list[dict[str, Any]]:
     """Per ComBat-harmonised model: the centre effect before and after on a PCA scatter, and what was fitted.
 
     Read from the model folder's ``harmonize.json`` (written at fit time); a model without one is left out.
@@ -1476,7 +1473,7 @@ def build_context(src: Sources, progress: bool = True) -> dict[str, Any]:
     return ctx
 
 
-def _split_text(study: Study) -> str:
+def _split_text(study: StudyConfig) -> str:
     s = study.split
     if s.column:
         return f"taken from the cohort column '{s.column}'"
@@ -1617,7 +1614,7 @@ def inputs_digest(src: Sources) -> str:
         add(label, frame.write_ndjson())
     add("coverage", json.dumps(src.coverage, sort_keys=True))
     add("cohort", src.cohort.hash if src.cohort is not None else f"none: {src.cohort_error}")
-    add("manifests", json.dumps(src.manifests, sort_keys=True, default=str))
+    add("manifests", json.dumps({k: r.to_dict() for k, r in src.manifests.items()}, sort_keys=True, default=str))
     add("warnings", "\n".join(src.warnings))
     add("code", store.code_version())
     for path in _renderer_files():
@@ -1640,7 +1637,7 @@ def rendered_digest(path: Path) -> str | None:
     return found.group(1) if found else None
 
 
-def write_report(study: Study, force: bool = False, progress: bool = True) -> ReportOutcome:
+def write_report(study: StudyConfig, force: bool = False, progress: bool = True) -> ReportOutcome:
     """Write ``<report_dir>/index.html`` for ``study``, unless the existing one was rendered from the same inputs.
 
     The file is written to a temporary name and renamed when complete; its
@@ -1660,8 +1657,3 @@ def write_report(study: Study, force: bool = False, progress: bool = True) -> Re
     atomic.write_text(target, html)
     log.info("report written: %s (%d bytes)", target, len(html.encode("utf-8")))
     return ReportOutcome(target)
-
-
-def report(study: Study, progress: bool = True, force: bool = False) -> Path:
-    """Write ``<report_dir>/index.html`` for ``study`` (see :func:`write_report`) and return its path."""
-    return write_report(study, force=force, progress=progress).path

@@ -28,7 +28,7 @@ from typing import Any
 
 from analytics import stages
 from pipeline import store
-from pipeline.config import ConfigError, Study
+from pipeline.config import ConfigError, StudyConfig
 
 log = logging.getLogger("cohortlab.run")
 
@@ -48,7 +48,7 @@ class StageOutcome:
 
 @dataclass
 class RunResult:
-    study: Study
+    study: StudyConfig
     stages: list[StageOutcome] = field(default_factory=list)
     failed_inputs: list[tuple[str, str, str]] = field(default_factory=list)  # feature set, source, error
     report: Path | None = None
@@ -83,12 +83,12 @@ class RunResult:
         return "\n".join(lines)
 
 
-def _stages(study: Study, device: str, progress: bool) -> list[tuple[str, Callable[[], Any]]]:
+def _stages(study: StudyConfig, device: str, progress: bool) -> list[tuple[str, Callable[[], Any]]]:
     """The stages ``run`` runs for ``study`` (:func:`analytics.stages.for_run`), each bound to it and the settings."""
     return [(s.name, partial(s.run, study, device=device, progress=progress)) for s in stages.for_run(study)]
 
 
-def _failed_inputs(study: Study) -> list[tuple[str, str, str]]:
+def _failed_inputs(study: StudyConfig) -> list[tuple[str, str, str]]:
     if not study.store_path.exists():
         return []
     con = store.connect(study.store_path, read_only=True)
@@ -98,7 +98,7 @@ def _failed_inputs(study: Study) -> list[tuple[str, str, str]]:
         con.close()
 
 
-def check_runnable(study: Study) -> None:
+def check_runnable(study: StudyConfig) -> None:
     """Refuse a study whose models could never be fitted by ``run`` (models but no ``[cohort]``).
 
     Raises
@@ -121,7 +121,7 @@ def check_runnable(study: Study) -> None:
         f"(<name>.sql in {' or '.join(str(d) for d in cohort_dirs(study))}; found: {', '.join(known) or 'none'})")
 
 
-def run(study: Study, device: str = "auto", progress: bool = True) -> RunResult:
+def run(study: StudyConfig, device: str = "auto", progress: bool = True) -> RunResult:
     """Run every stage of ``study`` in order, each skipping work already done.
 
     Raises

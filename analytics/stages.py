@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from pipeline.config import Study
+from pipeline.config import StudyConfig
 
 if TYPE_CHECKING:
     import polars as pl
@@ -64,7 +64,7 @@ class CohortOverview:
         return f"cohort '{c.name}': {len(c)} patients\n{c.counts()}{left_out}"
 
 
-def ray_address(study: Study, ray: str | None = None) -> str | None:
+def ray_address(study: StudyConfig, ray: str | None = None) -> str | None:
     """Where the embed stage runs: ``ray`` (``--ray``) over ``[compute] ray``; None is this process.
 
     Returns
@@ -75,14 +75,14 @@ def ray_address(study: Study, ray: str | None = None) -> str | None:
     return ray or study.compute.ray
 
 
-def ingest(study: Study, *, progress: bool = True) -> IngestResult:
+def ingest(study: StudyConfig, *, progress: bool = True) -> IngestResult:
     """Read the manifests into the store, checked, in one transaction (:func:`pipeline.ingest.ingest`)."""
     from pipeline.ingest import ingest as run_ingest
 
     return run_ingest(study, progress=progress)
 
 
-def embed(study: Study, feature_set: str | None = None, device: str = "auto", *,
+def embed(study: StudyConfig, feature_set: str | None = None, device: str = "auto", *,
           shard: tuple[int, int] | None = None, ray: str | None = None, progress: bool = True) -> EmbedResult:
     """Embed every feature set (or ``feature_set``), resumably, here or on Ray as ``[compute]`` says.
 
@@ -122,7 +122,7 @@ def embed(study: Study, feature_set: str | None = None, device: str = "auto", *,
                         retries=study.compute.ray_retries, progress=progress)
 
 
-def cohort(study: Study, name: str | None = None, params: Mapping[str, Any] | None = None) -> CohortOverview:
+def cohort(study: StudyConfig, name: str | None = None, params: Mapping[str, Any] | None = None) -> CohortOverview:
     """The cohort (default ``[cohort] name``) without features, and how many of its patients have each
     feature set; every feature set's instance files are verified by content
     (:func:`analytics.cohort.cohort_overview`)."""
@@ -132,14 +132,14 @@ def cohort(study: Study, name: str | None = None, params: Mapping[str, Any] | No
     return CohortOverview(found, coverage)
 
 
-def fit(study: Study, models: Sequence[str] | None = None, *, progress: bool = True) -> FitResult:
+def fit(study: StudyConfig, models: Sequence[str] | None = None, *, progress: bool = True) -> FitResult:
     """Fit the study's models, or ``models`` and those they depend on (:func:`analytics.fit.fit`)."""
     from analytics.fit import fit as run_fit
 
     return run_fit(study, models=list(models) if models is not None else None, progress=progress)
 
 
-def validate(study: Study, *, force: bool = False, partial: bool = False, progress: bool = True) -> ValidateResult:
+def validate(study: StudyConfig, *, force: bool = False, partial: bool = False, progress: bool = True) -> ValidateResult:
     """Metrics with CIs per model and split (:func:`analytics.validate.validate`); ``partial``: validate the
     models that have predictions, naming those left out."""
     from analytics.validate import validate as run_validate
@@ -147,7 +147,7 @@ def validate(study: Study, *, force: bool = False, partial: bool = False, progre
     return run_validate(study, force=force, progress=progress, partial=partial)
 
 
-def explain(study: Study, models: Sequence[str] | None = None, patients: Sequence[str] | None = None, *,
+def explain(study: StudyConfig, models: Sequence[str] | None = None, patients: Sequence[str] | None = None, *,
             progress: bool = True) -> ExplainResult:
     """SHAP explanations and MIL attention figures under the report folder (:func:`analytics.explain.explain`);
     ``[explain] enabled = false`` does nothing and says so in the result's notes."""
@@ -157,21 +157,21 @@ def explain(study: Study, models: Sequence[str] | None = None, patients: Sequenc
                        patients=list(patients) if patients is not None else None, progress=progress)
 
 
-def report(study: Study, *, force: bool = False, progress: bool = True) -> ReportOutcome:
+def report(study: StudyConfig, *, force: bool = False, progress: bool = True) -> ReportOutcome:
     """Write the HTML report unless none of its inputs changed, or ``force`` (:func:`analytics.report.write_report`)."""
     from analytics.report import write_report
 
     return write_report(study, force=force, progress=progress)
 
 
-def verify(study: Study) -> Verification:
+def verify(study: StudyConfig) -> Verification:
     """Check every done instance file against the store: sha256, source_id, footer (:func:`analytics.verify.verify`)."""
     from analytics.verify import verify as run_verify
 
     return run_verify(study)
 
 
-def _explain_switched_off(study: Study) -> str | None:
+def _explain_switched_off(study: StudyConfig) -> str | None:
     return None if study.explain.enabled else "[explain] enabled = false in study.toml"
 
 
@@ -202,14 +202,14 @@ class Stage:
     needs: tuple[Need, ...] = ()
     in_run: bool = True
     takes: tuple[Setting, ...] = ("progress",)
-    switched_off: Callable[[Study], str | None] | None = None
+    switched_off: Callable[[StudyConfig], str | None] | None = None
     show: Callable[[Any], str] = str
 
-    def applies(self, study: Study) -> bool:
+    def applies(self, study: StudyConfig) -> bool:
         """Whether ``run`` includes this stage for ``study``."""
         return self.in_run and all(bool(getattr(study, need)) for need in self.needs)
 
-    def run(self, study: Study, *, device: str = "auto", progress: bool = True) -> Any:
+    def run(self, study: StudyConfig, *, device: str = "auto", progress: bool = True) -> Any:
         """Run the stage as ``run`` does: the study's settings, ``device`` where it takes one."""
         reason = self.switched_off(study) if self.switched_off is not None else None
         if reason is not None:
@@ -233,7 +233,7 @@ STAGES: tuple[Stage, ...] = (
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
 
 
-def for_run(study: Study) -> list[Stage]:
+def for_run(study: StudyConfig) -> list[Stage]:
     """The stages ``run`` runs for ``study``, in order: ingest, [embed], [cohort, [fit, validate, explain]], report."""
     return [s for s in STAGES if s.applies(study)]
 

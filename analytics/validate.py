@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from itertools import combinations
@@ -57,7 +56,7 @@ from analytics.validation import (
     subgroup_metrics,
 )
 from pipeline import atomic, store
-from pipeline.config import Study
+from pipeline.config import StudyConfig
 from pipeline.errors import CohortlabError
 
 log = logging.getLogger("cohortlab.validate")
@@ -92,14 +91,14 @@ def _dca_grid(spec: list[float]) -> np.ndarray:
     return np.round(start + step * np.arange(n), 10)
 
 
-def outcome_columns(study: Study, columns: Sequence[str]) -> list[str]:
+def outcome_columns(study: StudyConfig, columns: Sequence[str]) -> list[str]:
     """The cohort columns the metrics are computed from: ids, labels, centre, split, follow-up where the cohort
     has it, and the ``[validation] subgroups`` columns."""
     cols = ["patient_id", "label", "center", "split"] + [c for c in ("time", "event") if c in columns]
     return cols + [c for c in study.validation.subgroups if c not in cols and c in columns]
 
 
-def inputs_digest(study: Study, preds: pl.DataFrame, outcomes: pl.DataFrame) -> str:
+def inputs_digest(study: StudyConfig, preds: pl.DataFrame, outcomes: pl.DataFrame) -> str:
     """What the metrics depend on: predictions, outcomes, validation settings."""
     h = hashlib.sha256()
     h.update(preds.write_csv().encode())
@@ -113,7 +112,7 @@ def inputs_digest(study: Study, preds: pl.DataFrame, outcomes: pl.DataFrame) -> 
 
 
 def _split_metrics(
-    y: np.ndarray, score: np.ndarray, thr: float | None, study: Study, seed: int,
+    y: np.ndarray, score: np.ndarray, thr: float | None, study: StudyConfig, seed: int,
     time: np.ndarray | None, event: np.ndarray | None, cut: np.ndarray | None,
     survival_score: np.ndarray | None = None, horizons: Sequence[float] = (),
     horizon_risk: np.ndarray | None = None, label_horizon: float | None = None,
@@ -132,7 +131,7 @@ def _split_metrics(
     return metrics, curves, inputs.notes
 
 
-def _linear_predictor(study: Study, name: str) -> bool:
+def _linear_predictor(study: StudyConfig, name: str) -> bool:
     """Whether a survival model's score is a Cox linear predictor (every survival kind but the forest)."""
     return any(m.name == name and m.traits.linear_predictor for m in study.models)
 
@@ -185,7 +184,7 @@ def _norm_ppf(q: float) -> float:
     return float(norm.ppf(q))
 
 
-def _endpoint(study: Study, name: str) -> str:
+def _endpoint(study: StudyConfig, name: str) -> str:
     """A model's endpoint (``binary`` for predictions of a model no longer in study.toml)."""
     return study.endpoint(name) if any(m.name == name for m in study.models) else "binary"
 
@@ -199,14 +198,14 @@ def _wide_risks(frame: pl.DataFrame | None, at: str) -> tuple[list[float], dict[
     return times, {p: list(r) for p, r in zip(wide["patient_id"].to_list(), wide["risk"].to_list())}
 
 
-def _horizon_risks(study: Study, name: str) -> tuple[list[float], dict[str, list[float]]]:
+def _horizon_risks(study: StudyConfig, name: str) -> tuple[list[float], dict[str, list[float]]]:
     """A survival model's saved horizons and its absolute risk at each, by patient."""
     from analytics.models.persist import read_horizon_risks
 
     return _wide_risks(read_horizon_risks(study.models_dir / name, study.store_path), "horizon")
 
 
-def _grid_risks(study: Study, name: str) -> tuple[list[float], dict[str, list[float]]]:
+def _grid_risks(study: StudyConfig, name: str) -> tuple[list[float], dict[str, list[float]]]:
     """A survival model's saved risk grid (times up to the last horizon) and its absolute risk at each, by patient."""
     from analytics.models.persist import read_risk_grid
 
@@ -220,7 +219,7 @@ def _center_auc(y: np.ndarray, score: np.ndarray, level: float) -> Estimate:
 
 
 def _model_metrics(
-    name: str, preds: pl.DataFrame, outcomes: pl.DataFrame, study: Study
+    name: str, preds: pl.DataFrame, outcomes: pl.DataFrame, study: StudyConfig
 ) -> tuple[ModelMetrics, dict[str, Any], list[str]]:
     v = study.validation
     joined = preds.join(outcomes, on="patient_id", how="inner")
@@ -334,7 +333,7 @@ def _model_metrics(
     return ModelMetrics(splits, centers, threshold, cutpoints), curves, notes
 
 
-def _comparisons(preds: pl.DataFrame, outcomes: pl.DataFrame, study: Study, models: list[str]) -> list[PairedComparison]:
+def _comparisons(preds: pl.DataFrame, outcomes: pl.DataFrame, study: StudyConfig, models: list[str]) -> list[PairedComparison]:
     """Paired DeLong comparisons of the configured pairs (all pairs when none are), among ``models``."""
     pairs = [tuple(p) for p in study.validation.compare] or list(combinations(models, 2))
     out = []
@@ -345,26 +344,20 @@ def _comparisons(preds: pl.DataFrame, outcomes: pl.DataFrame, study: Study, mode
     return out
 
 
-def lr_test_reason(study: Study, new: str, old: str) -> str | None:
+def lr_test_reason(study: StudyConfig, new: str, old: str) -> str | None:
     """Why the likelihood-ratio test of ``old`` nested in ``new`` does not apply; None when it does.
 
     It applies to maximum-likelihood logistic regressions only (``kind = "logistic"`` with
     ``params.C = inf`` and no ``C`` grid), without PCA, whose inputs nest (``old``'s feature sets, clinical
     variables and input scores all among ``new``'s, and fewer).
     """
+    from analytics.models.artifacts import ml_regression_reason
+
     specs = {m.name: m for m in study.models}
     a, b = specs[new], specs[old]
     for m in (a, b):
-        if m.traits.regression != "logit":
-            return f"{m.name} is a {m.kind} model, not a logistic regression"
-        c = m.params.get("C")
-        if "C" in m.grid or c is None or not math.isinf(float(c)):
-            how = f"C tuned over {m.grid['C']}" if "C" in m.grid else (
-                f"C = {c}" if c is not None else "C tuned by default")
-            return (f"{m.name} is a penalised logistic regression ({how}); the likelihood-ratio test needs "
-                    "maximum-likelihood fits (params.C = inf)")
-        if "pca" in m.params or "pca" in m.grid:
-            return f"{m.name} reduces its features by PCA, so the two models' inputs are not nested"
+        if (reason := ml_regression_reason(m)) is not None:
+            return reason
     parts = (("features", a.features, b.features), ("clinical", a.clinical, b.clinical),
              ("scores", a.scores, b.scores))
     extra = [f"{what} {sorted(set(o) - set(n))}" for what, n, o in parts if not set(o) <= set(n)]
@@ -375,25 +368,26 @@ def lr_test_reason(study: Study, new: str, old: str) -> str | None:
     return None
 
 
-def _lr_test(study: Study, new: str, old: str) -> tuple[dict[str, Any] | None, str | None]:
-    """LR test from the final models' fitted probabilities on the labelled training patients both score."""
-    from analytics.fit import predict, required_inputs
+def _lr_test(study: StudyConfig, new: str, old: str, outcomes: pl.DataFrame,
+             ) -> tuple[dict[str, Any] | None, str | None]:
+    """LR test from the final models' fitted probabilities on the labelled training patients both score (saved
+    by ``fit`` in each model's record, with its number of coefficients)."""
     from analytics.models.persist import load_model
 
-    specs = [m for m in study.models if m.name in (new, old)]
-    features, bags = required_inputs(specs)
-    cohort = load_cohort(study, features=features, bags=bags, on_missing="keep")
-    frame = (predict(study, new, cohort).rename({"score": "new"})
-             .join(predict(study, old, cohort).rename({"score": "old"}), on="patient_id")
-             .join(cohort.frame.select("patient_id", "label", "split"), on="patient_id")
-             .filter((pl.col("split") == "train") & pl.col("label").is_not_null() & pl.col("new").is_not_null()
-                     & pl.col("old").is_not_null()))
-
-    def n_coef(name: str) -> int:
-        return int(load_model(study.models_dir / name, study.store_path).learner.pipeline_.named_steps["clf"]
-                   .coef_.size)
-
-    df = n_coef(new) - n_coef(old)
+    fitted: dict[str, pl.DataFrame] = {}
+    free: dict[str, int] = {}
+    for name in (new, old):
+        fm = load_model(study.models_dir / name, study.store_path)
+        k, frame = fm.record.free_parameters, fm.fitted
+        if k is None or frame is None:
+            return None, (f"LR test not computed: model {name} was saved without its training fit; "
+                          "run `cohortlab fit` to refit it")
+        fitted[name], free[name] = frame, k
+    frame = (fitted[new].rename({"score": "new"})
+             .join(fitted[old].rename({"score": "old"}), on="patient_id")
+             .join(outcomes.select("patient_id", "label"), on="patient_id")
+             .filter(pl.col("label").is_not_null() & pl.col("new").is_not_null() & pl.col("old").is_not_null()))
+    df = free[new] - free[old]
     if df < 1:
         return None, f"{new} has no more coefficients than {old} ({df:+d})"
     y = frame.get_column("label").to_numpy().astype(int)
@@ -401,7 +395,7 @@ def _lr_test(study: Study, new: str, old: str) -> tuple[dict[str, Any] | None, s
     return (jsonable(res.as_dict()), None) if res is not None else (None, f"LR test not computed: {err}")
 
 
-def _added_value(preds: pl.DataFrame, outcomes: pl.DataFrame, study: Study,
+def _added_value(preds: pl.DataFrame, outcomes: pl.DataFrame, study: StudyConfig,
                  models: list[str]) -> tuple[list[AddedValue], list[str]]:
     """ΔAUC (DeLong), NRI (continuous; categorical at ``risk_cutoffs``), IDI and reclassification per split
     of each ``[validation] added_value`` pair, and the LR test on the training fit; notes on what is missing."""
@@ -419,7 +413,7 @@ def _added_value(preds: pl.DataFrame, outcomes: pl.DataFrame, study: Study,
         lr: dict[str, Any] | None = None
         if reason is None:
             try:
-                lr, reason = _lr_test(study, new, old)
+                lr, reason = _lr_test(study, new, old, outcomes)
             except (CohortlabError, OSError, AttributeError, KeyError, ValueError) as exc:
                 # a saved model missing or unreadable: the rest of the added value stands
                 reason = f"LR test not computed: {exc}"
@@ -456,7 +450,7 @@ METRICS_TABLE = {"model": pl.String, "split": pl.String, "metric": pl.String, "e
                  "low": pl.Float64, "high": pl.Float64, "method": pl.String}
 
 
-def left_out(study: Study, present: set[str]) -> tuple[list[str], list[str]]:
+def left_out(study: StudyConfig, present: set[str]) -> tuple[list[str], list[str]]:
     """Models of study.toml without predictions, and what leaving them out drops (one line each)."""
     missing = [m.name for m in study.models if m.name not in present]
     lines = [f"model {name}: no predictions (not fitted, or `cohortlab fit` was interrupted)" for name in missing]
@@ -467,7 +461,7 @@ def left_out(study: Study, present: set[str]) -> tuple[list[str], list[str]]:
     return missing, lines
 
 
-def validate(study: Study, force: bool = False, progress: bool = True, partial: bool = False) -> ValidateResult:
+def validate(study: StudyConfig, force: bool = False, progress: bool = True, partial: bool = False) -> ValidateResult:
     """Compute every metric for every model and split; write files and the ``metrics`` table.
 
     Skips the work when ``metrics.json`` already holds metrics for the same
@@ -582,7 +576,7 @@ def validate(study: Study, force: bool = False, progress: bool = True, partial: 
     return result
 
 
-def load_validation(study: Study) -> Validation:
+def load_validation(study: StudyConfig) -> Validation:
     """The study's validated metrics as written (``metrics.json``, ``curves.json``), models in study order,
     with the predictions and labels that :meth:`Validation.compare` computes unstored pairs from.
 

@@ -465,6 +465,14 @@ class PairedComparison:
         return cls(a, b, split, int(n), _signed(cmp.difference), _signed(cmp.z), _signed(cmp.p), _signed(cmp.low),
                    _signed(cmp.high), _signed(cmp.auc_a), _signed(cmp.auc_b), _signed(cmp.level), cmp.method)
 
+    @classmethod
+    def from_dict(cls, c: Mapping[str, Any], a: str, b: str, split: str) -> PairedComparison:
+        """From its entry in metrics.json; ``a``, ``b`` and ``split`` stand where the entry leaves them out."""
+        return cls(str(c.get("a", a)), str(c.get("b", b)), str(c.get("split", split)), int(c.get("n") or 0),
+                   _signed(c.get("difference")), _signed(c.get("z")), _signed(c.get("p")), _signed(c.get("low")),
+                   _signed(c.get("high")), _signed(c.get("auc_a")), _signed(c.get("auc_b")), _signed(c.get("level")),
+                   str(c.get("method", "")))
+
     def reversed(self) -> PairedComparison:
         """The same test read the other way round (``auc_b - auc_a``)."""
         return PairedComparison(self.b, self.a, self.split, self.n, _neg(self.difference), _neg(self.z), self.p,
@@ -552,9 +560,7 @@ class AddedValue:
         cmp = None
         if c is not None:
             c = _mapping(c, f"{where}.auc_difference", source)
-            cmp = PairedComparison(
-                str(c.get("a", d["new"])), str(c.get("b", d["old"])), str(c.get("split", d["split"])),
-                int(c.get("n") or 0), *(_signed(c.get(k)) for k in _COMPARISON_NUMBERS), str(c.get("method", "")))
+            cmp = PairedComparison.from_dict(c, d["new"], d["old"], d["split"])
         opt = lambda k: None if d.get(k) is None else dict(_mapping(d[k], f"{where}.{k}", source))  # noqa: E731
         return cls(str(d["new"]), str(d["old"]), str(d["split"]), int(d.get("n") or 0), int(d.get("n_positive") or 0),
                    cmp, opt("nri"), opt("nri_categorical"), opt("idi"), opt("reclassification"),
@@ -595,7 +601,7 @@ def added_value_inputs(preds: pl.DataFrame, outcomes: pl.DataFrame, new: str, ol
 # --- the measures of one split: a table ------------------------------------------------------------------------
 
 
-Need = Literal["threshold", "bootstrap", "survival", "risk_groups"]
+Need = Literal["threshold", "bootstrap", "survival", "risk_groups", "horizons"]
 
 
 @dataclass
@@ -1135,10 +1141,10 @@ class Validation:
                       Estimate(c.difference, c.low, c.high, "delong", c.level), z=c.z, p=c.p)
         compared = {(c.a, c.b, c.split) for c in self.comparisons}
         for av in self.added_value:
-            c = av.auc_difference
-            if c is not None and (c.a, c.b, c.split) not in compared:
-                yield row(f"{c.a} vs {c.b}", c.split, "auc_difference",
-                          Estimate(c.difference, c.low, c.high, "delong", c.level), z=c.z, p=c.p)
+            diff = av.auc_difference
+            if diff is not None and (diff.a, diff.b, diff.split) not in compared:
+                yield row(f"{diff.a} vs {diff.b}", diff.split, "auc_difference",
+                          Estimate(diff.difference, diff.low, diff.high, "delong", diff.level), z=diff.z, p=diff.p)
             for name, e, z, p in av.rows():
                 yield row(f"{av.new} vs {av.old}", av.split, name, e, z=z, p=p)
 
@@ -1223,10 +1229,7 @@ class Validation:
             c = _mapping(c, f"comparisons[{i}]", source)
             for key in ("a", "b", "split"):
                 _required(c, key, f"comparisons[{i}]", source)
-            comparisons.append(PairedComparison(
-                str(c["a"]), str(c["b"]), str(c["split"]), int(c.get("n") or 0), _signed(c.get("difference")),
-                _signed(c.get("z")), _signed(c.get("p")), _signed(c.get("low")), _signed(c.get("high")),
-                _signed(c.get("auc_a")), _signed(c.get("auc_b")), _signed(c.get("level")), str(c.get("method", ""))))
+            comparisons.append(PairedComparison.from_dict(c, c["a"], c["b"], c["split"]))
         subgroups = tuple(SubgroupMetrics.from_dict(g, f"subgroups[{i}]", source)
                           for i, g in enumerate(data.get("subgroups") or []))
         added_value = tuple(AddedValue.from_dict(a, f"added_value[{i}]", source)

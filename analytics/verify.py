@@ -29,7 +29,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline import store
-from pipeline.config import Study
+from pipeline.config import StudyConfig
 from pipeline.errors import CohortlabError
 
 
@@ -92,14 +92,14 @@ class Verification:
         return f"verified {counts}: {len(self.problems)} problem(s)"
 
 
-def _shown(study: Study, path: Path) -> str:
+def _shown(study: StudyConfig, path: Path) -> str:
     try:
         return path.resolve().relative_to(study.root.resolve()).as_posix()
     except ValueError:
         return str(path)
 
 
-def instance_problems(study: Study) -> tuple[int, list[Problem]]:
+def instance_problems(study: StudyConfig) -> tuple[int, list[Problem]]:
     """Every done instance file checked by content: ``(files checked, problems)``."""
     if not study.store_path.exists():
         raise store.StoreError(f"{study.store_path}: no store here (run `cohortlab ingest` first)")
@@ -119,7 +119,7 @@ def instance_problems(study: Study) -> tuple[int, list[Problem]]:
     return len(files), out
 
 
-def model_problems(study: Study) -> tuple[int, list[Problem]]:
+def model_problems(study: StudyConfig) -> tuple[int, list[Problem]]:
     """Every saved model folder's files checked against the sha256 recorded at fit time: ``(folders checked, problems)``."""
     from analytics.models.persist import PersistError, read_files
 
@@ -140,11 +140,11 @@ def model_problems(study: Study) -> tuple[int, list[Problem]]:
     return len(folders), out
 
 
-CHECKS: dict[str, Callable[[Study], tuple[int, list[Problem]]]] = {"instance": instance_problems, "model": model_problems}
+CHECKS: dict[str, Callable[[StudyConfig], tuple[int, list[Problem]]]] = {"instance": instance_problems, "model": model_problems}
 """kind -> check: each takes the study and returns (files checked, problems)."""
 
 
-def verify(study: Study, kinds: Iterable[str] | None = None) -> Verification:
+def verify(study: StudyConfig, kinds: Iterable[str] | None = None) -> Verification:
     """Check every stored file of ``study`` (or of ``kinds``) against what was recorded when it was written.
 
     Parameters

@@ -42,14 +42,14 @@ num_workers = 0
 
 
 def _study(folder: Path, n: int):
-    from pipeline.config import load_study
+    from pipeline.config import load_config
     from pipeline.ingest import ingest
     from pipeline.synth import make_study
 
     toml = make_study(folder, n_patients=n, small=True)
     head = toml.read_text().split("[[feature_sets]]", 1)[0]
     toml.write_text(head.replace('scans = "manifests/scans.csv"\n', "") + FEATURE_SET)
-    study = load_study(toml)
+    study = load_config(toml)
     ingest(study, progress=False)
     return study
 
@@ -59,7 +59,7 @@ def main() -> None:
 
     from pipeline import embed as local
     from pipeline import ray_runner
-    from pipeline.config import load_study
+    from pipeline.config import load_config
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 24
     cpus = os.cpu_count() or 1
@@ -68,7 +68,7 @@ def main() -> None:
         copies = {}
         for name in ("local", "ray1", "ray2"):
             shutil.copytree(base.root, Path(tmp) / name)
-            copies[name] = load_study(Path(tmp) / name / "study.toml")
+            copies[name] = load_config(Path(tmp) / name / "study.toml")
         ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=100 * 1024**2, log_to_driver=False)
         try:
             out = {}

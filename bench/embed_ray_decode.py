@@ -56,7 +56,7 @@ num_workers = {workers}
 
 
 def _study(folder: Path, n: int, tile: int, mpp: float, workers: int):
-    from pipeline.config import load_study
+    from pipeline.config import load_config
     from pipeline.ingest import ingest
     from pipeline.synth import make_study
 
@@ -64,19 +64,19 @@ def _study(folder: Path, n: int, tile: int, mpp: float, workers: int):
     head = toml.read_text().split("[[feature_sets]]", 1)[0]
     toml.write_text(head.replace('scans = "manifests/scans.csv"\n', "")
                     + FEATURE_SET.format(mpp=mpp, tile=tile, workers=workers))
-    study = load_study(toml)
+    study = load_config(toml)
     ingest(study, progress=False)
     return study
 
 
 def _with_workers(study_root: Path, workers: int):
     """The study with the feature set's ``num_workers`` changed (a fresh store is not needed: nothing is embedded)."""
-    from pipeline.config import load_study
+    from pipeline.config import load_config
 
     toml = study_root / "study.toml"
     text = toml.read_text()
     toml.write_text(text.replace("num_workers = 0", f"num_workers = {workers}"))
-    return load_study(toml)
+    return load_config(toml)
 
 
 # --- the "tasks" design: decode in CPU tasks, encode in actors ------------------------

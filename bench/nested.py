@@ -36,35 +36,35 @@ sys.path.insert(0, str(ROOT))
 
 from analytics.crossfit import CACHE_FOLDER, needs_nesting  # noqa: E402
 from analytics.fit import fit  # noqa: E402
-from pipeline.config import Study, load_study  # noqa: E402
+from pipeline.config import StudyConfig, load_config  # noqa: E402
 
 
-def prepared_study(work: Path, given: Path | None, small: bool) -> Study:
+def prepared_study(work: Path, given: Path | None, small: bool) -> StudyConfig:
     """A demo study under ``work`` with its features embedded."""
     demo = given or ROOT / "demo" / "study.toml"
     target = work / "study"
     if demo.exists() and (demo.parent / "store.duckdb").exists():
         print(f"using a copy of {demo.parent}", flush=True)
         shutil.copytree(demo.parent, target, ignore=shutil.ignore_patterns("slides", "scans", "models", "logs"))
-        return load_study(target / "study.toml")
+        return load_config(target / "study.toml")
     from pipeline.embed import embed
     from pipeline.ingest import ingest
     from pipeline.synth import make_study
 
     print(f"no embedded demo study: synthesising one ({'small' if small else 'full'}) and embedding it on the CPU",
           flush=True)
-    study = load_study(make_study(target, small=small))
+    study = load_config(make_study(target, small=small))
     ingest(study, progress=False)
     embed(study, device="cpu", progress=False)
     return study
 
 
-def with_nesting(study: Study, name: str, nested: bool) -> Study:
+def with_nesting(study: StudyConfig, name: str, nested: bool) -> StudyConfig:
     models = [m.model_copy(update={"nested": nested}) if m.name == name else m for m in study.models]
     return study.model_copy(update={"models": models})
 
 
-def time_model(study: Study, name: str, nested: bool, cached: bool, repeat: int) -> float:
+def time_model(study: StudyConfig, name: str, nested: bool, cached: bool, repeat: int) -> float:
     """Best of ``repeat`` times ``fit`` spends on one model refitted from scratch (its input models up to date)."""
     best = float("inf")
     for _ in range(repeat):

@@ -175,10 +175,10 @@ def build_fallback(folder: Path, n_patients: int = 120) -> Path:
     from sklearn.preprocessing import StandardScaler
 
     from analytics.cohort import load_cohort
-    from analytics.report import report
+    from analytics.report import write_report
     from analytics.validate import validate
     from pipeline import store
-    from pipeline.config import load_study
+    from pipeline.config import load_config
     from pipeline.ingest import ingest
     from pipeline.synth import PATIENT_COLUMNS, make_patients
 
@@ -188,7 +188,7 @@ def build_fallback(folder: Path, n_patients: int = 120) -> Path:
     rows = [",".join(PATIENT_COLUMNS)] + [",".join(p.row()) for p in make_patients(n_patients, seed=0)]
     (folder / "patients.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     (folder / "study.toml").write_text(FALLBACK_TOML, encoding="utf-8")
-    study = load_study(folder / "study.toml")
+    study = load_config(folder / "study.toml")
     ingest(study, progress=False)
     cohort = load_cohort(study)
     frame = cohort.frame
@@ -218,7 +218,7 @@ def build_fallback(folder: Path, n_patients: int = 120) -> Path:
     finally:
         con.close()
     validate(study, progress=False)
-    return report(study, progress=False)
+    return write_report(study, progress=False).path
 
 
 def main(argv: list[str] | None = None) -> int:

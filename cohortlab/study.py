@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analytics import stages
-from pipeline.config import Study as StudyConfig
-from pipeline.config import load_study as read_study_toml
+from pipeline.config import StudyConfig, load_config
 
 if TYPE_CHECKING:
     import polars as pl
@@ -36,7 +35,7 @@ class Study:
     Parameters
     ----------
     config
-        The validated ``study.toml`` (:func:`pipeline.config.load_study`); :func:`load_study` reads it.
+        The validated ``study.toml`` (:func:`pipeline.config.load_config`); :func:`load_study` reads it.
 
     Attributes
     ----------
@@ -152,7 +151,7 @@ def load_study(path: str | Path) -> Study:
     pipeline.config.ConfigError
         The file is missing, not TOML, or a key is wrong (named).
     """
-    return Study(read_study_toml(path))
+    return Study(load_config(path))
 
 
 __all__ = ["Study", "load_study"]

@@ -364,7 +364,9 @@ class Subgroup(_Strict):
         return self
 
 
-class Validation(_Strict):
+class ValidationSettings(_Strict):
+    """The ``[validation]`` settings of study.toml (the result of validation is :class:`analytics.validation.Validation`)."""
+
     n_boot: int = Field(default=2000, ge=0)
     level: float = Field(default=0.95, gt=0, lt=1)
     threshold_rule: str = "youden"
@@ -388,7 +390,7 @@ class Validation(_Strict):
     risk_cutoffs: list[float] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _risk_cutoffs(self) -> Validation:
+    def _risk_cutoffs(self) -> ValidationSettings:
         if any(not 0 < c < 1 for c in self.risk_cutoffs):
             raise ValueError(f"risk_cutoffs must lie strictly between 0 and 1, got {self.risk_cutoffs}")
         if any(b <= a for a, b in zip(self.risk_cutoffs, self.risk_cutoffs[1:])):
@@ -450,7 +452,7 @@ class Report(_Strict):
     explain_patients: list[str] = Field(default_factory=list)
 
 
-class Study(_Strict):
+class StudyConfig(_Strict):
     """A validated study.toml; ``root`` is the folder that holds it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
@@ -463,14 +465,14 @@ class Study(_Strict):
     cohort: CohortSection | None = None
     split: SplitSection = Field(default_factory=SplitSection)
     models: list[Model] = Field(default_factory=list)
-    validation: Validation = Field(default_factory=Validation)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
     explain: ExplainSection = Field(default_factory=ExplainSection)
     report: Report = Field(default_factory=Report)
     compute: Compute = Field(default_factory=Compute)
     sql: SqlLimits = Field(default_factory=SqlLimits)
 
     @model_validator(mode="after")
-    def _cross(self) -> Study:
+    def _cross(self) -> StudyConfig:
         _unique("feature_sets", [f.name for f in self.feature_sets])
         _unique("models", [m.name for m in self.models])
         fs_names = {f.name for f in self.feature_sets}
@@ -595,10 +597,10 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def parse_study(data: dict[str, Any], root: Path, source: str = "study.toml") -> Study:
+def parse_study(data: dict[str, Any], root: Path, source: str = "study.toml") -> StudyConfig:
     """Validate a parsed study dictionary; errors name ``source`` and the key."""
     try:
-        study = Study.model_validate({**data, "root": Path(root).resolve()})
+        study = StudyConfig.model_validate({**data, "root": Path(root).resolve()})
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -643,7 +645,7 @@ def _toml_text(path: Path) -> str:
                           ) from None
 
 
-def load_study(path: str | Path) -> Study:
+def load_config(path: str | Path) -> StudyConfig:
     """Read and validate ``study.toml`` (or a folder holding one)."""
     p = Path(path)
     if p.is_dir():

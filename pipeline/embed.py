@@ -49,7 +49,7 @@ import duckdb
 from tqdm.auto import tqdm
 
 from pipeline import atomic, store
-from pipeline.config import ConfigError, FeatureSet, Study
+from pipeline.config import ConfigError, FeatureSet, StudyConfig
 from pipeline.device import resolve_device
 from pipeline.pooling import pool_feature_set
 from pipeline.source import Embedder, Source
@@ -119,7 +119,7 @@ class EmbedResult:
 # --- sources, shards, connections -----------------------------------------------
 
 
-def list_sources(con: duckdb.DuckDBPyConnection, study: Study, modality: str) -> list[Source]:
+def list_sources(con: duckdb.DuckDBPyConnection, study: StudyConfig, modality: str) -> list[Source]:
     """Sources of a modality from the store, sorted by id, with paths made absolute."""
     if modality == "wsi":
         frame = store.query(con, "SELECT * FROM slides ORDER BY slide_id")
@@ -150,7 +150,7 @@ def shard_of(sources: Sequence[Source], shard: tuple[int, int] | None) -> list[S
 
 
 @contextmanager
-def _store(study: Study) -> Iterator[duckdb.DuckDBPyConnection]:
+def _store(study: StudyConfig) -> Iterator[duckdb.DuckDBPyConnection]:
     con = store.connect(study.store_path, wait_s=300.0)
     try:
         yield con
@@ -182,7 +182,7 @@ def status_path(store_path: Path, feature_set: str, source_id: str) -> Path:
     return p.with_name(p.name.removesuffix(".parquet") + STATUS_SUFFIX)
 
 
-def fold_status_files(con: duckdb.DuckDBPyConnection, study: Study, feature_set: str, current: dict[str, Source]) -> int:
+def fold_status_files(con: duckdb.DuckDBPyConnection, study: StudyConfig, feature_set: str, current: dict[str, Source]) -> int:
     """Record pending status files of a feature set in ``embed_items`` (one transaction), then remove them.
 
     Returns how many of them change the set of done sources (a new done item,
@@ -236,7 +236,7 @@ def _status_stamp(st: dict[str, Any]) -> store.FileStamp | None:
     return store.FileStamp(st["checksum"], int(st["file_bytes"]), int(st["file_mtime_ns"]))
 
 
-def check_done_outputs(con: duckdb.DuckDBPyConnection, study: Study, feature_set: str, source_ids: Sequence[str]) -> dict[str, str]:
+def check_done_outputs(con: duckdb.DuckDBPyConnection, study: StudyConfig, feature_set: str, source_ids: Sequence[str]) -> dict[str, str]:
     """Check the instance files of done items by content; ``source_id -> problem`` for those to embed again.
 
     Every file is hashed (in parallel threads) and its sha256 compared with
@@ -342,7 +342,7 @@ class FeatureSetPlan:
     folded: int
 
 
-def plan_feature_set(study: Study, fs: FeatureSet, shard: tuple[int, int] | None = None) -> FeatureSetPlan:
+def plan_feature_set(study: StudyConfig, fs: FeatureSet, shard: tuple[int, int] | None = None) -> FeatureSetPlan:
     """Fold pending status files, check done outputs and list this shard's sources still to embed."""
     run = FeatureSetRun(fs.name, fs.modality, shard)
     with _store(study) as con:
@@ -359,7 +359,7 @@ def plan_feature_set(study: Study, fs: FeatureSet, shard: tuple[int, int] | None
     return FeatureSetPlan(run, sources, current, attempted_before, todo, folded)
 
 
-def development_sources(study: Study, sources: Sequence[Source]) -> list[Source]:
+def development_sources(study: StudyConfig, sources: Sequence[Source]) -> list[Source]:
     """The sources of patients at development centres (every centre not in ``[split] external_centers``).
 
     The stain reference is fitted on these; no label or split column is read.
@@ -370,7 +370,7 @@ def development_sources(study: Study, sources: Sequence[Source]) -> list[Source]
     return [s for s in sources if s.patient_id in centres and centres[s.patient_id] not in external]
 
 
-def prepare_stain_reference(study: Study, fs: FeatureSet, embedder: Embedder, sources: Sequence[Source]) -> None:
+def prepare_stain_reference(study: StudyConfig, fs: FeatureSet, embedder: Embedder, sources: Sequence[Source]) -> None:
     """Fit a WSI feature set's stain reference (or reuse the stored one) before any slide is embedded.
 
     Every shard fits the same reference (same slides, same seed), so shards may run side by side.
@@ -396,7 +396,7 @@ def tally(run: FeatureSetRun, status: dict[str, Any]) -> None:
         run.failures.append((status["source_id"], status["error"]))
 
 
-def finish_feature_set(study: Study, fs: FeatureSet, plan: FeatureSetPlan) -> FeatureSetRun:
+def finish_feature_set(study: StudyConfig, fs: FeatureSet, plan: FeatureSetPlan) -> FeatureSetRun:
     """Fold the remaining status files and pool per patient once every source has been tried (in any shard)."""
     run, sources, attempted_before = plan.run, plan.sources, plan.attempted_before
     with _store(study) as con:
@@ -418,7 +418,7 @@ def finish_feature_set(study: Study, fs: FeatureSet, plan: FeatureSetPlan) -> Fe
 
 
 def embed_feature_set(
-    study: Study, fs: FeatureSet, device: str = "auto", shard: tuple[int, int] | None = None, progress: bool = True
+    study: StudyConfig, fs: FeatureSet, device: str = "auto", shard: tuple[int, int] | None = None, progress: bool = True
 ) -> FeatureSetRun:
     """Embed one feature set's sources (this shard's share), then pool when all are tried."""
     t0 = time.perf_counter()
@@ -451,7 +451,7 @@ def embed_feature_set(
 
 
 def embed(
-    study: Study,
+    study: StudyConfig,
     feature_set: str | None = None,
     device: str = "auto",
     shard: tuple[int, int] | None = None,

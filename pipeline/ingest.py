@@ -30,7 +30,7 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from pipeline import store
-from pipeline.config import Study, Variable
+from pipeline.config import StudyConfig, Variable
 from pipeline.errors import CohortlabError
 from pipeline.files import file_kind
 from pipeline.manifest import (
@@ -148,7 +148,7 @@ def _check_roles(m: Manifest, col: TypedColumn, role: str) -> list[CellProblem]:
     return errors
 
 
-def read_patients(study: Study) -> tuple[PatientTables | None, set[str], list[CellProblem]]:
+def read_patients(study: StudyConfig) -> tuple[PatientTables | None, set[str], list[CellProblem]]:
     """Validate the patient manifest and build the patients, clinical and variables tables.
 
     The set of patient ids is returned even when there are errors, so that
@@ -222,7 +222,7 @@ def read_patients(study: Study) -> tuple[PatientTables | None, set[str], list[Ce
 # --- slides and scans ----------------------------------------------------------------
 
 
-def stored_path(study: Study, text: str) -> str:
+def stored_path(study: StudyConfig, text: str) -> str:
     """How the store keeps a manifest path: relative to the study folder, with ``/`` separators.
 
     A relative path is kept relative (normalised, ``..`` allowed); an absolute
@@ -242,7 +242,7 @@ def stored_path(study: Study, text: str) -> str:
 
 
 def _source_rows(
-    study: Study,
+    study: StudyConfig,
     manifest_path: str,
     id_col: str,
     path_cols: list[str],
@@ -501,7 +501,7 @@ def _write_failure_named(path: Path) -> Iterator[None]:
         ) from None
 
 
-def ingest(study: Study, progress: bool = True) -> IngestResult:
+def ingest(study: StudyConfig, progress: bool = True) -> IngestResult:
     """Validate every manifest of ``study`` and load them into its store.
 
     Raises

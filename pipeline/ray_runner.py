@@ -34,7 +34,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from pipeline import atomic, store
-from pipeline.config import ConfigError, FeatureSet, Study
+from pipeline.config import ConfigError, FeatureSet, StudyConfig
 from pipeline.device import resolve_device
 from pipeline.embed import (
     EmbedResult,
@@ -186,7 +186,7 @@ class RayEmbedResult(EmbedResult):
         return text
 
 
-def _embed_feature_set(ray: Any, study: Study, fs: FeatureSet, plan: FeatureSetPlan, device: str, workers: int | None,
+def _embed_feature_set(ray: Any, study: StudyConfig, fs: FeatureSet, plan: FeatureSetPlan, device: str, workers: int | None,
                        retries: int, progress: bool, factory: EmbedderFactory) -> FeatureSetRun:
     """Embed a planned feature set's sources on Ray (``ray`` may be ``None`` when none is left), then finish it."""
     t0 = time.perf_counter()
@@ -263,7 +263,7 @@ def _embed_feature_set(ray: Any, study: Study, fs: FeatureSet, plan: FeatureSetP
     return run
 
 
-def _stain_arguments(study: Study, fs: FeatureSet, plan: FeatureSetPlan, folder: Path) -> tuple[Any, ...] | None:
+def _stain_arguments(study: StudyConfig, fs: FeatureSet, plan: FeatureSetPlan, folder: Path) -> tuple[Any, ...] | None:
     """What an actor's embedder needs to fit or reuse the stain reference (as the local runner's
     :func:`pipeline.embed.prepare_stain_reference`), or ``None`` when the feature set does not normalise."""
     if fs.modality != "wsi" or fs.stain_norm == "none":
@@ -305,7 +305,7 @@ def _cause(exc: BaseException) -> str:
 
 
 def embed(
-    study: Study,
+    study: StudyConfig,
     feature_set: str | None = None,
     device: str = "auto",
     ray_address: str = "local",

@@ -869,6 +869,46 @@ def feature_sets(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     )
 
 
+def feature_set_record(con: duckdb.DuckDBPyConnection, name: str) -> dict[str, Any] | None:
+    """One ``feature_sets`` row (name, modality, encoder, params ...) as a dict; None when no such feature set."""
+    rec = query(con, "SELECT * FROM feature_sets WHERE name = ?", [name])
+    return None if rec.height == 0 else rec.row(0, named=True)
+
+
+# each modality's sources: table, id column and the columns holding file paths (relative to the study)
+SOURCE_TABLES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "wsi": ("slides", "slide_id", ("path",)),
+    "ct": ("scans", "scan_id", ("image_path", "mask_path")),
+}
+
+
+def source_rows(con: duckdb.DuckDBPyConnection, modality: str, root: str | Path) -> dict[str, dict[str, Any]]:
+    """Every slide (``wsi``) or scan (``ct``) of the store, ``source_id -> row`` sorted by id, with its file
+    paths made absolute against the study folder ``root`` (as the study resolves them).
+
+    Raises
+    ------
+    ValueError
+        An unknown modality.
+    """
+    if modality not in SOURCE_TABLES:
+        raise ValueError(f"unknown modality {modality!r}")
+    table, id_col, path_cols = SOURCE_TABLES[modality]
+    out: dict[str, dict[str, Any]] = {}
+    for row in query(con, f"SELECT * FROM {table} ORDER BY {id_col}").to_dicts():
+        for c in path_cols:
+            if row.get(c) is not None:
+                p = Path(row[c])
+                row[c] = str(p if p.is_absolute() else (Path(root) / p).resolve())
+        out[str(row[id_col])] = row
+    return out
+
+
+def patient_ids(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """The ids of the store's ``patients`` table."""
+    return {str(r[0]) for r in con.execute("SELECT patient_id FROM patients").fetchall()}
+
+
 def embedded_items(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """Per source of each feature set: status, instances, and the node and device that embedded it.
 
@@ -934,8 +974,30 @@ def recorded_model_artifacts(path: str | Path, model: str, wait_s: float = 60.0)
         con.close()
 
 
+PREDICTION_COLUMNS = ("model", "patient_id", "split", "score", "fold")
+
+
+def replace_predictions(con: duckdb.DuckDBPyConnection, model: str, frame: pl.DataFrame) -> None:
+    """Replace one model's rows of the ``predictions`` table (``PREDICTION_COLUMNS`` of ``frame``) in one
+    transaction: a reader sees the old rows or the new ones, never a mix."""
+    table = frame.select(list(PREDICTION_COLUMNS)).to_arrow()
+    with transaction(con):
+        con.execute("DELETE FROM predictions WHERE model = ?", [model])
+        con.register("_cohortlab_predictions", table)
+        try:
+            con.execute("INSERT INTO predictions SELECT model, patient_id, split, score, fold "
+                        "FROM _cohortlab_predictions")
+        finally:
+            con.unregister("_cohortlab_predictions")
+
+
 def read_predictions(con: duckdb.DuckDBPyConnection, model: str | None = None) -> pl.DataFrame:
-    """Rows of the ``predictions`` table (of one model), ordered by model and patient."""
+    """Rows of the ``predictions`` table (of one model), ordered by model and patient.
+
+    The one reader of predictions for validation, the report, explanations and the notebook: ``fit`` writes
+    each model's rows here and, as a checked copy, in its model folder (``predictions.parquet``, whose hash
+    the model's record holds); ``fit`` rewrites the rows when they differ from the folder's.
+    """
     sql = "SELECT model, patient_id, split, score, fold FROM predictions"
     params: list[Any] = []
     if model is not None:

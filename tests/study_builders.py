@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.config import Study, load_study
+from pipeline.config import StudyConfig, load_config
 
 SPLIT_B = 'external_centers = ["B"]\ninternal_fraction = 0.25\nseed = 1'
 """The usual ``[split]`` rule: centre B external, a quarter of the other patients internal."""
@@ -56,10 +56,10 @@ def write_study(root: Path, patients: pl.DataFrame, columns: str, toml: str, *, 
 
 
 def build_study(root: Path, patients: pl.DataFrame, columns: str, toml: str, *, cohort: str = "all",
-                where: str = "") -> Study:
+                where: str = "") -> StudyConfig:
     """:func:`write_study`, then load and ingest the study; returns it."""
     from pipeline.ingest import ingest
 
-    study = load_study(write_study(root, patients, columns, toml, cohort=cohort, where=where))
+    study = load_config(write_study(root, patients, columns, toml, cohort=cohort, where=where))
     ingest(study, progress=False)
     return study

@@ -8,15 +8,15 @@ from typing import Any
 
 from analytics.cohort.errors import CohortError
 from pipeline import store
-from pipeline.config import NAME, Study
+from pipeline.config import NAME, StudyConfig
 
 
-def cohort_dirs(study: Study) -> list[Path]:
+def cohort_dirs(study: StudyConfig) -> list[Path]:
     """Folders searched for ``<name>.sql``, first match wins: the study's, then the repository's."""
     return [study.root / "cohorts", store.sql_dir() / "cohorts"]
 
 
-def cohort_name(study: Study, name: str | None) -> str:
+def cohort_name(study: StudyConfig, name: str | None) -> str:
     """``name``, else the study's ``[cohort] name``; an error naming study.toml when there is neither."""
     if name is not None:
         return name
@@ -25,7 +25,7 @@ def cohort_name(study: Study, name: str | None) -> str:
     return study.cohort.name
 
 
-def find_cohort(study: Study, name: str) -> Path:
+def find_cohort(study: StudyConfig, name: str) -> Path:
     """The SQL file of cohort ``name`` (a name, or a path to a ``.sql`` file)."""
     if name.endswith(".sql"):
         for cand in (Path(name), study.root / name):
@@ -45,7 +45,7 @@ def find_cohort(study: Study, name: str) -> Path:
     )
 
 
-def view_files(study: Study | None = None) -> dict[str, Path]:
+def view_files(study: StudyConfig | None = None) -> dict[str, Path]:
     """``name -> file`` of the shared views; the study's ``views/`` wins over ``sql/views/``."""
     folders = [store.sql_dir() / "views"] + ([study.root / "views"] if study is not None else [])
     out: dict[str, Path] = {}
@@ -56,7 +56,7 @@ def view_files(study: Study | None = None) -> dict[str, Path]:
     return out
 
 
-def cohort_params(study: Study, name: str | None, params: Mapping[str, Any] | None) -> dict[str, Any]:
+def cohort_params(study: StudyConfig, name: str | None, params: Mapping[str, Any] | None) -> dict[str, Any]:
     """Parameters to bind: the study's ``[cohort] params`` (for its own cohort) overlaid by ``params``."""
     out: dict[str, Any] = {}
     if study.cohort is not None and (name is None or name == study.cohort.name):

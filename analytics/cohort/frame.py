@@ -30,7 +30,7 @@ from analytics.cohort.sql import Session, read_only, run_select
 from analytics.splits import SPLITS, SplitError, assign_splits, check_splits, outcome_strata, split_counts
 from analytics.table1 import Table1, table1
 from pipeline import store
-from pipeline.config import SplitSection, Study
+from pipeline.config import SplitSection, StudyConfig
 
 log = logging.getLogger("cohortlab.cohort")
 
@@ -406,7 +406,7 @@ def _handle_missing(cohort: Cohort, on_missing: str, split: SplitSection) -> Coh
 
 
 def load_cohort(
-    study: Study,
+    study: StudyConfig,
     name: str | None = None,
     params: Mapping[str, Any] | None = None,
     features: Sequence[str] = (),
@@ -458,7 +458,7 @@ def load_cohort(
 
 
 def cohort_overview(
-    study: Study, name: str | None = None, params: Mapping[str, Any] | None = None
+    study: StudyConfig, name: str | None = None, params: Mapping[str, Any] | None = None
 ) -> tuple[Cohort, pl.DataFrame]:
     """A cohort without features, and how many of its patients have each feature set of the study.
 

@@ -34,7 +34,7 @@ from analytics.cohort import sandbox
 from analytics.cohort.errors import CohortError
 from analytics.cohort.files import view_files
 from pipeline import store
-from pipeline.config import NAME, SqlLimits, Study
+from pipeline.config import NAME, SqlLimits, StudyConfig
 
 log = logging.getLogger("cohortlab.cohort")
 
@@ -203,7 +203,7 @@ def run_select(
         raise CohortError(f"{source}: the result has duplicate column names ({exc}); alias them") from None
 
 
-def run_sql(study: Study, query: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
+def run_sql(study: StudyConfig, query: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
     """One read-only query on a study's store (``cohortlab sql``), with its views; a SELECT or EXPLAIN of one."""
     with read_only(study.store_path, view_files(study), [study.root], study.sql) as session:
         return run_select(session, query, params or {}, source="query", allow_explain=True)

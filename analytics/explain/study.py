@@ -33,7 +33,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -42,7 +41,7 @@ from tqdm.auto import tqdm
 
 from analytics.cohort import Cohort, load_cohort
 from analytics.explain import manifest as mf
-from analytics.explain.attention import default_patients, mil_outputs, sources_by_id
+from analytics.explain.attention import default_patients, mil_outputs
 from analytics.explain.grouping import SCORE_PREFIX, labels_for
 from analytics.explain.shap_outputs import chosen_patients, write_shap
 from analytics.explain.shap_values import (
@@ -56,6 +55,7 @@ from analytics.explain.shap_values import (
     explain_function,
     explain_pipeline,
 )
+from analytics.models.artifacts import FitRecord
 from analytics.models.data import (
     Columns,
     assemble,
@@ -69,10 +69,10 @@ from analytics.models.persist import (
     FittedModel,
     load_model,
     read_manifest,
-    read_predictions,
+    read_record,
 )
 from pipeline import atomic, store
-from pipeline.config import ExplainSection, Model, Study
+from pipeline.config import ExplainSection, Model, StudyConfig
 from pipeline.store import feature_set_params
 
 log = logging.getLogger("cohortlab.explain")
@@ -162,7 +162,7 @@ class ExplainResult:
 class _Context:
     """Lazily loaded things several models share."""
 
-    study: Study
+    study: StudyConfig
     features: list[str]
     _cohort: Cohort | None = None
 
@@ -173,14 +173,19 @@ class _Context:
         return self._cohort
 
 
-def _predictions(study: Study, names: Sequence[str]) -> dict[str, pl.DataFrame]:
-    out = {}
+def _predictions(study: StudyConfig, names: Sequence[str]) -> dict[str, pl.DataFrame]:
+    """Input models' predictions, from the store's one reader (each model's folder checked first)."""
     for name in names:
         folder = study.models_dir / name
         if read_manifest(folder, study.store_path) is None:
             raise ExplainError(f"model '{name}' (an input) is not fitted: no complete {folder}; run `cohortlab fit`")
-        out[name] = read_predictions(folder, study.store_path)
-    return out
+    if not names:
+        return {}
+    con = store.connect(study.store_path, read_only=True)
+    try:
+        return {name: store.read_predictions(con, name) for name in names}
+    finally:
+        con.close()
 
 
 def _rows(cohort: Cohort, available: np.ndarray, wanted: Sequence[str], max_rows: int, seed: int) -> np.ndarray:
@@ -202,7 +207,7 @@ def _background(cohort: Cohort, available: np.ndarray) -> np.ndarray:
 
 def _check_columns(fitted: FittedModel, columns: Columns | None) -> None:
     # input_columns: what the model reads from a cohort ("columns" holds those it uses, less any left out)
-    saved = fitted.manifest.get("input_columns") or fitted.manifest.get("columns")
+    saved = fitted.record.saved_columns
     if saved is not None and columns is not None and Columns.from_dict(saved).names() != columns.names():
         raise ExplainError(f"model '{fitted.spec.name}': the cohort's input columns differ from those it was "
                            f"fitted on ({fitted.path / 'manifest.json'}); run `cohortlab fit` again")
@@ -279,7 +284,7 @@ def _shap_model(ctx: _Context, fitted: FittedModel, patients: Sequence[str] | No
     err = expl.additivity_error()
     if err > ADDITIVITY_TOLERANCE:
         notes.append(f"{name}: SHAP values miss additivity by {err:.2e} ({expl.space})")
-    saved = fitted.predictions()
+    saved = fitted.predictions
     gap = _compare_scores(expl, saved, name)
     if gap:
         notes.append(gap)
@@ -295,28 +300,26 @@ def _shap_model(ctx: _Context, fitted: FittedModel, patients: Sequence[str] | No
     return outputs
 
 
-def _mil_model(study: Study, fitted: FittedModel, patients: Sequence[str] | None, settings: Settings,
+def _mil_model(study: StudyConfig, fitted: FittedModel, patients: Sequence[str] | None, settings: Settings,
                out_dir: Path, summary: ModelSummary, notes: list[str]) -> mf.ModelOutputs:
     from analytics.models.persist import ATTENTION
-    from pipeline.embed import list_sources
 
     name = fitted.spec.name
     path = fitted.path / ATTENTION
-    attention = fitted.frame(ATTENTION)  # the bytes checked against the store when the model was loaded
+    attention = fitted.attention  # the bytes checked against the store when the model was loaded
     if attention is None:
         notes.append(f"{name}: no attention weights saved ({path})")
         return mf.ModelOutputs()
     fs = mil_feature_set(fitted.spec)
     con = store.connect(study.store_path, read_only=True)
     try:
-        rec = store.query(con, "SELECT * FROM feature_sets WHERE name = ?", [fs])
-        if rec.height == 0:
+        record = store.feature_set_record(con, fs)
+        if record is None:
             raise ExplainError(f"model '{name}': feature set '{fs}' is not in the store")
-        record = rec.row(0, named=True)
-        sources = sources_by_id(list_sources(con, study, record["modality"]))
+        sources = store.source_rows(con, record["modality"], study.root)
     finally:
         con.close()
-    chosen = {p: "chosen" for p in patients} if patients else default_patients(fitted.predictions())
+    chosen = {p: "chosen" for p in patients} if patients else default_patients(fitted.predictions)
     run = mil_outputs(name, attention, chosen, sources, record["modality"], feature_set_params(record), out_dir,
                       settings.top_k)
     notes += run.notes
@@ -330,17 +333,16 @@ def _mil_model(study: Study, fitted: FittedModel, patients: Sequence[str] | None
 # --- files ------------------------------------------------------------------------------------------
 
 
-def model_digest(fit_manifest: dict[str, Any], settings: Settings, patients: Sequence[str] | None) -> str:
+def model_digest(fit: FitRecord, settings: Settings, patients: Sequence[str] | None) -> str:
     """What a model's explanation depends on: its fit (key, cohort hash, predictions), settings, patients."""
-    cohort = fit_manifest.get("cohort") or {}
     return store.json_digest({
-        "format": FORMAT_VERSION, "fit_key": fit_manifest.get("fit_key"), "cohort": cohort.get("hash"),
-        "predictions": fit_manifest.get("predictions_hash"), "created_at": fit_manifest.get("created_at"),
+        "format": FORMAT_VERSION, "fit_key": fit.fit_key, "cohort": fit.cohort.get("hash"),
+        "predictions": fit.predictions_hash, "created_at": fit.created_at,
         "settings": asdict(settings), "patients": list(patients) if patients else None,
     })
 
 
-def _select(study: Study, names: Sequence[str] | None) -> list[Model]:
+def _select(study: StudyConfig, names: Sequence[str] | None) -> list[Model]:
     if not names:
         return list(study.models)
     known = [m.name for m in study.models]
@@ -352,7 +354,7 @@ def _select(study: Study, names: Sequence[str] | None) -> list[Model]:
 
 
 def explain(
-    study: Study,
+    study: StudyConfig,
     models: list[str] | None = None,
     patients: list[str] | None = None,
     settings: Settings | None = None,
@@ -400,11 +402,11 @@ def explain(
             t0 = time.perf_counter()
             summary = ModelSummary(spec.name, spec.kind, "not fitted")
             result.models.append(summary)
-            fit_manifest = read_manifest(study.models_dir / spec.name, study.store_path)
-            if fit_manifest is None:
+            fit_record = read_record(study.models_dir / spec.name, study.store_path)
+            if fit_record is None:
                 result.notes.append(f"{spec.name}: not fitted (run `cohortlab fit`); nothing to explain")
                 continue
-            digest = model_digest(fit_manifest, settings, wanted)
+            digest = model_digest(fit_record, settings, wanted)
             prev = old.get(spec.name)
             if prev is not None and prev.record.get("digest") == digest and mf.complete(folder, prev):
                 prev.record.setdefault("budget", settings.budget(str(prev.record.get("explainer", ""))))
@@ -469,7 +471,7 @@ def _fill(summary: ModelSummary, prev: mf.ModelOutputs) -> None:
 def _check_patients(ctx: _Context, wanted: Sequence[str]) -> None:
     con = store.connect(ctx.study.store_path, read_only=True)
     try:
-        known = {r[0] for r in con.execute("SELECT patient_id FROM patients").fetchall()}
+        known = store.patient_ids(con)
     finally:
         con.close()
     unknown = [p for p in wanted if p not in known]

@@ -4,7 +4,7 @@ A tile is read exactly as the embedding stage read it
 (:mod:`pipeline.wsi.embedder`): :func:`pipeline.wsi.grid_spec` gives the pyramid
 level and the number of level pixels that make one tile at the feature set's
 mpp; that square is read at the tile's level-0 corner and resized to the tile
-size with the encoder's interpolation (:func:`pipeline.wsi.tiles.resize_tile`).
+size with the encoder's interpolation (:func:`pipeline.wsi.resize_tile`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from PIL import Image
 from analytics.explain.plots import FONT, save
 from analytics.figures import new_figure
 from pipeline import wsi
-from pipeline.wsi.tiles import resize_tile
 
 # PIL filters by the interpolation names timm configs use (as the embedder maps them).
 RESAMPLE = {
@@ -66,7 +65,7 @@ def read_tiles(slide: wsi.Slide, xs: Sequence[int], ys: Sequence[int], geometry:
     out = np.empty((len(xs), geometry.tile, geometry.tile, 3), dtype=np.uint8)
     for i, (x, y) in enumerate(zip(xs, ys)):
         rgb = slide.read_region((int(x), int(y)), spec.level, (spec.read_size, spec.read_size))
-        out[i] = resize_tile(rgb, geometry.tile, geometry.resample)
+        out[i] = wsi.resize_tile(rgb, geometry.tile, geometry.resample)
     return out
 
 

@@ -260,8 +260,8 @@ def _table(spec: Model, cohort: Cohort, score_values: np.ndarray) -> tuple[pd.Da
     for col in numeric:
         parts[col] = clin[col].cast(pl.Float64).to_numpy().astype(np.float64)
     for col in categorical:
-        values = clin[col].cast(pl.String).to_list()
-        parts[col] = np.array([np.nan if v is None else v for v in values], dtype=object)
+        strings = clin[col].cast(pl.String).to_list()
+        parts[col] = np.array([np.nan if v is None else v for v in strings], dtype=object)
     score_cols = [f"{SCORE_PREFIX}{n}" for n in spec.scores]
     for j, col in enumerate(score_cols):
         parts[col] = score_values[:, j]

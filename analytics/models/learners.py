@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from sklearn.pipeline import Pipeline
 
 from analytics.models import classical, tuning
-from analytics.models.data import ModelData, uninformative
+from analytics.models.data import Columns, ModelData, uninformative
 from analytics.models.ensemble import SoftVoting, Stacking
 from analytics.models.harmonize import ComBat, HarmonizeSpec, covariate_column
 from pipeline.model_kinds import KINDS
+
+if TYPE_CHECKING:
+    from analytics.models.survival import CoxStacking
 
 
 class Learner(Protocol):
@@ -43,8 +46,17 @@ def _grid(kind: str, grid: Mapping[str, list[Any]], params: Mapping[str, Any]) -
 _EMPTY_COLUMN_WARNING = "Skipping features without any observed values"
 
 
+def _member_scores(data: ModelData, kind: str) -> np.ndarray:
+    """The member scores an ensemble is fitted on and predicts from (its assembled data always has them)."""
+    if data.scores is None:
+        raise ValueError(f"a {kind} model needs its members' scores")
+    return data.scores
+
+
 class TabularLearner:
     """A classical pipeline (:mod:`analytics.models.classical`) tuned by grouped inner CV."""
+
+    columns_: Columns | None  # the columns fitted on; None in a learner rebuilt from a saved pipeline
 
     def __init__(self, kind: str, params: Mapping[str, Any], grid: Mapping[str, list[Any]], seed: int,
                  harmonize: HarmonizeSpec | None = None) -> None:
@@ -122,11 +134,11 @@ class VotingLearner:
         self.inner_auc_ = None
 
     def fit(self, data: ModelData, y: np.ndarray) -> VotingLearner:
-        self.model_.fit(data.scores, y)
+        self.model_.fit(_member_scores(data, self.kind), y)
         return self
 
     def predict_score(self, data: ModelData) -> np.ndarray:
-        return self.model_.predict_score(data.scores)
+        return self.model_.predict_score(_member_scores(data, self.kind))
 
     @property
     def chosen(self) -> dict[str, Any]:
@@ -137,6 +149,7 @@ class StackingLearner:
     """Logistic meta-learner on member out-of-fold scores; ``C`` tuned by inner CV."""
 
     kind = "stacking"
+    model_: Stacking | CoxStacking  # a Cox meta-learner when the members predict a survival endpoint
 
     def __init__(self, members: list[str], params: Mapping[str, Any], grid: Mapping[str, list[Any]], seed: int) -> None:
         unknown = sorted((set(params) | set(grid)) - {"C", "inner_folds"})
@@ -148,7 +161,7 @@ class StackingLearner:
         self.seed = seed
 
     def fit(self, data: ModelData, y: np.ndarray) -> StackingLearner:
-        scores = data.scores
+        scores = _member_scores(data, self.kind)
         if np.ndim(y) == 2:  # members of a survival endpoint: a Cox meta-learner on their risks
             from analytics.models.survival import CoxStacking, as_survival, select_survival
 
@@ -175,11 +188,15 @@ class StackingLearner:
         return self
 
     def predict_score(self, data: ModelData) -> np.ndarray:
-        return self.model_.predict_score(data.scores)
+        return self.model_.predict_score(_member_scores(data, self.kind))
 
     def risk_at(self, data: ModelData, horizons: Any) -> np.ndarray:
         """Absolute risk at the horizons (a stacking of survival models only)."""
-        return self.model_.risk_at(data.scores, horizons)
+        from analytics.models.survival import CoxStacking
+
+        if not isinstance(self.model_, CoxStacking):
+            raise TypeError("risk_at: a stacking of binary models predicts no risk over time")
+        return self.model_.risk_at(_member_scores(data, self.kind), horizons)
 
     @property
     def chosen(self) -> dict[str, Any]:

@@ -54,6 +54,10 @@ POOLINGS = ("attention", "gated", "mean", "max")
 class MILNet(nn.Module):
     """Instance encoder, pooling and bag classifier (see the module notes)."""
 
+    # buffers registered in __init__ (saved with the weights, not trained): the instance standardisation
+    shift: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, dim: int, hidden: int = 128, attention_dim: int = 64, pooling: str = "attention",
                  dropout: float = 0.25) -> None:
         super().__init__()
@@ -177,6 +181,12 @@ class MILClassifier:
     device
         ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
     """
+
+    # set by fit or from_state; a saved config may predate best_epoch and epochs
+    dim_: int
+    device_: str
+    best_epoch_: int | None
+    epochs_: int | None
 
     def __init__(self, pooling: str = "attention", hidden: int = 128, attention_dim: int = 64,
                  dropout: float = 0.25, lr: float = 5e-4, weight_decay: float = 1e-4, max_epochs: int = 60,

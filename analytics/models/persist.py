@@ -14,11 +14,14 @@ Layout::
                          (out-of-fold for training patients, as the scores)
     risk_grid.parquet    survival models: the same risk on a grid of times from 0 to the last
                          horizon (:func:`risk_grid_times`), for the integrated Brier score
+    fitted.parquet       maximum-likelihood logistic regressions: the final model's fitted probability of
+                         every training patient, for the likelihood-ratio test (``validate`` reads it
+                         with the record's ``free_parameters`` and never refits)
     harmonize.json       harmonised models: the ComBat fit (training centres, new centres estimated
                          from their own features), the centre's share of feature variance and PCA
                          coordinates before / after harmonisation (the report's figure)
 
-The manifest lists the feature sets, clinical columns and input models, the
+The manifest is a :class:`analytics.models.artifacts.FitRecord` (read back typed). It lists the feature sets, clinical columns and input models, the
 cohort hash, the outer folds, the hyper-parameters chosen, library versions
 and ``fit_key``, the hash that ``cohortlab fit`` compares to skip a model
 whose inputs have not changed. A folder is written under a temporary name and
@@ -59,6 +62,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from analytics.models.artifacts import FORMAT, FitRecord
 from analytics.models.data import ModelData
 from analytics.models.learners import (
     Learner,
@@ -73,7 +77,6 @@ from pipeline.config import Model
 from pipeline.errors import CohortlabError
 from pipeline.model_kinds import KINDS
 
-FORMAT = 2  # 1: model.joblib (a pickle), no digests recorded
 MANIFEST = "manifest.json"
 PREDICTIONS = "predictions.parquet"
 ATTENTION = "attention.parquet"
@@ -83,6 +86,7 @@ LEGACY_PICKLE = "model.joblib"  # written by format 1; never read
 HORIZON_RISKS = "horizon_risks.parquet"
 RISK_GRID = "risk_grid.parquet"
 HARMONIZATION = "harmonize.json"
+FITTED = "fitted.parquet"  # maximum-likelihood regressions: the final model's training fitted probabilities
 # evenly spaced times of the risk grid (besides the horizons)
 GRID_POINTS = 100
 
@@ -158,7 +162,8 @@ def predictions_hash(frame: pl.DataFrame) -> str:
 class FittedModel:
     """A saved model, loaded: its config, fitted learner, manifest and folder.
 
-    ``files``: the folder's files as read and checked against the store (name -> bytes).
+    ``files``: the folder's files as read and checked against the store (name -> bytes). Stages read the
+    typed :attr:`record`, never the manifest's keys.
     """
 
     spec: Model
@@ -166,6 +171,11 @@ class FittedModel:
     manifest: dict[str, Any]
     path: Path
     files: Mapping[str, bytes] = field(default_factory=dict)
+
+    @property
+    def record(self) -> FitRecord:
+        """The manifest, typed."""
+        return FitRecord.from_dict(self.manifest, self.path / MANIFEST)
 
     def predict_score(self, data: ModelData) -> np.ndarray:
         """Probability of the positive class for every row of ``data``."""
@@ -176,12 +186,50 @@ class FittedModel:
         data = self.files.get(name)
         return None if data is None else pl.read_parquet(io.BytesIO(data))
 
+    @property
     def predictions(self) -> pl.DataFrame:
         """The predictions the folder holds."""
         frame = self.frame(PREDICTIONS)
         if frame is None:
             raise PersistError(f"{self.path / PREDICTIONS}: missing")
         return frame
+
+    @property
+    def attention(self) -> pl.DataFrame | None:
+        """A MIL model's attention weight of every instance; None for other kinds."""
+        return self.frame(ATTENTION)
+
+    @property
+    def horizon_risks(self) -> pl.DataFrame | None:
+        """A survival model's absolute risks at the study's horizons; None for other kinds."""
+        return self.frame(HORIZON_RISKS)
+
+    @property
+    def fitted(self) -> pl.DataFrame | None:
+        """The final model's fitted probabilities of the labelled training patients (``patient_id``, ``score``),
+        saved for the likelihood-ratio test; None where the model is not a maximum-likelihood regression."""
+        return self.frame(FITTED)
+
+    @property
+    def coefficients(self) -> np.ndarray | None:
+        """The fitted coefficients of a linear classifier (one row per class contrast); None where the learner
+        has none (trees, networks, kernels other than linear, ensembles)."""
+        pipeline = getattr(self.learner, "pipeline_", None)
+        steps = getattr(pipeline, "named_steps", None)
+        coef = None if steps is None or "clf" not in steps else getattr(steps["clf"], "coef_", None)
+        return None if coef is None else np.asarray(coef, dtype=float)
+
+
+def parameter_count(fitted: FittedModel) -> tuple[int | None, str]:
+    """Candidate predictor parameters of a fitted model: the columns its classifier sees after one-hot encoding
+    and PCA (a pipeline), or its members (a stacking meta-learner); None and why for other kinds."""
+    learner = fitted.learner
+    if isinstance(learner, TabularLearner):
+        prep = learner.pipeline_.named_steps["prep"]
+        return len(prep.get_feature_names_out()), "columns after one-hot encoding and PCA"
+    if isinstance(learner, StackingLearner):
+        return len(fitted.spec.members), "member scores"
+    return None, f"{fitted.spec.kind}: no parameter count"
 
 
 # --- writing --------------------------------------------------------------------------------------
@@ -203,7 +251,7 @@ def _canonical_skops(data: bytes) -> bytes:
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
-            out = {}
+            out: dict[str, Any] = {}
             for key, value in node.items():
                 if key == "__id__" and isinstance(value, int):
                     out[key] = ids.setdefault(value, len(ids))
@@ -244,7 +292,7 @@ def _sha256(data: bytes) -> str:
 def save_model(
     folder: Path,
     learner: Learner,
-    manifest: dict[str, Any],
+    manifest: FitRecord | dict[str, Any],
     predictions: pl.DataFrame,
     attention: pl.DataFrame | None = None,
     horizon_risks: pl.DataFrame | None = None,
@@ -252,18 +300,20 @@ def save_model(
     *,
     store_path: str | Path,
     harmonization: dict[str, Any] | None = None,
+    fitted: pl.DataFrame | None = None,
 ) -> Path:
     """Write a fitted model's folder (replacing an older one), record its files' sha256 in the store, return it.
 
     ``harmonization``: a harmonised model's ComBat record (:func:`analytics.models.harmonize.record`).
     ``store_path``: the study's store, where each file's sha256 is recorded (``model_artifacts``) once the
-    folder is in place.
+    folder is in place. ``fitted``: a maximum-likelihood regression's training fitted probabilities.
     """
     import torch
 
     folder = Path(folder)
+    record = manifest if isinstance(manifest, FitRecord) else FitRecord.from_dict(manifest)
     with atomic.staged_dir(folder) as tmp:
-        kind = manifest["kind"]
+        kind = record.kind
         name = artifact_name(kind)
         if KINDS[kind].saved == "learner":  # e.g. preprocessing, estimator and Breslow baseline in one file
             (tmp / SKOPS).write_bytes(dump_skops(learner))
@@ -273,7 +323,7 @@ def save_model(
             (tmp / SKOPS).write_bytes(dump_skops(learner.model_))
         elif isinstance(learner, MILLearner):
             torch.save(learner.classifier_.state_dict(), tmp / TORCH)
-            manifest = {**manifest, "mil": learner.classifier_.config()}
+            record = record.replace(mil=learner.classifier_.config())
         predictions.write_parquet(tmp / PREDICTIONS)
         if attention is not None:
             attention.write_parquet(tmp / ATTENTION)
@@ -281,10 +331,11 @@ def save_model(
             horizon_risks.write_parquet(tmp / HORIZON_RISKS)
         if risk_grid is not None:
             risk_grid.write_parquet(tmp / RISK_GRID)
+        if fitted is not None:
+            fitted.write_parquet(tmp / FITTED)
         if harmonization is not None:
             atomic.write_json(tmp / HARMONIZATION, harmonization, indent=1, end="\n")
-        atomic.write_json(tmp / MANIFEST, {**manifest, "format": FORMAT, "artifact": name}, indent=2, default=str,
-                          end="\n")
+        atomic.write_text(tmp / MANIFEST, record.replace(format=FORMAT, artifact=name).to_json())
         # the digests of the bytes written here, before the folder is renamed into place
         digests = {p.name: _sha256(p.read_bytes()) for p in sorted(tmp.iterdir())}
     con = store.connect(store_path)
@@ -392,6 +443,20 @@ def read_manifest(folder: Path, store_path: str | Path) -> dict[str, Any] | None
     """
     files = read_files(folder, store_path)
     return None if files is None else manifest_of(Path(folder), files)
+
+
+def read_record(folder: Path, store_path: str | Path) -> FitRecord | None:
+    """The typed record of a complete model folder of this format, its files checked, else None.
+
+    Raises
+    ------
+    LegacyModelError, ArtifactError
+        As :func:`read_files`.
+    RecordError
+        The manifest lacks its name or kind, or holds a field of the wrong type.
+    """
+    manifest = read_manifest(folder, store_path)
+    return None if manifest is None else FitRecord.from_dict(manifest, Path(folder) / MANIFEST)
 
 
 def _frame(folder: Path, store_path: str | Path, name: str) -> pl.DataFrame | None:

@@ -214,6 +214,11 @@ def _structured(time: np.ndarray, event: np.ndarray) -> np.ndarray:
 class SurvivalModel:
     """One fitted survival estimator on a numeric matrix: ``fit(X, time, event)``, ``risk(X)``, ``risk_at(X, t)``."""
 
+    # a fitted Cox regression only (lifelines or coxnet): the linear predictor is (x - mean_) . coef_; other
+    # estimators never set them, which is how :meth:`risk` tells them apart
+    coef_: np.ndarray
+    mean_: np.ndarray
+
     def __init__(self, kind: str, params: Mapping[str, Any], seed: int) -> None:
         known = set(DEFAULTS[kind])
         unknown = sorted(set(params) - known)
@@ -381,7 +386,7 @@ class MILCox(MILClassifier):
     def __init__(self, batch_size: int = 32, class_weight: str | None = None, **kwargs: Any) -> None:
         super().__init__(batch_size=batch_size, class_weight=class_weight, **kwargs)
 
-    def fit(self, bags: Any, y: Any) -> MILCox:  # type: ignore[override]
+    def fit(self, bags: Any, y: Any) -> MILCox:
         """Train on bags and an ``(n, 2)`` array of times and events."""
         data = list(bags)
         time, event = as_survival(np.asarray(y))
@@ -441,6 +446,10 @@ class MILCoxLearner(MILLearner):
 
     kind = "mil_cox"
     estimator = MILCox
+    classifier_: MILCox
+
+    def _make(self, point: Mapping[str, Any]) -> MILCox:
+        return MILCox(**{"seed": self.seed, **self.params, **point})
 
     def fit(self, data: ModelData, y: np.ndarray) -> MILCoxLearner:
         if data.bags is None:

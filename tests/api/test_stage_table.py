@@ -18,7 +18,7 @@ from study_builders import study_toml, write_study
 
 import cohortlab
 from analytics.cli import main
-from pipeline.config import ConfigError, load_study
+from pipeline.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY = "ray://ray-head.invalid:10001"  # never reached: the Ray runner's embed is replaced in these tests
@@ -64,7 +64,7 @@ def _cli_code(args: list[str]) -> Callable[[Path], Any]:
 def _run(toml: Path) -> Any:
     from analytics.run import run
 
-    result = run(load_study(toml), progress=False)
+    result = run(load_config(toml), progress=False)
     assert result.ok, str(result)
 
 
@@ -147,7 +147,7 @@ def test_the_table_names_each_stage_once_in_run_order(tmp_path: Path) -> None:
                                                "verify"]
     for s in stages.STAGES:  # a function of the table's module, named after its stage: no string to resolve
         assert s.function is getattr(stages, s.name) and s.function.__module__ == "analytics.stages"
-    bare = load_study(_routes_study(tmp_path / "bare", ""))
+    bare = load_config(_routes_study(tmp_path / "bare", ""))
     assert [s.name for s in stages.for_run(bare)] == ["ingest", "embed", "report"]
     clinical = _clinical_study(tmp_path / "clinical", "")
     assert [s.name for s in stages.for_run(clinical.config)] == ["ingest", "cohort", "fit", "validate", "explain",

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 
 from pipeline import store
-from pipeline.config import Study, parse_study
+from pipeline.config import StudyConfig, parse_study
 
 from store_builders import write_patients
 
@@ -56,7 +56,7 @@ def add_instances(path: Path, feature_set: str, source_id: str, patient_id: str,
 
 
 def make_study(root: Path, cohorts: dict[str, str] | None = None, split: dict[str, Any] | None = None,
-               cohort: dict[str, Any] | None = None, feature_sets: list[dict[str, Any]] | None = None) -> Study:
+               cohort: dict[str, Any] | None = None, feature_sets: list[dict[str, Any]] | None = None) -> StudyConfig:
     """A study rooted at ``root`` whose store is ``root/store.duckdb``; cohort files go to ``root/cohorts``."""
     (root / "cohorts").mkdir(parents=True, exist_ok=True)
     for name, text in (cohorts or {}).items():

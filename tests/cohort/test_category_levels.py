@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from pipeline import store
-from pipeline.config import ConfigError, load_study
+from pipeline.config import ConfigError, load_config
 from pipeline.ingest import IngestError, ingest
 
 # declared order; sorted as text it would be "20-50", "<=20", ">50"
@@ -56,7 +56,7 @@ def _sizes() -> list[str]:
 
 
 def test_store_keeps_the_declared_order(tmp_path: Path) -> None:
-    study = load_study(_write(tmp_path, _sizes()))
+    study = load_config(_write(tmp_path, _sizes()))
     ingest(study, progress=False)
     con = store.connect(study.store_path, read_only=True)
     try:
@@ -69,7 +69,7 @@ def test_store_keeps_the_declared_order(tmp_path: Path) -> None:
 def test_table1_rows_follow_the_declared_order(tmp_path: Path) -> None:
     from analytics.cohort import load_cohort
 
-    study = load_study(_write(tmp_path, _sizes()))
+    study = load_config(_write(tmp_path, _sizes()))
     ingest(study, progress=False)
     frame = load_cohort(study).table1().frame
     rows = frame.get_column("level").to_list()
@@ -87,7 +87,7 @@ def test_one_hot_columns_follow_the_declared_order(tmp_path: Path) -> None:
 
     toml = _write(tmp_path, _sizes(), models='[[models]]\nname = "clin"\nkind = "logistic"\nclinical = ["size", "age"]\n'
                                              'grid = { C = [1.0] }\n')
-    study = load_study(toml)
+    study = load_config(toml)
     ingest(study, progress=False)
     fit(study, progress=False)
     pipe = load_model(study.models_dir / "clin", study.store_path).learner.pipeline_
@@ -98,7 +98,7 @@ def test_one_hot_columns_follow_the_declared_order(tmp_path: Path) -> None:
 
 
 def test_undeclared_levels_stay_sorted(tmp_path: Path) -> None:
-    study = load_study(_write(tmp_path, _sizes(), variables='{ type = "categorical" }'))
+    study = load_config(_write(tmp_path, _sizes(), variables='{ type = "categorical" }'))
     ingest(study, progress=False)
     con = store.connect(study.store_path, read_only=True)
     try:
@@ -111,7 +111,7 @@ def test_undeclared_levels_stay_sorted(tmp_path: Path) -> None:
 def test_a_value_outside_the_levels_is_an_error_naming_file_line_column_and_value(tmp_path: Path) -> None:
     sizes = _sizes()
     sizes[6] = ">60"  # line 8 of the CSV (the header is line 1)
-    study = load_study(_write(tmp_path, sizes))
+    study = load_config(_write(tmp_path, sizes))
     with pytest.raises(IngestError) as info:
         ingest(study, progress=False)
     text = str(info.value)
@@ -135,14 +135,14 @@ def _count(path: Path) -> int:
 ])
 def test_bad_level_declarations_name_the_key(tmp_path: Path, decl: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:
-        load_study(_write(tmp_path, _sizes(), variables=decl))
+        load_config(_write(tmp_path, _sizes(), variables=decl))
     assert "variables.size" in str(info.value)
 
 
 def test_levels_alone_make_the_column_categorical_and_numbers_are_text(tmp_path: Path) -> None:
     """Codes written as numbers (levels = [3, 1, 2]) read as the manifest's text, in that order."""
     codes = [str(1 + i % 3) for i in range(N)]
-    study = load_study(_write(tmp_path, codes, variables="{ levels = [3, 1, 2] }"))
+    study = load_config(_write(tmp_path, codes, variables="{ levels = [3, 1, 2] }"))
     ingest(study, progress=False)
     con = store.connect(study.store_path, read_only=True)
     try:

@@ -16,7 +16,7 @@ import pytest
 from analytics.cli import main
 from analytics.cohort import CohortError, load_cohort, read_only, run_sql, sandbox
 from pipeline import store
-from pipeline.config import Study
+from pipeline.config import StudyConfig
 
 from cohort_helpers import DEMO_VARIABLES, add_instances, build_store, demo_patients, make_study, table_contents
 
@@ -49,7 +49,7 @@ def _first_passwd_line() -> str | None:
 
 
 @pytest.fixture()
-def study(tmp_path: Path) -> Study:
+def study(tmp_path: Path) -> StudyConfig:
     """A study in ``tmp_path/study`` with instance files, and secrets beside it in ``outside`` and ``study-evil``."""
     root = tmp_path / "study"
     root.mkdir()
@@ -67,7 +67,7 @@ def study(tmp_path: Path) -> Study:
                       split={"external_centers": ["B"], "internal_fraction": 0.25, "seed": 0})
 
 
-def _instance_file(study: Study) -> Path:
+def _instance_file(study: StudyConfig) -> Path:
     return store.instance_path(study.store_path, "tiles", "P001-S1")
 
 
@@ -115,7 +115,7 @@ ATTACKS = {
 }
 
 
-def _attack(study: Study, name: str) -> tuple[str, str]:
+def _attack(study: StudyConfig, name: str) -> tuple[str, str]:
     sql, expected = ATTACKS[name]
     root = study.root
     text = sql.format(out=root.parent / "outside" / "x.csv", instance=_instance_file(study),
@@ -123,7 +123,7 @@ def _attack(study: Study, name: str) -> tuple[str, str]:
     return text, expected
 
 
-def _assert_harmless(study: Study, message: str, before: dict, instance_digest: str) -> None:
+def _assert_harmless(study: StudyConfig, message: str, before: dict, instance_digest: str) -> None:
     assert not (study.root.parent / "outside" / "x.csv").exists()
     assert not (study.root.parent / "outside" / "other.duckdb").exists()
     assert _digest(_instance_file(study)) == instance_digest

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import store
-from pipeline.config import load_study
+from pipeline.config import load_config
 from pipeline.ct import radiomics_features as rad
 from pipeline.embed import embed
 from pipeline.ingest import ingest
@@ -59,7 +59,7 @@ def study_dir(tmp_path: Path) -> Path:
 
 
 def test_ct_feature_sets_land_in_the_store_and_resume(study_dir: Path):
-    study = load_study(study_dir)
+    study = load_config(study_dir)
     ingest(study, progress=False)
     first = embed(study, device="cpu", progress=False)
     assert [(r.name, r.done, r.failed) for r in first.feature_sets] == [("rad", 2, 0), ("mc3", 2, 0)]

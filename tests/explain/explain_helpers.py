@@ -11,7 +11,7 @@ import polars as pl
 
 from analytics.models.data import Columns
 from pipeline import store, wsi
-from pipeline.config import Study, load_study, to_toml
+from pipeline.config import StudyConfig, load_config, to_toml
 
 from store_builders import write_patients
 
@@ -70,7 +70,7 @@ def _patients(n: int, seed: int) -> tuple[pl.DataFrame, np.ndarray]:
     }), latent
 
 
-def build_study(root: Path, n: int = 40, seed: int = 3, models: list[dict[str, Any]] | None = None) -> Study:
+def build_study(root: Path, n: int = 40, seed: int = 3, models: list[dict[str, Any]] | None = None) -> StudyConfig:
     """A store with clinical data, pooled features ``img:mean`` and tile bags on the real CMU-1 slide.
 
     Every patient has one "slide" (the CMU-1 file under its own slide id) with
@@ -139,4 +139,4 @@ def build_study(root: Path, n: int = 40, seed: int = 3, models: list[dict[str, A
         "models": models, "validation": {"folds": 3}, "report": {"dir": "reports"},
     }
     (root / "study.toml").write_text(to_toml(data), encoding="utf-8")
-    return load_study(root / "study.toml")
+    return load_config(root / "study.toml")

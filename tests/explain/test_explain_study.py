@@ -15,7 +15,7 @@ from analytics.explain.manifest import FIGURE_KINDS
 from analytics.explain.shap_values import ExplainError
 from analytics.fit import fit
 from analytics.models.persist import read_predictions
-from pipeline.config import Study
+from pipeline.config import StudyConfig
 
 from explain_helpers import build_study
 
@@ -23,21 +23,21 @@ SETTINGS = Settings(nsamples=64, top_k=3)
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory: pytest.TempPathFactory) -> Study:
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> StudyConfig:
     study = build_study(tmp_path_factory.mktemp("study"))
     fit(study, progress=False)
     return study
 
 
 @pytest.fixture(scope="module")
-def first(fitted: Study) -> tuple[Study, object, dict[str, bytes]]:
+def first(fitted: StudyConfig) -> tuple[StudyConfig, object, dict[str, bytes]]:
     result = explain(fitted, settings=SETTINGS, progress=False)
     folder = fitted.report_dir / "explain"
     files = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
     return fitted, result, files
 
 
-def _manifest(study: Study) -> dict:
+def _manifest(study: StudyConfig) -> dict:
     return json.loads((study.report_dir / "explain" / "manifest.json").read_text())
 
 
@@ -186,7 +186,7 @@ def test_a_model_no_longer_fitted_is_dropped_from_the_manifest(first: tuple) -> 
     assert again.skipped == ["clin", "xgb", "img_svm", "fusion", "mil"]
 
 
-def test_bad_names_are_clear_errors(fitted: Study) -> None:
+def test_bad_names_are_clear_errors(fitted: StudyConfig) -> None:
     with pytest.raises(ExplainError, match="no model named nope"):
         explain(fitted, models=["nope"], progress=False)
     with pytest.raises(ExplainError, match="P999 not in the store"):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, load_study
+from pipeline.config import ConfigError, load_config
 
 BASE = """
 [study]
@@ -31,7 +31,7 @@ clinical = ["age"]
 
 def _load(tmp_path: Path, text: str):
     (tmp_path / "study.toml").write_text(text)
-    return load_study(tmp_path / "study.toml")
+    return load_config(tmp_path / "study.toml")
 
 
 def test_valid_study_resolves_paths(tmp_path: Path) -> None:
@@ -78,7 +78,7 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid TOML"):
         _load(tmp_path, "[study\nname=1")
     with pytest.raises(ConfigError, match="no such study file"):
-        load_study(tmp_path / "nope.toml")
+        load_config(tmp_path / "nope.toml")
 
 
 def test_to_toml_round_trips_through_the_parser(tmp_path: Path) -> None:
@@ -95,6 +95,6 @@ def test_to_toml_round_trips_through_the_parser(tmp_path: Path) -> None:
     text = to_toml(data)
     assert tomllib.loads(text) == data
     (tmp_path / "study.toml").write_text(text)
-    assert load_study(tmp_path).models[0].grid == {"C": [0.1, 1.0]}
+    assert load_config(tmp_path).models[0].grid == {"C": [0.1, 1.0]}
     with pytest.raises(TypeError, match="cannot write"):
         to_toml({"study": {"x": object()}})

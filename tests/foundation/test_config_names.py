@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, check_name, load_study
+from pipeline.config import ConfigError, check_name, load_config
 
 BASE = """
 [study]
@@ -33,7 +33,7 @@ clinical = ["age"]
 def test_every_name_follows_one_rule(tmp_path: Path, where: str, old: str, bad: str) -> None:
     (tmp_path / "study.toml").write_text(BASE.replace(f"name = {old}", f'name = "{bad}"'), encoding="utf-8")
     with pytest.raises(ConfigError) as info:
-        load_study(tmp_path / "study.toml")
+        load_config(tmp_path / "study.toml")
     text = str(info.value)
     assert f"key '{where}'" in text and "must start with a letter and hold only letters, digits, '_' and '-'" in text
 
@@ -43,4 +43,4 @@ def test_valid_names_pass(tmp_path: Path, good: str) -> None:
     assert check_name(good) == good
     for old in ('"s1"', '"wsi_r18"'):
         (tmp_path / "study.toml").write_text(BASE.replace(f"name = {old}", f'name = "{good}"'), encoding="utf-8")
-        load_study(tmp_path / "study.toml")
+        load_config(tmp_path / "study.toml")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pkgutil
+import re
 from pathlib import Path
 
 import tomllib
@@ -10,7 +11,8 @@ import tomllib
 import analytics
 
 ROOT = Path(__file__).resolve().parents[2]
-TOP = {"analytics.cli", "analytics.run", "analytics.demo"}
+LAYERS = "the layers, top to bottom: entry points, report, validation, fit and explain, models, cohorts, statistics, store"
+TOP = {"analytics.cli", "analytics.run", "analytics.demo", "analytics.stages", "cohortlab"}
 
 
 def _contracts() -> dict[str, dict]:
@@ -22,14 +24,29 @@ def _analytics_children() -> set[str]:
     return {f"analytics.{m.name}" for m in pkgutil.iter_modules(analytics.__path__)}
 
 
-def test_stats_contract_forbids_every_other_analytics_module() -> None:
-    contract = _contracts()["analytics.stats imports nothing else of the project"]
-    missing = _analytics_children() - {"analytics.stats"} - set(contract["forbidden_modules"])
-    assert not missing, f"add {sorted(missing)} to the stats contract in pyproject.toml"
+def _layers() -> list[list[str]]:
+    """The layers contract's lines, top first, each split into its modules."""
+    contract = _contracts()[LAYERS]
+    assert contract["type"] == "layers" and "containers" not in contract
+    return [[m.strip() for m in re.split(r"[|:]", line)] for line in contract["layers"]]
 
 
-def test_top_layer_contract_covers_every_module_below_the_top() -> None:
-    contract = _contracts()["the CLI, the runner and the notebook API sit on top: nothing below imports them"]
-    assert TOP | {"cohortlab"} == set(contract["forbidden_modules"])
-    missing = _analytics_children() - TOP - set(contract["source_modules"])
-    assert not missing, f"add {sorted(missing)} to the top-layer contract in pyproject.toml"
+def test_every_analytics_module_sits_on_exactly_one_layer() -> None:
+    named = [m for line in _layers() for m in line]
+    assert len(named) == len(set(named)), "a module is named on two lines of the layers contract"
+    missing = _analytics_children() - set(named)
+    assert not missing, f"add {sorted(missing)} to the layers contract in pyproject.toml"
+    assert not set(named) - _analytics_children() - {"cohortlab", "pipeline"}, "the layers contract names a module that is gone"
+
+
+def test_the_store_is_the_bottom_layer_and_statistics_sit_alone_above_it() -> None:
+    """With every analytics module on a line above, the layers keep all of them out of pipeline and stats."""
+    lines = _layers()
+    assert lines[-1] == ["pipeline"] and lines[-2] == ["analytics.stats"]
+    assert _contracts()["analytics.stats imports nothing else of the project"]["forbidden_modules"] == ["pipeline"]
+
+
+def test_the_entry_points_sit_above_everything_else() -> None:
+    lines = _layers()
+    report = lines.index(["analytics.report"])
+    assert {m for line in lines[:report] for m in line} == TOP, "only the entry points sit above the report"

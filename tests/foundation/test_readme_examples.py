@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pipeline.config import load_study
+from pipeline.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAD = """
@@ -25,7 +25,7 @@ def test_backbone_ensemble_example_loads_with_one_mil_per_backbone(tmp_path: Pat
     blocks = [b for b in _toml_blocks((ROOT / "README.md").read_text(encoding="utf-8")) if 'kind = "voting"' in b]
     assert len(blocks) == 1
     (tmp_path / "study.toml").write_text(HEAD + blocks[0], encoding="utf-8")
-    study = load_study(tmp_path / "study.toml")
+    study = load_config(tmp_path / "study.toml")
     mils = [m for m in study.models if m.kind == "mil"]
     voting = [m for m in study.models if m.kind == "voting"]
     # one MIL per feature set, and the ensemble votes over exactly those models

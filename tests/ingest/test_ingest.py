@@ -11,14 +11,14 @@ import pytest
 import SimpleITK as sitk
 
 from pipeline import store
-from pipeline.config import load_study
+from pipeline.config import load_config
 from pipeline.ingest import IngestError, ingest
 
 TABLES = ["patients", "clinical", "variables", "slides", "scans", "meta"]
 
 
 def _run(study_dir: Path):
-    return ingest(load_study(study_dir), progress=False)
+    return ingest(load_config(study_dir), progress=False)
 
 
 def _snapshot(study_dir: Path) -> dict[str, list[tuple]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import store
-from pipeline.config import ConfigError, load_study
+from pipeline.config import ConfigError, load_config
 from pipeline.ingest import IngestError, ingest
 
 ROWS = [("P1", "A", "Féminin", "0"), ("P2", "A", "Masculin", "1"), ("P3", "B", "Féminin", "1")]
@@ -28,7 +28,7 @@ def test_cp1252_manifest_is_an_error_in_utf8(tmp_path: Path) -> None:
     toml = _write(tmp_path)
     raw = (tmp_path / "patients.csv").read_bytes()
     with pytest.raises(IngestError) as info:
-        ingest(load_study(toml), progress=False)
+        ingest(load_config(toml), progress=False)
     msg = str(info.value)
     # the first bad byte: line 2 (the header is line 1), field 'sexe', the 2nd character of "Féminin"
     offset = raw.index(b"\xe9")
@@ -42,7 +42,7 @@ def test_cp1252_manifest_is_an_error_in_utf8(tmp_path: Path) -> None:
 
 def test_declared_cp1252_reads_the_accents(tmp_path: Path) -> None:
     toml = _write(tmp_path, 'encoding = "cp1252"\n')
-    ingest(load_study(toml), progress=False)
+    ingest(load_config(toml), progress=False)
     con = store.connect(tmp_path / "store.duckdb", read_only=True)
     try:
         got = con.execute("SELECT patient_id, sexe FROM clinical ORDER BY patient_id").fetchall()
@@ -57,11 +57,11 @@ def test_utf8_with_byte_order_mark_and_unknown_encoding(tmp_path: Path) -> None:
     toml = _write(tmp_path)
     text = "patient_id,center,sexe,label\n" + "".join(",".join(r) + "\n" for r in ROWS)
     (tmp_path / "patients.csv").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
-    ingest(load_study(toml), progress=False)
+    ingest(load_config(toml), progress=False)
     assert _patients(tmp_path) == ["P1", "P2", "P3"]
     _write(tmp_path, 'encoding = "klingon"\n')
     with pytest.raises(ConfigError, match=r"key 'manifests\.encoding': unknown text encoding 'klingon'"):
-        load_study(toml)
+        load_config(toml)
 
 
 def _patients(root: Path) -> list[str]:

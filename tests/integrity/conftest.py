@@ -8,7 +8,7 @@ import pytest
 import tomllib
 
 from pipeline import synth
-from pipeline.config import load_study, to_toml
+from pipeline.config import load_config, to_toml
 from pipeline.embed import embed
 from pipeline.ingest import ingest
 
@@ -37,7 +37,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data["models"] = [m for m in data["models"] if m["name"] in MODELS]
     data["validation"] = {"n_boot": 50}
     toml.write_text(to_toml(data), encoding="utf-8")
-    study = load_study(toml)
+    study = load_config(toml)
     ingest(study, progress=False)
     result = embed(study, device="cpu", progress=False)
     assert [(r.name, r.failed) for r in result.feature_sets] == [(n, 0) for n in FEATURE_SETS]

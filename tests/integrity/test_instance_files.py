@@ -14,7 +14,7 @@ from integrity_helpers import copy_study, pooled, tables
 
 from analytics.cli import main
 from pipeline import store
-from pipeline.config import load_study
+from pipeline.config import load_config
 from pipeline.embed import embed
 
 FS, VICTIM, OTHER = "wsi_resnet18", "P005-S1", "P004-S1"
@@ -81,7 +81,7 @@ def test_damaged_file_is_embedded_again_and_only_it(embedded: Path, tmp_path: Pa
     before = pooled(root, FS)
     DAMAGE[damage](_file(root), root)
 
-    result = embed(load_study(root), device="cpu", progress=False)
+    result = embed(load_config(root), device="cpu", progress=False)
     runs = {r.name: r for r in result.feature_sets}
     n_sources = len(tables(root)["slides"])
     assert (runs[FS].done, runs[FS].failed, runs[FS].skipped) == (1, 0, n_sources - 1)
@@ -99,14 +99,14 @@ def test_damaged_file_is_embedded_again_and_only_it(embedded: Path, tmp_path: Pa
     finally:
         con.close()
     # and a second run has nothing left to do
-    again = {r.name: r for r in embed(load_study(root), device="cpu", progress=False).feature_sets}
+    again = {r.name: r for r in embed(load_config(root), device="cpu", progress=False).feature_sets}
     assert (again[FS].done, again[FS].redone) == (0, [])
 
 
 def test_new_file_times_alone_cost_a_hash_once_not_an_embedding(embedded: Path, tmp_path: Path) -> None:
     """A copy that does not keep file times: the sha256s match, nothing is embedded, and the new times are recorded."""
     root = copy_study(embedded, tmp_path / "study", keep_times=False)
-    result = embed(load_study(root), device="cpu", progress=False)
+    result = embed(load_config(root), device="cpu", progress=False)
     assert [(r.done, r.redone) for r in result.feature_sets] == [(0, [])] * len(result.feature_sets)
     con = store.connect(root / "store.duckdb", read_only=True)
     try:
@@ -124,7 +124,7 @@ def test_status_file_of_a_replaced_output_is_not_folded(embedded: Path, tmp_path
     from pipeline.embed import embed_source, fold_status_files, list_sources, make_embedder
 
     root = copy_study(embedded, tmp_path / "study")
-    study = load_study(root)
+    study = load_config(root)
     con = store.connect(study.store_path)
     try:
         con.execute("DELETE FROM embed_items WHERE feature_set = ? AND source_id = ?", [FS, VICTIM])

@@ -14,7 +14,7 @@ from integrity_helpers import copy_study, pooled, tables
 from analytics.cohort import load_cohort
 from analytics.fit import fit
 from pipeline import store
-from pipeline.config import load_study
+from pipeline.config import load_config
 from pipeline.embed import embed, list_sources
 from pipeline.ingest import ingest
 
@@ -43,7 +43,7 @@ def test_moved_study_does_no_work_and_reads_only_its_own_files(embedded: Path, t
     moved = copy_study(original, tmp_path / "elsewhere" / "moved", keep_times=keep_times)
     shutil.rmtree(original)  # the copy must not need it
 
-    study = load_study(moved)
+    study = load_config(moved)
     result = ingest(study, progress=False)
     assert not result.changed, str(result)
     after = tables(moved)
@@ -74,7 +74,7 @@ def test_moved_study_does_no_work_and_reads_only_its_own_files(embedded: Path, t
 def test_scan_fingerprints_hold_content_not_paths(embedded: Path, tmp_path: Path) -> None:
     """Same files under another name: same fingerprint; one changed voxel file: another one, and only that scan re-embedded."""
     root = copy_study(embedded, tmp_path / "study")
-    study = load_study(root)
+    study = load_config(root)
     before = tables(root)["scans"]
     # the masks move to another folder and the manifest follows
     (root / "masks").mkdir()

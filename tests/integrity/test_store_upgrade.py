@@ -10,7 +10,7 @@ import duckdb
 from integrity_helpers import copy_study, tables
 
 from pipeline import store
-from pipeline.config import load_study
+from pipeline.config import load_config
 from pipeline.embed import embed
 from pipeline.ingest import ingest
 
@@ -65,7 +65,7 @@ def test_schema_1_store_upgrades_and_keeps_its_embeddings(embedded: Path, tmp_pa
     finally:
         con.close()
 
-    study = load_study(root)
+    study = load_config(root)
     result = ingest(study, progress=False)
     assert result.changes["slides"].updated == current["slides"].height
     assert result.changes["scans"].updated == current["scans"].height
@@ -135,7 +135,7 @@ def test_schema_2_store_upgrades_and_records_where_sources_are_embedded(embedded
     rows = _features_rows(capsys, root)
     assert set(rows) == set(placed) and {tuple(r[4:]) for r in rows.values()} == {("-", "-")}
 
-    study = load_study(root)
+    study = load_config(root)
     runs = embed(study, device="cpu", progress=False).feature_sets
     assert [(r.done, r.failed, r.redone) for r in runs] == [(0, 0, [])] * len(runs)  # nothing embedded again
     assert tables(root)["embed_items"].equals(current["embed_items"])

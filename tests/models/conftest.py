@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.config import Study
+from pipeline.config import StudyConfig
 
 from model_helpers import ALL_KINDS, make_study, write_cohort_store
 
@@ -48,7 +48,7 @@ def cohort_data() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def fitted_study(tmp_path_factory: pytest.TempPathFactory, cohort_data: dict[str, Any]) -> Study:
+def fitted_study(tmp_path_factory: pytest.TempPathFactory, cohort_data: dict[str, Any]) -> StudyConfig:
     """The all-kinds study, fitted once (tests must not change it: copy it first)."""
     from analytics.fit import fit
 

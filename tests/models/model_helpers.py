@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from pipeline import store
-from pipeline.config import Study, parse_study
+from pipeline.config import StudyConfig, parse_study
 
 from store_builders import write_patients
 
@@ -69,7 +69,7 @@ def add_bags(path: Path, feature_set: str, bags: Mapping[str, np.ndarray]) -> No
 
 
 def make_study(root: Path, models: list[dict[str, Any]], folds: int = 3, seed: int = 0,
-               feature_sets: tuple[str, ...] = ("img", "tiles"), cohort_sql: str = COHORT_SQL) -> Study:
+               feature_sets: tuple[str, ...] = ("img", "tiles"), cohort_sql: str = COHORT_SQL) -> StudyConfig:
     """A study at ``root`` (store ``root/store.duckdb``) with the cohort ``cohort_sql`` and ``models``."""
     (root / "cohorts").mkdir(parents=True, exist_ok=True)
     (root / "cohorts" / "test.sql").write_text(cohort_sql)
@@ -109,7 +109,7 @@ ALL_KINDS = [
 ]
 
 
-def copy_study(study: Study, dest: Path, models: bool = True) -> Study:
+def copy_study(study: StudyConfig, dest: Path, models: bool = True) -> StudyConfig:
     """A copy of a study folder (store, cohorts and, if ``models``, the fitted models) rooted at ``dest``."""
     shutil.copytree(study.root, dest, ignore=None if models else shutil.ignore_patterns("models"))
     return make_study(dest, [m.model_dump() for m in study.models], folds=study.validation.folds,

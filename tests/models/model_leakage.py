@@ -21,10 +21,10 @@ from sklearn.preprocessing import StandardScaler
 
 from analytics.fit import stored_predictions
 from analytics.models import classical
-from pipeline.config import Study
+from pipeline.config import StudyConfig
 
 
-def artefacts(study: Study) -> dict[str, bytes]:
+def artefacts(study: StudyConfig) -> dict[str, bytes]:
     """Every fitted artefact of a fitted study, as bytes, by name."""
     out: dict[str, bytes] = {}
     for spec in study.models:

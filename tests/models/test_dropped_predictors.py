@@ -12,14 +12,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.config import Study, load_study
+from pipeline.config import StudyConfig, load_config
 from pipeline.ingest import ingest
 
 N = 72
 SKLEARN_EMPTY = "Skipping features without any observed values"
 
 
-def _study(root: Path, clinical: list[str], name: str = "clin") -> Study:
+def _study(root: Path, clinical: list[str], name: str = "clin") -> StudyConfig:
     rng = np.random.default_rng(8)
     label = (np.arange(N) % 2).astype(int)
     pl.DataFrame({
@@ -54,7 +54,7 @@ name = "{name}"
 kind = "logistic"
 clinical = {json.dumps(clinical)}
 """, encoding="utf-8")
-    study = load_study(root / "study.toml")
+    study = load_config(root / "study.toml")
     ingest(study, progress=False)
     return study
 
@@ -148,7 +148,7 @@ def test_explain_reads_a_model_with_columns_left_out(fitted: dict, tmp_path: Pat
 
     src = fitted["study"]
     shutil.copytree(src.root, tmp_path / "copy")
-    study = load_study(tmp_path / "copy" / "study.toml")
+    study = load_config(tmp_path / "copy" / "study.toml")
     result = explain(study, settings=Settings(max_rows=20), progress=False)
     (summary,) = result.models
     assert summary.status == "explained" and summary.explained > 0, str(result)

@@ -11,7 +11,7 @@ from study_builders import build_study, study_toml
 
 from analytics.cohort import load_cohort
 from analytics.fit import fit, stored_predictions
-from pipeline.config import load_study
+from pipeline.config import load_config
 
 N = 90
 
@@ -48,7 +48,7 @@ horizons = [8]
 
 
 def test_survival_models_use_training_patients_without_a_label(tmp_path: Path) -> None:
-    study = load_study(_study(tmp_path))
+    study = load_config(_study(tmp_path))
     frame = load_cohort(study).frame.filter(pl.col("split") == "train")
     no_label = sorted(frame.filter(pl.col("label").is_null())["patient_id"].to_list())
     followed = frame.filter(pl.col("time").is_not_null() & pl.col("event").is_not_null())
@@ -66,7 +66,7 @@ def test_survival_models_use_training_patients_without_a_label(tmp_path: Path) -
     others = [p for p in no_label if p != "P000"]
     assert f"  logit: {len(others)} ({', '.join(others[:8])}" in text and text.count("used by cox") == 1
     # up to date: the same counts from the saved manifests
-    again = fit(load_study(tmp_path / "study.toml"), progress=False)
+    again = fit(load_config(tmp_path / "study.toml"), progress=False)
     assert {m.status for m in again.models} == {"up to date"}
     assert [line for line in str(again).splitlines() if line.startswith(("training", "  logit", "unlabelled"))] == \
         [line for line in text.splitlines() if line.startswith(("training", "  logit", "unlabelled"))]
@@ -74,15 +74,15 @@ def test_survival_models_use_training_patients_without_a_label(tmp_path: Path) -
 
 def test_a_survival_model_saved_without_its_risk_grid_or_at_other_horizons_is_refitted(tmp_path: Path) -> None:
     toml = _study(tmp_path)
-    fit(load_study(toml), progress=False)
+    fit(load_config(toml), progress=False)
     grid = tmp_path / "models" / "cox" / "risk_grid.parquet"
     grid.unlink()  # as saved before the grid was
-    again = fit(load_study(toml), progress=False)
+    again = fit(load_config(toml), progress=False)
     assert {m.name: m.status for m in again.models} == {"logit": "up to date", "cox": "fitted"}
     assert grid.exists()
-    assert {m.status for m in fit(load_study(toml), progress=False).models} == {"up to date"}
+    assert {m.status for m in fit(load_config(toml), progress=False).models} == {"up to date"}
     toml.write_text(toml.read_text().replace("horizons = [8]", "horizons = [5, 8]"))
-    moved = fit(load_study(toml), progress=False)
+    moved = fit(load_config(toml), progress=False)
     assert {m.name: m.status for m in moved.models} == {"logit": "up to date", "cox": "fitted"}
     assert sorted(set(pl.read_parquet(grid)["time"].to_list()))[-1] == 8.0
     assert sorted(set(pl.read_parquet(tmp_path / "models" / "cox" / "horizon_risks.parquet")["horizon"])) == [5.0, 8.0]

@@ -14,7 +14,7 @@ from analytics.cli import main
 from analytics.cohort import load_cohort
 from analytics.fit import FitError, fit, predict, required_inputs, stored_predictions, write_predictions
 from analytics.models import load_model
-from pipeline.config import Study
+from pipeline.config import StudyConfig
 from pipeline.errors import CohortlabError
 
 from model_helpers import ALL_KINDS, copy_study, make_study, write_cohort_store
@@ -25,7 +25,7 @@ USES_IMAGES = {"img_svm", "img_xgb", "img_mil"} | SECOND_STAGE
 
 
 def test_predictions_table_has_oof_rows_for_train_and_final_rows_for_held_out(
-    fitted_study: Study, cohort_data: dict[str, Any]
+    fitted_study: StudyConfig, cohort_data: dict[str, Any]
 ) -> None:
     rows = stored_predictions(fitted_study.store_path)
     patients = cohort_data["patients"]
@@ -42,7 +42,7 @@ def test_predictions_table_has_oof_rows_for_train_and_final_rows_for_held_out(
         assert ((part["score"] >= 0) & (part["score"] <= 1)).all()
 
 
-def test_second_run_skips_every_model_and_reports_missing_inputs(fitted_study: Study, tmp_path: Path) -> None:
+def test_second_run_skips_every_model_and_reports_missing_inputs(fitted_study: StudyConfig, tmp_path: Path) -> None:
     study = copy_study(fitted_study, tmp_path / "again")
     result = fit(study, progress=False)
     assert {m.status for m in result.models} == {"up to date"}
@@ -54,7 +54,7 @@ def test_second_run_skips_every_model_and_reports_missing_inputs(fitted_study: S
     assert "3 outer folds" in text
 
 
-def test_two_runs_give_byte_identical_predictions_and_models(fitted_study: Study, tmp_path: Path) -> None:
+def test_two_runs_give_byte_identical_predictions_and_models(fitted_study: StudyConfig, tmp_path: Path) -> None:
     study = copy_study(fitted_study, tmp_path / "rerun", models=False)
     con_rows = stored_predictions(study.store_path)
     assert con_rows.height == stored_predictions(fitted_study.store_path).height  # copied store holds the old rows
@@ -68,7 +68,7 @@ def test_two_runs_give_byte_identical_predictions_and_models(fitted_study: Study
     assert artefacts(fitted_study) == artefacts(study)
 
 
-def test_saved_models_reload_and_predict_the_stored_scores(fitted_study: Study) -> None:
+def test_saved_models_reload_and_predict_the_stored_scores(fitted_study: StudyConfig) -> None:
     features, bags = required_inputs(fitted_study.models)
     cohort = load_cohort(fitted_study, features=features, bags=bags)
     stored = stored_predictions(fitted_study.store_path)
@@ -83,7 +83,7 @@ def test_saved_models_reload_and_predict_the_stored_scores(fitted_study: Study) 
         assert lacking == (["P05", "P40"] if spec.name in USES_IMAGES else [])
 
 
-def test_manifest_records_inputs_provenance_and_choices(fitted_study: Study) -> None:
+def test_manifest_records_inputs_provenance_and_choices(fitted_study: StudyConfig) -> None:
     model = load_model(fitted_study.models_dir / "fusion", fitted_study.store_path)
     m = model.manifest
     assert m["inputs"] == ["img_svm", "img_mil"] and m["clinical"] == ["marker", "sex"]
@@ -97,7 +97,7 @@ def test_manifest_records_inputs_provenance_and_choices(fitted_study: Study) -> 
     assert len(svm["fold_chosen"]) == 3
 
 
-def test_attention_of_every_predicted_patient_is_saved(fitted_study: Study) -> None:
+def test_attention_of_every_predicted_patient_is_saved(fitted_study: StudyConfig) -> None:
     att = pl.read_parquet(fitted_study.models_dir / "img_mil" / "attention.parquet")
     assert {"patient_id", "source_id", "instance", "x", "y", "z", "attention", "split",
                                       "fold"} <= set(att.columns)
@@ -109,7 +109,7 @@ def test_attention_of_every_predicted_patient_is_saved(fitted_study: Study) -> N
     assert (att.group_by("patient_id").agg(pl.col("source_id").first())["source_id"].str.ends_with("-S1")).all()
 
 
-def test_stacking_meta_learner_is_trained_on_the_out_of_fold_table(fitted_study: Study) -> None:
+def test_stacking_meta_learner_is_trained_on_the_out_of_fold_table(fitted_study: StudyConfig) -> None:
     stack = load_model(fitted_study.models_dir / "stack", fitted_study.store_path)
     matrix = stack.learner.model_.training_matrix_
     oof = stored_predictions(fitted_study.store_path).filter(pl.col("split") == "train")
@@ -118,7 +118,7 @@ def test_stacking_meta_learner_is_trained_on_the_out_of_fold_table(fitted_study:
     assert np.array_equal(matrix, table.select("clin", "img_svm", "img_xgb").to_numpy())
 
 
-def test_changed_config_refits_that_model_and_its_dependents_only(fitted_study: Study, tmp_path: Path) -> None:
+def test_changed_config_refits_that_model_and_its_dependents_only(fitted_study: StudyConfig, tmp_path: Path) -> None:
     models = [dict(m) for m in ALL_KINDS]
     models[1] = {**models[1], "params": {"pca": 3}}
     copy = copy_study(fitted_study, tmp_path / "changed")
@@ -128,7 +128,7 @@ def test_changed_config_refits_that_model_and_its_dependents_only(fitted_study: 
                       "fusion": "fitted", "vote": "fitted", "stack": "fitted"}
 
 
-def test_fitting_one_model_fits_what_it_needs(fitted_study: Study, tmp_path: Path) -> None:
+def test_fitting_one_model_fits_what_it_needs(fitted_study: StudyConfig, tmp_path: Path) -> None:
     study = copy_study(fitted_study, tmp_path / "one", models=False)
     result = fit(study, models=["fusion"], progress=False)
     assert [m.name for m in result.models] == ["img_svm", "img_mil", "fusion"]

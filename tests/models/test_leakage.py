@@ -14,14 +14,14 @@ from analytics import stats
 from analytics.cohort import load_cohort
 from analytics.fit import fit, predict, required_inputs, stored_predictions
 from analytics.models import classical, fusion, registry
-from pipeline.config import Study
+from pipeline.config import StudyConfig
 
 from model_helpers import ALL_KINDS, COHORT_SQL, add_pooled, build_store, copy_study, make_study, write_cohort_store
 from model_leakage import artefacts, differing, leaky_preprocessor, perturb_held_out
 
 
 @pytest.fixture(scope="module")
-def perturbed_study(tmp_path_factory: pytest.TempPathFactory, cohort_data: dict[str, Any]) -> Study:
+def perturbed_study(tmp_path_factory: pytest.TempPathFactory, cohort_data: dict[str, Any]) -> StudyConfig:
     root = tmp_path_factory.mktemp("perturbed")
     write_cohort_store(root, perturb_held_out(cohort_data))
     study = make_study(root, ALL_KINDS)
@@ -29,7 +29,7 @@ def perturbed_study(tmp_path_factory: pytest.TempPathFactory, cohort_data: dict[
     return study
 
 
-def test_held_out_patients_change_no_fitted_artefact(fitted_study: Study, perturbed_study: Study) -> None:
+def test_held_out_patients_change_no_fitted_artefact(fitted_study: StudyConfig, perturbed_study: StudyConfig) -> None:
     a, b = artefacts(fitted_study), artefacts(perturbed_study)
     kinds = {k.split("/")[1] for k in a}
     # the check covers pickled pipelines (logistic, svm, xgboost, stacking), a MIL state dict,
@@ -60,7 +60,7 @@ def test_leakage_check_catches_a_scaler_or_pca_fitted_on_all_patients(
 
 
 @pytest.fixture(scope="module")
-def noise_study(tmp_path_factory: pytest.TempPathFactory) -> Study:
+def noise_study(tmp_path_factory: pytest.TempPathFactory) -> StudyConfig:
     """80 patients whose 64 image features are pure noise: a linear SVM memorises its training patients."""
     root = tmp_path_factory.mktemp("noise")
     rng = np.random.default_rng(5)
@@ -81,7 +81,7 @@ def noise_study(tmp_path_factory: pytest.TempPathFactory) -> Study:
     ], folds=5, feature_sets=("img",))
 
 
-def _oof_auc(study: Study, model: str) -> float:
+def _oof_auc(study: StudyConfig, model: str) -> float:
     rows = stored_predictions(study.store_path, model).filter(pl.col("split") == "train")
     cohort = load_cohort(study)
     labels = dict(zip(cohort.patient_ids, cohort.frame["label"].to_list()))
@@ -89,7 +89,7 @@ def _oof_auc(study: Study, model: str) -> float:
 
 
 def test_fusion_trains_on_out_of_fold_scores_and_in_sample_scores_would_show(
-    noise_study: Study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    noise_study: StudyConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[pl.DataFrame] = []
     real_build = registry.build_learner

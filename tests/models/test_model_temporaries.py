@@ -13,12 +13,12 @@ import pytest
 
 from analytics.cli import main
 from pipeline import atomic
-from pipeline.config import Study, to_toml
+from pipeline.config import StudyConfig, to_toml
 
 from model_helpers import copy_study
 
 
-def _toml(study: Study) -> Path:
+def _toml(study: StudyConfig) -> Path:
     """study.toml of an in-memory test study, so that the command line can run it."""
     data = study.model_dump(mode="json", exclude={"root"}, exclude_none=True, exclude_defaults=True)
     path = study.root / "study.toml"
@@ -37,7 +37,7 @@ def _tree(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_next_fit_removes_temporaries_of_dead_runs(fitted_study: Study, tmp_path: Path) -> None:
+def test_next_fit_removes_temporaries_of_dead_runs(fitted_study: StudyConfig, tmp_path: Path) -> None:
     study = copy_study(fitted_study, tmp_path / "study")
     toml = _toml(study)
     models = study.models_dir
@@ -56,7 +56,7 @@ def test_next_fit_removes_temporaries_of_dead_runs(fitted_study: Study, tmp_path
     assert _tree(models / "clin") == kept
 
 
-def test_disk_full_while_saving_a_model(fitted_study: Study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_disk_full_while_saving_a_model(fitted_study: StudyConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     study = copy_study(fitted_study, tmp_path / "study")
     toml = _toml(study)

@@ -17,7 +17,7 @@ import pytest
 from analytics import tripod
 from analytics.fit import fit, stored_predictions
 from analytics.models import registry
-from pipeline.config import Study, parse_study
+from pipeline.config import StudyConfig, parse_study
 
 from model_helpers import COHORT_SQL, make_study, write_cohort_store
 
@@ -35,7 +35,7 @@ SECOND = [
 ]
 
 
-def _study(root: Path, data: dict[str, Any], models: list[dict[str, Any]], cohort_sql: str = COHORT_SQL) -> Study:
+def _study(root: Path, data: dict[str, Any], models: list[dict[str, Any]], cohort_sql: str = COHORT_SQL) -> StudyConfig:
     write_cohort_store(root, data)
     return make_study(root, models, folds=K, cohort_sql=cohort_sql)
 
@@ -53,7 +53,7 @@ def _count_fits(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     return built
 
 
-def _rows(study: Study, split_is_train: bool) -> pl.DataFrame:
+def _rows(study: StudyConfig, split_is_train: bool) -> pl.DataFrame:
     rows = stored_predictions(study.store_path)
     return rows.filter((pl.col("split") == "train") == split_is_train).sort("model", "patient_id")
 
@@ -161,14 +161,14 @@ def test_tripod_flags_in_red_the_training_estimates_that_are_not_nested() -> Non
 def test_the_report_marks_training_estimates_that_are_not_nested(
     tmp_path: Path, cohort_data: dict[str, Any]
 ) -> None:
-    from analytics.report import report
+    from analytics.report import write_report
     from analytics.validate import validate
 
     study = _study(tmp_path, cohort_data, BASE + [SECOND[0], {**SECOND[1], "nested": False}])
     study = study.model_copy(update={"validation": study.validation.model_copy(update={"n_boot": 50})})
     fit(study, progress=False)
     validate(study, progress=False)
-    html = report(study, progress=False).read_text(encoding="utf-8")
+    html = write_report(study, progress=False).path.read_text(encoding="utf-8")
     headline = re.search(r'<table class="headline">.*?</table>', html, re.S).group(0)
     rows = {re.match(r"<tr><td>([\w-]+)", r).group(1): r for r in re.findall(r"<tr><td>.*?</tr>", headline)}
     assert 'data-not-nested="true"' in rows["fusion"] and "not nested: optimistic" in rows["fusion"]

@@ -30,7 +30,7 @@ from sklearn.svm import SVC
 from xgboost import XGBClassifier
 
 from analytics.fit import fit, stored_predictions
-from pipeline.config import Study
+from pipeline.config import StudyConfig
 
 from model_helpers import add_pooled, build_store, make_study
 
@@ -46,7 +46,7 @@ MODELS = [
 
 
 @pytest.fixture(scope="module")
-def breast_cancer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Study, np.ndarray, np.ndarray, np.ndarray]:
+def breast_cancer(tmp_path_factory: pytest.TempPathFactory) -> tuple[StudyConfig, np.ndarray, np.ndarray, np.ndarray]:
     X, y = load_breast_cancer(return_X_y=True)
     X = X.astype(np.float32)
     n = len(y)
@@ -63,7 +63,7 @@ def breast_cancer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Study, np.n
     return study, X.astype(np.float64), y, split
 
 
-def _folds_and_auc(study: Study, model: str, y_by_id: dict[str, int]) -> tuple[np.ndarray, list[float]]:
+def _folds_and_auc(study: StudyConfig, model: str, y_by_id: dict[str, int]) -> tuple[np.ndarray, list[float]]:
     rows = stored_predictions(study.store_path, model).filter(pl.col("split") == "train")
     folds = rows["fold"].to_numpy()
     y = np.array([y_by_id[p] for p in rows["patient_id"]])

@@ -22,7 +22,7 @@ from study_builders import build_study, study_toml
 from analytics.models import classical
 from analytics.models.data import ModelData
 from analytics.models.registry import register_kind, unregister_kind
-from pipeline.config import Model, Study, load_study
+from pipeline.config import Model, StudyConfig, load_config
 from pipeline.model_kinds import KINDS, KindTraits
 
 N = 80
@@ -68,7 +68,7 @@ def toy_kind() -> Iterator[str]:
         unregister_kind(KIND)
 
 
-def _study(root: Path) -> Study:
+def _study(root: Path) -> StudyConfig:
     rng = np.random.default_rng(3)
     label = (np.arange(N) % 2).astype(int)
     patients = pl.DataFrame({
@@ -87,7 +87,7 @@ n_boot = 0
 
 def test_a_registered_kind_is_fitted_validated_and_reported(toy_kind: str, tmp_path: Path) -> None:
     from analytics.fit import fit
-    from analytics.report import report
+    from analytics.report import write_report
     from analytics.validate import validate
 
     study = _study(tmp_path)
@@ -108,7 +108,7 @@ def test_a_registered_kind_is_fitted_validated_and_reported(toy_kind: str, tmp_p
     rows = metrics.filter((pl.col("model") == "centroid") & (pl.col("metric") == "auc"))
     assert set(rows.get_column("split")) == {"train", "internal", "external"}
 
-    page = report(study, progress=False).read_text(encoding="utf-8")
+    page = write_report(study, progress=False).path.read_text(encoding="utf-8")
     row = re.search(r'<tr id="model-centroid"[^>]*>(.*?)</tr>', page, re.DOTALL)
     assert row is not None and KIND in html.unescape(row.group(1))
     external = f"{aucs['external'].estimate:.3f}"
@@ -125,7 +125,7 @@ def test_a_study_naming_a_removed_kind_is_refused(tmp_path: Path) -> None:
         unregister_kind(KIND)
     assert KIND not in KINDS
     with pytest.raises(ConfigError, match=r"models\[0\]\.kind"):
-        load_study(tmp_path / "study.toml")
+        load_config(tmp_path / "study.toml")
 
 
 def test_an_unregistered_kind_is_refused() -> None:

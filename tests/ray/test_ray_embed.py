@@ -17,7 +17,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from pipeline import ray_runner, store  # noqa: E402
-from pipeline.config import FeatureSet, Study, load_study  # noqa: E402
+from pipeline.config import FeatureSet, StudyConfig, load_config  # noqa: E402
 from pipeline.embed import embed, make_embedder  # noqa: E402
 from pipeline.ingest import ingest  # noqa: E402
 from pipeline.synth import make_study  # noqa: E402
@@ -87,19 +87,19 @@ def template(tmp_path_factory) -> Path:
     head, rest = text.split("[[feature_sets]]", 1)
     toml.write_text(head + FEATURE_SETS.strip() + "\n\n" + rest[rest.index("[cohort]"):].replace(
         "ct_radiomics", "ct_r3d18"))
-    ingest(load_study(toml))
+    ingest(load_config(toml))
     slides = pl.read_csv(folder / "manifests" / "slides.csv")
     broken = folder / slides["path"][0]
     broken.write_bytes(broken.read_bytes()[:2000])  # truncated after ingest: the slide cannot be read any more
     return folder
 
 
-def _copy(template: Path, dest: Path) -> Study:
+def _copy(template: Path, dest: Path) -> StudyConfig:
     shutil.copytree(template, dest, copy_function=shutil.copy2)
-    return load_study(dest / "study.toml")
+    return load_config(dest / "study.toml")
 
 
-def _snapshot(study: Study, fs_names: tuple[str, ...] = (WSI, CT)) -> dict[str, Any]:
+def _snapshot(study: StudyConfig, fs_names: tuple[str, ...] = (WSI, CT)) -> dict[str, Any]:
     con = store.connect(study.store_path, read_only=True)
     try:
         items = store.query(con, "SELECT feature_set, source_id, patient_id, status, n_instances, error, path "
@@ -135,7 +135,7 @@ def _only(snapshot: dict[str, Any], fs: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def reference_study(template, tmp_path_factory) -> Study:
+def reference_study(template, tmp_path_factory) -> StudyConfig:
     """The study embedded by the local runner, once (do not change it: copy it)."""
     study = _copy(template, tmp_path_factory.mktemp("ref") / "study")
     res = embed(study, device="cpu", progress=False)
@@ -148,7 +148,7 @@ def reference(reference_study) -> dict[str, Any]:
     return _snapshot(reference_study)
 
 
-def _forget(study: Study, fs: str, source_ids: list[str]) -> Study:
+def _forget(study: StudyConfig, fs: str, source_ids: list[str]) -> StudyConfig:
     """Take back sources of a finished study, as if the run that embedded it had not reached them.
 
     Their ``embed_items`` rows and instance files go, and the feature set's pooled features with them
@@ -167,11 +167,11 @@ def _forget(study: Study, fs: str, source_ids: list[str]) -> Study:
     return study
 
 
-def _scans(study: Study) -> list[str]:
+def _scans(study: StudyConfig) -> list[str]:
     return sorted(pl.read_csv(study.root / "manifests" / "scans.csv")["scan_id"])
 
 
-def _placement(study: Study, fs: str) -> dict[str, tuple[str | None, str | None]]:
+def _placement(study: StudyConfig, fs: str) -> dict[str, tuple[str | None, str | None]]:
     """source_id -> (node, device) as the store records them."""
     con = store.connect(study.store_path, read_only=True)
     try:
@@ -220,7 +220,7 @@ def _calls(log: Path) -> list[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def ray_done(local_ray, template, tmp_path_factory) -> tuple[Study, Any, Path]:
+def ray_done(local_ray, template, tmp_path_factory) -> tuple[StudyConfig, Any, Path]:
     """The study embedded on Ray from scratch, once: (study, result, log of embedder calls); copy it to change it."""
     folder = tmp_path_factory.mktemp("ray_done")
     study = _copy(template, folder / "study")
@@ -247,7 +247,7 @@ def test_ray_matches_local_runner_and_leaves_store_alone(ray_done, reference):
         assert len({(c[2], c[3]) for c in calls if c[0] == fs}) == 1, fs
 
 
-def _features_rows(capsys, study: Study) -> dict[str, list[str]]:
+def _features_rows(capsys, study: StudyConfig) -> dict[str, list[str]]:
     """``cohortlab features``: the cells of each row of its per-source table, by ``feature_set/source_id``."""
     from analytics.cli import main
 
@@ -369,7 +369,7 @@ def test_cli_ray_option_wins_over_study_toml(local_ray, reference_study, tmp_pat
     assert code == 0, out.err
     assert addresses == ["local"]
     assert "ct_r3d18 (ct): 1 done, 0 failed, 9 skipped" in out.out
-    _assert_same(_only(reference, CT), _snapshot(load_study(toml), (CT,)))
+    _assert_same(_only(reference, CT), _snapshot(load_config(toml), (CT,)))
 
 
 def test_compute_section_is_checked(tmp_path):
@@ -457,12 +457,12 @@ def test_stain_normalised_feature_set_on_ray_equals_the_local_runner(local_ray, 
     block = FEATURE_SETS.split("[[feature_sets]]")[1].replace(f'name = "{WSI}"', f'name = "{stained}"')
     block = block.replace('pooling = ["mean", "max"]', "") + 'stain_norm = "reinhard"\npooling = ["mean"]\n'
 
-    def with_stain(dest: Path) -> Study:
+    def with_stain(dest: Path) -> StudyConfig:
         study = _copy(template, dest)
         toml = study.root / "study.toml"
         text = toml.read_text(encoding="utf-8")
         toml.write_text(text.replace("[cohort]", "[[feature_sets]]" + block + "\n[cohort]", 1), encoding="utf-8")
-        return load_study(toml)
+        return load_config(toml)
 
     local = with_stain(tmp_path / "local")
     on_ray = with_stain(tmp_path / "ray")

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Study
+from pipeline.config import StudyConfig
 
 from report_helpers import write_study
 
 
 @pytest.fixture(scope="module")
-def reported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Study, Path]]:
+def reported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StudyConfig, Path]]:
     """A study with predictions, metrics, failed input and a SHAP figure, and its rendered report."""
-    from analytics.report import report
+    from analytics.report import write_report
 
     study = write_study(tmp_path_factory.mktemp("study"))
-    yield study, report(study, progress=False)
+    yield study, write_report(study, progress=False).path

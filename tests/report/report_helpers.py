@@ -14,12 +14,12 @@ from PIL import Image
 from study_builders import build_study, study_toml
 
 from pipeline import store
-from pipeline.config import Study
+from pipeline.config import StudyConfig
 
 N = 90
 
 
-def write_study(root: Path, n_boot: int = 100) -> Study:
+def write_study(root: Path, n_boot: int = 100) -> StudyConfig:
     """Write, ingest, predict and validate a two-centre study under ``root``; return it."""
     from analytics.cohort import load_cohort
     from analytics.validate import validate

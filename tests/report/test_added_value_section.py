@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from analytics.report import report
+from analytics.report import write_report
 from analytics.validate import validate
-from pipeline.config import load_study
+from pipeline.config import load_config
 
 from report_helpers import ReportParser, write_study
 
@@ -20,9 +20,9 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ReportParse
     toml = study.root / "study.toml"
     # [validation] is the file's last table
     toml.write_text(toml.read_text() + 'added_value = [["good", "weak"]]\nrisk_cutoffs = [0.3, 0.6]\n')
-    study = load_study(toml)
+    study = load_config(toml)
     validate(study, force=True, progress=False)
-    text = report(study, progress=False).read_text(encoding="utf-8")
+    text = write_report(study, progress=False).path.read_text(encoding="utf-8")
     return text, ReportParser(text), json.loads((study.report_dir / "metrics.json").read_text())
 
 

@@ -15,6 +15,7 @@ from degenerate_studies import Design, report_problems, write_design
 
 import cohortlab
 from analytics import report, stats
+from analytics.models.artifacts import FitRecord
 from analytics.models.classical import build_pipeline
 from analytics.models.data import Columns
 from analytics.models.learners import TabularLearner
@@ -61,7 +62,7 @@ def _fitted(name: str) -> FittedModel:
 def test_sample_size_row_states_the_reason(auc: float) -> None:
     train = SplitMetrics(200, 60, {"auc": Estimate(auc, auc - 0.05, auc + 0.05, "delong", 0.95)})
     val = Validation("s", None, None, None, None, {}, {"m": ModelMetrics({"train": train})})
-    row = report.sample_size_rows(["m"], val, {"m": _fitted("m")}, {"m": {"kind": "logistic"}})[0]
+    row = report.sample_size_rows(["m"], val, {"m": _fitted("m")}, {"m": FitRecord("m", "logistic")})[0]
     assert row["required"] == "–" and row["short"] is False
     assert NO_VARIATION in row["note"] and f"{auc:.4g}" in row["note"]
     assert (row["n"], row["events"], row["parameters"]) == ("200", "60", "2")  # what is known is still shown

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from analytics.report import SECTIONS
-from pipeline.config import load_study
+from pipeline.config import load_config
 
 from report_helpers import ReportParser
 
@@ -48,7 +48,7 @@ def test_demo_run_report(tmp_path: Path) -> None:
 
     toml = make_study(tmp_path / "study", small=True)
     _shrink(toml)
-    study = load_study(toml)
+    study = load_config(toml)
     result = run(study, device="cpu", progress=False)
     assert result.ok, str(result)
     assert result.report == study.report_dir / "index.html"

@@ -15,7 +15,7 @@ import pytest
 
 from analytics.cli import main
 from pipeline import store
-from pipeline.config import Study
+from pipeline.config import StudyConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,7 +60,7 @@ def test_run_refuses_models_without_a_cohort(tmp_path: Path, capsys: pytest.Capt
 
 
 @pytest.fixture()
-def interrupted(reported: tuple[Study, Path], tmp_path: Path) -> Path:
+def interrupted(reported: tuple[StudyConfig, Path], tmp_path: Path) -> Path:
     """A copy of the validated study in which model 'weak' lost its predictions (a fit that was interrupted)."""
     study, _ = reported
     shutil.copytree(study.root, tmp_path / "copy")
@@ -89,7 +89,7 @@ def test_validate_names_models_without_predictions(interrupted: Path, capsys: py
     assert "left out of this partial validation: comparison good vs weak: weak not validated" in data["notes"]
 
 
-def test_disk_full_is_one_line_naming_the_file(reported: tuple[Study, Path], tmp_path: Path) -> None:
+def test_disk_full_is_one_line_naming_the_file(reported: tuple[StudyConfig, Path], tmp_path: Path) -> None:
     """A file size limit (as `ulimit -f`) stops the write of metrics.json: one line, exit 1, nothing half-written."""
     study, _ = reported
     copy = tmp_path / "copy"

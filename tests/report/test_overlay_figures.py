@@ -15,7 +15,7 @@ from sklearn.metrics import roc_curve as sk_roc_curve
 
 from analytics import figures, report
 from analytics.splits import SPLITS
-from pipeline.config import Study, load_study
+from pipeline.config import StudyConfig, load_config
 
 from report_helpers import ReportParser, write_study
 
@@ -23,7 +23,7 @@ SUBGROUPS = 'subgroups = { sex = {}, age = { cuts = [60] } }'
 
 
 @pytest.fixture(scope="module")
-def with_subgroups(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Study, Path]]:
+def with_subgroups(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StudyConfig, Path]]:
     """The report test study, validated with subgroups by sex and age, and its report."""
     from analytics.validate import validate
 
@@ -32,9 +32,9 @@ def with_subgroups(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S
     text = toml.read_text()
     assert 'compare = [["good", "weak"]]\n' in text
     toml.write_text(text.replace('compare = [["good", "weak"]]\n', f'compare = [["good", "weak"]]\n{SUBGROUPS}\n'))
-    study = load_study(toml)
+    study = load_config(toml)
     validate(study, progress=False, force=True)
-    yield study, report.report(study, progress=False)
+    yield study, report.write_report(study, progress=False).path
 
 
 def _recorder(monkeypatch: pytest.MonkeyPatch, name: str) -> list[tuple[Any, ...]]:
@@ -49,12 +49,12 @@ def _recorder(monkeypatch: pytest.MonkeyPatch, name: str) -> list[tuple[Any, ...
     return calls
 
 
-def _scored(study: Study) -> tuple[report.Sources, pl.DataFrame]:
+def _scored(study: StudyConfig) -> tuple[report.Sources, pl.DataFrame]:
     src = report.read_sources(study)
     return src, report._scored(src.predictions, src.cohort.frame)
 
 
-def test_one_roc_figure_per_split_with_every_model(with_subgroups: tuple[Study, Path],
+def test_one_roc_figure_per_split_with_every_model(with_subgroups: tuple[StudyConfig, Path],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     study, path = with_subgroups
     calls = _recorder(monkeypatch, "roc_split_figure")
@@ -77,7 +77,7 @@ def test_one_roc_figure_per_split_with_every_model(with_subgroups: tuple[Study, 
 
 
 def test_one_decision_figure_per_split_with_every_model_and_the_references(
-        with_subgroups: tuple[Study, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+        with_subgroups: tuple[StudyConfig, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     study, path = with_subgroups
     calls = _recorder(monkeypatch, "decision_split_figure")
     src, scored = _scored(study)
@@ -103,7 +103,7 @@ def test_one_decision_figure_per_split_with_every_model_and_the_references(
     assert {f"fig-decision-split-{s}" for s in SPLITS} <= {fig for fig, _ in doc.images}
 
 
-def test_subgroup_section_numbers_equal_metrics_json(with_subgroups: tuple[Study, Path]) -> None:
+def test_subgroup_section_numbers_equal_metrics_json(with_subgroups: tuple[StudyConfig, Path]) -> None:
     study, path = with_subgroups
     doc = ReportParser(path.read_text(encoding="utf-8"))
     written = json.loads((study.report_dir / "metrics.json").read_text())["subgroups"]

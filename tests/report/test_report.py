@@ -11,9 +11,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analytics.report import SECTIONS, ReportError, report
+from analytics.report import SECTIONS, ReportError, write_report
 from pipeline import store
-from pipeline.config import Study, load_study
+from pipeline.config import StudyConfig, load_config
 
 from report_helpers import ReportParser
 
@@ -57,13 +57,13 @@ def _expected(metrics: dict, key: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def parsed(reported: tuple[Study, Path]) -> tuple[Study, str, ReportParser, dict]:
+def parsed(reported: tuple[StudyConfig, Path]) -> tuple[StudyConfig, str, ReportParser, dict]:
     study, path = reported
     text = path.read_text(encoding="utf-8")
     return study, text, ReportParser(text), json.loads((study.report_dir / "metrics.json").read_text())
 
 
-def test_report_path_and_sections(reported: tuple[Study, Path], parsed: tuple) -> None:
+def test_report_path_and_sections(reported: tuple[StudyConfig, Path], parsed: tuple) -> None:
     study, path = reported
     assert path == study.report_dir / "index.html"
     _, _, doc, _ = parsed
@@ -179,10 +179,10 @@ def test_tripod_checklist_filled_from_the_run(parsed: tuple) -> None:
     assert {str(i) for i in range(1, 28)} <= {re.match(r"\d+", k).group() for k in doc.tripod}
 
 
-def test_two_renders_are_byte_identical(reported: tuple[Study, Path]) -> None:
+def test_two_renders_are_byte_identical(reported: tuple[StudyConfig, Path]) -> None:
     study, path = reported
     first = path.read_bytes()
-    again = report(load_study(study.root / "study.toml"), progress=False, force=True)  # rendered again
+    again = write_report(load_config(study.root / "study.toml"), progress=False, force=True).path  # rendered again
     assert again.read_bytes() == first
 
 
@@ -193,20 +193,20 @@ def test_report_without_metrics_and_bad_metrics(tmp_path: Path) -> None:
 
     pl.DataFrame({"patient_id": ["P1", "P2", "P3"], "center": ["A", "A", "B"], "label": [0, 1, 1]}).write_csv(tmp_path / "p.csv")
     (tmp_path / "study.toml").write_text('[study]\nname = "bare"\n[manifests]\npatients = "p.csv"\n')
-    study = load_study(tmp_path / "study.toml")
+    study = load_config(tmp_path / "study.toml")
     ingest(study, progress=False)
-    path = report(study, progress=False)
+    path = write_report(study, progress=False).path
     text = path.read_text()
     assert "No metrics yet" in text and "Not computed" in text
     assert {sid for sid, _ in SECTIONS} <= ReportParser(text).ids
     path.unlink()
     (study.report_dir / "metrics.json").write_text("{not json")
     with pytest.raises(ReportError, match=r"metrics\.json: not valid JSON \(line 1, column 2\)"):
-        report(study, progress=False)
+        write_report(study, progress=False)
     assert not path.exists() and not list(study.report_dir.glob(".index.html*"))
 
 
-def test_stale_metrics_are_flagged(reported: tuple[Study, Path], tmp_path: Path) -> None:
+def test_stale_metrics_are_flagged(reported: tuple[StudyConfig, Path], tmp_path: Path) -> None:
     """Predictions changed after validate: the report says its metrics are out of date."""
     import shutil
 
@@ -214,9 +214,9 @@ def test_stale_metrics_are_flagged(reported: tuple[Study, Path], tmp_path: Path)
     assert "have changed since the metrics were computed" not in path.read_text(encoding="utf-8")
     copy = tmp_path / "copy"
     shutil.copytree(study.root, copy)
-    moved = load_study(copy / "study.toml")
+    moved = load_config(copy / "study.toml")
     con = store.connect(moved.store_path)
     con.execute("UPDATE predictions SET score = score * 0.5 WHERE model = 'weak'")
     con.close()
-    text = report(moved, progress=False).read_text(encoding="utf-8")
+    text = write_report(moved, progress=False).path.read_text(encoding="utf-8")
     assert "the predictions or settings have changed since the metrics were computed" in text

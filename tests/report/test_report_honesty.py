@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 from study_builders import build_study, study_toml
 
 from pipeline import store
-from pipeline.config import Study
+from pipeline.config import StudyConfig
 
 N = 90
 
@@ -31,7 +31,7 @@ def _row_text(text: str, element_id: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", " ", m.group(1)))
 
 
-def _scored(study: Study) -> pl.DataFrame:
+def _scored(study: StudyConfig) -> pl.DataFrame:
     from analytics.cohort import load_cohort
 
     con = store.connect(study.store_path, read_only=True)
@@ -47,9 +47,9 @@ def _scored(study: Study) -> pl.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Study, str]:
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[StudyConfig, str]:
     from analytics.fit import fit
-    from analytics.report import report
+    from analytics.report import write_report
     from analytics.validate import validate
 
     root = tmp_path_factory.mktemp("tuned")
@@ -85,14 +85,14 @@ n_boot = 0
         split='external_centers = ["B"]\ninternal_fraction = 0.25\nseed = 0'))
     fit(study, progress=False)
     validate(study, progress=False)
-    return study, report(study, progress=False).read_text(encoding="utf-8")
+    return study, write_report(study, progress=False).path.read_text(encoding="utf-8")
 
 
-def _manifest(study: Study, name: str) -> dict:
+def _manifest(study: StudyConfig, name: str) -> dict:
     return json.loads((study.models_dir / name / "manifest.json").read_text())
 
 
-def test_manifest_records_the_default_grid_that_was_searched(fitted: tuple[Study, str]) -> None:
+def test_manifest_records_the_default_grid_that_was_searched(fitted: tuple[StudyConfig, str]) -> None:
     study, _ = fitted
     clin, trees, fixed = (_manifest(study, m) for m in ("clin", "trees", "fixed"))
     assert clin["tuning"]["grid"] == {"C": [0.01, 0.1, 1.0, 10.0]} and clin["tuning"]["source"] == "default"
@@ -105,7 +105,7 @@ def test_manifest_records_the_default_grid_that_was_searched(fitted: tuple[Study
         assert {f[key] for f in man["fold_chosen"]} <= set(man["tuning"]["grid"][key])
 
 
-def test_models_table_shows_the_grid_searched_and_the_choice(fitted: tuple[Study, str]) -> None:
+def test_models_table_shows_the_grid_searched_and_the_choice(fitted: tuple[StudyConfig, str]) -> None:
     study, text = fitted
     clin = _row_text(text, "model-clin")
     assert "none (fixed)" not in clin
@@ -119,14 +119,14 @@ def test_models_table_shows_the_grid_searched_and_the_choice(fitted: tuple[Study
 
 
 @pytest.mark.parametrize("item", ["9b", "12c"])
-def test_tripod_items_name_the_grid(fitted: tuple[Study, str], item: str) -> None:
+def test_tripod_items_name_the_grid(fitted: tuple[StudyConfig, str], item: str) -> None:
     _, text = fitted
     row = _row_text(text, f"tripod-{item}")
     assert "C ∈ {0.01, 0.1, 1, 10}" in row and "max_depth ∈ {2, 3}" in row
     assert "clin: logistic" in row and "tuning none (fixed)" not in row.split("fixed: logistic")[0]
 
 
-def test_an_unfitted_model_shows_the_grid_it_will_search(fitted: tuple[Study, str]) -> None:
+def test_an_unfitted_model_shows_the_grid_it_will_search(fitted: tuple[StudyConfig, str]) -> None:
     from analytics.report import model_rows
 
     study, _ = fitted
@@ -136,7 +136,7 @@ def test_an_unfitted_model_shows_the_grid_it_will_search(fitted: tuple[Study, st
     assert rows["fixed"]["grid"] == "none (fixed)"
 
 
-def test_report_names_the_predictors_left_out(fitted: tuple[Study, str]) -> None:
+def test_report_names_the_predictors_left_out(fitted: tuple[StudyConfig, str]) -> None:
     _, text = fitted
     m = re.search(r'<div class="banner" id="dropped-clin">(.*?)</div>', text, re.DOTALL)
     assert m, "no banner for the predictors left out of clin"
@@ -153,7 +153,7 @@ def test_report_names_the_predictors_left_out(fitted: tuple[Study, str]) -> None
 
 
 @pytest.fixture(scope="module")
-def validated(reported: tuple[Study, Path]) -> tuple[Study, dict, str, pl.DataFrame]:
+def validated(reported: tuple[StudyConfig, Path]) -> tuple[StudyConfig, dict, str, pl.DataFrame]:
     study, path = reported
     metrics = json.loads((study.report_dir / "metrics.json").read_text())
     return study, metrics, path.read_text(encoding="utf-8"), _scored(study)

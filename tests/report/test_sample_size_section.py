@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from analytics import report, stats
+from analytics.models.artifacts import FitRecord
 from analytics.models.classical import build_pipeline
 from analytics.models.data import Columns
 from analytics.models.learners import TabularLearner
@@ -50,7 +51,7 @@ def test_parameters_after_one_hot_and_pca() -> None:
 def test_required_n_and_the_flag() -> None:
     table, y = _table()
     fitted = {"clin": _fitted("clin", Columns(numeric=("age", "igg"), categorical=("sex", "stage")), table, y, {})}
-    manifests = {"clin": {"kind": "logistic"}, "img": {"kind": "mil"}}
+    manifests = {"clin": FitRecord("clin", "logistic"), "img": FitRecord("img", "mil")}
     small = report.sample_size_rows(["clin", "img"], _validation(120, 30, 0.78), fitted, manifests)
     row = small[0]
     assert (row["n"], row["events"], row["parameters"]) == ("120", "30", "7")

@@ -13,7 +13,7 @@ import pytest
 
 import cohortlab
 from analytics.cli import main
-from pipeline.config import ConfigError, check_name, load_study
+from pipeline.config import ConfigError, check_name, load_config
 from pipeline.errors import CohortlabError
 
 PATIENTS = "patient_id,center,age,label\nP1,A,54,1\nP2,A,61,0\nP3,B,47,1\nP4,B,70,0\n"
@@ -79,7 +79,7 @@ def test_study_file_not_utf8_names_line_and_byte(tmp_path: Path, surface: str,
 def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
     """Notepad's UTF-8 byte-order mark is no reason to refuse a UTF-8 file."""
     toml = _write(tmp_path, b"\xef\xbb\xbf" + TOML.encode("utf-8"))
-    assert load_study(toml).study.name == "conf"
+    assert load_config(toml).study.name == "conf"
 
 
 @pytest.mark.parametrize("surface", SURFACES)

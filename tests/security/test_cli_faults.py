@@ -24,7 +24,7 @@ from analytics import cli
 from analytics.cli import main
 from pipeline import ingest as ingest_module
 from pipeline import store
-from pipeline.config import load_study
+from pipeline.config import load_config
 from pipeline.errors import CohortlabError
 from pipeline.ingest import ingest
 
@@ -45,7 +45,7 @@ def _study(root: Path) -> Path:
 
 
 def _rows(toml: Path) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(load_study(toml).store_path), read_only=True)
+    con = duckdb.connect(str(load_config(toml).store_path), read_only=True)
     try:
         return con.execute("SELECT * FROM patients JOIN clinical USING (patient_id) ORDER BY patient_id").fetchall()
     finally:
@@ -111,7 +111,7 @@ def test_a_full_disk_at_commit_is_one_line_naming_the_store_and_changes_nothing(
     store_path = str(tmp_path / "store.duckdb")
     assert f"disk full (or not writable) while writing {store_path}" in line and "No space left" in line
     with pytest.raises(CohortlabError, match="disk full"):  # the library
-        ingest(load_study(toml), progress=False)
+        ingest(load_config(toml), progress=False)
     assert _rows(toml) == before
 
 
@@ -169,7 +169,7 @@ def test_a_really_full_disk_during_ingest(small_tmpfs: Path, capsys: pytest.Capt
         **{f"v{j}": [float(i * 31 + j) / 7 for i in range(3000)] for j in range(12)},
     })
     toml = write_study(small_tmpfs, PATIENTS, "c.label, c.age", study_toml("full", 1, ""))
-    ingest(load_study(toml), progress=False)
+    ingest(load_config(toml), progress=False)
     before = _rows(toml)
     many.write_csv(small_tmpfs / "patients.csv")
     _fill(small_tmpfs, 150)
@@ -232,7 +232,7 @@ def test_read_commands_work_when_the_log_folder_cannot_be_written(
     command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     toml = _study(tmp_path / "study")
-    logs = load_study(toml).log_dir
+    logs = load_config(toml).log_dir
     import shutil
 
     shutil.rmtree(logs, ignore_errors=True)
@@ -265,7 +265,7 @@ def read_only_study(tmp_path: Path) -> Iterator[Path]:
     toml = _study(root)
     import shutil
 
-    shutil.rmtree(load_study(toml).log_dir, ignore_errors=True)
+    shutil.rmtree(load_config(toml).log_dir, ignore_errors=True)
     done = subprocess.run(["mount", "--bind", str(root), str(root)], capture_output=True)
     if done.returncode != 0:
         pytest.skip(f"cannot bind-mount here: {done.stderr.decode(errors='replace').strip()}")

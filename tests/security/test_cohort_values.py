@@ -17,7 +17,7 @@ from study_builders import build_study, study_toml, write_study
 
 import cohortlab
 from analytics.cli import main
-from pipeline.config import load_study
+from pipeline.config import load_config
 from pipeline.errors import CohortlabError
 
 PATIENTS = pl.DataFrame({
@@ -110,7 +110,7 @@ def test_a_time_that_overflows_to_inf_in_the_manifest_is_refused_at_ingest(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert "line 4, column 'time': time must be a finite number, not '1e400'" in err
-    assert not load_study(toml).store_path.exists()  # nothing written
+    assert not load_config(toml).store_path.exists()  # nothing written
     with pytest.raises(CohortlabError, match="time must be a finite number"):
         cohortlab.load_study(toml).ingest(progress=False)
 

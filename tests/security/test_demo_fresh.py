@@ -62,7 +62,7 @@ def stages(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 
     monkeypatch.setattr(demo_module, "make_study", small_study)
     monkeypatch.setattr(demo_module, "run", no_run)
-    monkeypatch.setattr(demo_module, "load_study", lambda toml: toml)
+    monkeypatch.setattr(demo_module, "load_config", lambda toml: toml)
     return written
 
 

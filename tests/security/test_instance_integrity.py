@@ -24,7 +24,7 @@ import tomllib
 import cohortlab
 from analytics.cli import main
 from pipeline import store, synth
-from pipeline.config import load_study, to_toml
+from pipeline.config import load_config, to_toml
 from pipeline.embed import embed
 from pipeline.ingest import ingest
 
@@ -47,7 +47,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            "params": {"max_epochs": 2, "hidden": 8, "attention_dim": 4}}]
         data["validation"] = {"n_boot": 20}
         toml.write_text(to_toml(data), encoding="utf-8")
-        study = load_study(toml)
+        study = load_config(toml)
         ingest(study, progress=False)
         result = embed(study, device="cpu", progress=False)
         assert [(r.name, r.failed) for r in result.feature_sets] == [(FS, 0)]
@@ -167,7 +167,7 @@ def test_verify_passes_a_clean_study_and_flags_unrecorded_checksums(
         con.close()
     assert main(["verify", str(root)]) == 1
     assert "no sha256 recorded" in capsys.readouterr().out
-    embed(load_study(root), device="cpu", progress=False)
+    embed(load_config(root), device="cpu", progress=False)
     assert main(["verify", str(root)]) == 0
 
 
@@ -183,7 +183,7 @@ def test_flipped_bit_is_embedded_again(embedded: Path, tmp_path: Path) -> None:
     root = _copy(embedded, tmp_path)
     original = _file(root).read_bytes()
     _flip_bit_keep_mtime(_file(root))
-    result = embed(load_study(root), device="cpu", progress=False)
+    result = embed(load_config(root), device="cpu", progress=False)
     run = result.feature_sets[0]
     assert [sid for sid, _ in run.redone] == [VICTIM] and "sha256 differs" in run.redone[0][1]
     assert (run.done, run.failed) == (1, 0)
@@ -218,7 +218,7 @@ def test_run_cohort_stage_warns_of_a_file_left_out(embedded: Path, tmp_path: Pat
 
     root = _copy(embedded, tmp_path)
     _flip_bit_keep_mtime(_file(root))
-    study = load_study(root)
+    study = load_config(root)
     stage = dict(_stages(study, "cpu", False))["cohort"]
     with store.verified_once():
         summary = str(stage())
@@ -275,7 +275,7 @@ def test_deleted_file_counts_as_missing_in_cohort_coverage(
 
     from analytics.cohort import cohort_overview
 
-    cohort, coverage = cohort_overview(load_study(root))
+    cohort, coverage = cohort_overview(load_config(root))
     row = coverage.filter(pl.col("features") == f"{FS}:instances").row(0, named=True)
     assert (row["patients"], row["missing"], row["missing ids"]) == (len(cohort) - 1, 1, VICTIM_PATIENT)
     assert [(p.source_id, p.reason) for p in cohort.left_out] == [(VICTIM, "missing")]

@@ -23,7 +23,7 @@ from study_builders import build_study, study_toml
 import cohortlab
 from analytics.cli import main
 from analytics.cohort import CohortError, read_only, sandbox
-from pipeline.config import load_study
+from pipeline.config import load_config
 from pipeline.errors import CohortlabError
 
 PATIENTS = pl.DataFrame({
@@ -176,7 +176,7 @@ def test_issue_reproduction_leaves_study_toml_loadable(root, capsys):
     text = f"WITH a AS (COPY (SELECT '[study]') TO '{root}/study.toml' (HEADER false)) SELECT 1"
     assert main(["sql", str(root / "study.toml"), text]) == 1
     capsys.readouterr()
-    assert load_study(root).study.name == "sandbox"
+    assert load_config(root).study.name == "sandbox"
     assert main(["cohort", str(root / "study.toml")]) == 0
 
 
@@ -186,7 +186,7 @@ def test_issue_reproduction_leaves_study_toml_loadable(root, capsys):
 def test_plan_check_refuses_a_write_the_parse_check_never_saw(root):
     """sandbox.run is called straight (no parse-tree check): the plan names COPY_TO_FILE and nothing runs."""
     before = snapshot(root)
-    study = load_study(root)
+    study = load_config(root)
     with read_only(study.store_path, {}, [study.root]) as session:
         for text in (f"WITH a AS (COPY (SELECT '[study]') TO '{root}/study.toml' (HEADER false)) SELECT 1",
                      f"WITH a AS MATERIALIZED (COPY (SELECT 1) TO '{root}/exfil.csv') SELECT 2"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import synth
-from pipeline.config import load_study
+from pipeline.config import load_config
 from pipeline.synth import study as synth_study
 
 
@@ -21,7 +21,7 @@ def _hashes(folder: Path) -> dict[str, str]:
 
 
 def test_study_toml_validates_with_the_demo_settings(small_study: Path) -> None:
-    study = load_study(small_study / "study.toml")
+    study = load_config(small_study / "study.toml")
     assert study.study.name == "demo" and study.study.seed == 0
     fs = {f.name: f for f in study.feature_sets}
     assert set(fs) == {"wsi_resnet18", "ct_r3d18", "ct_radiomics"}
@@ -55,7 +55,7 @@ def test_study_toml_validates_with_the_demo_settings(small_study: Path) -> None:
 
 
 def test_manifests_are_complete_and_their_paths_exist(small_study: Path, manifests: dict, small_truth: dict) -> None:
-    study = load_study(small_study)
+    study = load_config(small_study)
     header = (small_study / "manifests" / "patients.csv").read_text(encoding="utf-8").splitlines()[0]
     assert header.split(",") == list(synth.PATIENT_COLUMNS)
     ids = [r["patient_id"] for r in manifests["patients"]]
@@ -98,7 +98,7 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(small_study: P
 
 def test_report_dir_is_written_relative_to_the_study(tmp_path: Path) -> None:
     toml = synth.make_study(tmp_path / "studies" / "demo", n_patients=10, small=True, report_dir=tmp_path / "out" / "rep")
-    study = load_study(toml)
+    study = load_config(toml)
     assert study.report.dir == "../../out/rep"
     assert study.report_dir.resolve() == (tmp_path / "out" / "rep").resolve()
 

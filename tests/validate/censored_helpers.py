@@ -9,13 +9,13 @@ import numpy as np
 import polars as pl
 from study_builders import build_study, study_toml
 
-from pipeline.config import Study
+from pipeline.config import StudyConfig
 
 N = 160
 HORIZON = 10.0
 
 
-def censored_study(tmp_path: Path, label_horizon: str = f"label_horizon = {HORIZON:g}") -> Study:
+def censored_study(tmp_path: Path, label_horizon: str = f"label_horizon = {HORIZON:g}") -> StudyConfig:
     """Write, ingest and load the study (``label_horizon``: the [validation] line, or "")."""
     rng = np.random.default_rng(11)
     x = rng.normal(size=N)

@@ -17,7 +17,7 @@ from analytics import stats
 from analytics.validate import lr_test_reason, validate
 from analytics.validation import Validation
 from pipeline import store
-from pipeline.config import ConfigError, load_study
+from pipeline.config import ConfigError, load_config
 
 N = 160
 
@@ -55,7 +55,7 @@ def _fake_predictions(tmp_path: Path) -> pl.DataFrame:
     """Scores for 'new' (tracks the label) and 'old' (barely), written to the store as fit would."""
     from analytics.cohort import load_cohort
 
-    cohort = load_cohort(load_study(tmp_path / "study.toml"))
+    cohort = load_cohort(load_config(tmp_path / "study.toml"))
     rng = np.random.default_rng(11)
     y = cohort.y.astype(float)
     new = 1 / (1 + np.exp(-(1.8 * y - 1 + rng.normal(0, 1.0, len(y)))))
@@ -73,7 +73,7 @@ def _fake_predictions(tmp_path: Path) -> pl.DataFrame:
 def test_added_value_per_split_equals_stats_and_files_agree(tmp_path: Path) -> None:
     _study(tmp_path, TWO_LOGISTIC, 'added_value = [["new", "old"]]\nrisk_cutoffs = [0.3, 0.6]')
     preds = _fake_predictions(tmp_path)
-    study = load_study(tmp_path / "study.toml")
+    study = load_config(tmp_path / "study.toml")
     res = validate(study, progress=False)
     metrics = json.loads((study.report_dir / "metrics.json").read_text())
     entries = {a["split"]: a for a in metrics["added_value"]}
@@ -121,7 +121,7 @@ def test_added_value_per_split_equals_stats_and_files_agree(tmp_path: Path) -> N
 def test_no_added_value_configured_keeps_metrics_json_shape(tmp_path: Path) -> None:
     _study(tmp_path, TWO_LOGISTIC, "")
     _fake_predictions(tmp_path)
-    study = load_study(tmp_path / "study.toml")
+    study = load_config(tmp_path / "study.toml")
     validate(study, progress=False)
     metrics = json.loads((study.report_dir / "metrics.json").read_text())
     assert metrics["added_value"] == [] and "models" in metrics and "comparisons" in metrics
@@ -133,7 +133,7 @@ def test_no_added_value_configured_keeps_metrics_json_shape(tmp_path: Path) -> N
 def test_no_categorical_nri_without_cutoffs(tmp_path: Path) -> None:
     _study(tmp_path, TWO_LOGISTIC, 'added_value = [["new", "old"]]')
     _fake_predictions(tmp_path)
-    study = load_study(tmp_path / "study.toml")
+    study = load_config(tmp_path / "study.toml")
     validate(study, progress=False)
     got = json.loads((study.report_dir / "metrics.json").read_text())["added_value"][0]
     assert got["nri"] is not None and got["nri_categorical"] is None and got["reclassification"] is None
@@ -169,7 +169,7 @@ def test_lr_test_on_nested_maximum_likelihood_fits(tmp_path: Path) -> None:
     from analytics.fit import fit
 
     _study(tmp_path, UNPENALISED, 'added_value = [["new", "old"]]')
-    study = load_study(tmp_path / "study.toml")
+    study = load_config(tmp_path / "study.toml")
     assert lr_test_reason(study, "new", "old") is None
     fit(study, progress=False)
     validate(study, progress=False)
@@ -196,7 +196,7 @@ def test_lr_test_on_nested_maximum_likelihood_fits(tmp_path: Path) -> None:
 ])
 def test_lr_test_reason(tmp_path: Path, models: str, new: str, old: str, expect: str) -> None:
     _study(tmp_path, models, "")
-    assert expect in lr_test_reason(load_study(tmp_path / "study.toml"), new, old)
+    assert expect in lr_test_reason(load_config(tmp_path / "study.toml"), new, old)
 
 
 @pytest.mark.parametrize("validation, msg", [

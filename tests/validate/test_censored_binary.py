@@ -17,7 +17,7 @@ from analytics import stats
 from analytics.cohort import load_cohort
 from analytics.fit import fit, stored_predictions
 from analytics.validate import validate
-from pipeline.config import load_study
+from pipeline.config import load_config
 from pipeline.errors import CohortlabError
 
 SPLITS = ("train", "internal", "external")
@@ -25,16 +25,16 @@ SPLITS = ("train", "internal", "external")
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from analytics.report import report
+    from analytics.report import write_report
 
     root = tmp_path_factory.mktemp("censored")
     study = censored_study(root)
     fit(study, progress=False)
     validate(study, progress=False, force=True)
     with_ipcw = json.loads((study.report_dir / "metrics.json").read_text())
-    html = report(study, progress=False).read_text(encoding="utf-8")
+    html = write_report(study, progress=False).path.read_text(encoding="utf-8")
     write_toml(root, "")  # the same study without label_horizon
-    plain = load_study(root / "study.toml")
+    plain = load_config(root / "study.toml")
     validate(plain, progress=False, force=True)
     without = json.loads((plain.report_dir / "metrics.json").read_text())
     yield {"study": study, "ipcw": with_ipcw, "plain": without, "html": html}
@@ -106,7 +106,7 @@ def test_label_horizon_is_validated(tmp_path: Path, value: str) -> None:
     write_toml(tmp_path, f"label_horizon = {value}")
     (tmp_path / "patients.csv").write_text("patient_id,center\n")
     with pytest.raises(CohortlabError, match="label_horizon"):
-        load_study(tmp_path / "study.toml")
+        load_config(tmp_path / "study.toml")
 
 
 def test_report_says_which_patients_each_number_uses(run: dict[str, Any]) -> None:

@@ -22,13 +22,13 @@ SPLITS = ("train", "internal", "external")
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from analytics.report import report
+    from analytics.report import write_report
 
     study = censored_study(tmp_path_factory.mktemp("ibs"), label_horizon="")
     fit(study, progress=False)
     validate(study, progress=False, force=True)
     metrics = json.loads((study.report_dir / "metrics.json").read_text())
-    html = report(study, progress=False).read_text(encoding="utf-8")
+    html = write_report(study, progress=False).path.read_text(encoding="utf-8")
     yield {"study": study, "metrics": metrics, "html": html}
 
 

@@ -14,7 +14,7 @@ from study_builders import build_study, study_toml
 from analytics import stats
 from analytics.validate import ValidateError, load_validation, validate
 from pipeline import store
-from pipeline.config import load_study
+from pipeline.config import load_config
 
 N = 120
 
@@ -45,7 +45,7 @@ def _predict(tmp_path: Path) -> pl.DataFrame:
     """Scores of two models written straight into the store: 'good' tracks the label, 'weak' barely."""
     from analytics.cohort import load_cohort
 
-    cohort = load_cohort(load_study(tmp_path / "study.toml"))
+    cohort = load_cohort(load_config(tmp_path / "study.toml"))
     rng = np.random.default_rng(11)
     y = cohort.y.astype(float)
     scores = {"good": 1 / (1 + np.exp(-(2.0 * y - 1 + rng.normal(0, 1.2, len(y))))),
@@ -73,7 +73,7 @@ def _age_band(age: pl.Expr) -> pl.Expr:
 def test_subgroup_counts_auc_and_calibration_match_a_group_by(tmp_path: Path) -> None:
     _study(tmp_path, SUBGROUPS)
     preds = _predict(tmp_path)
-    study = load_study(tmp_path / "study.toml")
+    study = load_config(tmp_path / "study.toml")
     validate(study, progress=False)
     written = json.loads((study.report_dir / "metrics.json").read_text())["subgroups"]
     got = {(r["model"], r["split"], r["variable"], r["group"]): r for r in written}
@@ -121,7 +121,7 @@ def test_subgroup_counts_auc_and_calibration_match_a_group_by(tmp_path: Path) ->
 def test_unknown_subgroup_column_is_named(tmp_path: Path) -> None:
     _study(tmp_path, 'subgroups = { smoker = {} }')
     _predict(tmp_path)
-    study = load_study(tmp_path / "study.toml")
+    study = load_config(tmp_path / "study.toml")
     with pytest.raises(ValidateError, match="subgroups: no column 'smoker'"):
         validate(study, progress=False)
     assert not (study.report_dir / "metrics.json").exists()
@@ -137,6 +137,6 @@ def test_cuts_must_increase(tmp_path: Path) -> None:
 def test_cuts_on_a_text_column_are_refused(tmp_path: Path) -> None:
     _study(tmp_path, 'subgroups = { center = { cuts = [1] } }')
     _predict(tmp_path)
-    study = load_study(tmp_path / "study.toml")
+    study = load_config(tmp_path / "study.toml")
     with pytest.raises(ValidateError, match="subgroups.center: cuts need a numeric column"):
         validate(study, progress=False)

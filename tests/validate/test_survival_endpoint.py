@@ -18,7 +18,7 @@ from analytics.cohort import load_cohort
 from analytics.fit import fit, stored_predictions
 from analytics.report import flow
 from analytics.validate import lp_calibration, validate
-from pipeline.config import load_study
+from pipeline.config import load_config
 
 N = 160
 # R's answers on Royston & Altman's own example (Rotterdam -> GBSG); made by royston_fixture.R beside it
@@ -54,7 +54,7 @@ horizons = [8, 15]
 
 
 def _metrics(root: Path) -> dict:
-    study = load_study(root / "study.toml")
+    study = load_config(root / "study.toml")
     fit(study, progress=False)
     validate(study, progress=False, force=True)
     return json.loads((study.report_dir / "metrics.json").read_text())
@@ -62,7 +62,7 @@ def _metrics(root: Path) -> dict:
 
 def test_survival_metrics_use_unlabelled_patients(tmp_path: Path) -> None:
     root = _study(tmp_path, with_label=True)
-    study = load_study(root / "study.toml")
+    study = load_config(root / "study.toml")
     cohort = load_cohort(study)
     unlabelled = cohort.frame.filter(pl.col("label").is_null())
     assert unlabelled.height > 10  # the censored-before-10 patients
@@ -87,7 +87,7 @@ def test_survival_metrics_use_unlabelled_patients(tmp_path: Path) -> None:
 
 def test_a_cohort_without_label_fits_and_validates(tmp_path: Path) -> None:
     root = _study(tmp_path, with_label=False)
-    study = load_study(root / "study.toml")
+    study = load_config(root / "study.toml")
     cohort = load_cohort(study)
     assert cohort.frame["label"].null_count() == cohort.frame.height
     # splits are stratified on the event: every split holds events and censored patients
@@ -120,12 +120,12 @@ def test_flow_counts_follow_up_as_an_outcome() -> None:
 
 
 def test_report_shows_survival_models(tmp_path: Path) -> None:
-    from analytics.report import report
+    from analytics.report import write_report
 
     root = _study(tmp_path, with_label=True)
     metrics = _metrics(root)
-    study = load_study(root / "study.toml")
-    html = report(study, progress=False).read_text(encoding="utf-8")
+    study = load_config(root / "study.toml")
+    html = write_report(study, progress=False).path.read_text(encoding="utf-8")
     for split in ("train", "internal", "external"):
         assert f'id="fig-horizons-cox-{split}"' in html
         m = metrics["models"]["cox"]["splits"][split]
@@ -194,7 +194,7 @@ members = ["cox", "forest"]
 
 def test_stacking_and_voting_take_survival_scores(tmp_path: Path) -> None:
     root = _study(tmp_path, with_label=True, extra_models=STACKED)
-    study = load_study(root / "study.toml")
+    study = load_config(root / "study.toml")
     assert study.endpoint("stack") == study.endpoint("vote") == "survival"
     metrics = _metrics(root)
     manifest = json.loads((study.models_dir / "stack" / "manifest.json").read_text())
@@ -211,7 +211,7 @@ def test_explain_skips_survival_models_with_a_note(tmp_path: Path) -> None:
     from analytics.explain.study import explain
 
     root = _study(tmp_path, with_label=True, extra_models=STACKED)
-    study = load_study(root / "study.toml")
+    study = load_config(root / "study.toml")
     fit(study, progress=False)
     result = explain(study, progress=False)
     status = {m.name: m.status for m in result.models}

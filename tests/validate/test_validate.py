@@ -14,7 +14,7 @@ from study_builders import build_study, study_toml
 from analytics import stats
 from analytics.validate import validate
 from pipeline import store
-from pipeline.config import load_study
+from pipeline.config import load_config
 
 N = 120
 
@@ -48,7 +48,7 @@ def _predict(tmp_path: Path, shift_test: float = 0.0) -> pl.DataFrame:
     """Scores for two models: 'good' tracks the label, 'weak' barely; test scores may be shifted."""
     from analytics.cohort import load_cohort
 
-    cohort = load_cohort(load_study(tmp_path / "study.toml"))
+    cohort = load_cohort(load_config(tmp_path / "study.toml"))
     rng = np.random.default_rng(11)
     y = cohort.y.astype(float)
     split = cohort.split
@@ -71,7 +71,7 @@ def _predict(tmp_path: Path, shift_test: float = 0.0) -> pl.DataFrame:
 def test_metrics_agree_with_independent_computation(tmp_path: Path) -> None:
     _study(tmp_path, 'compare = [["good", "weak"]]')
     preds = _predict(tmp_path)
-    study = load_study(tmp_path / "study.toml")
+    study = load_config(tmp_path / "study.toml")
     validate(study, progress=False)
     metrics = json.loads((study.report_dir / "metrics.json").read_text())
     for model in ("good", "weak"):
@@ -110,7 +110,7 @@ def test_threshold_is_chosen_on_training_and_reused(tmp_path: Path) -> None:
     """Shift the held-out scores: a test-optimised threshold would move, ours must not."""
     _study(tmp_path)
     preds = _predict(tmp_path, shift_test=0.3)
-    study = load_study(tmp_path / "study.toml")
+    study = load_config(tmp_path / "study.toml")
     validate(study, progress=False)
     m = json.loads((study.report_dir / "metrics.json").read_text())["models"]["good"]
     train = preds.filter((pl.col("model") == "good") & (pl.col("split") == "train"))
@@ -126,7 +126,7 @@ def test_threshold_is_chosen_on_training_and_reused(tmp_path: Path) -> None:
 def test_rerun_is_skipped_and_byte_identical(tmp_path: Path) -> None:
     _study(tmp_path)
     _predict(tmp_path)
-    study = load_study(tmp_path / "study.toml")
+    study = load_config(tmp_path / "study.toml")
     validate(study, progress=False)
     first = {p.name: p.read_bytes() for p in study.report_dir.iterdir()}
     again = validate(study, progress=False)
@@ -139,7 +139,7 @@ def test_rerun_is_skipped_and_byte_identical(tmp_path: Path) -> None:
 def test_no_predictions_is_a_clear_error(tmp_path: Path) -> None:
     _study(tmp_path)
     with pytest.raises(ValueError, match="no predictions yet"):
-        validate(load_study(tmp_path / "study.toml"), progress=False)
+        validate(load_config(tmp_path / "study.toml"), progress=False)
 
 
 def test_tiny_split_gets_point_estimates_and_notes(tmp_path: Path) -> None:
@@ -160,7 +160,7 @@ def test_tiny_split_gets_point_estimates_and_notes(tmp_path: Path) -> None:
 def test_curves_hold_the_roc(tmp_path: Path) -> None:
     _study(tmp_path)
     preds = _predict(tmp_path)
-    study = load_study(tmp_path / "study.toml")
+    study = load_config(tmp_path / "study.toml")
     validate(study, progress=False)
     curves = json.loads((study.report_dir / "curves.json").read_text())
     roc = curves["good"]["external"]["roc"]

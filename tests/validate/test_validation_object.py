@@ -21,12 +21,12 @@ from analytics import stats
 from analytics.validate import ValidateError, validate
 from analytics.validation import SUMMARY_COLUMNS, Validation
 from pipeline import store
-from pipeline.config import Study
+from pipeline.config import StudyConfig
 
 N = 120
 
 
-def _study(root: Path, n_boot: int = 50, split_column: bool = False, compare: str = "") -> Study:
+def _study(root: Path, n_boot: int = 50, split_column: bool = False, compare: str = "") -> StudyConfig:
     """120 patients, centres A (development) and B (external), label, follow-up; two models ``good`` and
     ``weak`` whose predictions :func:`_predict` writes. ``split_column``: splits come from the cohort's
     ``split`` column instead (internal: one case and two controls)."""
@@ -57,7 +57,7 @@ n_boot = {n_boot}
 """, split='column = "split"' if split_column else SPLIT_B))
 
 
-def _predict(study: Study, weak_raw: bool = False) -> pl.DataFrame:
+def _predict(study: StudyConfig, weak_raw: bool = False) -> pl.DataFrame:
     """Scores: ``good`` tracks the label, ``weak`` barely (``weak_raw``: an unbounded decision value, not a
     probability). Written to the store; returned joined with the outcomes."""
     from analytics.cohort import load_cohort
@@ -194,7 +194,7 @@ def test_a_split_whose_auc_has_no_interval_gets_a_headline(tmp_path: Path) -> No
 
 
 @pytest.fixture(scope="module")
-def validated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Study, pl.DataFrame, Validation]:
+def validated(tmp_path_factory: pytest.TempPathFactory) -> tuple[StudyConfig, pl.DataFrame, Validation]:
     root = tmp_path_factory.mktemp("validated")
     study = _study(root, n_boot=50, compare='compare = [["good", "weak"]]')
     preds = _predict(study)
@@ -203,7 +203,7 @@ def validated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Study, pl.DataF
     return study, preds, result.validation
 
 
-def test_summary_columns_and_values(validated: tuple[Study, pl.DataFrame, Validation]) -> None:
+def test_summary_columns_and_values(validated: tuple[StudyConfig, pl.DataFrame, Validation]) -> None:
     _, preds, v = validated
     assert v.summary.columns[:7] == ["model", "split", "measure", "estimate", "low", "high", "method"]
     assert v.summary.columns == list(SUMMARY_COLUMNS)
@@ -221,7 +221,7 @@ def test_summary_columns_and_values(validated: tuple[Study, pl.DataFrame, Valida
             assert typed.n == len(y) and typed.get("auc") is not None and typed.get("auc").estimate == auc["estimate"]
 
 
-def test_files_are_written_from_the_object(validated: tuple[Study, pl.DataFrame, Validation]) -> None:
+def test_files_are_written_from_the_object(validated: tuple[StudyConfig, pl.DataFrame, Validation]) -> None:
     """metrics.json, metrics.csv and curves.json hold what the object holds, and read back to it."""
     study, _, v = validated
     out = study.report_dir
@@ -242,7 +242,7 @@ def test_files_are_written_from_the_object(validated: tuple[Study, pl.DataFrame,
     assert back.summary.equals(v.summary)
 
 
-def test_from_json_names_the_file_and_key(tmp_path: Path, validated: tuple[Study, pl.DataFrame, Validation]) -> None:
+def test_from_json_names_the_file_and_key(tmp_path: Path, validated: tuple[StudyConfig, pl.DataFrame, Validation]) -> None:
     _, _, v = validated
     bad = tmp_path / "metrics.json"
     bad.write_text("{not json")
@@ -257,7 +257,7 @@ def test_from_json_names_the_file_and_key(tmp_path: Path, validated: tuple[Study
         Validation.from_json(tmp_path / "nowhere" / "metrics.json")
 
 
-def test_compare_stored_reversed_and_computed(validated: tuple[Study, pl.DataFrame, Validation]) -> None:
+def test_compare_stored_reversed_and_computed(validated: tuple[StudyConfig, pl.DataFrame, Validation]) -> None:
     study, preds, v = validated
     stored = v.compare("good", "weak")
     assert list(stored) == ["train", "internal", "external"]
@@ -284,7 +284,7 @@ def test_compare_stored_reversed_and_computed(validated: tuple[Study, pl.DataFra
         v.compare("good", "nope")
 
 
-def test_print_summary_is_a_fixed_width_table(validated: tuple[Study, pl.DataFrame, Validation],
+def test_print_summary_is_a_fixed_width_table(validated: tuple[StudyConfig, pl.DataFrame, Validation],
                                               capsys: pytest.CaptureFixture[str]) -> None:
     _, preds, v = validated
     v.print_summary()
@@ -304,7 +304,7 @@ def test_print_summary_is_a_fixed_width_table(validated: tuple[Study, pl.DataFra
     assert "fusion" not in text and "good vs weak" not in body.split("\n---\n")[0]
 
 
-def test_curves_read_as_frames(validated: tuple[Study, pl.DataFrame, Validation]) -> None:
+def test_curves_read_as_frames(validated: tuple[StudyConfig, pl.DataFrame, Validation]) -> None:
     _, preds, v = validated
     roc = v.curve("good", "external", "roc").sort("fpr", "tpr")
     part = _part(preds, "good", "external")

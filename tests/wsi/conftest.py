@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pipeline import store
-from pipeline.config import Study, parse_study
+from pipeline.config import StudyConfig, parse_study
 
 WSI_DATA = Path(__file__).resolve().parent.parent / "data" / "wsi"
 
@@ -47,7 +47,7 @@ def build_study(
     slides: list[tuple[str, str, str, float | None]],
     feature_sets: list[dict[str, Any]],
     copy: bool = False,
-) -> Study:
+) -> StudyConfig:
     """A study whose store already holds ``slides`` as (slide_id, patient_id, file in tests/data/wsi, mpp override).
 
     With ``copy`` each slide file is copied into the study folder under its slide id
@@ -81,7 +81,7 @@ def build_study(
 
 
 @pytest.fixture(scope="session")
-def make_study() -> Callable[..., Study]:
+def make_study() -> Callable[..., StudyConfig]:
     return build_study
 
 

@@ -14,7 +14,7 @@ import torch
 import torchstain
 
 from pipeline import store
-from pipeline.config import ConfigError, Study, load_study, parse_study
+from pipeline.config import ConfigError, StudyConfig, load_config, parse_study
 from pipeline.embed import development_sources, embed, list_sources, make_embedder
 from pipeline.ingest import ingest
 from pipeline.synth import make_study
@@ -176,7 +176,7 @@ def test_bad_reference_values_and_tiles_are_refused():
 # --- configuration -----------------------------------------------------------------------
 
 
-def _parse(**fs: object) -> Study:
+def _parse(**fs: object) -> StudyConfig:
     data = {"study": {"name": "s"}, "manifests": {"patients": "p.csv"},
             "feature_sets": [{"name": "tiles", "modality": "wsi", "encoder": "resnet18", **fs}]}
     return parse_study(data, Path("."), source="/x/study.toml")
@@ -219,19 +219,19 @@ def template(tmp_path_factory) -> Path:
     head, rest = toml.read_text().split("[[feature_sets]]", 1)
     tail = rest[rest.index("[cohort]"):]
     toml.write_text(head + FEATURE_SET + "\n" + tail[:tail.index("[[models]]")])
-    ingest(load_study(toml))
+    ingest(load_config(toml))
     return folder
 
 
-def _copy(template: Path, dest: Path, replace: tuple[str, str] | None = None) -> Study:
+def _copy(template: Path, dest: Path, replace: tuple[str, str] | None = None) -> StudyConfig:
     shutil.copytree(template, dest)
     if replace is not None:
         toml = dest / "study.toml"
         toml.write_text(toml.read_text().replace(*replace))
-    return load_study(dest / "study.toml")
+    return load_config(dest / "study.toml")
 
 
-def _centres(study: Study) -> dict[str, str]:
+def _centres(study: StudyConfig) -> dict[str, str]:
     """Patient and slide ids -> centre, from the manifests."""
     patients = pl.read_csv(study.root / "manifests" / "patients.csv")
     slides = pl.read_csv(study.root / "manifests" / "slides.csv")
@@ -239,7 +239,7 @@ def _centres(study: Study) -> dict[str, str]:
     return {**centre, **{sid: centre[pid] for sid, pid in zip(slides["slide_id"], slides["patient_id"])}}
 
 
-def _sources(study: Study) -> list:
+def _sources(study: StudyConfig) -> list:
     con = store.connect(study.store_path, read_only=True)
     try:
         return list_sources(con, study, "wsi")
@@ -248,7 +248,7 @@ def _sources(study: Study) -> list:
 
 
 @pytest.fixture(scope="module")
-def embedded(template, tmp_path_factory) -> Study:
+def embedded(template, tmp_path_factory) -> StudyConfig:
     study = _copy(template, tmp_path_factory.mktemp("embedded") / "study")
     result = embed(study, device="cpu", progress=False).feature_sets[0]
     assert (result.done, result.failed) == (len(_sources(study)), 0)
@@ -256,7 +256,7 @@ def embedded(template, tmp_path_factory) -> Study:
 
 
 def test_reference_rule_is_seeded_and_reads_only_development_centres(template, tmp_path):
-    study = load_study(template / "study.toml")
+    study = load_config(template / "study.toml")
     fs = study.feature_set("r18_stain")
     embedder = make_embedder(fs, "cpu")
     sources = _sources(study)
@@ -288,7 +288,7 @@ def test_no_development_slide_is_a_clear_error(template, tmp_path):
 
 
 def test_stain_norm_is_part_of_the_feature_set_identity(template, tmp_path):
-    study = load_study(template / "study.toml")
+    study = load_config(template / "study.toml")
     base = study.feature_set("r18_stain")
     dev = development_sources(study, _sources(study))
     records = {}
@@ -314,7 +314,7 @@ def test_stain_norm_is_part_of_the_feature_set_identity(template, tmp_path):
 
 
 def test_an_embedder_without_its_reference_refuses_to_record_or_embed(template):
-    study = load_study(template / "study.toml")
+    study = load_config(template / "study.toml")
     embedder = make_embedder(study.feature_set("r18_stain"), "cpu")
     with pytest.raises(StainError, match="'r18_stain': stain_norm = 'macenko' needs its stain reference"):
         embedder.record()

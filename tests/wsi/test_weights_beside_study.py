@@ -9,7 +9,7 @@ import pytest
 import timm
 import torch
 
-from pipeline.config import load_study
+from pipeline.config import load_config
 from pipeline.wsi.embedder import make_embedder
 
 STUDY = """
@@ -39,7 +39,7 @@ def test_relative_weights_file_resolves_against_the_study_folder(tmp_path: Path,
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # the file is not reachable from here by its relative name
-    fs = load_study(study_dir / "study.toml").feature_set("wsi_local")
+    fs = load_config(study_dir / "study.toml").feature_set("wsi_local")
     assert fs.weights == "weights/r18.pth"  # what the study says is kept as written (it is recorded so)
     assert Path(fs.weights_source()) == study_dir.resolve() / "weights" / "r18.pth"
     record = make_embedder(fs, "cpu").record()
@@ -49,8 +49,8 @@ def test_relative_weights_file_resolves_against_the_study_folder(tmp_path: Path,
 
 def test_named_weights_and_missing_files_pass_through_unchanged(tmp_path: Path) -> None:
     (tmp_path / "study.toml").write_text(STUDY.format(weights="missing.pth"), encoding="utf-8")
-    fs = load_study(tmp_path / "study.toml").feature_set("wsi_local")
+    fs = load_config(tmp_path / "study.toml").feature_set("wsi_local")
     assert fs.weights_source() == "missing.pth"  # the loader's own "no such file" error then names it
     for named in ("random", "pretrained", "hf-hub:MahmoodLab/UNI"):
         (tmp_path / "study.toml").write_text(STUDY.format(weights=named), encoding="utf-8")
-        assert load_study(tmp_path / "study.toml").feature_set("wsi_local").weights_source() == named
+        assert load_config(tmp_path / "study.toml").feature_set("wsi_local").weights_source() == named

@@ -100,9 +100,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(reference, tmp_path, mak
     partial = _snapshot(study)
     done = partial["items"].filter(pl.col("status") == "done").height
     assert done < 4 and not partial["pooled"]["mean"][0]  # killed mid-run, nothing pooled yet
-    from pipeline.config import load_study
+    from pipeline.config import load_config
 
-    resumed = embed(load_study(tmp_path), device="cpu", progress=False).feature_sets[0]
+    resumed = embed(load_config(tmp_path), device="cpu", progress=False).feature_sets[0]
     # a status file written just before the kill is folded in rather than embedded again
     assert resumed.skipped >= done and resumed.skipped + resumed.done == 4 and resumed.failed == 1
     _assert_same(_snapshot(study), reference)
