@@ -243,8 +243,9 @@ def _model_metrics(
     if train.height and train.get_column("label").n_unique() == 2:
         ytr = train.get_column("label").to_numpy().astype(int)
         str_ = train.get_column("score").to_numpy()
-        thr = float(stats.threshold(ytr, str_, rule=v.threshold_rule))
-        threshold = Threshold(clean(thr), v.threshold_rule)
+        thr = float(stats.threshold(ytr, str_, rule=v.threshold_rule, target=v.threshold_target))
+        rule = v.threshold_rule if v.threshold_target is None else f"{v.threshold_rule} >= {v.threshold_target:g}"
+        threshold = Threshold(clean(thr), rule)
         cut = stats.risk_cutpoints(str_, v.risk_quantiles)
         cutpoints = Cutpoints(tuple(clean(q) for q in v.risk_quantiles), tuple(clean(x) for x in cut))
     elif not is_surv:

@@ -364,12 +364,19 @@ class Subgroup(_Strict):
         return self
 
 
+THRESHOLD_RULES = ("youden", "closest_topleft", "closest.topleft", "topleft", "sensitivity", "specificity")
+"""The ``[validation] threshold_rule`` values (:func:`analytics.stats.threshold`'s rules and pROC's spellings)."""
+
+
 class ValidationSettings(_Strict):
     """The ``[validation]`` settings of study.toml (the result of validation is :class:`analytics.validation.Validation`)."""
 
     n_boot: int = Field(default=2000, ge=0)
     level: float = Field(default=0.95, gt=0, lt=1)
+    # how the classification threshold is chosen on training scores (analytics.stats.threshold); "sensitivity" and
+    # "specificity" choose the threshold reaching threshold_target on the training patients
     threshold_rule: str = "youden"
+    threshold_target: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
     compare: list[list[str]] = Field(default_factory=list)
     risk_quantiles: list[float] = Field(default_factory=lambda: [0.5])
     dca_thresholds: list[float] = Field(default_factory=lambda: [0.05, 0.95, 0.05])  # start, stop, step
@@ -388,6 +395,24 @@ class ValidationSettings(_Strict):
     added_value: list[list[str]] = Field(default_factory=list)
     # predicted-risk cut-offs of the categorical NRI and the reclassification tables, e.g. [0.2, 0.5]
     risk_cutoffs: list[float] = Field(default_factory=list)
+
+    @field_validator("threshold_rule")
+    @classmethod
+    def _threshold_rule(cls, v: str) -> str:
+        if v not in THRESHOLD_RULES:
+            raise ValueError(f"unknown rule {v!r}; use one of {', '.join(repr(r) for r in THRESHOLD_RULES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _threshold_target(self) -> ValidationSettings:
+        needs = self.threshold_rule in ("sensitivity", "specificity")
+        if needs and self.threshold_target is None:
+            raise ValueError(f"threshold_rule = {self.threshold_rule!r} needs threshold_target, the {self.threshold_rule} "
+                             "to reach on the training patients (e.g. threshold_target = 0.9)")
+        if not needs and self.threshold_target is not None:
+            raise ValueError(f"threshold_target applies only to threshold_rule = 'sensitivity' or 'specificity', "
+                             f"not {self.threshold_rule!r}")
+        return self
 
     @model_validator(mode="after")
     def _risk_cutoffs(self) -> ValidationSettings:

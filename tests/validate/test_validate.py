@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from study_builders import build_study, study_toml
 from analytics import stats
 from analytics.validate import validate
 from pipeline import store
-from pipeline.config import load_config
+from pipeline.config import ConfigError, load_config
 
 N = 120
 
@@ -170,3 +171,31 @@ def test_curves_hold_the_roc(tmp_path: Path) -> None:
     order = np.lexsort((roc["tpr"], roc["fpr"]))
     fpr, tpr = np.asarray(roc["fpr"])[order], np.asarray(roc["tpr"])[order]
     assert np.trapezoid(tpr, fpr) == pytest.approx(roc_auc_score(y, s), abs=1e-9)
+
+
+def test_a_sensitivity_rule_reaches_its_target_on_training(tmp_path: Path) -> None:
+    _study(tmp_path, compare='threshold_rule = "sensitivity"\nthreshold_target = 0.9')
+    preds = _predict(tmp_path)
+    study = load_config(tmp_path / "study.toml")
+    validate(study, progress=False)
+    m = json.loads((study.report_dir / "metrics.json").read_text())["models"]["good"]
+    train = preds.filter((pl.col("model") == "good") & (pl.col("split") == "train"))
+    y, s = train["label"].to_numpy(), train["score"].to_numpy()
+    thr = m["threshold"]["value"]
+    assert thr == pytest.approx(stats.threshold(y, s, rule="sensitivity", target=0.9), abs=1e-12)
+    assert ((s >= thr) & (y == 1)).sum() / y.sum() >= 0.9  # the target holds where it was chosen
+    assert m["threshold"]["rule"] == "sensitivity >= 0.9"
+
+
+@pytest.mark.parametrize(("lines", "expected"), [
+    ('threshold_rule = "best"', "key 'validation.threshold_rule': unknown rule 'best'"),
+    ('threshold_rule = "sensitivity"', "needs threshold_target"),
+    ('threshold_rule = "youden"\nthreshold_target = 0.8', "threshold_target applies only to"),
+    ('threshold_rule = "specificity"\nthreshold_target = 1.5', "validation.threshold_target"),
+])
+def test_a_threshold_rule_that_cannot_be_used_is_a_config_error(tmp_path: Path, lines: str, expected: str) -> None:
+    _study(tmp_path)
+    toml = tmp_path / "study.toml"
+    toml.write_text(toml.read_text().replace("[validation]\n", f"[validation]\n{lines}\n"), encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(toml)
