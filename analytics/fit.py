@@ -661,7 +661,22 @@ def _training_fit(study: StudyConfig, spec: Model, cohort: Cohort, learner: Lear
     score = learner.predict_score(assembled.data.take(train)) if train.any() else np.empty(0)
     frame = pl.DataFrame({"patient_id": ids.tolist(), "score": np.asarray(score, dtype=np.float64)},
                          schema={"patient_id": pl.String, "score": pl.Float64})
-    return int(np.asarray(coef).size), frame
+    return _free_parameters(learner, assembled.data.take(train).table), frame
+
+
+def _free_parameters(learner: Learner, table: Any) -> int:
+    """The coefficients a maximum-likelihood fit estimates beside its intercept: the rank of its model matrix
+    on the training patients, less one for the intercept.
+
+    A factor enters the pipeline as one column per level, so it adds levels - 1 free parameters next to the
+    intercept, as in R's model matrix with treatment coding; ``anova(glm_old, glm_new, test = "LRT")`` counts
+    these, not the columns.
+    """
+    pipeline = learner.pipeline_
+    design = pipeline[:-1].transform(table) if len(pipeline.steps) > 1 else table
+    design = design.toarray() if hasattr(design, "toarray") else np.asarray(design, dtype=np.float64)
+    with_intercept = np.column_stack([np.ones(design.shape[0]), design])
+    return int(np.linalg.matrix_rank(with_intercept)) - 1
 
 
 def _saved_files(folder: Path, store_path: Path, name: str) -> dict[str, bytes] | None:

@@ -208,3 +208,42 @@ def test_lr_test_reason(tmp_path: Path, models: str, new: str, old: str, expect:
 def test_config_errors_name_the_key(tmp_path: Path, validation: str, msg: str) -> None:
     with pytest.raises(ConfigError, match=msg.replace("[", r"\[").replace("]", r"\]")):
         _study(tmp_path, TWO_LOGISTIC, validation)
+
+
+def test_lr_test_counts_a_factor_as_its_levels_less_one_as_r_anova_does(tmp_path: Path) -> None:
+    """A 4-level factor adds 3 free parameters (R: ``anova(glm_old, glm_new, test = "LRT")``), not 4 columns.
+
+    Fixture: ``lr_factor_fixture.R`` on ``lr_factor_data.csv`` (every patient in training).
+    """
+    from analytics.fit import fit
+
+    here = Path(__file__).parent
+    ref = json.loads((here / "lr_factor_fixture.json").read_text())
+    patients = pl.read_csv(here / "lr_factor_data.csv")
+    build_study(tmp_path, patients, "c.label, c.age, c.grade", study_toml("lrf", 3, """
+[[models]]
+name = "old"
+kind = "logistic"
+clinical = ["age"]
+params = { C = inf }
+[[models]]
+name = "new"
+kind = "logistic"
+clinical = ["age", "grade"]
+params = { C = inf }
+[validation]
+n_boot = 20
+added_value = [["new", "old"]]
+""", split="internal_fraction = 0\nseed = 1"))
+    study = load_config(tmp_path / "study.toml")
+    fit(study, progress=False)
+    validate(study, progress=False)
+    train = [a for a in json.loads((study.report_dir / "metrics.json").read_text())["added_value"]
+             if a["split"] == "train"][0]
+    lr = train["lr_test"]
+    assert lr["df"] == ref["df"] == 3
+    # the solver stops short of glm's convergence (coefficients to ~1e-3), so deviances agree to ~1e-4
+    assert lr["deviance_reduced"] == pytest.approx(ref["deviance_reduced"], abs=1e-3)
+    assert lr["deviance_full"] == pytest.approx(ref["deviance_full"], abs=1e-3)
+    assert lr["statistic"] == pytest.approx(ref["statistic"], abs=2e-3)
+    assert lr["p"] == pytest.approx(ref["p"], rel=1e-3)
