@@ -120,22 +120,9 @@ class EmbedResult:
 
 
 def list_sources(con: duckdb.DuckDBPyConnection, study: StudyConfig, modality: str) -> list[Source]:
-    """Sources of a modality from the store, sorted by id, with paths made absolute."""
-    if modality == "wsi":
-        frame = store.query(con, "SELECT * FROM slides ORDER BY slide_id")
-        id_col, path_cols = "slide_id", ("path",)
-    elif modality == "ct":
-        frame = store.query(con, "SELECT * FROM scans ORDER BY scan_id")
-        id_col, path_cols = "scan_id", ("image_path", "mask_path")
-    else:
-        raise ValueError(f"unknown modality {modality!r}")
-    out = []
-    for row in frame.to_dicts():
-        for c in path_cols:
-            if row.get(c) is not None:
-                row[c] = str(study.path(row[c]))
-        out.append(Source(str(row[id_col]), str(row["patient_id"]), str(row["fingerprint"]), row))
-    return out
+    """Sources of a modality from the store, sorted by id, with paths made absolute (:func:`store.source_rows`)."""
+    return [Source(sid, str(row["patient_id"]), str(row["fingerprint"]), row)
+            for sid, row in store.source_rows(con, modality, study.root).items()]
 
 
 def shard_of(sources: Sequence[Source], shard: tuple[int, int] | None) -> list[Source]:

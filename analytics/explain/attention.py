@@ -172,5 +172,5 @@ def mil_outputs(
 
 
 def sources_by_id(sources: Sequence[Any]) -> dict[str, dict[str, Any]]:
-    """``source_id -> row`` from :func:`pipeline.embed.list_sources` results."""
+    """``source_id -> row`` from :func:`pipeline.embed.list_sources` results (or :func:`pipeline.store.source_rows`)."""
     return {s.source_id: dict(s.row) for s in sources}

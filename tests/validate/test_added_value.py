@@ -220,17 +220,8 @@ def test_lr_test_counts_a_factor_as_its_levels_less_one_as_r_anova_does(tmp_path
     here = Path(__file__).parent
     ref = json.loads((here / "lr_factor_fixture.json").read_text())
     patients = pl.read_csv(here / "lr_factor_data.csv")
-    build_study(tmp_path, patients, "c.label, c.age, c.grade", study_toml("lrf", 3, """
-[[models]]
-name = "old"
-kind = "logistic"
-clinical = ["age"]
-params = { C = inf }
-[[models]]
-name = "new"
-kind = "logistic"
-clinical = ["age", "grade"]
-params = { C = inf }
+    models = UNPENALISED.replace('clinical = ["age", "marker"]', 'clinical = ["age", "grade"]')
+    build_study(tmp_path, patients, "c.label, c.age, c.grade", study_toml("lrf", 3, f"""{models}
 [validation]
 n_boot = 20
 added_value = [["new", "old"]]
