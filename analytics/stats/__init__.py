@@ -25,6 +25,24 @@ from .added_value import (
     sample_size,
 )
 from .calibrate import CalibrationCurve, calibration, calibration_curve
+from .competing_cif import (
+    CumulativeIncidence,
+    GrayTest,
+    aalen_johansen_risk,
+    cif_curve,
+    cumulative_incidence,
+    gray_test,
+    pseudo_values,
+)
+from .competing_cox import CauseSpecificCox, CoxFit, cause_specific_cox, cox_efron
+from .competing_finegray import FineGray, fine_gray
+from .competing_score import (
+    BrierIPA,
+    brier_ipa,
+    calibration_competing,
+    net_benefit_competing,
+    observed_by_group,
+)
 from .decision import net_benefit
 from .optimism import optimism_corrected
 from .roc import auc, auc_ci, compare_auc, delong_covariance
@@ -94,4 +112,26 @@ __all__ = [
     "threshold",
     "time_auc",
     "wilson_interval",
+]
+
+# competing risks: Aalen-Johansen, Gray's test, cause-specific Cox, Fine-Gray, a cause validated at horizons
+__all__ += [
+    "BrierIPA",
+    "CauseSpecificCox",
+    "CoxFit",
+    "CumulativeIncidence",
+    "FineGray",
+    "GrayTest",
+    "aalen_johansen_risk",
+    "brier_ipa",
+    "calibration_competing",
+    "cause_specific_cox",
+    "cif_curve",
+    "cox_efron",
+    "cumulative_incidence",
+    "fine_gray",
+    "gray_test",
+    "net_benefit_competing",
+    "observed_by_group",
+    "pseudo_values",
 ]

@@ -7,7 +7,8 @@ standard errors agree with R ``riskRegression::Score`` (``cens.model = "km"``,
 ``conservative = FALSE``): the influence function includes the term from
 estimating the censoring distribution (Blanche, Dartigues & Jacqmin-Gadda,
 Stat Med 2013;32:5381-5397; Gerds & Kattan, *Medical Risk Prediction Models*,
-2021, ch. 7).
+2021, ch. 7).  With ``cause``, AUC(t) and Brier(t) evaluate the cumulative
+incidence of one cause with competing risks, as ``Score(..., cause)``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import polars as pl
 from numpy.typing import ArrayLike
 
 from . import _validate as v
+from .competing_status import cause_ok, competing_inputs
 from .survival import _survival_inputs, censoring_km
 from .types import Interval
 
@@ -194,11 +196,13 @@ def _z(level: float) -> float:
 
 # ---------------------------------------------------------------- AUC(t)
 def _mw_kernel_sums(case_r: np.ndarray, case_w: np.ndarray, ctrl_r: np.ndarray,
-                    r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each value in ``r``: #controls below (+ half tied), weighted cases above (+ half tied)."""
-    cs = np.sort(ctrl_r)
-    below = np.searchsorted(cs, r, side="left") + 0.5 * (
-        np.searchsorted(cs, r, side="right") - np.searchsorted(cs, r, side="left"))
+                    ctrl_w: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each value in ``r``: weighted controls below, weighted cases above (ties count half)."""
+    oc = np.argsort(ctrl_r, kind="stable")
+    cs, cwc = ctrl_r[oc], np.concatenate(([0.0], np.cumsum(ctrl_w[oc])))
+    lo_c = np.searchsorted(cs, r, side="left")
+    hi_c = np.searchsorted(cs, r, side="right")
+    below = cwc[lo_c] + 0.5 * (cwc[hi_c] - cwc[lo_c])
     o = np.argsort(case_r, kind="stable")
     cr, cw = case_r[o], case_w[o]
     cum = np.concatenate(([0.0], np.cumsum(cw)))
@@ -206,6 +210,22 @@ def _mw_kernel_sums(case_r: np.ndarray, case_w: np.ndarray, ctrl_r: np.ndarray,
     hi = np.searchsorted(cr, r, side="right")
     above = (cum[-1] - cum[hi]) + 0.5 * (cum[hi] - cum[lo])
     return below.astype(np.float64), above
+
+
+def _outcome(time: ArrayLike, event: ArrayLike, cause: int | None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Time, any-event indicator (float), event-of-interest and competing-event masks.
+
+    Without ``cause`` the event is 0/1 and nobody has a competing event; with
+    ``cause`` it holds status codes (0 censored, otherwise the cause).
+    """
+    if cause is None:
+        t_, e = _survival_inputs(time, event)
+        hit = e == 1
+        return t_, e.astype(np.float64), hit, np.zeros(t_.size, dtype=bool)
+    t_, s_ = competing_inputs(time, event)
+    c = cause_ok(s_, cause)
+    return t_, (s_ > 0).astype(np.float64), s_ == c, (s_ > 0) & (s_ != c)
 
 
 def _ipcw_metric(times: np.ndarray, est: np.ndarray, se: np.ndarray, level: float) -> TimeMetric:
@@ -220,19 +240,27 @@ def time_auc(
     risk: ArrayLike,
     times: ArrayLike,
     level: float = 0.95,
+    cause: int | None = None,
 ) -> TimeMetric:
     """Cumulative/dynamic time-dependent AUC(t) with IPCW and its standard error.
 
     Parameters
     ----------
     time, event : array-like
-        Follow-up time and event indicator (1 = event).
+        Follow-up time and event indicator (1 = event); with ``cause``,
+        competing-risk status codes (0 censored, otherwise the cause).
     risk : array-like, shape (n,) or (n, len(times))
         Higher means earlier event: a marker, or the predicted risk of an
         event by each horizon.
     times : array-like
         Horizons ``t``.
     level : float
+    cause : int, optional
+        Competing risks: the cause of interest.  Cases have it by ``t``;
+        controls are everyone else with a known status at ``t``, including
+        subjects with a competing event by ``t`` (weighted ``1 / G(T_j-)``),
+        the definition of Blanche, Dartigues & Jacqmin-Gadda (Stat Med
+        2013;32:5381-5397) that ``riskRegression::Score(..., cause)`` uses.
 
     Returns
     -------
@@ -252,8 +280,7 @@ def time_auc(
     Subjects censored before ``t`` are neither cases nor controls.
     """
     level = v.level_ok(level)
-    t_, e = _survival_inputs(time, event)
-    e = e.astype(np.float64)
+    t_, e, hit, other = _outcome(time, event, cause)
     tt = _times(times)
     r = _risk_matrix(risk, t_.size, tt.size, "risk", broadcast=True)
     n = t_.size
@@ -261,27 +288,35 @@ def time_auc(
     g_before = cz.before(t_)
     est, se = np.empty(tt.size), np.empty(tt.size)
     for k, t in enumerate(tt):
-        case = (t_ <= t) & (e == 1)
-        ctrl = t_ > t
+        case = (t_ <= t) & hit
+        alive = t_ > t
+        comp = (t_ <= t) & other  # competing event by t: a control weighted 1 / G(T-)
+        ctrl = alive | comp
         if not case.any() or not ctrl.any():
             raise ValueError(f"AUC at time {t:g} needs cases (events by t) and controls "
-                             f"(alive after t): found {int(case.sum())} and {int(ctrl.sum())}")
+                             f"(event-free after t): found {int(case.sum())} and {int(ctrl.sum())}")
         g_t = float(cz.upto(t))
         rk = r[:, k]
         w_case = np.where(case, 1.0 / g_before, 0.0)
-        below, above = _mw_kernel_sums(rk[case], w_case[case], rk[ctrl], rk)
+        w_ctrl = np.where(alive, 1.0 / g_t, np.where(comp, 1.0 / g_before, 0.0))
+        below, above = _mw_kernel_sums(rk[case], w_case[case], rk[ctrl], w_ctrl[ctrl], rk)
         # Row sums of h(i, j) = w_i w_j K(r_i, r_j) over the other member, / n.
-        row_case = np.where(case, w_case * below / g_t, 0.0) / n
-        row_ctrl = np.where(ctrl, above / g_t, 0.0) / n
+        row_case = np.where(case, w_case * below, 0.0) / n
+        row_ctrl = np.where(ctrl, w_ctrl * above, 0.0) / n
         nu = row_case.sum() / n
         mu_case = w_case.sum() / n
-        mu_ctrl = ctrl.sum() / g_t / n
+        mu_ctrl = w_ctrl.sum() / n
         mu = mu_case * mu_ctrl
         auc = nu / mu
-        # Influence functions of nu and mu (V-statistics plus censoring terms).
-        if_nu = row_case + row_ctrl + _ipcw_censoring_term(cz, t_, e, row_case, nu, t)
-        row_mu = w_case * mu_ctrl + np.where(ctrl, mu_case / g_t, 0.0)
-        if_mu = row_mu + _ipcw_censoring_term(cz, t_, e, w_case * mu_ctrl, mu, t)
+        # Influence functions of nu and mu (V-statistics plus censoring terms): the
+        # terms weighted 1 / G(T-) (cases, competing events) and those weighted 1 / G(t).
+        if_nu = row_case + row_ctrl + _ipcw_censoring_term(
+            cz, t_, e, row_case + np.where(comp, row_ctrl, 0.0),
+            np.where(alive, row_ctrl, 0.0).sum() / n, t)
+        row_mu = w_case * mu_ctrl + w_ctrl * mu_case
+        if_mu = row_mu + _ipcw_censoring_term(
+            cz, t_, e, w_case * mu_ctrl + np.where(comp, w_ctrl * mu_case, 0.0),
+            mu_case * np.where(alive, w_ctrl, 0.0).sum() / n, t)
         infl = (if_nu - auc * if_mu) / mu
         est[k] = auc
         se[k] = np.std(infl, ddof=1) / np.sqrt(n)
@@ -295,18 +330,24 @@ def brier(
     risk_at_t: ArrayLike,
     times: ArrayLike,
     level: float = 0.95,
+    cause: int | None = None,
 ) -> TimeMetric:
     """IPCW Brier score at each horizon, with its standard error.
 
     Parameters
     ----------
     time, event : array-like
-        Follow-up time and event indicator (1 = event).
+        Follow-up time and event indicator (1 = event); with ``cause``,
+        competing-risk status codes (0 censored, otherwise the cause).
     risk_at_t : array-like, shape (n, len(times)) or (n,) for one horizon
         Predicted probability of an event by each horizon.
     times : array-like or float
         Horizons ``t``.
     level : float
+    cause : int, optional
+        Competing risks: ``risk_at_t`` is the cumulative incidence of this
+        cause; a competing event by ``t`` is a non-event, its residual
+        ``p^2`` weighted ``1 / G(T_i-)`` (riskRegression ``Score(..., cause)``).
 
     Returns
     -------
@@ -323,8 +364,7 @@ def brier(
     function, as R ``riskRegression::Score(metrics = "brier", cens.model = "km")``.
     """
     level = v.level_ok(level)
-    t_, e = _survival_inputs(time, event)
-    e = e.astype(np.float64)
+    t_, e, hit, other = _outcome(time, event, cause)
     tt = _times(times)
     p = _risk_matrix(risk_at_t, t_.size, tt.size, "risk_at_t", broadcast=False)
     if ((p < 0) | (p > 1)).any():
@@ -335,10 +375,13 @@ def brier(
     g_before = cz.before(t_)
     est, se = np.empty(tt.size), np.empty(tt.size)
     for k, t in enumerate(tt):
-        case = (t_ <= t) & (e == 1)
+        case = (t_ <= t) & hit
+        comp = (t_ <= t) & other
         ctrl = t_ > t
         g_t = float(cz.upto(t))
-        case_res = np.where(case, (1.0 - p[:, k]) ** 2 / g_before, 0.0)
+        # Residuals weighted 1 / G(T-): events of interest and competing events by t.
+        case_res = np.where(case, (1.0 - p[:, k]) ** 2 / g_before,
+                            np.where(comp, p[:, k] ** 2 / g_before, 0.0))
         with np.errstate(divide="ignore", invalid="ignore"):  # G(t) = 0 leaves no controls
             ctrl_res = np.where(ctrl, p[:, k] ** 2 / g_t, 0.0)
         resid = case_res + ctrl_res
