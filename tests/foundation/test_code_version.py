@@ -15,11 +15,12 @@ import tomllib
 
 import pipeline
 from pipeline import store
+from pipeline.store import version as store_version
 
 ROOT = Path(pipeline.__file__).resolve().parents[1]  # the source tree under test
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 FILES = {
-    "pipeline/store.py": "x = 1\n",
+    "pipeline/store/version.py": "x = 1\n",
     "analytics/stats/roc.py": "x = 1\n",
     "cohortlab/__init__.py": "x = 1\n",
     "sql/schema.sql": "SELECT 1;\n",
@@ -43,8 +44,9 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     _git(tmp_path, "add", "-A")
     _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "commit.gpgsign=false",
          "commit", "-q", "-m", "init")
-    # code_version finds the source tree from its module's file: point that into the throw-away repository
-    monkeypatch.setattr(store, "__file__", str(tmp_path / "pipeline" / "store.py"))
+    # code_version finds the source tree from its module's file (pipeline/store/version.py): point that into
+    # the throw-away repository
+    monkeypatch.setattr(store_version, "__file__", str(tmp_path / "pipeline" / "store" / "version.py"))
     return tmp_path
 
 
@@ -55,7 +57,7 @@ def test_a_clean_tree_is_stamped_with_its_commit(repo: Path) -> None:
 
 
 @needs_git
-@pytest.mark.parametrize("name", ["analytics/stats/roc.py", "cohortlab/__init__.py", "pipeline/store.py",
+@pytest.mark.parametrize("name", ["analytics/stats/roc.py", "cohortlab/__init__.py", "pipeline/store/version.py",
                                   "sql/schema.sql"])
 def test_an_uncommitted_edit_to_any_package_is_dirty(repo: Path, name: str) -> None:
     (repo / name).write_text("x = 2\n")

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from pipeline import store
+from pipeline.store import schema as store_schema
 
 
 def _instances(source: str, n: int, dim: int, seed: int) -> pl.DataFrame:
@@ -50,8 +51,9 @@ def test_old_store_is_migrated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     (sql / "schema.sql").write_text((store.sql_dir() / "schema.sql").read_text())
     nxt = store.SCHEMA_VERSION + 1
     (sql / "migrations" / f"{nxt:03d}_notes.sql").write_text("ALTER TABLE patients ADD COLUMN note VARCHAR;")
-    monkeypatch.setattr(store, "sql_dir", lambda: sql)
-    monkeypatch.setattr(store, "SCHEMA_VERSION", nxt)
+    # replaced where they are defined, which is where opening a store looks them up
+    monkeypatch.setattr(store_schema, "sql_dir", lambda: sql)
+    monkeypatch.setattr(store_schema, "SCHEMA_VERSION", nxt)
     con = store.connect(path)
     assert store._version(con) == nxt
     assert con.execute("SELECT patient_id, note FROM patients").fetchall() == [("P1", None)]

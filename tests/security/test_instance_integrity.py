@@ -27,6 +27,7 @@ from pipeline import store, synth
 from pipeline.config import load_config, to_toml
 from pipeline.embed import embed
 from pipeline.ingest import ingest
+from pipeline.store import hashing as store_hashing
 
 FS, VICTIM, OTHER = "wsi_resnet18", "P005-S1", "P004-S1"
 VICTIM_PATIENT = "P005"
@@ -294,7 +295,7 @@ def test_each_command_hashes_each_file_once(embedded: Path, tmp_path: Path, monk
         hashed.append(Path(path).name)
         return real(path, chunk)
 
-    monkeypatch.setattr(store, "sha256_file", counting)
+    monkeypatch.setattr(store_hashing, "sha256_file", counting)  # where the checks look it up
     for _ in range(2):  # no cache across commands: a second command hashes again
         assert main(["cohort", str(root)]) == 0
         assert sorted(hashed) == sorted(f"{s}.parquet" for s in _sources(root)) and len(hashed) == 17
