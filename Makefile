@@ -26,7 +26,7 @@ test: lint
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/mypy analytics/stats analytics/models analytics/validation.py analytics/stages.py pipeline/store.py pipeline/errors.py pipeline/lazy.py pipeline/model_kinds.py cohortlab
+	$(BIN)/mypy analytics/stats analytics/models analytics/validation analytics/report analytics/stages.py analytics/outer_folds.py analytics/fit_plan.py analytics/fit_results.py analytics/prediction_table.py analytics/scoring.py pipeline/store pipeline/config_base.py pipeline/config_variables.py pipeline/config_feature_sets.py pipeline/config_validation.py pipeline/config_run.py pipeline/errors.py pipeline/lazy.py pipeline/model_kinds.py cohortlab
 
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -312,9 +312,11 @@ def sql(
 def fit(
     study: StudyArg,
     model: Annotated[list[str] | None, typer.Option("--model", help="only these models")] = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", help="internal-validation replicates on Ray: local | auto | ray://host:10001 (default: compute.ray)")] = None,
 ) -> None:
     """Train every model on the train split; write out-of-fold and held-out predictions."""
-    _show("fit", stages.fit(_study(study), models=model))
+    _show("fit", stages.fit(_study(study), models=model, ray=ray))
 
 
 @app.command()

@@ -508,3 +508,143 @@ def harmonization_figure(title: str, centres: Sequence[str], splits: Sequence[st
         fig.legend(handles=handles, loc="center right", frameon=False)
         fig.suptitle(literal(title), fontsize=10, fontweight="bold")
         return to_png(fig)
+
+
+# --- proportional hazards: scaled Schoenfeld residuals ----------------------------------------------------------
+
+PH_FLAG_COLOR = "#C00000"  # a term whose proportional-hazards test rejects at 5%
+
+
+@dataclass(frozen=True)
+class SchoenfeldPanel:
+    """One term's scaled Schoenfeld residuals against transformed time, its smooth with the +-2 SE band, and the
+    term's Grambsch-Therneau test p-value (``x``/``time``: the events' transformed and real times)."""
+
+    term: str
+    x: np.ndarray
+    time: np.ndarray
+    residuals: np.ndarray
+    smooth_x: np.ndarray
+    fit: np.ndarray
+    band: np.ndarray
+    p: float
+    alpha: float = 0.05
+
+    @property
+    def flagged(self) -> bool:
+        """Whether proportional hazards is rejected for this term (``p < alpha``)."""
+        return bool(self.p < self.alpha)
+
+    @property
+    def title(self) -> str:
+        """The panel title: term and p, marked when flagged."""
+        p = "p < 0.001" if self.p < 0.001 else f"p = {self.p:.3f}"
+        return f"{self.term}: {p}" + (" (non-proportional)" if self.flagged else "")
+
+
+def schoenfeld_panels(zph: object, alpha: float = 0.05) -> list[SchoenfeldPanel]:
+    """One :class:`SchoenfeldPanel` per term of an :class:`analytics.stats.zph.Zph` (smooth as ``plot.cox.zph``)."""
+    from analytics.stats.zph import Zph, smooth
+
+    if not isinstance(zph, Zph):
+        raise TypeError("schoenfeld_panels needs the result of analytics.stats.zph.cox_zph")
+    out = []
+    for i, test in enumerate(zph.tests[:-1]):
+        s = smooth(zph, i)
+        out.append(SchoenfeldPanel(test.term, zph.x, zph.time, zph.residuals[:, i], s.x, s.fit, s.band, test.p,
+                                   alpha))
+    return out
+
+
+def _time_ticks(x: np.ndarray, time: np.ndarray, n: int = 5) -> tuple[np.ndarray, list[str]]:
+    """Tick positions on the transformed-time axis labelled with real times (as ``plot.cox.zph`` labels them)."""
+    order = np.argsort(x, kind="stable")
+    xs, ts = x[order], time[order]
+    nice = MaxNLocator(nbins=n, steps=[1, 2, 2.5, 5, 10]).tick_values(ts.min(), ts.max())
+    nice = nice[(nice >= ts.min()) & (nice <= ts.max())]
+    _, first = np.unique(ts, return_index=True)
+    return np.interp(nice, ts[first], xs[first]), [f"{t:g}" for t in nice]
+
+
+def schoenfeld_axes(fig: Figure, panels: Sequence[SchoenfeldPanel], time_label: str = "Time") -> list:
+    """Draw the panels on ``fig`` (a grid, up to 3 per row); returns the axes (their titles carry the p-values)."""
+    cols = min(3, max(len(panels), 1))
+    rows = -(-len(panels) // cols)
+    axes = list(fig.subplots(rows, cols, squeeze=False).ravel())
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    for ax, p in zip(axes, panels):
+        color = PH_FLAG_COLOR if p.flagged else "#222222"
+        ax.scatter(p.x, p.residuals, s=6, color="#8C8C8C", alpha=0.6, lw=0)
+        ax.fill_between(p.smooth_x, p.fit - p.band, p.fit + p.band, color=PALETTE[0], alpha=0.15, lw=0)
+        ax.plot(p.smooth_x, p.fit, color=PALETTE[0])
+        finite = np.isfinite(p.residuals)
+        if finite.any():  # the band can dwarf the residuals: show the residuals' range and the smooth
+            lo = min(np.nanmin(p.residuals), float((p.fit - p.band).min()))
+            hi = max(np.nanmax(p.residuals), float((p.fit + p.band).max()))
+            ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+        ax.set_title(literal(p.title), color=color, fontweight="bold" if p.flagged else "normal")
+        ax.set_ylabel(literal(f"Beta(t) for {p.term}"))
+        if not np.array_equal(p.x, p.time):
+            ticks, labels = _time_ticks(p.x, p.time)
+            ax.set_xticks(ticks, labels)
+        ax.set_xlabel(literal(time_label))
+        if p.flagged:
+            for side in ("left", "bottom"):
+                ax.spines[side].set_color(PH_FLAG_COLOR)
+    return axes
+
+
+def schoenfeld_figure(title: str, panels: Sequence[SchoenfeldPanel], time_label: str = "Time") -> bytes:
+    """Scaled Schoenfeld residuals per term with the smooth and its +-2 SE band (``plot.cox.zph``); a term whose
+    test has p < alpha gets a red, bold title."""
+    cols = min(3, max(len(panels), 1))
+    rows = -(-max(len(panels), 1) // cols)
+    with _styled():
+        fig = new_figure(2.7 * cols + 0.4, 2.3 * rows + 0.5)
+        _margins(fig, titled=bool(title), left=0.6, bottom=0.45, top=0.35)
+        fig.subplots_adjust(hspace=0.7)  # room for the x label and the next row's title
+        schoenfeld_axes(fig, panels, time_label)
+        if title:
+            fig.suptitle(literal(title), fontsize=10, fontweight="bold")
+        return to_png(fig)
+
+
+# --- bias-corrected calibration (internal validation) ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CorrectedCalibrationPanel:
+    """One bias-corrected calibration curve (``rms::calibrate``): apparent and corrected against predicted.
+
+    ``survival``: points per Kaplan-Meier group on the survival scale at one horizon (``title`` names it); else
+    lines on the probability scale. ``label``: the text in the corner (the mean absolute error).
+    """
+
+    title: str
+    predicted: np.ndarray
+    apparent: np.ndarray
+    corrected: np.ndarray
+    label: str
+    survival: bool = False
+
+
+def corrected_calibration_figure(title: str, panels: Sequence[CorrectedCalibrationPanel]) -> bytes:
+    """Apparent and bias-corrected calibration with the ideal diagonal, one panel per curve (Harrell 2015, 10.11)."""
+    with _styled():
+        fig = new_figure(max(3.4 * len(panels), 4.6), 3.75)  # one panel: room for the title
+        _margins(fig, titled=True)
+        for ax, p in zip(_panels(fig, len(panels)), panels):
+            ax.plot([0, 1], [0, 1], color="#A0A0A0", lw=0.8, ls="--", label="ideal")
+            style = {"marker": "o", "ms": 3.5} if p.survival else {}
+            ax.plot(p.predicted, p.apparent, color=PALETTE[0], lw=1.0, label="apparent", **style)
+            ax.plot(p.predicted, p.corrected, color=PALETTE[1], lw=1.4, label="bias-corrected",
+                    **({"marker": "x", "ms": 5} if p.survival else {}))
+            what = "survival" if p.survival else "probability"
+            ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.04), xlabel=f"Predicted {what}",
+                   ylabel="Observed (Kaplan–Meier)" if p.survival else "Observed proportion",
+                   title=literal(p.title), aspect="equal")
+            ax.text(0.03, 0.97, literal(p.label), transform=ax.transAxes, va="top", ha="left", fontsize=7.5)
+            ax.legend(loc="lower right", fontsize=7, frameon=False)
+        fig.suptitle(literal(title), fontsize=10, fontweight="bold")
+        return to_png(fig)

@@ -15,7 +15,10 @@ For each model in ``study.toml`` order (a model only names earlier models):
 3. **Final refit** on all training patients; it predicts the internal and
    external patients (fold NULL). Internal and external patients never reach
    anything that is fitted.
-4. The final model is saved under ``<study>/models/<name>/``
+4. With ``[validation] internal`` set, the model's whole procedure is refitted on B resamples of the
+   training patients its final model used (:mod:`analytics.internal_fit`); the replicates are cached under
+   ``<study>/models/.internal/`` and recorded in the manifest (``internal``).
+5. The final model is saved under ``<study>/models/<name>/``
    (:mod:`analytics.models.persist`) and the model's rows in the store's
    ``predictions`` table are replaced in one transaction.
 
@@ -34,6 +37,11 @@ matches is not refitted; its saved predictions are written back to the store
 if the store's rows differ. A folder whose files are not the ones recorded in the
 store (sha256, :mod:`analytics.models.persist`), or that an older cohortlab wrote
 as a pickle, is never read: the model is refitted, with a warning naming the file.
+
+The stage's parts, each importable from here too: the outer folds and :class:`FitError`
+(:mod:`analytics.outer_folds`), the models selected and their outcomes (:mod:`analytics.fit_plan`), the
+result records (:mod:`analytics.fit_results`), the store's ``predictions`` table
+(:mod:`analytics.prediction_table`) and saved models' scores (:mod:`analytics.scoring`).
 """
 
 from __future__ import annotations
@@ -43,24 +51,35 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
-from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from analytics import internal_fit
 from analytics.cohort import Cohort, feature_key, load_cohort
 from analytics.crossfit import CACHE_FOLDER, CrossFitter, FitCache, needs_nesting, optimistic
-from analytics.models import fusion, harmonize, registry, tuning
+from analytics.fit_plan import declared_orders as _declared_orders
+from analytics.fit_plan import fit_key, required_inputs, select_models, study_horizons
+from analytics.fit_plan import labels as _labels
+from analytics.fit_plan import strata as _strata
+from analytics.fit_plan import survival as _survival
+from analytics.fit_plan import targets as _targets
+from analytics.fit_results import FitResult, ModelReport, short_of_cohort, tuning_record
+from analytics.fit_results import jsonable as _jsonable
+from analytics.fit_results import oof_auc as _oof_auc
+from analytics.fit_results import oof_c as _oof_c
+from analytics.fit_results import split_counts as _counts
+from analytics.models import fusion, harmonize, registry
 from analytics.models.artifacts import FitRecord, ml_regression_reason
+from analytics.models.coefficients import regression_tables
 from analytics.models.data import (
     Assembled,
-    Columns,
     ModelData,
     assemble,
     dropped_text,
@@ -70,11 +89,12 @@ from analytics.models.data import (
 )
 from analytics.models.learners import Learner
 from analytics.models.persist import (
+    COEFFICIENTS,
     FITTED,
     PREDICTIONS,
     RISK_GRID,
+    ZPH,
     ArtifactError,
-    FittedModel,
     LegacyModelError,
     library_versions,
     load_model,
@@ -84,66 +104,19 @@ from analytics.models.persist import (
     risk_grid_times,
     save_model,
 )
+from analytics.models.ph_check import ph_check
+from analytics.outer_folds import FitError, OuterFolds, outer_folds
+from analytics.outer_folds import fold_rule as _fold_rule
+from analytics.prediction_table import PREDICTION_SCHEMA, stored_predictions, write_predictions
+from analytics.scoring import predict
+from analytics.scoring import saved_scores as _predict
 from analytics.splits import SPLITS
-from pipeline import atomic, store
+from pipeline import atomic
 from pipeline.config import Model, StudyConfig
-from pipeline.errors import CohortlabError
 
 log = logging.getLogger("cohortlab.fit")
 
 HORIZON_SCHEMA = {"model": pl.String, "patient_id": pl.String, "horizon": pl.Float64, "risk": pl.Float64}
-PREDICTION_SCHEMA = {"model": pl.String, "patient_id": pl.String, "split": pl.String, "score": pl.Float64,
-                     "fold": pl.Int32}
-
-
-class FitError(CohortlabError, ValueError):
-    """A model that cannot be fitted on this cohort; the message names the model and the reason."""
-
-
-# --- outer folds ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OuterFolds:
-    """The outer fold of every labelled training patient (shared by all models)."""
-
-    patient_ids: tuple[str, ...]
-    folds: tuple[int, ...]
-    k: int
-    seed: int
-    endpoint: str = "binary"  # stratified on the label (binary) or on the event (survival)
-
-    def fold_of(self) -> dict[str, int]:
-        return dict(zip(self.patient_ids, self.folds))
-
-    def digest(self) -> str:
-        extra = [] if self.endpoint == "binary" else [self.endpoint]
-        return store.json_digest([self.k, self.seed, self.patient_ids, self.folds, *extra])
-
-
-def outer_folds(patient_ids: Sequence[str], y: np.ndarray, folds: int, seed: int) -> OuterFolds:
-    """Stratified, seeded K-fold assignment of labelled training patients, independent of row order.
-
-    ``K`` is ``folds``, or the size of the smaller class when that is smaller.
-    """
-    ids = np.asarray(patient_ids, dtype=object)
-    y = np.asarray(y, dtype=np.int64)
-    order = np.argsort(ids.astype(str), kind="stable")
-    ids, y = ids[order], y[order]
-    counts = np.bincount(y, minlength=2)
-    k = int(min(folds, counts.min()))
-    if k < 2:
-        raise FitError(
-            f"the train split has {counts[0]} patients of label 0 and {counts[1]} of label 1 (for survival models: "
-            "censored and with an event); outer cross-validation needs at least 2 of each"
-        )
-    if k < folds:
-        log.warning("only %d training patients in the smaller class: %d outer folds instead of %d", counts.min(), k,
-                    folds)
-    assign = np.empty(len(ids), dtype=np.int64)
-    for f, (_, test) in enumerate(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)):
-        assign[test] = f
-    return OuterFolds(tuple(str(i) for i in ids), tuple(int(f) for f in assign), k, seed)
 
 
 # --- fitting one model ---------------------------------------------------------------------------
@@ -184,6 +157,7 @@ class ModelFit:
     unlabelled: list[str]
     horizon_risks: pl.DataFrame | None = None  # survival models: model, patient_id, horizon, risk
     risk_grid: pl.DataFrame | None = None  # survival models: model, patient_id, time, risk (integrated Brier)
+    training: np.ndarray | None = None  # positions of the training patients the final model was fitted on
 
 
 def _attention_rows(data: Any, index: np.ndarray, weights: list[np.ndarray], split: np.ndarray,
@@ -306,7 +280,8 @@ def fit_model(
     }, schema=PREDICTION_SCHEMA)
     unlabelled = [p for p, t, lab in zip(ids, is_train, labelled) if t and not lab]
     return ModelFit(predictions, final, fold_chosen,
-                    pl.concat(attention) if attention else None, inputs.missing, unlabelled, horizon_risks, risk_grid)
+                    pl.concat(attention) if attention else None, inputs.missing, unlabelled, horizon_risks, risk_grid,
+                    np.flatnonzero(use))
 
 
 def _horizon_frame(name: str, ids: list[str], keep: np.ndarray, risk: np.ndarray,
@@ -320,294 +295,7 @@ def _horizon_frame(name: str, ids: list[str], keep: np.ndarray, risk: np.ndarray
     }, schema=HORIZON_SCHEMA)
 
 
-# --- the store -----------------------------------------------------------------------------------
-
-
-def write_predictions(store_path: Path, model: str, frame: pl.DataFrame) -> None:
-    """Replace one model's rows of the ``predictions`` table in one transaction."""
-    con = store.connect(store_path)
-    try:
-        store.replace_predictions(con, model, frame.select(list(PREDICTION_SCHEMA)).cast(PREDICTION_SCHEMA))
-    finally:
-        con.close()
-
-
-def stored_predictions(store_path: Path, model: str | None = None) -> pl.DataFrame:
-    """Rows of the ``predictions`` table (of one model), ordered by model and patient."""
-    con = store.connect(store_path, read_only=True)
-    try:
-        return store.read_predictions(con, model).cast(PREDICTION_SCHEMA)
-    finally:
-        con.close()
-
-
-# --- selecting models and their inputs -----------------------------------------------------------
-
-
-def select_models(study: StudyConfig, names: Sequence[str] | None = None) -> list[Model]:
-    """The models to fit, in study order: ``names`` (default all) plus every model they depend on."""
-    if not names:
-        return list(study.models)
-    wanted: set[str] = set()
-    stack = list(names)
-    while stack:
-        name = stack.pop()
-        if name in wanted:
-            continue
-        spec = study.model(name)
-        wanted.add(name)
-        stack += input_models(spec)
-    return [m for m in study.models if m.name in wanted]
-
-
-def required_inputs(specs: Sequence[Model]) -> tuple[list[str], list[str]]:
-    """Pooled feature blocks and bag feature sets the models read (for :func:`load_cohort`)."""
-    features: list[str] = []
-    bags: list[str] = []
-    for spec in specs:
-        if spec.traits.bags:
-            fs = mil_feature_set(spec)
-            bags += [] if fs in bags else [fs]
-        else:
-            features += [r for r in pooled_refs(spec) if r not in features]
-    return features, bags
-
-
-def fit_key(spec: Model, cohort_hash: str, plan: OuterFolds, seed: int, inputs: Mapping[str, str]) -> str:
-    """Identity of a fit: same key, same result (the condition for skipping a model)."""
-    payload = {"config": spec.model_dump(mode="json"), "cohort": cohort_hash, "folds": plan.digest(),
-               "seed": seed, "inputs": dict(sorted(inputs.items()))}
-    return store.json_digest(payload)
-
-
-# --- results -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelReport:
-    """What happened to one model."""
-
-    name: str
-    kind: str
-    status: str  # fitted | up to date
-    counts: dict[str, int]
-    oof_auc: float | None
-    chosen: dict[str, Any]
-    missing: dict[str, list[str]]
-    unlabelled: list[str]
-    seconds: float
-    folder: Path
-    dropped: dict[str, str] = field(default_factory=dict)  # input column -> why it was left out
-    optimistic: str | None = None  # why its training (out-of-fold) estimate is not nested, when it should be
-    oof_c: float | None = None  # survival models: Harrell's C of the out-of-fold risks
-
-
-@dataclass(frozen=True)
-class FitResult:
-    """Every model's report, with the cohort and folds they were fitted on."""
-
-    cohort: str
-    cohort_counts: dict[str, int]
-    outer_folds: int
-    seed: int
-    models: list[ModelReport] = field(default_factory=list)
-    models_dir: Path | None = None
-    left_out: tuple[str, ...] = ()  # instance files of the models' feature sets that failed their check (named)
-
-    def model(self, name: str) -> ModelReport:
-        for m in self.models:
-            if m.name == name:
-                return m
-        raise KeyError(name)
-
-    def __str__(self) -> str:
-        counts = ", ".join(f"{k} {v}" for k, v in self.cohort_counts.items())
-        lines = [f"fit: cohort {self.cohort} ({counts}); {self.outer_folds} outer folds, seed {self.seed}"]
-        if not self.models:
-            return lines[0] + "\nno models in study.toml"
-        header = ("model", "kind", "status", *SPLITS, "OOF AUC", "chosen", "seconds")
-        rows = [header]
-        for m in self.models:
-            chosen = ", ".join(f"{k}={_short(v)}" for k, v in sorted(m.chosen.items())
-                               if k not in ("coefficients", "seed"))
-            rows.append((m.name, m.kind, m.status, *(str(m.counts.get(s, 0)) for s in SPLITS),
-                         f"{m.oof_auc:.3f}" if m.oof_auc is not None
-                         else (f"C {m.oof_c:.3f}" if m.oof_c is not None else "-"),
-                         chosen or "-", f"{m.seconds:.1f}"))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-        lines += [f"warning: instance file left out (its source is not in the bags): {p}" for p in self.left_out]
-        lines += [f"warning: {dropped_text(m.name, m.dropped)}" for m in self.models if m.dropped]
-        lines += [f"warning: model '{m.name}': training estimate not nested, optimistic ({m.optimistic})"
-                  for m in self.models if m.optimistic]
-        n_cohort = sum(self.cohort_counts.values())
-        lines += [f"warning: {text}" for m in self.models if (text := short_of_cohort(m, n_cohort))]
-        lacking = [(m.name, k, v) for m in self.models for k, v in m.missing.items() if v]
-        if lacking:
-            lines.append("patients without a model's inputs (no prediction from that model):")
-            lines += [f"  {name}: {key}: {len(ids)} ({', '.join(ids[:8])}{' ...' if len(ids) > 8 else ''})"
-                      for name, key, ids in lacking]
-        lines += self._without_outcome()
-        if self.models_dir is not None:
-            lines.append(f"models saved under {self.models_dir}")
-        return "\n".join(lines)
-
-
-    def _without_outcome(self) -> list[str]:
-        """Training patients without a model's outcome (a label; follow-up for a survival model): those no
-        model used, then per model those that only some models used (e.g. a patient censored before a
-        binary label's horizon, whom the survival models use)."""
-        per = {m.name: set(m.unlabelled) for m in self.models}
-        unused = sorted(set.intersection(*per.values())) if per else []
-        lines = [f"unlabelled training patients (not used): {len(unused)} ({', '.join(unused[:8])})"] if unused else []
-        partly = [(name, sorted(ids.difference(unused))) for name, ids in per.items() if ids.difference(unused)]
-        if partly:
-            lines.append("training patients without a model's outcome (not used by that model):")
-            for name, ids in partly:
-                users = [m for m, other in per.items() if not other & set(ids)]
-                used = f"; used by {', '.join(users)}" if users else ""
-                lines.append(f"  {name}: {len(ids)} ({', '.join(ids[:8])}{' ...' if len(ids) > 8 else ''}){used}")
-        return lines
-
-
-def _short(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:g}"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k}: {_short(x)}" for k, x in v.items()) + "}"
-    return str(v)
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
-
-
-def _oof_c(frame: pl.DataFrame, cohort: Cohort, targets: np.ndarray) -> float | None:
-    """Harrell's C of a survival model's out-of-fold risks (training patients)."""
-    from analytics.models.survival import harrell_c
-
-    row = {p: i for i, p in enumerate(cohort.patient_ids)}
-    oof = frame.filter(pl.col("split") == "train")
-    idx = np.array([row[p] for p in oof["patient_id"].to_list()], dtype=np.int64)
-    if len(idx) == 0 or targets[idx, 1].sum() == 0:
-        return None
-    return harrell_c(targets[idx, 0], targets[idx, 1].astype(np.int64), oof["score"].to_numpy())
-
-
-def _oof_auc(frame: pl.DataFrame, labels: Mapping[str, float]) -> float | None:
-    from analytics import stats
-
-    oof = frame.filter(pl.col("split") == "train")
-    y = np.array([labels[p] for p in oof["patient_id"].to_list()], dtype=np.float64)
-    if len(np.unique(y)) < 2:
-        return None
-    return float(stats.auc(y.astype(np.int64), oof["score"].to_numpy()))
-
-
-def _counts(frame: pl.DataFrame) -> dict[str, int]:
-    return {s: int((frame["split"] == s).sum()) for s in SPLITS}
-
-
-def short_of_cohort(m: ModelReport, n_cohort: int, shown: int = 8) -> str | None:
-    """One line when a model predicts fewer patients than its cohort for lack of inputs (``None`` otherwise)."""
-    absent = sorted({p for ids in m.missing.values() for p in ids})
-    if not absent:
-        return None
-    inputs = ", ".join(k for k, v in m.missing.items() if v)
-    more = f" and {len(absent) - shown} more" if len(absent) > shown else ""
-    return (f"model '{m.name}': {len(absent)} of the cohort's {n_cohort} patients have no prediction, "
-            f"lacking {inputs} ({', '.join(absent[:shown])}{more})")
-
-
-def _declared_orders(spec: Model, cohort: Cohort) -> dict[str, list[str]]:
-    """The model's clinical columns whose stored level order is not the sorted one (declared in study.toml)."""
-    var = cohort.variables
-    if not spec.clinical or var.height == 0 or "levels" not in var.columns:
-        return {}
-    return {r["name"]: list(r["levels"]) for r in var.select("name", "levels").to_dicts()
-            if r["name"] in spec.clinical and r["levels"] and list(r["levels"]) != sorted(r["levels"])}
-
-
-def tuning_record(spec: Model, inner_auc: float | None) -> dict[str, Any]:
-    """How a model's hyper-parameters were chosen: the grid searched, where it came from, the inner CV."""
-    grid, source = tuning.searched_grid(spec.kind, spec.grid, spec.params)
-    points = len(tuning.grid_points(grid)) if grid else 0
-    return {"grid": grid, "source": source, "points": points, "searched": inner_auc is not None,
-            "inner_folds": int(spec.params.get("inner_folds", tuning.DEFAULT_INNER_FOLDS)) if points > 1 else None,
-            "criterion": tuning.CRITERION if points > 1 else None}
-
-
 # --- the entry points ----------------------------------------------------------------------------
-
-
-def _labels(cohort: Cohort) -> np.ndarray:
-    return cohort.frame["label"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-
-
-def _survival(cohort: Cohort) -> np.ndarray | None:
-    """``(n, 2)`` float64 times and events (NaN where either is missing), or None without those columns."""
-    if "time" not in cohort.frame.columns or "event" not in cohort.frame.columns:
-        return None
-    cols = [cohort.frame[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in ("time", "event")]
-    out = np.column_stack(cols)
-    out[~np.isfinite(out).all(axis=1)] = np.nan
-    return out
-
-
-def _strata(cohort: Cohort, endpoint: str) -> np.ndarray:
-    """The outcome the outer folds hold and are stratified on: the label, or the event of patients with
-    a time and an event (NaN: no such outcome)."""
-    if endpoint == "binary":
-        return _labels(cohort)
-    surv = _survival(cohort)
-    if surv is None:
-        raise FitError(f"cohort {cohort.name}: [study] endpoint = \"survival\" needs columns time and event")
-    return surv[:, 1]
-
-
-def _targets(study: StudyConfig, spec: Model, cohort: Cohort) -> np.ndarray:
-    """What ``spec`` is fitted on: 0/1 labels (NaN = none), or ``(n, 2)`` times and events."""
-    if study.endpoint(spec) == "binary":
-        return _labels(cohort)
-    surv = _survival(cohort)
-    if surv is None:
-        raise FitError(f"model '{spec.name}' predicts a survival endpoint; cohort {cohort.name} has no time "
-                       "and event columns")
-    return surv
-
-
-def study_horizons(study: StudyConfig, cohort: Cohort) -> list[float]:
-    """``[validation] horizons``, else the quartiles of the training patients' event times (survival cohorts)."""
-    if study.validation.horizons:
-        return [float(t) for t in study.validation.horizons]
-    surv = _survival(cohort)
-    if surv is None:
-        return []
-    times = surv[(cohort.split == "train") & (surv[:, 1] == 1), 0]
-    return [float(np.round(q, 6)) for q in np.quantile(times, [0.25, 0.5, 0.75])] if len(times) else []
-
-
-def _fold_rule(plan: OuterFolds, folds: int, seed: int) -> Callable[[Sequence[str], np.ndarray], Mapping[str, int]]:
-    """Folds of a set of training patients: the outer folds for all of them, else the same stratified, seeded
-    assignment drawn on the set (the inner folds of nested cross-fitting)."""
-    everyone = frozenset(plan.patient_ids)
-
-    def rule(ids: Sequence[str], y: np.ndarray) -> Mapping[str, int]:
-        if len(ids) == len(everyone) and everyone.issuperset(ids):
-            return plan.fold_of()
-        counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=2)
-        if counts.min() < 2:
-            raise FitError(f"{len(ids)} training patients inside the outer folds hold {counts[0]} of label 0 and "
-                           f"{counts[1]} of label 1; nested cross-fitting needs at least 2 of each")
-        return outer_folds(ids, y, int(min(folds, counts.min())), seed).fold_of()
-
-    return rule
 
 
 def _nested_inputs(spec: Model, crossfit: CrossFitter, k: int, progress: bool,
@@ -693,7 +381,8 @@ def _saved_files(folder: Path, store_path: Path, name: str) -> dict[str, bytes] 
 
 
 def _fit_one(study: StudyConfig, spec: Model, cohort: Cohort, plan: OuterFolds, predictions: dict[str, pl.DataFrame],
-             hashes: dict[str, str], progress: bool, crossfit: CrossFitter | None = None) -> ModelReport:
+             hashes: dict[str, str], progress: bool, crossfit: CrossFitter | None = None,
+             ray: str | None = None) -> ModelReport:
     t0 = time.perf_counter()
     seed = study.study.seed
     inputs = input_models(spec)
@@ -703,6 +392,8 @@ def _fit_one(study: StudyConfig, spec: Model, cohort: Cohort, plan: OuterFolds, 
     ordered = _declared_orders(spec, cohort)
     if ordered:  # a declared level order changes the one-hot encoding (a bracketed name: no model is called so)
         key_inputs["[levels]"] = json.dumps(ordered, sort_keys=True)
+    if spec.references:  # [variables] reference levels change a regression's treatment coding
+        key_inputs["[references]"] = json.dumps(spec.references, sort_keys=True)
     key = fit_key(spec, cohort_hash, plan, seed, key_inputs)
     folder = study.models_dir / spec.name
     labels = dict(zip(cohort.patient_ids, _labels(cohort).tolist()))
@@ -718,8 +409,17 @@ def _fit_one(study: StudyConfig, spec: Model, cohort: Cohort, plan: OuterFolds, 
         manifest.horizons == horizons and (not horizons or RISK_GRID in (files or {})))
     # a maximum-likelihood regression saved before its training fit was: refitted, so validate reads it
     lr_current = manifest is None or ml_regression_reason(spec) is not None or FITTED in (files or {})
+    # a regression saved before its coefficient tables were: refitted, so the report and notebook read them
+    lr_current = lr_current and (manifest is None or spec.traits.regression is None or bool(spec.features)
+                                 or COEFFICIENTS in (files or {}))
+    # a cox model saved before its proportional-hazards check was: refitted, so the report reads it
+    lr_current = lr_current and (manifest is None or spec.traits.regression != "cox" or ZPH in (files or {}))
+    # internal validation ([validation] internal, B, repeats): a model saved with other settings is refitted (its
+    # cached replicates are kept, analytics.internal_fit)
+    resampling = internal_fit.resampling_of(study)
+    internal_current = manifest is None or internal_fit.is_current(manifest.internal, resampling, study.models_dir)
     if (files is not None and manifest is not None and manifest.fit_key == key and risks_current and lr_current
-            and manifest.predictions_hash is not None):
+            and internal_current and manifest.predictions_hash is not None):
         frame = pl.read_parquet(io.BytesIO(files[PREDICTIONS])).cast(PREDICTION_SCHEMA)
         if predictions_hash(stored_predictions(study.store_path, spec.name)) != manifest.predictions_hash:
             log.info("model %s: store rows differ from the saved predictions; rewriting them", spec.name)
@@ -752,6 +452,12 @@ def _fit_one(study: StudyConfig, spec: Model, cohort: Cohort, plan: OuterFolds, 
     # likelihood-ratio test (validate reads them here and never refits or re-predicts)
     free, fitted = (_training_fit(study, spec, cohort, result.learner) if ml_regression_reason(spec) is None
                     else (None, None))
+    tables = None if result.training is None else regression_tables(
+        result.learner, assembled.data.take(result.training), targets[result.training])
+    internal = None if resampling is None or result.training is None else internal_fit.for_model(
+        spec, assembled.data, targets, result.training, resampling, fit_key=key, models_dir=study.models_dir,
+        horizons=horizons, n_jobs=study.compute.n_jobs, ray=ray, progress=progress, second_stage=bool(inputs),
+        final=result.learner)
     manifest = FitRecord(**_jsonable({
         "name": spec.name, "kind": spec.kind, "config": spec.model_dump(mode="json"),
         "features": list(spec.features), "clinical": list(spec.clinical), "inputs": inputs,
@@ -771,11 +477,15 @@ def _fit_one(study: StudyConfig, spec: Model, cohort: Cohort, plan: OuterFolds, 
         "missing": result.missing, "unlabelled": result.unlabelled, "versions": library_versions(),
         "device": getattr(getattr(result.learner, "classifier_", None), "device_", None),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "free_parameters": free,
+        "internal": internal, "regression": None if tables is None else tables.record(),
     }))
     # a harmonised model: its ComBat fit, new centres and PCA before / after, for the report
     harmonization = harmonize.record_fit(result.learner, assembled.data, frame) if spec.harmonize == "combat" else None
     save_model(folder, result.learner, manifest, frame, result.attention, result.horizon_risks, result.risk_grid,
-               harmonization=harmonization, store_path=study.store_path, fitted=fitted)
+               harmonization=harmonization, store_path=study.store_path, fitted=fitted,
+               tables=None if tables is None else tables.files(),
+               zph=None if result.training is None else ph_check(result.learner, assembled.data.take(result.training),
+                                                                 targets[result.training]))
     write_predictions(study.store_path, spec.name, frame)
     predictions[spec.name], hashes[spec.name] = frame, digest
     log.info("model %s (%s): fitted; %s; OOF AUC %s", spec.name, spec.kind, _counts(frame), oof_auc)
@@ -785,7 +495,7 @@ def _fit_one(study: StudyConfig, spec: Model, cohort: Cohort, plan: OuterFolds, 
 
 
 def fit(study: StudyConfig, models: list[str] | None = None, progress: bool = True,
-        plan: OuterFolds | None = None) -> FitResult:
+        plan: OuterFolds | None = None, ray: str | None = None) -> FitResult:
     """Fit the study's models (or ``models`` and what they depend on); see the module notes.
 
     Parameters
@@ -801,6 +511,9 @@ def fit(study: StudyConfig, models: list[str] | None = None, progress: bool = Tr
         :func:`outer_folds`); given to hold the assignment fixed while the labels change. It serves
         the models of its ``endpoint``; survival models of a binary study (and binary models of a
         survival study) get their own folds, drawn on the training patients with their outcome.
+    ray
+        A Ray address: the internal-validation replicates (``[validation] internal``) run as Ray tasks there
+        (:mod:`analytics.internal_fit`); None: on ``[compute] n_jobs`` local processes.
 
     Returns
     -------
@@ -849,7 +562,7 @@ def fit(study: StudyConfig, models: list[str] | None = None, progress: bool = Tr
         try:
             reports = [
                 _fit_one(study, spec, cohort, plans[endpoints[spec.name]], predictions, hashes, progress,
-                         crossfits[endpoints[spec.name]])
+                         crossfits[endpoints[spec.name]], ray=ray)
                 for spec in tqdm(specs, desc="fitting models", unit="model", disable=not progress)
             ]
         finally:
@@ -858,56 +571,6 @@ def fit(study: StudyConfig, models: list[str] | None = None, progress: bool = Tr
             if text := short_of_cohort(m, len(cohort)):
                 log.warning("%s", text)
         return FitResult(cohort.name, counts, plan.k, study.study.seed, reports, study.models_dir, left_out)
-
-
-def predict(study: StudyConfig, model_name: str, cohort: Cohort) -> pl.DataFrame:
-    """Scores of a saved model (and, recursively, its saved input models) for a cohort's patients.
-
-    Every input score is the input model's final-model prediction. Patients
-    lacking the model's inputs get a null score.
-
-    Parameters
-    ----------
-    study
-        The study whose ``models/`` folder holds the saved models.
-    model_name
-        The model.
-    cohort
-        Patients to score, with the pooled feature blocks the models read
-        loaded (see :func:`required_inputs`); bags are read on demand.
-
-    Returns
-    -------
-    polars.DataFrame
-        ``patient_id``, ``score`` (Float64, null where inputs are lacking), in cohort order.
-    """
-    with threadpool_limits(limits=1):
-        return _predict(study, model_name, cohort, {})
-
-
-def _predict(study: StudyConfig, name: str, cohort: Cohort, memo: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    if name in memo:
-        return memo[name]
-    fitted = load_model(study.models_dir / name, study.store_path)
-    spec = fitted.spec
-    scores = {n: fusion.score_lookup(_predict(study, n, cohort, memo)) for n in input_models(spec)}
-    assembled = assemble(spec, cohort, scores)
-    _check_columns(fitted, assembled)
-    out = np.full(len(cohort), np.nan)
-    if assembled.available.any():
-        out[assembled.available] = fitted.predict_score(assembled.data.take(assembled.available))
-    frame = pl.DataFrame({"patient_id": cohort.patient_ids, "score": out}).with_columns(pl.col("score").fill_nan(None))
-    memo[name] = frame
-    return frame
-
-
-def _check_columns(fitted: FittedModel, assembled: Assembled) -> None:
-    saved = fitted.record.saved_columns
-    if saved is None or assembled.data.columns is None:
-        return
-    if Columns.from_dict(saved).names() != assembled.data.columns.names():
-        raise FitError(f"model '{fitted.spec.name}': the cohort's input columns differ from those it was fitted on "
-                       f"({fitted.path / 'manifest.json'})")
 
 
 __all__ = ["FitError", "FitResult", "ModelReport", "OuterFolds", "fit", "fit_model", "load_model", "outer_folds",

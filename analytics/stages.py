@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from analytics.explain.study import ExplainResult
     from analytics.fit import FitResult
     from analytics.report import ReportOutcome
-    from analytics.validate import ValidateResult
+    from analytics.validation.stage import ValidateResult
     from analytics.verify import Verification
     from pipeline.embed import EmbedResult
     from pipeline.ingest import IngestResult
@@ -65,7 +65,8 @@ class CohortOverview:
 
 
 def ray_address(study: StudyConfig, ray: str | None = None) -> str | None:
-    """Where the embed stage runs: ``ray`` (``--ray``) over ``[compute] ray``; None is this process.
+    """Where the embed stage and the internal-validation replicates run: ``ray`` (``--ray``) over ``[compute] ray``;
+    None is this machine.
 
     Returns
     -------
@@ -132,17 +133,21 @@ def cohort(study: StudyConfig, name: str | None = None, params: Mapping[str, Any
     return CohortOverview(found, coverage)
 
 
-def fit(study: StudyConfig, models: Sequence[str] | None = None, *, progress: bool = True) -> FitResult:
-    """Fit the study's models, or ``models`` and those they depend on (:func:`analytics.fit.fit`)."""
+def fit(study: StudyConfig, models: Sequence[str] | None = None, *, ray: str | None = None,
+        progress: bool = True) -> FitResult:
+    """Fit the study's models, or ``models`` and those they depend on (:func:`analytics.fit.fit`); their
+    internal-validation replicates run on Ray when ``ray`` (``--ray``) or ``[compute] ray`` says so
+    (:func:`ray_address`), else on ``[compute] n_jobs`` local processes."""
     from analytics.fit import fit as run_fit
 
-    return run_fit(study, models=list(models) if models is not None else None, progress=progress)
+    return run_fit(study, models=list(models) if models is not None else None, progress=progress,
+                   ray=ray_address(study, ray))
 
 
 def validate(study: StudyConfig, *, force: bool = False, partial: bool = False, progress: bool = True) -> ValidateResult:
-    """Metrics with CIs per model and split (:func:`analytics.validate.validate`); ``partial``: validate the
+    """Metrics with CIs per model and split (:func:`analytics.validation.stage.validate`); ``partial``: validate the
     models that have predictions, naming those left out."""
-    from analytics.validate import validate as run_validate
+    from analytics.validation.stage import validate as run_validate
 
     return run_validate(study, force=force, progress=progress, partial=partial)
 

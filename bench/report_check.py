@@ -176,7 +176,7 @@ def build_fallback(folder: Path, n_patients: int = 120) -> Path:
 
     from analytics.cohort import load_cohort
     from analytics.report import write_report
-    from analytics.validate import validate
+    from analytics.validation.stage import validate
     from pipeline import store
     from pipeline.config import load_config
     from pipeline.ingest import ingest

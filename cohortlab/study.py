@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from analytics.run import RunResult
     from analytics.validation import Validation
     from analytics.verify import Verification
+    from cohortlab.model import Model
     from pipeline.embed import EmbedResult
     from pipeline.ingest import IngestResult
 
@@ -93,21 +94,35 @@ class Study:
 
         return run_sql(self.config, query, params or None)
 
-    def fit(self, models: Sequence[str] | None = None, *, progress: bool = True) -> FitResult:
-        """Fit the study's models, or ``models`` and those they depend on (:func:`analytics.stages.fit`)."""
-        return stages.fit(self.config, models=models, progress=progress)
+    def fit(self, models: Sequence[str] | None = None, *, ray: str | None = None, progress: bool = True) -> FitResult:
+        """Fit the study's models, or ``models`` and those they depend on (:func:`analytics.stages.fit`); ``ray``:
+        a Ray address for the internal-validation replicates over ``[compute] ray`` (``cohortlab fit --ray``)."""
+        return stages.fit(self.config, models=models, ray=ray, progress=progress)
+
+    def model(self, name: str) -> Model:
+        """A fitted model (:class:`cohortlab.model.Model`): its record and, for a regression model, ``.summary``
+        (the coefficient table, a polars frame), ``.anova`` and ``.print_summary()``.
+
+        Raises
+        ------
+        analytics.models.persist.PersistError
+            No such model in study.toml, or it is not fitted yet.
+        """
+        from cohortlab.model import Model
+
+        return Model(self.config, name)
 
     def validation(self, *, force: bool = False, partial: bool = False, progress: bool = True) -> Validation:
         """The validated metrics: computed when the predictions, outcomes or settings changed since the last
         validation (or ``force``), else read back from ``metrics.json``
-        (:func:`analytics.stages.validate`, :func:`analytics.validate.load_validation`).
+        (:func:`analytics.stages.validate`, :func:`analytics.validation.stage.load_validation`).
 
         ``partial``: validate the models that have predictions when some do not.
         """
         result = stages.validate(self.config, force=force, progress=progress, partial=partial)
         if result.validation is not None:
             return result.validation
-        from analytics.validate import load_validation
+        from analytics.validation.stage import load_validation
 
         return load_validation(self.config)
 

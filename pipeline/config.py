@@ -3,31 +3,48 @@
 Every path in the file is relative to the folder that holds ``study.toml``.
 Validation errors name the key (``feature_sets[1].mpp``) and the file, so a
 user can fix the file without reading code.
+
+The sections live in sibling modules, each importable from here too: the base model and names
+(:mod:`pipeline.config_base`), ``[variables]`` (:mod:`pipeline.config_variables`), ``[[feature_sets]]``
+(:mod:`pipeline.config_feature_sets`), ``[validation]`` (:mod:`pipeline.config_validation`) and
+``[explain]``, ``[compute]``, ``[sql]``, ``[report]`` (:mod:`pipeline.config_run`).
 """
 
 from __future__ import annotations
 
 import codecs
-import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from pipeline.config_base import NAME as NAME
+from pipeline.config_base import Name
+from pipeline.config_base import Strict as _Strict
+from pipeline.config_base import check_name as check_name
+from pipeline.config_feature_sets import STAIN_NORMS as STAIN_NORMS
+from pipeline.config_feature_sets import FeatureSet
+from pipeline.config_run import Compute, ExplainSection, Report, SqlLimits
+from pipeline.config_validation import INTERNAL_METHODS as INTERNAL_METHODS
+from pipeline.config_validation import THRESHOLD_RULES as THRESHOLD_RULES
+from pipeline.config_validation import Subgroup as Subgroup
+from pipeline.config_validation import ValidationSettings
+from pipeline.config_variables import ROLES as ROLES
+from pipeline.config_variables import VAR_TYPES as VAR_TYPES
+from pipeline.config_variables import Variable
 from pipeline.errors import CohortlabError
+from pipeline.formula import FormulaError, parse_formula
 from pipeline.model_kinds import KINDS, KindTraits, kinds_where
 
 if sys.version_info >= (3, 11):
@@ -35,11 +52,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-# \Z, not $: "$" also matches before a final line break, so "t\n" would pass and name a folder "t\n"
-NAME = re.compile(r"\A[A-Za-z][A-Za-z0-9_\-]*\Z")
-ROLES = ("predictor", "outcome", "time", "event", "id", "strata", "other")
-VAR_TYPES = ("numeric", "integer", "binary", "categorical", "text", "date")
-STAIN_NORMS = ("macenko", "reinhard", "none")  # feature_sets[].stain_norm
 # the columns of a cohort frame that carry a meaning of their own (never a clinical variable or feature);
 # defined here, the lowest layer that reads cohort columns, for the analysis side to import
 RESERVED = ("patient_id", "label", "time", "event", "center", "split")
@@ -66,20 +78,6 @@ class ConfigError(CohortlabError, ValueError):
     """A study.toml that cannot be used; the message names the file and the key."""
 
 
-def check_name(value: str) -> str:
-    """``value`` when it is a valid study, feature-set or model name (a letter, then letters, digits, ``_``, ``-``)."""
-    if not NAME.match(value):
-        raise ValueError("must start with a letter and hold only letters, digits, '_' and '-'")
-    return value
-
-
-Name = Annotated[str, AfterValidator(check_name)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class StudySection(_Strict):
     name: Name
     description: str = ""
@@ -101,148 +99,6 @@ class Manifests(_Strict):
     def _encoding(cls, v: str) -> str:
         check_text_encoding(v)  # a ValueError naming the encoding: unknown, or not bytes -> text (rot13, base64)
         return v
-
-
-class Variable(_Strict):
-    """Dictionary entry for one clinical column (type is inferred when left out)."""
-
-    type: Literal["numeric", "integer", "binary", "categorical", "text", "date"] | None = None
-    unit: str | None = None
-    role: Literal["predictor", "outcome", "time", "event", "id", "strata", "other"] | None = None
-    label: str | None = None
-    # the levels of a categorical column, in the order tables, one-hot encodings and figures show them;
-    # every value in the manifest must be one of them
-    levels: list[str] | None = None
-
-    @field_validator("levels", mode="before")
-    @classmethod
-    def _levels_text(cls, v: Any) -> Any:
-        # levels written as numbers (codes 1, 2, 3) are the manifest's text "1", "2", "3"
-        if isinstance(v, list):
-            return [str(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x for x in v]
-        return v
-
-    @field_validator("levels")
-    @classmethod
-    def _levels(cls, v: list[str] | None) -> list[str] | None:
-        if v is None:
-            return v
-        if not v:
-            raise ValueError("levels is a non-empty list of the column's values, in the order to show them")
-        stripped = [x.strip() for x in v]
-        if any(not x for x in stripped):
-            raise ValueError("levels may not hold an empty value (leave a cell empty for missing)")
-        dup = sorted({x for x in stripped if stripped.count(x) > 1})
-        if dup:
-            raise ValueError(f"levels {dup} are listed more than once")
-        return stripped
-
-    @model_validator(mode="after")
-    def _levels_type(self) -> Variable:
-        if self.levels is not None and self.type not in (None, "categorical"):
-            raise ValueError(f"levels apply to categorical variables, not type '{self.type}'")
-        return self
-
-
-class FeatureSet(_Strict):
-    """One immutable way of turning images into features.
-
-    Fields not relevant to a modality must be left out; ``params`` holds
-    encoder-specific extras and is part of the feature set's identity.
-    """
-
-    name: Name
-    modality: Literal["wsi", "ct"]
-    encoder: str
-    weights: str = "pretrained"  # "pretrained" | "random" | a local file | a hf-hub: name
-    pooling: list[Literal["mean", "max", "meanmax"]] = Field(default_factory=lambda: ["mean", "max", "meanmax"])
-    batch_size: int = Field(default=32, ge=1)
-    num_workers: int = Field(default=2, ge=0)
-    # whole-slide images
-    mpp: float | None = Field(default=None, gt=0)
-    magnification: str | None = None
-    tile_size: int | None = Field(default=None, ge=16)
-    overlap: int = Field(default=0, ge=0)
-    tissue_threshold: float = Field(default=0.25, ge=0, le=1)
-    # colour normalisation of tiles before the encoder: "macenko" (Macenko et al. 2009), "reinhard"
-    # (Reinhard et al. 2001) or "none"; its reference is fitted on tiles of the development centres' slides
-    stain_norm: Literal["macenko", "reinhard", "none"] = "none"
-    # CT volumes
-    mode: Literal["3d", "2.5d", "radiomics"] | None = None
-    spacing: list[float] | None = None
-    window: list[float] | None = None
-    margin_mm: float | None = Field(default=None, ge=0)
-    input_size: list[int] | None = None
-    bin_width: float | None = Field(default=None, gt=0)
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("magnification")
-    @classmethod
-    def _mag(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"\d+(\.\d+)?[xX]", v):
-            raise ValueError("write an objective magnification as e.g. '20x'")
-        return v
-
-    @field_validator("stain_norm", mode="before")
-    @classmethod
-    def _stain_norm(cls, v: Any, info: ValidationInfo) -> Any:
-        if v not in STAIN_NORMS:
-            name = info.data.get("name", "?")
-            raise ValueError(f"feature set '{name}': stain_norm {v!r} is not one of "
-                             f"{', '.join(repr(m) for m in STAIN_NORMS)}")
-        return v
-
-    @field_validator("spacing")
-    @classmethod
-    def _spacing(cls, v: list[float] | None) -> list[float] | None:
-        if v is not None and (len(v) != 3 or any(s <= 0 for s in v)):
-            raise ValueError("spacing is three positive numbers in mm (x, y, z)")
-        return v
-
-    @field_validator("window")
-    @classmethod
-    def _window(cls, v: list[float] | None) -> list[float] | None:
-        if v is not None and (len(v) != 2 or v[0] >= v[1]):
-            raise ValueError("window is [low, high] in HU with low < high")
-        return v
-
-    @model_validator(mode="after")
-    def _modality_fields(self) -> FeatureSet:
-        wsi_only = {"mpp", "magnification", "tile_size", "stain_norm"}
-        ct_only = {"mode", "spacing", "window", "margin_mm", "input_size", "bin_width"}
-        wrong = (ct_only if self.modality == "wsi" else wsi_only) & self.model_fields_set
-        if wrong:
-            raise ValueError(f"{sorted(wrong)} do not apply to modality '{self.modality}'")
-        if self.mpp is not None and self.magnification is not None:
-            raise ValueError("give either mpp or magnification, not both")
-        return self
-
-    def target_mpp(self) -> float:
-        """Microns per pixel asked for (magnification 20x is taken as 0.5 mpp)."""
-        if self.mpp is not None:
-            return self.mpp
-        if self.magnification is not None:
-            return 10.0 / float(self.magnification[:-1])
-        return 0.5
-
-    # the folder of the study.toml that declared this feature set (set by parse_study)
-    _base: Path | None = PrivateAttr(default=None)
-
-    def weights_source(self) -> str:
-        """``weights`` as the encoder loaders take it: a relative local file is found beside study.toml.
-
-        Named choices (``pretrained``, ``random``, ``hf-hub:`` names, weight enums) pass unchanged, and a
-        relative file that is not in the study folder is left to the loaders (relative to the working
-        directory, as before), so the stored ``weights_spec`` never depends on where the study lives.
-        """
-        w = self.weights
-        if w in ("pretrained", "random") or w.startswith("hf-hub:") or self._base is None:
-            return w
-        path = Path(w).expanduser()
-        if path.is_absolute():
-            return w
-        beside = self._base / path
-        return str(beside) if beside.is_file() else w
 
 
 class CohortSection(_Strict):
@@ -281,6 +137,8 @@ class Model(_Strict):
     endpoint: Literal["binary", "survival"] | None = None
     features: list[str] = Field(default_factory=list)  # "feature_set" or "feature_set:pooling"
     clinical: list[str] = Field(default_factory=list)
+    # a regression model's R-style formula (right-hand side) instead of `clinical`, which it then fills
+    formula: str | None = None
     scores: list[str] = Field(default_factory=list)  # other models whose scores are inputs
     members: list[str] = Field(default_factory=list)  # for voting / stacking
     grid: dict[str, list[Any]] = Field(default_factory=dict)
@@ -292,6 +150,43 @@ class Model(_Strict):
     harmonize: Literal["combat", "none"] = "none"
     batch: str = "center"
     harmonize_covariates: list[str] = Field(default_factory=list)
+    # reference levels of its clinical variables from [variables] (set with the study; see StudyConfig)
+    _references: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _formula_inputs(cls, data: Any) -> Any:
+        # the variables a formula reads are the model's clinical inputs: every stage reading `clinical` sees them
+        if not isinstance(data, dict) or data.get("formula") is None:
+            return data
+        where = f"model '{data.get('name', '?')}'"
+        text = data["formula"]
+        if not isinstance(text, str):
+            raise ValueError(f"{where}: formula is a text, e.g. \"histol + stage + rcs(age, 4)\"")
+        if data.get("clinical"):
+            raise ValueError(f"{where}: give formula or clinical, not both (the formula names the clinical inputs)")
+        try:
+            parsed = parse_formula(text)
+        except FormulaError as exc:
+            raise ValueError(f"{where}: formula \"{text}\": {exc}") from None
+        reserved = [v for v in parsed.variables if v in RESERVED]
+        if reserved:
+            raise ValueError(f"{where}: formula \"{text}\": {', '.join(reserved)} is the outcome, follow-up, "
+                             "identity or split, not an input")
+        return {**data, "clinical": list(parsed.variables)}
+
+    @model_validator(mode="after")
+    def _formula_kind(self) -> Model:
+        if self.formula is not None and self.traits.regression is None:
+            raise ValueError(f"model '{self.name}': a formula applies to regression models "
+                             f"({_alternatives(kinds_where(regression='logit') + kinds_where(regression='cox'))}), "
+                             f"not {self.kind}")
+        return self
+
+    @property
+    def references(self) -> dict[str, str]:
+        """Reference levels of its clinical variables declared in ``[variables]`` (``x.reference``)."""
+        return dict(self._references)
 
     @model_validator(mode="after")
     def _harmonize(self) -> Model:
@@ -319,6 +214,28 @@ class Model(_Strict):
             raise ValueError(f"{where}: harmonize_covariates lists a column twice")
         return self
 
+    @model_validator(mode="after")
+    def _penalty(self) -> Model:
+        # logistic penalties (analytics.models.classical.PENALTIES; pipeline never imports analytics): checked
+        # here so a typo fails at load, not once fitting has started
+        if self.traits.regression != "logit":
+            return self
+        known = ("l2", "l1", "elasticnet", "none")
+        key = f"models.{self.name}.params.penalty"
+        penalty = self.params.get("penalty", "l2")
+        if penalty not in known:
+            raise ValueError(f"{key} = {penalty!r}: use one of {', '.join(repr(k) for k in known)}")
+        bad = [p for p in self.grid.get("penalty", []) if p not in known[:3]]
+        if bad:
+            raise ValueError(f"models.{self.name}.grid.penalty: {bad} cannot be tuned; use "
+                             f"{', '.join(repr(k) for k in known[:3])} (penalty \"none\" is set in params)")
+        if penalty == "none":
+            tuned = [k for k in ("C", "l1_ratio", "penalty") if k in self.grid or (k in self.params and k != "penalty")]
+            if tuned:
+                raise ValueError(f"{key} = \"none\" is maximum likelihood (as R's glm): remove "
+                                 f"{', '.join(f'models.{self.name}.grid.{k}' if k in self.grid else f'models.{self.name}.params.{k}' for k in tuned)}")
+        return self
+
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict[str, Any]:
         # a model without harmonisation dumps as before it existed (its fit identity is unchanged)
@@ -326,6 +243,9 @@ class Model(_Strict):
         if self.harmonize == "none":
             for key in ("harmonize", "batch", "harmonize_covariates"):
                 out.pop(key, None)
+        # a model without a formula dumps as before the key existed; one with a formula without the clinical
+        # inputs it fills (the dump reads back as the same model)
+        out.pop("clinical" if self.formula is not None else "formula", None)
         return out
 
     @property
@@ -349,132 +269,6 @@ class Model(_Strict):
             raise ValueError(f"a {self.kind} model predicts a binary label; use a survival kind "
                              f"({', '.join(kinds_where(endpoint='survival'))}) for endpoint = \"survival\"")
         return self
-
-
-class Subgroup(_Strict):
-    """How one cohort column splits the patients into subgroups: by its levels (no ``cuts``), or at ``cuts``
-    (a numeric column: ``< 60`` and ``>= 60`` for ``cuts = [60]``)."""
-
-    cuts: list[float] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _sorted(self) -> Subgroup:
-        if any(b <= a for a, b in zip(self.cuts, self.cuts[1:])):
-            raise ValueError("cuts must be strictly increasing, e.g. [60] or [40, 60]")
-        return self
-
-
-THRESHOLD_RULES = ("youden", "closest_topleft", "closest.topleft", "topleft", "sensitivity", "specificity")
-"""The ``[validation] threshold_rule`` values (:func:`analytics.stats.threshold`'s rules and pROC's spellings)."""
-
-
-class ValidationSettings(_Strict):
-    """The ``[validation]`` settings of study.toml (the result of validation is :class:`analytics.validation.Validation`)."""
-
-    n_boot: int = Field(default=2000, ge=0)
-    level: float = Field(default=0.95, gt=0, lt=1)
-    # how the classification threshold is chosen on training scores (analytics.stats.threshold); "sensitivity" and
-    # "specificity" choose the threshold reaching threshold_target on the training patients
-    threshold_rule: str = "youden"
-    threshold_target: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
-    compare: list[list[str]] = Field(default_factory=list)
-    risk_quantiles: list[float] = Field(default_factory=lambda: [0.5])
-    dca_thresholds: list[float] = Field(default_factory=lambda: [0.05, 0.95, 0.05])  # start, stop, step
-    folds: int = Field(default=5, ge=2)
-    # survival endpoints: the horizons (study time unit) of risk, AUC(t), Brier(t) and calibration; the first is
-    # the main one (decision curve); empty: the quartiles of the training patients' event times
-    horizons: list[float] = Field(default_factory=list)
-    # binary models on a censored endpoint: the label is "event by label_horizon" (study time unit); when set and
-    # the cohort has time and event, binary models also get AUC(t) and Brier(t) at it with IPCW on every patient
-    # with follow-up (beside the complete-case measures)
-    label_horizon: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    # performance per subgroup of these cohort columns (TRIPOD+AI fairness): {column = {cuts = [...]}}
-    subgroups: dict[str, Subgroup] = Field(default_factory=dict)
-    # added value of a model over another, [[new, old], ...]: ΔAUC, NRI, IDI and, for nested unpenalised
-    # logistic models, the likelihood-ratio test
-    added_value: list[list[str]] = Field(default_factory=list)
-    # predicted-risk cut-offs of the categorical NRI and the reclassification tables, e.g. [0.2, 0.5]
-    risk_cutoffs: list[float] = Field(default_factory=list)
-
-    @field_validator("threshold_rule")
-    @classmethod
-    def _threshold_rule(cls, v: str) -> str:
-        if v not in THRESHOLD_RULES:
-            raise ValueError(f"unknown rule {v!r}; use one of {', '.join(repr(r) for r in THRESHOLD_RULES)}")
-        return v
-
-    @model_validator(mode="after")
-    def _threshold_target(self) -> ValidationSettings:
-        needs = self.threshold_rule in ("sensitivity", "specificity")
-        if needs and self.threshold_target is None:
-            raise ValueError(f"threshold_rule = {self.threshold_rule!r} needs threshold_target, the {self.threshold_rule} "
-                             "to reach on the training patients (e.g. threshold_target = 0.9)")
-        if not needs and self.threshold_target is not None:
-            raise ValueError(f"threshold_target applies only to threshold_rule = 'sensitivity' or 'specificity', "
-                             f"not {self.threshold_rule!r}")
-        return self
-
-    @model_validator(mode="after")
-    def _risk_cutoffs(self) -> ValidationSettings:
-        if any(not 0 < c < 1 for c in self.risk_cutoffs):
-            raise ValueError(f"risk_cutoffs must lie strictly between 0 and 1, got {self.risk_cutoffs}")
-        if any(b <= a for a, b in zip(self.risk_cutoffs, self.risk_cutoffs[1:])):
-            raise ValueError(f"risk_cutoffs must be strictly increasing, got {self.risk_cutoffs}")
-        return self
-
-
-class ExplainSection(_Strict):
-    """Whether ``run`` explains the models, and the sample budget of the explanations.
-
-    A budget left out takes the explain stage's default (see the README). The
-    budget used is recorded with each model's explanations and shown in the report.
-    """
-
-    enabled: bool = True
-    max_rows: int | None = Field(default=None, ge=1)  # held-out patients explained per model (a seeded sample above)
-    background: int | None = Field(default=None, ge=1)  # k-means centres summarising the training patients (Kernel SHAP)
-    nsamples: int | None = Field(default=None, ge=1)  # coalitions per explained patient (Kernel SHAP)
-    max_background: int | None = Field(default=None, ge=1)  # training patients (tree and linear explainers)
-    max_units: int | None = Field(default=None, ge=1)  # inputs above which an image block is one player
-    top_k: int | None = Field(default=None, ge=1)  # tiles per attention gallery row
-
-
-class Compute(_Strict):
-    """Where the embedding stage runs, on every path (``cohortlab embed`` / ``run`` / ``demo``, ``Study.embed()`` /
-    ``Study.run()``): ``ray`` = "local", "auto" or "ray://host:port" (unset: this process); ``--ray`` overrides it."""
-
-    ray: str | None = None
-    ray_retries: int = Field(default=2, ge=0)  # tries again of a source whose worker process was lost
-
-    @field_validator("ray")
-    @classmethod
-    def _ray(cls, v: str | None) -> str | None:
-        if v is not None and not (v in ("local", "auto") or v.startswith("ray://") or ":" in v):
-            raise ValueError(f"ray {v!r}: use \"local\", \"auto\", \"ray://host:port\" or \"host:port\"")
-        return v
-
-
-_MEMORY = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
-
-
-class SqlLimits(_Strict):
-    """``[sql]``: limits of user SQL (cohort files, views, ``cohortlab sql``) on the sandbox connection."""
-
-    timeout_s: float = Field(default=300, gt=0, allow_inf_nan=False)  # a statement running longer is stopped
-    memory_limit: str = "4GB"  # DuckDB's memory limit for one statement's work, e.g. "512MB", "16GB"
-
-    @field_validator("memory_limit")
-    @classmethod
-    def _memory(cls, v: str) -> str:
-        if not _MEMORY.fullmatch(v.strip()):
-            raise ValueError(f"{v!r} is not an amount of memory; write e.g. \"4GB\" or \"512MB\"")
-        return v.strip()
-
-
-class Report(_Strict):
-    dir: str | None = None  # default: reports/<study name> beside study.toml
-    title: str | None = None
-    explain_patients: list[str] = Field(default_factory=list)
 
 
 class StudyConfig(_Strict):
@@ -511,6 +305,8 @@ class StudyConfig(_Strict):
                     raise ValueError(
                         f"models[{i}]: '{ref}' must name a model defined earlier in the file"
                     )
+        for i, m in enumerate(self.models):
+            _formula_variables(i, m, self.variables)
         for j, pair in enumerate(self.validation.compare):
             if len(pair) != 2 or pair[0] == pair[1]:
                 raise ValueError(f"validation.compare[{j}]: give two different model names, e.g. [\"a\", \"b\"]")
@@ -577,6 +373,27 @@ class StudyConfig(_Strict):
         if spec.traits.endpoint == "inputs" and len(ends) == 1:
             return ends.pop()
         return self.study.endpoint
+
+
+def _formula_variables(i: int, model: Model, variables: dict[str, Variable]) -> None:
+    """A model's formula against ``[variables]``; the model's reference levels from it."""
+    if model.traits.regression is not None:  # treatment coding is a regression's (one-hot elsewhere)
+        model._references = {v: variables[v].reference for v in model.clinical
+                             if v in variables and variables[v].reference is not None}
+    if model.formula is None:
+        return
+    parsed = parse_formula(model.formula)
+    where = f"models[{i}].formula: \"{model.formula}\""
+    for var, k in parsed.splines.items():
+        declared = variables.get(var)
+        if declared is not None and (declared.levels is not None or declared.type not in (None, "numeric", "integer")):
+            raise ValueError(f"{where}: rcs({var}, {k}): {var} is {declared.type or 'categorical'} ([variables] {var}); "
+                             "a spline needs a number")
+    for var, ref in parsed.references.items():
+        declared = variables.get(var)
+        if declared is not None and declared.levels is not None and ref not in declared.levels:
+            raise ValueError(f"{where}: C({var}, ref = \"{ref}\"): {ref!r} is not one of {var}'s levels "
+                             f"({', '.join(declared.levels)})")
 
 
 def toml_value(v: Any) -> str:

@@ -39,8 +39,9 @@ class KindTraits:
         For a survival endpoint: whether its risk score is a Cox linear predictor (log relative hazard), so
         calibration of the linear predictor applies.
     regression
-        ``"logit"``: a logistic regression (a maximum-likelihood fit with ``params.C = inf`` nests for the
-        likelihood-ratio test); ``"cox"``: a Cox regression; None: neither.
+        ``"logit"``: a logistic regression (``params.penalty = "none"``: a maximum-likelihood fit, equal to R's
+        ``glm``, whose nested models the likelihood-ratio test compares); ``"cox"``: a Cox regression; None:
+        neither. Both get coefficient tables (``models/<name>/coefficients.csv``).
     flexible
         A flexible learner: sample-size criteria derived for regression models are only a lower bound.
     saved
@@ -119,7 +120,8 @@ _TABLE: dict[str, KindTraits] = {
     "stacking": KindTraits(endpoint="inputs", reads="members", saved="meta", linear_predictor=True,
                            explainer="shap-kernel"),
     # survival learners are saved whole: preprocessing, estimator and Breslow baseline in one file
-    "cox": KindTraits(endpoint="survival", reads="table", saved="learner", linear_predictor=True, regression="cox"),
+    "cox": KindTraits(endpoint="survival", reads="table", saved="learner", linear_predictor=True, regression="cox",
+                      nomogram=True),
     "coxnet": KindTraits(endpoint="survival", reads="table", saved="learner", linear_predictor=True),
     "rsf": KindTraits(endpoint="survival", reads="table", saved="learner", flexible=True),
     "xgboost_cox": KindTraits(endpoint="survival", reads="table", saved="learner", linear_predictor=True,

@@ -382,8 +382,10 @@ def _display(table: pd.DataFrame, features: Sequence[str]) -> np.ndarray:
 def _linear(pipeline: Any, table_bg: pd.DataFrame, table: pd.DataFrame, features: Sequence[str]) -> tuple | None:
     from sklearn.linear_model import LogisticRegression
 
+    from analytics.models.glm import MLLogistic
+
     clf = pipeline.steps[-1][1]
-    if not isinstance(clf, LogisticRegression) or np.asarray(clf.coef_).shape[0] != 1:
+    if not isinstance(clf, (LogisticRegression, MLLogistic)) or np.asarray(clf.coef_).shape[0] != 1:
         return None  # only a logistic model's decision function is the log-odds
     branches = _branches(pipeline.steps[0][1]) if len(pipeline.steps) == 2 else None
     if branches is None:

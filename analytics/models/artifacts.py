@@ -79,6 +79,14 @@ class FitRecord:
     free_parameters
         Coefficients a maximum-likelihood regression estimated (the likelihood-ratio test's degrees of
         freedom come from these); None where the learner has no coefficients.
+    internal
+        Internal validation (``[validation] internal``): method, ``B`` / ``repeats``, replicates done and
+        failed (with the reasons), and where the replicate files are with their sha256
+        (:func:`analytics.models.replicates.load_replicates`); None when not asked for.
+    regression
+        A regression model's model line (``link``, ``penalised``, ``n``, ``events`` and, unpenalised, ``lr_chisq``,
+        ``df``, ``p``, ``aic``), next to its ``coefficients.csv`` and ``anova.csv``
+        (:class:`analytics.models.coefficients.RegressionTables`); None for other models.
     format, artifact
         The folder's format and the file holding the fitted learner (None: the record alone describes it).
     """
@@ -116,11 +124,13 @@ class FitRecord:
     created_at: str | None = None
     mil: dict[str, Any] | None = None
     free_parameters: int | None = None
+    internal: dict[str, Any] | None = None
+    regression: dict[str, Any] | None = None
     format: int | None = None
     artifact: str | None = None
 
     # fields written only when set: a manifest lacking them is byte-identical to one written before they existed
-    OPTIONAL = ("mil", "free_parameters")
+    OPTIONAL = ("mil", "free_parameters", "internal", "regression")
 
     @property
     def saved_columns(self) -> dict[str, Any] | None:
@@ -210,22 +220,26 @@ _SHAPE: dict[str, tuple[type, ...]] = {
     "columns": (dict,), "input_columns": (dict,), "dropped": (dict,), "predictions_hash": (str,),
     "counts": (dict,), "oof_auc": (int, float), "endpoint": (str,), "horizons": (list,), "oof_c": (int, float),
     "missing": (dict,), "unlabelled": (list,), "versions": (dict,), "device": (str,), "created_at": (str,),
-    "mil": (dict,), "free_parameters": (int,), "format": (int,), "artifact": (str,),
+    "mil": (dict,), "free_parameters": (int,), "internal": (dict,), "regression": (dict,), "format": (int,), "artifact": (str,),
 }
 
 
 def ml_regression_reason(spec: Model) -> str | None:
     """Why ``spec`` is not a maximum-likelihood logistic regression (the likelihood-ratio test's models); None
-    when it is: ``kind = "logistic"`` with ``params.C = inf``, no ``C`` grid and no PCA. ``fit`` saves such a
+    when it is: ``kind = "logistic"`` with ``params.penalty = "none"`` (or ``params.C = inf`` and no ``C``
+    grid), and no PCA. ``fit`` saves such a
     model's coefficient count and training fitted probabilities in its record."""
     if spec.traits.regression != "logit":
         return f"{spec.name} is a {spec.kind} model, not a logistic regression"
+    if spec.params.get("penalty") == "none":  # fitted by maximum likelihood (analytics.models.glm.MLLogistic)
+        return (f"{spec.name} reduces its features by PCA, so the two models' inputs are not nested"
+                if "pca" in spec.params or "pca" in spec.grid else None)
     c = spec.params.get("C")
     if "C" in spec.grid or c is None or not math.isinf(float(c)):
         how = f"C tuned over {spec.grid['C']}" if "C" in spec.grid else (
             f"C = {c}" if c is not None else "C tuned by default")
         return (f"{spec.name} is a penalised logistic regression ({how}); the likelihood-ratio test needs "
-                "maximum-likelihood fits (params.C = inf)")
+                "maximum-likelihood fits (params.penalty = \"none\")")
     if "pca" in spec.params or "pca" in spec.grid:
         return f"{spec.name} reduces its features by PCA, so the two models' inputs are not nested"
     return None

@@ -13,11 +13,17 @@ final refit) fits all of it on its own training rows only. Layout::
                          declared order of the variable's levels, [variables] x.levels, else sorted)
     clf   LogisticRegression | CalibratedSVC | EarlyStoppedXGB
 
+A regression with a ``formula``, or a maximum-likelihood logistic regression (``penalty = "none"``),
+reads its clinical columns through the formula's model matrix instead (:func:`regression_preprocessor`:
+imputation, then treatment coding, splines and interactions, analytics.models.formula; standardised
+only when penalised), so its coefficients are R's.
+
 Learners:
 
 * ``logistic``: L1 / L2 / elastic-net penalised logistic regression (the
   clinical signature); ``params.penalty`` is ``"l2"`` (default), ``"l1"`` or
-  ``"elasticnet"`` (with ``l1_ratio``).
+  ``"elasticnet"`` (with ``l1_ratio``), or ``"none"``: maximum likelihood, equal to R's
+  ``glm`` (:class:`analytics.models.glm.MLLogistic`; no ``C``, nothing tuned).
 * ``svm``: :class:`sklearn.svm.SVC` (RBF by default, ``params.kernel``) with
   Platt scaling (Platt 1999) fitted on internal cross-validated decision values
   of the training rows (:class:`sklearn.calibration.CalibratedClassifierCV`,
@@ -258,17 +264,30 @@ class RowStablePCA(PCA):
         return out
 
 
-PENALTIES = ("l2", "l1", "elasticnet")
+# params.penalty of a logistic model: the penalised fits (tunable, by l1_ratio) and "none", maximum likelihood
+# (analytics.models.glm.MLLogistic, equal to R's glm; neither tuned nor part of a penalty grid)
+PENALTIES = ("l2", "l1", "elasticnet", "none")
+MAXIMUM_LIKELIHOOD = "none"
 
 
 def l1_ratio(penalty: str, elasticnet_ratio: float = 0.5) -> float:
     """The ``l1_ratio`` of a named penalty (``elasticnet`` mixes L1 and L2 by ``elasticnet_ratio``)."""
+    if penalty == MAXIMUM_LIKELIHOOD:
+        raise ValueError("penalty \"none\" is a maximum-likelihood fit: it has no l1_ratio and is not tuned")
     if penalty not in PENALTIES:
-        raise ValueError(f"penalty {penalty!r}: use l2, l1 or elasticnet")
+        raise ValueError(f"penalty {penalty!r}: use l2, l1, elasticnet or none")
     return {"l2": 0.0, "l1": 1.0, "elasticnet": float(elasticnet_ratio)}[penalty]
 
 
 def _logistic(own: dict[str, Any], seed: int, grid: Mapping[str, Any]) -> BaseEstimator:
+    if own.get("penalty") == MAXIMUM_LIKELIHOOD:
+        from analytics.models.glm import MLLogistic
+
+        own.pop("penalty")
+        if "C" in grid or "penalty" in grid or "l1_ratio" in grid:
+            raise ValueError("penalty \"none\" (maximum likelihood) has nothing to tune: remove grid.C / "
+                             "grid.penalty / grid.l1_ratio")
+        return MLLogistic()
     own["l1_ratio"] = l1_ratio(own.pop("penalty", "l2"), own.get("l1_ratio", 0.5))
     # saga handles L1 and elastic net; lbfgs is faster for pure L2
     sparse = own["l1_ratio"] > 0 or bool({"penalty", "l1_ratio"} & set(grid))
@@ -333,17 +352,85 @@ def preprocessor(columns: Columns, pca: int | float | None = None, seed: int = 0
     return ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0, verbose_feature_names_out=True)
 
 
+def regression_preprocessor(columns: Columns, pca: int | float | None = None, seed: int = 0,
+                            penalised: bool = False, named: bool = False) -> ColumnTransformer:
+    """The inputs of a regression model: its clinical columns through a formula's model matrix.
+
+    Parts, in this order::
+
+        design    median / most-frequent imputation -> RegressionDesign (treatment coding, splines,
+                  interactions; analytics.models.formula) [-> standardisation if penalised]
+        features  median imputation -> standardisation -> PCA (params.pca), as in :func:`preprocessor`
+        scores    median imputation [-> standardisation if penalised]
+
+    The formula is ``columns.formula`` less the terms of columns left out of the fit, else the main
+    effects of every clinical column (``a + b + c``). Missing values are imputed before the design, so
+    knots and levels are learned on the imputed training rows. An unpenalised fit sees its inputs on
+    their own scale (its coefficients are the ones a paper reports); a penalised one standardised
+    (the penalty then treats every column alike). ``named``: the output is a pandas frame with R's column
+    names (unprefixed), so a maximum-likelihood fit's refusal names the column ("separation: 'histolUH'").
+    """
+    from analytics.models.formula import RegressionDesign, main_effects, restricted
+
+    parts: list[tuple[str, Any, list[str]]] = []
+    clinical = list(columns.clinical)
+    if clinical:
+        text = main_effects(clinical) if columns.formula is None else restricted(columns.formula, clinical)
+        if text is None:
+            raise ValueError(f"no term of the formula \"{columns.formula}\" has a usable column on its training "
+                             "patients")
+        numeric = [c for c in clinical if c in columns.numeric]
+        impute = ColumnTransformer(
+            [(n, SimpleImputer(strategy=s), cols) for n, s, cols in (("numeric", "median", numeric),
+                                                                     ("categorical", "most_frequent",
+                                                                      list(columns.categorical))) if cols],
+            remainder="drop", verbose_feature_names_out=False).set_output(transform="pandas")
+        design = RegressionDesign(text, {c: list(lv) for c, lv in columns.levels}, dict(columns.references))
+        steps: list[tuple[str, Any]] = [("impute", impute), ("design", design)]
+        parts.append(("design", Pipeline([*steps, *([("scale", StandardScaler())] if penalised else [])]), clinical))
+    if columns.features:
+        feats: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+        if pca is not None:
+            feats.append(("pca", RowStablePCA(n_components=pca, svd_solver="full", random_state=seed)))
+        parts.append(("features", Pipeline(feats), list(columns.features)))
+    elif pca is not None:
+        raise ValueError("params.pca reduces image features, but the model has none")
+    if columns.scores:
+        parts.append(("scores", Pipeline([("impute", SimpleImputer(strategy="median")),
+                                          *([("scale", StandardScaler())] if penalised else [])]), list(columns.scores)))
+    if not parts:
+        raise ValueError("the model has no input columns")
+    prep = ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0, verbose_feature_names_out=not named)
+    # a named frame holds the same float64 values; other estimators keep the plain (C-ordered) matrix they were
+    # always given, so their fits and predictions stay bit for bit what they were
+    return prep.set_output(transform="pandas") if named else prep
+
+
+def uses_design(kind: str, columns: Columns, params: Mapping[str, Any]) -> bool:
+    """Whether a classical learner's inputs go through a formula's design (:func:`regression_preprocessor`):
+    a formula, or a maximum-likelihood logistic regression (treatment coding, full rank with the intercept)."""
+    from pipeline.model_kinds import KINDS
+
+    return columns.formula is not None or (
+        KINDS[kind].regression == "logit" and params.get("penalty") == MAXIMUM_LIKELIHOOD)
+
+
 def build_pipeline(kind: str, columns: Columns, params: Mapping[str, Any], seed: int,
                    grid: Mapping[str, Any] | None = None, categories: list[list[str]] | None = None,
                    harmonizer: BaseEstimator | None = None) -> Pipeline:
     """An unfitted ``prep -> clf`` pipeline for a classical learner (see module notes).
 
     ``harmonizer`` (a :class:`analytics.models.harmonize.ComBat`) becomes the first step, ``harmonize``:
-    it reads the table's carried batch and covariate columns and drops them.
+    it reads the table's carried batch and covariate columns and drops them. A regression with a formula
+    or fitted by maximum likelihood gets :func:`regression_preprocessor` (``categories`` unused).
     """
     steps: list[tuple[str, Any]] = [] if harmonizer is None else [("harmonize", harmonizer)]
-    return Pipeline([*steps, ("prep", preprocessor(columns, params.get("pca"), seed, categories)),
-                     ("clf", classifier(kind, params, seed, grid))])
+    if uses_design(kind, columns, params):
+        ml = params.get("penalty") == MAXIMUM_LIKELIHOOD
+        prep = regression_preprocessor(columns, params.get("pca"), seed, penalised=not ml, named=ml)
+    else:
+        prep = preprocessor(columns, params.get("pca"), seed, categories)
+    return Pipeline([*steps, ("prep", prep), ("clf", classifier(kind, params, seed, grid))])
 
 
 def one_hot_levels(table: Any, columns: Columns) -> list[list[str]] | None:

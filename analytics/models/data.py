@@ -50,6 +50,12 @@ class Columns:
     categorical: tuple[str, ...] = ()
     # declared order of a categorical column's levels (from the store's variables table), where known
     levels: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # a regression model's formula over its clinical columns (None: its columns enter as they are), and the
+    # reference levels declared in [variables] (treatment coding; analytics.models.formula)
+    formula: str | None = None
+    references: tuple[tuple[str, str], ...] = ()
+    # the clinical columns in the model's declared order (`clinical = [...]`), where it differs from numbers first
+    order: tuple[str, ...] = ()
 
     @property
     def all(self) -> tuple[str, ...]:
@@ -68,19 +74,41 @@ class Columns:
         drop = set(names)
         return Columns(tuple(c for c in self.features if c not in drop), tuple(c for c in self.numeric if c not in drop),
                        tuple(c for c in self.categorical if c not in drop),
-                       tuple((c, lv) for c, lv in self.levels if c not in drop))
+                       tuple((c, lv) for c, lv in self.levels if c not in drop), self.formula,
+                       tuple((c, r) for c, r in self.references if c not in drop),
+                       tuple(c for c in self.order if c not in drop))
+
+    @property
+    def clinical(self) -> tuple[str, ...]:
+        """The clinical columns (numbers and categories, not input scores), in the model's declared order."""
+        cols = tuple(c for c in self.numeric if not c.startswith(SCORE_PREFIX)) + self.categorical
+        rank = {c: i for i, c in enumerate(self.order)}
+        return tuple(sorted(cols, key=lambda c: rank.get(c, len(rank)))) if rank else cols
+
+    @property
+    def scores(self) -> tuple[str, ...]:
+        """The input models' score columns."""
+        return tuple(c for c in self.numeric if c.startswith(SCORE_PREFIX))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"features": list(self.features), "numeric": list(self.numeric),
                                "categorical": list(self.categorical)}
         if self.levels:
             out["levels"] = {c: list(lv) for c, lv in self.levels}
+        if self.formula is not None:
+            out["formula"] = self.formula
+        if self.references:
+            out["references"] = dict(self.references)
+        if self.order:
+            out["order"] = list(self.order)
         return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Columns:
         levels = tuple((str(c), tuple(map(str, lv))) for c, lv in (d.get("levels") or {}).items())
-        return cls(tuple(d.get("features", ())), tuple(d.get("numeric", ())), tuple(d.get("categorical", ())), levels)
+        refs = tuple((str(c), str(r)) for c, r in (d.get("references") or {}).items())
+        return cls(tuple(d.get("features", ())), tuple(d.get("numeric", ())), tuple(d.get("categorical", ())), levels,
+                   d.get("formula"), refs, tuple(d.get("order", ())))
 
 
 def uninformative(table: pd.DataFrame, columns: Columns) -> dict[str, str]:
@@ -226,7 +254,25 @@ def score_matrix(
     return out, missing
 
 
+def _formula_columns(spec: Model, cohort: Cohort, categorical: Sequence[str]) -> None:
+    """A formula's columns against the cohort's: each one returned, no spline of a category."""
+    if spec.formula is None:
+        return
+    from pipeline.formula import parse_formula
+
+    where = f"model '{spec.name}': formula \"{spec.formula}\""
+    for var, k in parse_formula(spec.formula).splines.items():
+        if var in categorical:
+            raise ModelInputError(f"{where}: rcs({var}, {k}): {var} is categorical; a spline needs a number")
+
+
 def _clinical_kinds(spec: Model, cohort: Cohort) -> tuple[list[str], list[str]]:
+    if spec.formula is not None:
+        lacking = [c for c in spec.clinical if c not in cohort.clinical_columns]
+        if lacking:
+            raise ModelInputError(f"model '{spec.name}': formula \"{spec.formula}\" names {', '.join(lacking)}, which "
+                                  f"cohort {cohort.name} does not return (it returns "
+                                  f"{', '.join(cohort.clinical_columns) or 'no clinical column'})")
     types = cohort.variable_types(spec.clinical)
     frame = cohort.clinical(spec.clinical)
     numeric, categorical = [], []
@@ -265,8 +311,11 @@ def _table(spec: Model, cohort: Cohort, score_values: np.ndarray) -> tuple[pd.Da
     score_cols = [f"{SCORE_PREFIX}{n}" for n in spec.scores]
     for j, col in enumerate(score_cols):
         parts[col] = score_values[:, j]
+    _formula_columns(spec, cohort, categorical)
     columns = Columns(tuple(feat_names), tuple(numeric + score_cols), tuple(categorical),
-                      _level_orders(cohort, categorical))
+                      _level_orders(cohort, categorical), spec.formula, tuple(sorted(spec.references.items())),
+                      tuple(spec.clinical) if spec.traits.regression and list(spec.clinical) != numeric + categorical
+                      else ())
     table = pd.DataFrame({c: parts[c] for c in columns.all})
     from analytics.models import harmonize  # scikit-learn loads with it: only when a table is built
 

@@ -20,6 +20,8 @@ Layout::
     harmonize.json       harmonised models: the ComBat fit (training centres, new centres estimated
                          from their own features), the centre's share of feature variance and PCA
                          coordinates before / after harmonisation (the report's figure)
+    zph.json             cox models: the proportional-hazards check of the final fit (cox.zph: table,
+                         scaled Schoenfeld residuals), or why it was not made (penalised)
 
 The manifest is a :class:`analytics.models.artifacts.FitRecord` (read back typed). It lists the feature sets, clinical columns and input models, the
 cohort hash, the outer folds, the hyper-parameters chosen, library versions
@@ -86,7 +88,11 @@ LEGACY_PICKLE = "model.joblib"  # written by format 1; never read
 HORIZON_RISKS = "horizon_risks.parquet"
 RISK_GRID = "risk_grid.parquet"
 HARMONIZATION = "harmonize.json"
+ZPH = "zph.json"  # unpenalised cox models: the proportional-hazards check (analytics.models.ph_check)
 FITTED = "fitted.parquet"  # maximum-likelihood regressions: the final model's training fitted probabilities
+# regression models: coefficient and per-term Wald tables (analytics.models.coefficients writes their bytes)
+COEFFICIENTS = "coefficients.csv"
+ANOVA = "anova.csv"
 # evenly spaced times of the risk grid (besides the horizons)
 GRID_POINTS = 100
 
@@ -99,6 +105,8 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "analytics.models.classical.RowStablePCA",
     "analytics.models.data.Columns",
     "analytics.models.ensemble.Stacking",
+    "analytics.models.formula.RegressionDesign",
+    "analytics.models.glm.MLLogistic",
     "analytics.models.harmonize.ComBat",
     "analytics.models.survival.CoxStacking",
     "analytics.models.survival.MILCox",
@@ -301,12 +309,16 @@ def save_model(
     store_path: str | Path,
     harmonization: dict[str, Any] | None = None,
     fitted: pl.DataFrame | None = None,
+    tables: Mapping[str, bytes] | None = None,
+    zph: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a fitted model's folder (replacing an older one), record its files' sha256 in the store, return it.
 
     ``harmonization``: a harmonised model's ComBat record (:func:`analytics.models.harmonize.record`).
     ``store_path``: the study's store, where each file's sha256 is recorded (``model_artifacts``) once the
     folder is in place. ``fitted``: a maximum-likelihood regression's training fitted probabilities.
+    ``tables``: a regression's ``COEFFICIENTS`` / ``ANOVA`` files (name -> bytes).
+    ``zph``: a Cox regression's proportional-hazards record (:func:`analytics.models.ph_check.ph_check`).
     """
     import torch
 
@@ -333,8 +345,14 @@ def save_model(
             risk_grid.write_parquet(tmp / RISK_GRID)
         if fitted is not None:
             fitted.write_parquet(tmp / FITTED)
+        for table, payload in (tables or {}).items():
+            if table not in (COEFFICIENTS, ANOVA):
+                raise PersistError(f"{table}: not a regression table file")
+            (tmp / table).write_bytes(payload)
         if harmonization is not None:
             atomic.write_json(tmp / HARMONIZATION, harmonization, indent=1, end="\n")
+        if zph is not None:
+            atomic.write_json(tmp / ZPH, dict(zph), end="\n")
         atomic.write_text(tmp / MANIFEST, record.replace(format=FORMAT, artifact=name).to_json())
         # the digests of the bytes written here, before the folder is renamed into place
         digests = {p.name: _sha256(p.read_bytes()) for p in sorted(tmp.iterdir())}
@@ -509,6 +527,19 @@ def read_harmonization(folder: Path, store_path: str | Path) -> dict[str, Any] |
         out = json.loads(data)
     except ValueError as exc:
         raise PersistError(f"{Path(folder) / HARMONIZATION}: not valid JSON ({exc})") from None
+    return out if isinstance(out, dict) else None
+
+
+def read_zph(folder: Path, store_path: str | Path) -> dict[str, Any] | None:
+    """A Cox regression's proportional-hazards record (``zph.json``, :mod:`analytics.models.ph_check`), if saved."""
+    files = read_files(folder, store_path)
+    data = None if files is None else files.get(ZPH)
+    if data is None:
+        return None
+    try:
+        out = json.loads(data)
+    except ValueError as exc:
+        raise PersistError(f"{Path(folder) / ZPH}: not valid JSON ({exc})") from None
     return out if isinstance(out, dict) else None
 
 

@@ -29,6 +29,7 @@ from analytics.models import classical, tuning
 from analytics.models.data import ModelData, uninformative
 from analytics.models.mil import MILClassifier, MILNet, deterministic
 from analytics.models.mil_learner import MILLearner
+from analytics.stats.cox_validation import breslow
 from pipeline.config import SURVIVAL_KINDS
 from pipeline.device import resolve_device
 from pipeline.model_kinds import KINDS
@@ -103,20 +104,6 @@ def cox_loss(eta: torch.Tensor, time: torch.Tensor, event: torch.Tensor) -> torc
     return -cox_partial_loglik(eta, time, event) / n_events
 
 
-def breslow(eta: np.ndarray, time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Breslow estimate of the baseline cumulative hazard: its jump times and values.
-
-    ``H0(t) = sum over distinct event times s <= t of d_s / sum_{j: t_j >= s} exp(eta_j)``.
-    """
-    eta = np.asarray(eta, dtype=np.float64)
-    shift = eta.max() if len(eta) else 0.0  # exp overflow guard; H0 is rescaled below
-    risk = np.exp(eta - shift)
-    times = np.unique(time[event == 1])
-    at_risk = np.array([risk[time >= s].sum() for s in times])
-    deaths = np.array([((time == s) & (event == 1)).sum() for s in times])
-    return times, np.cumsum(deaths / at_risk) * np.exp(-shift)
-
-
 def risk_from_baseline(eta: np.ndarray, base_times: np.ndarray, base_hazard: np.ndarray,
                        horizons: Sequence[float]) -> np.ndarray:
     """``1 - exp(-H0(t) exp(eta))`` for every patient (rows) and horizon (columns)."""
@@ -157,8 +144,33 @@ def _xgboost(p: Mapping[str, Any], seed: int) -> Any:
                                 random_state=seed, n_jobs=1, tree_method="hist")
 
 
+def _fit_newton_cox(model: SurvivalModel, X: np.ndarray, time: np.ndarray, event: np.ndarray) -> None:
+    """An unpenalised Cox regression by Newton-Raphson with step halving to convergence, Efron ties, as R's
+    ``coxph`` (scikit-survival's solver): lifelines' step-size heuristic stalls short of the maximum on
+    collinear columns such as a spline's basis (nwtco: log-likelihood -2011.8 where coxph reaches -1971.8)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        fitted = CoxPHSurvivalAnalysis(alpha=0.0, ties="efron", n_iter=200, tol=1e-12).fit(X, _structured(time, event))
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            log.warning("cox: %s", str(w.message).splitlines()[0])
+    model.coef_ = np.asarray(fitted.coef_, dtype=np.float64)
+    # centred as coxph centres (nocenter = c(-1, 0, 1)): a column of -1 / 0 / 1 values (a treatment-coded level)
+    # keeps 0, so the linear predictor is R's predict(type = "lp"); absolute risks do not depend on it
+    X = np.asarray(X, dtype=np.float64)
+    coded = np.isin(X, (-1.0, 0.0, 1.0)).all(axis=0)
+    model.mean_ = np.where(coded, 0.0, X.mean(axis=0))
+
+
 def _fit_lifelines(model: SurvivalModel, est: Any, X: np.ndarray, time: np.ndarray, event: np.ndarray) -> Any:
     import pandas as pd
+
+    if float(est.penalizer) == 0.0:
+        _fit_newton_cox(model, X, time, event)
+        return None
 
     frame = pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])])
     frame["_time"], frame["_event"] = time, event
@@ -294,29 +306,15 @@ def select_survival(fit_score: Callable[[dict[str, Any], np.ndarray, np.ndarray]
     return best, best_c
 
 
-def _reference_coding(prep: Any, width: int) -> np.ndarray | None:
-    """Columns to keep so that each one-hot block drops its first level (the reference).
-
-    A Cox model has no intercept: every level's column of a categorical variable sums to one, a
-    constant, and the unpenalised partial likelihood has no unique maximum.
-    """
-    if "categorical" not in getattr(prep, "named_transformers_", {}):
-        return None
-    onehot = prep.named_transformers_["categorical"].named_steps["onehot"]
-    block = prep.output_indices_["categorical"]
-    keep = np.ones(width, dtype=bool)
-    start = block.start
-    for levels in onehot.categories_:
-        keep[start] = False
-        start += len(levels)
-    return keep
-
-
 class SurvivalLearner:
     """A tabular survival model (``cox``, ``coxnet``, ``rsf``, ``xgboost_cox``) behind the learners' interface.
 
     The input table is imputed, scaled and one-hot encoded on the training rows
-    (:func:`analytics.models.classical.preprocessor`), then the estimator is fitted.
+    (:func:`analytics.models.classical.preprocessor`), then the estimator is fitted. A Cox regression's
+    clinical columns go through its formula's design instead (:func:`analytics.models.classical.
+    regression_preprocessor`; ``a + b + c`` without a formula): treatment coding against a reference level,
+    since a Cox model has no intercept and one column per level would sum to a constant; standardised only
+    when penalised.
     """
 
     def __init__(self, kind: str, params: Mapping[str, Any], grid: Mapping[str, list[Any]], seed: int) -> None:
@@ -329,13 +327,17 @@ class SurvivalLearner:
         SurvivalModel(kind, {**self.params, **tuning.first_point(self.grid)}, seed)
 
     def _fit_rows(self, data: ModelData, time: np.ndarray, event: np.ndarray, point: Mapping[str, Any]) -> tuple[Any, SurvivalModel]:
-        prep = classical.preprocessor(self.columns_, self.pca, self.seed,
-                                      classical.one_hot_levels(data.table, self.columns_))
+        params = {**self.params, **point}
+        if KINDS[self.kind].regression == "cox":
+            penalised = float(params.get("penalizer", DEFAULTS[self.kind]["penalizer"])) > 0
+            prep = classical.regression_preprocessor(self.columns_, self.pca, self.seed, penalised)
+        else:
+            prep = classical.preprocessor(self.columns_, self.pca, self.seed,
+                                          classical.one_hot_levels(data.table, self.columns_))
         X = np.asarray(prep.fit_transform(data.table), dtype=np.float64)
-        # a Cox regression has no intercept: each one-hot block drops its reference level
-        self.keep_ = _reference_coding(prep, X.shape[1]) if KINDS[self.kind].regression == "cox" else None
-        X = X if self.keep_ is None else X[:, self.keep_]
-        return prep, SurvivalModel(self.kind, {**self.params, **point}, self.seed).fit(X, time, event)
+        # keep_: columns kept of a Cox model saved before its design (one-hot blocks less their first level)
+        self.keep_ = None
+        return prep, SurvivalModel(self.kind, params, self.seed).fit(X, time, event)
 
     def fit(self, data: ModelData, y: np.ndarray) -> SurvivalLearner:
         if data.table is None or data.columns is None:

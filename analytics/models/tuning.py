@@ -45,6 +45,8 @@ def searched_grid(kind: str, grid: Mapping[str, Sequence[Any]],
 
     if grid:
         return {k: list(v) for k, v in grid.items()}, "study.toml"
+    if params.get("penalty") == "none":  # a maximum-likelihood logistic regression (MLLogistic): nothing to tune
+        return {}, "none"
     default = {k: list(v) for k, v in DEFAULT_GRIDS.get(kind, {}).items() if k not in params}
     return (default, "default") if default else ({}, "none")
 

@@ -303,25 +303,23 @@ def cox(
 
 # --------------------------------------------------------------- Harrell's C
 def _fenwick_paths(k: int, query: bool) -> np.ndarray:
-    """Padded Fenwick index paths for ranks 0..k (query: prefix; else update)."""
-    paths: list[list[int]] = []
-    for r in range(k + 1):
-        p, i = [], r
-        if query:
-            while i > 0:
-                p.append(i)
-                i -= i & -i
-        else:
-            while 0 < i <= k:
-                p.append(i)
-                i += i & -i
-        paths.append(p)
-    width = max(1, max(len(p) for p in paths))
+    """Padded Fenwick index paths for ranks 0..k (query: prefix; else update).
+
+    Row ``r`` lists the tree nodes visited from rank ``r`` (query: ``i -= i & -i`` while ``i > 0``; update:
+    ``i += i & -i`` while ``0 < i <= k``), then padding (query: 0; update: ``k + 1``); all ranks step together.
+    """
     pad = 0 if query else k + 1  # row 0 stays zero; row k+1 absorbs padded updates
-    out = np.full((k + 1, width), pad, dtype=np.int64)
-    for r, p in enumerate(paths):
-        out[r, : len(p)] = p
-    return out
+    i = np.arange(k + 1, dtype=np.int64)
+    steps: list[np.ndarray] = []
+    while True:
+        live = (i > 0) if query else ((i > 0) & (i <= k))
+        if not live.any():
+            break
+        steps.append(np.where(live, i, pad))
+        i = np.where(live, i - (i & -i) if query else i + (i & -i), i)
+    if not steps:
+        return np.full((k + 1, 1), pad, dtype=np.int64)
+    return np.stack(steps, axis=1)
 
 
 def harrell_counts(

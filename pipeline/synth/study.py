@@ -261,6 +261,10 @@ def study_toml(seed: int, report_dir: str | None = None, small: bool = False) ->
             # batch effect is estimated from its own features (the centres' stains differ by design)
             {"name": "wsi_svm_combat", "kind": "svm", "features": ["wsi_resnet18:mean"], "grid": {"C": [0.01, 0.1]},
              "params": {"kernel": "linear"}, "harmonize": "combat"},
+            # a clinical model as R's glm fits it (maximum likelihood; a restricted cubic spline of age), with its
+            # coefficient and per-term Wald tables in the report. Anti-SSA and sex are left out: in the 20-odd
+            # training patients of a fold they separate the outcome, and such a fit is refused, not returned
+            {"name": "clinical_glm", "kind": "logistic", "formula": "rcs(age, 3) + esr", "params": {"penalty": "none"}},
         ]
     data: dict[str, Any] = {
         "study": {
@@ -280,6 +284,10 @@ def study_toml(seed: int, report_dir: str | None = None, small: bool = False) ->
                        "added_value": [["fusion", "clinical"]], "risk_cutoffs": [0.2, 0.5],
                        "subgroups": {"sex": {}, "age": {"cuts": [60]}}},
     }
+    if not small:
+        # optimism-corrected bootstrap of every model's whole procedure (rms::validate, rms::calibrate); a small B
+        # keeps the demo quick (a real study uses the default 200); the small variant, for tests, goes without
+        data["validation"].update(internal="bootstrap", B=10)
     if report_dir is not None:
         data["report"] = {"dir": report_dir}
     header = ("# Synthetic two-centre demo study written by pipeline.synth (not patient data).\n"

@@ -187,7 +187,7 @@ def test_the_import_contracts_see_every_stage() -> None:
     graph = grimp.build_graph("analytics", "pipeline", "cohortlab", exclude_type_checking_imports=True)
     table = graph.find_modules_directly_imported_by("analytics.stages")
     assert {"pipeline.ingest", "pipeline.embed", "pipeline.ray_runner", "analytics.cohort", "analytics.fit",
-            "analytics.validate", "analytics.explain.study", "analytics.report", "analytics.verify"} <= table
+            "analytics.validation.stage", "analytics.explain.study", "analytics.report", "analytics.verify"} <= table
     assert {"analytics.stages", "analytics.run", "analytics.demo"} <= graph.find_modules_directly_imported_by(
         "analytics.cli")
     assert "analytics.stages" in graph.find_modules_directly_imported_by("cohortlab.study")

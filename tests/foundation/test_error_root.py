@@ -121,12 +121,12 @@ def test_a_missing_argument_is_a_usage_message_not_a_traceback(capsys: pytest.Ca
 def test_a_bug_keeps_its_traceback_and_names_the_study_log(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import analytics.validate
+    import analytics.validation.stage
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("a bug in validate")
 
-    monkeypatch.setattr(analytics.validate, "validate", broken)
+    monkeypatch.setattr(analytics.validation.stage, "validate", broken)
     toml = _study(tmp_path / "s")
     assert main(["validate", str(toml)]) == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import pkgutil
 import re
 from pathlib import Path
 
+import pytest
 import tomllib
 
 import analytics
@@ -50,3 +52,14 @@ def test_the_entry_points_sit_above_everything_else() -> None:
     lines = _layers()
     report = lines.index(["analytics.report"])
     assert {m for line in lines[:report] for m in line} == TOP, "only the entry points sit above the report"
+
+
+@pytest.mark.parametrize("package", ["analytics.report", "analytics.validation"])
+def test_every_module_of_the_report_and_validation_packages_sits_on_their_inner_layers(package: str) -> None:
+    """Each package has its own layers contract; a new module of it must be placed there, or the contract
+    would not see it."""
+    contract = next(c for c in _contracts().values() if c.get("containers") == [package])
+    assert contract["type"] == "layers"
+    named = [m.strip() for line in contract["layers"] for m in line.split("|")]
+    children = {m.name for m in pkgutil.iter_modules(importlib.import_module(package).__path__)}
+    assert len(named) == len(set(named)) and set(named) == children

@@ -57,7 +57,8 @@ def test_every_demo_model_fits(tmp_path: Path) -> None:
     result = fit(study, progress=False)
 
     assert [m.name for m in result.models] == ["clinical", "wsi_svm", "wsi_mil", "ct_svm", "ct_xgb", "fusion", "ensemble",
-                                               "clinical_cox", "wsi_mil_cox", "survival_fusion", "wsi_svm_combat"]
+                                               "clinical_cox", "wsi_mil_cox", "survival_fusion", "wsi_svm_combat",
+                                               "clinical_glm"]
     assert {m.status for m in result.models} == {"fitted"}
     rows = stored_predictions(study.store_path)
     for name, part in rows.group_by("model"):

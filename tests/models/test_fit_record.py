@@ -135,7 +135,7 @@ def test_fit_saves_the_training_fit_the_lr_test_reads(fitted: StudyConfig) -> No
 
 def test_validate_runs_the_lr_test_without_the_fit_stage(fitted: StudyConfig,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from analytics.validate import validate
+    from analytics.validation.stage import validate
 
     monkeypatch.setitem(sys.modules, "analytics.fit", None)  # importing it now fails
     validate(fitted, progress=False, force=True)

@@ -14,9 +14,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analytics import tripod
 from analytics.fit import fit, stored_predictions
 from analytics.models import registry
+from analytics.report import tripod
 from pipeline.config import StudyConfig, parse_study
 
 from model_helpers import COHORT_SQL, make_study, write_cohort_store
@@ -162,7 +162,7 @@ def test_the_report_marks_training_estimates_that_are_not_nested(
     tmp_path: Path, cohort_data: dict[str, Any]
 ) -> None:
     from analytics.report import write_report
-    from analytics.validate import validate
+    from analytics.validation.stage import validate
 
     study = _study(tmp_path, cohort_data, BASE + [SECOND[0], {**SECOND[1], "nested": False}])
     study = study.model_copy(update={"validation": study.validation.model_copy(update={"n_boot": 50})})

@@ -88,7 +88,7 @@ n_boot = 0
 def test_a_registered_kind_is_fitted_validated_and_reported(toy_kind: str, tmp_path: Path) -> None:
     from analytics.fit import fit
     from analytics.report import write_report
-    from analytics.validate import validate
+    from analytics.validation.stage import validate
 
     study = _study(tmp_path)
     assert study.model("centroid").traits is TRAITS

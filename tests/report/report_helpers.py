@@ -22,7 +22,7 @@ N = 90
 def write_study(root: Path, n_boot: int = 100) -> StudyConfig:
     """Write, ingest, predict and validate a two-centre study under ``root``; return it."""
     from analytics.cohort import load_cohort
-    from analytics.validate import validate
+    from analytics.validation.stage import validate
 
     rng = np.random.default_rng(5)
     centers = np.where(np.arange(N) < 60, "A", "B")

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from analytics.report import write_report
-from analytics.validate import validate
+from analytics.validation.stage import validate
 from pipeline.config import load_config
 
 from report_helpers import ReportParser, write_study

@@ -71,7 +71,11 @@ def test_demo_run_report(tmp_path: Path) -> None:
     n_checked = 0
     for model in models:
         for split, sm in metrics["models"][model]["splits"].items():
-            assert shown[f"{model}|{split}|n"] == str(sm["n"])
+            if sm["n"] == 0 and "n_survival" in sm:  # a survival model: no complete-case (label) rows
+                assert f"{model}|{split}|n" not in shown
+                assert shown[f"{model}|{split}|n_survival"] == str(sm["n_survival"])
+            else:
+                assert shown[f"{model}|{split}|n"] == str(sm["n"])
             for k in ("auc", "auc_bootstrap", "sensitivity", "specificity", "accuracy", "ppv", "npv", "f1", "c_index"):
                 if k in sm:
                     assert shown[f"{model}|{split}|{k}"] == interval(sm[k]), (model, split, k)

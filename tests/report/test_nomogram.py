@@ -8,7 +8,7 @@ import pytest
 
 from analytics.models.classical import build_pipeline
 from analytics.models.data import Columns
-from analytics.nomogram import NomogramError, nomogram, nomogram_figure
+from analytics.report.nomogram import NomogramError, nomogram, nomogram_figure
 
 
 def _data(n: int = 300, seed: int = 4) -> tuple[pd.DataFrame, np.ndarray]:

@@ -25,7 +25,7 @@ SUBGROUPS = 'subgroups = { sex = {}, age = { cuts = [60] } }'
 @pytest.fixture(scope="module")
 def with_subgroups(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StudyConfig, Path]]:
     """The report test study, validated with subgroups by sex and age, and its report."""
-    from analytics.validate import validate
+    from analytics.validation.stage import validate
 
     study = write_study(tmp_path_factory.mktemp("subgroups"))
     toml = study.root / "study.toml"
@@ -51,7 +51,7 @@ def _recorder(monkeypatch: pytest.MonkeyPatch, name: str) -> list[tuple[Any, ...
 
 def _scored(study: StudyConfig) -> tuple[report.Sources, pl.DataFrame]:
     src = report.read_sources(study)
-    return src, report._scored(src.predictions, src.cohort.frame)
+    return src, report.scored_predictions(src.predictions, src.cohort.frame)
 
 
 def test_one_roc_figure_per_split_with_every_model(with_subgroups: tuple[StudyConfig, Path],

@@ -50,7 +50,7 @@ def _scored(study: StudyConfig) -> pl.DataFrame:
 def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[StudyConfig, str]:
     from analytics.fit import fit
     from analytics.report import write_report
-    from analytics.validate import validate
+    from analytics.validation.stage import validate
 
     root = tmp_path_factory.mktemp("tuned")
     rng = np.random.default_rng(21)
@@ -223,7 +223,7 @@ def test_metrics_csv_floats_round_trip_to_metrics_json(validated: tuple) -> None
 
 def test_tiny_p_values_keep_their_digits(tmp_path: Path) -> None:
     """A DeLong p of order 1e-12 was written as 0.000000."""
-    from analytics.validate import validate
+    from analytics.validation.stage import validate
 
     from report_helpers import write_study
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from analytics import tripod
+from analytics.report import tripod
 
 # TRIPOD+AI item numbers as published (BMJ 2024;385:e078378, Table 1): 27 items, with these sub-items.
 PUBLISHED = (

@@ -128,7 +128,7 @@ def test_literal_text_is_drawn_as_written() -> None:
 def _nomogram(labels: dict[str, str]):  # noqa: ANN202 - a Nomogram
     from analytics.models.classical import build_pipeline
     from analytics.models.data import Columns
-    from analytics.nomogram import nomogram
+    from analytics.report.nomogram import nomogram
 
     rng = np.random.default_rng(0)
     table = __import__("pandas").DataFrame({
@@ -141,7 +141,7 @@ def _nomogram(labels: dict[str, str]):  # noqa: ANN202 - a Nomogram
 
 
 def test_the_nomogram_draws_a_label_with_mathtext_literally() -> None:
-    from analytics.nomogram import nomogram_figure
+    from analytics.report.nomogram import nomogram_figure
 
     png = nomogram_figure(_nomogram({"age": MATH, "stage": "Stage $\\frac{$"}), title=f"{MATH}: nomogram")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -14,8 +14,8 @@ from scipy.stats import chi2
 from study_builders import build_study, study_toml
 
 from analytics import stats
-from analytics.validate import lr_test_reason, validate
 from analytics.validation import Validation
+from analytics.validation.stage import lr_test_reason, validate
 from pipeline import store
 from pipeline.config import ConfigError, load_config
 

@@ -16,7 +16,7 @@ from censored_helpers import HORIZON, censored_study, write_toml
 from analytics import stats
 from analytics.cohort import load_cohort
 from analytics.fit import fit, stored_predictions
-from analytics.validate import validate
+from analytics.validation.stage import validate
 from pipeline.config import load_config
 from pipeline.errors import CohortlabError
 

@@ -15,7 +15,7 @@ from analytics import stats
 from analytics.cohort import load_cohort
 from analytics.fit import fit, stored_predictions
 from analytics.models.persist import read_horizon_risks, read_risk_grid, risk_grid_times
-from analytics.validate import load_validation, validate
+from analytics.validation.stage import load_validation, validate
 
 SPLITS = ("train", "internal", "external")
 

@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 from study_builders import build_study, study_toml
 
 from analytics import stats
-from analytics.validate import ValidateError, load_validation, validate
+from analytics.validation.stage import ValidateError, load_validation, validate
 from pipeline import store
 from pipeline.config import load_config
 

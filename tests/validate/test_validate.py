@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from study_builders import build_study, study_toml
 
 from analytics import stats
-from analytics.validate import validate
+from analytics.validation.stage import validate
 from pipeline import store
 from pipeline.config import ConfigError, load_config
 
@@ -145,7 +145,7 @@ def test_no_predictions_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_tiny_split_gets_point_estimates_and_notes(tmp_path: Path) -> None:
     """One case and two controls: DeLong has no variance, so the AUC comes without a CI and a note says why."""
-    from analytics.validate import _split_metrics
+    from analytics.validation.stage import _split_metrics
     from pipeline.config import parse_study
 
     study = parse_study({"study": {"name": "t"}, "manifests": {"patients": "p.csv"}, "validation": {"n_boot": 50}}, tmp_path)

@@ -18,8 +18,8 @@ from sklearn.metrics import f1_score, roc_auc_score
 from study_builders import SPLIT_B, build_study, study_toml
 
 from analytics import stats
-from analytics.validate import ValidateError, validate
 from analytics.validation import SUMMARY_COLUMNS, Validation
+from analytics.validation.stage import ValidateError, validate
 from pipeline import store
 from pipeline.config import StudyConfig
 

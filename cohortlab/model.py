@@ -1,0 +1,84 @@
+"""A fitted model in a notebook: ``study.model(name)``, its record and its coefficient tables."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from analytics.models.persist import PersistError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from analytics.models.artifacts import FitRecord
+    from analytics.models.coefficients import RegressionTables
+    from pipeline.config import StudyConfig
+
+
+class Model:
+    """One fitted model of a study, read from its folder (every file checked against the store).
+
+    Attributes
+    ----------
+    name, kind
+        The model and its kind.
+    record
+        Its fit record (``models/<name>/manifest.json``, typed).
+    path
+        Its folder.
+    """
+
+    def __init__(self, study: StudyConfig, name: str) -> None:
+        from analytics.models.artifacts import FitRecord
+        from analytics.models.coefficients import RegressionTables
+        from analytics.models.persist import MANIFEST, read_files
+
+        if name not in {m.name for m in study.models}:
+            known = ", ".join(m.name for m in study.models) or "none"
+            raise PersistError(f"no model named {name!r} in study.toml (models: {known})")
+        self.name, self.path = name, study.models_dir / name
+        files = read_files(self.path, study.store_path)
+        if not files or MANIFEST not in files:
+            raise PersistError(f"model {name!r} is not fitted yet ({self.path}): run `cohortlab fit` or study.fit()")
+        self.record: FitRecord = FitRecord.from_json(files[MANIFEST], self.path / MANIFEST)
+        self.kind = self.record.kind
+        self._tables = RegressionTables.from_files(self.record.regression or {}, files)
+
+    def __repr__(self) -> str:
+        return f"<cohortlab.Model {self.name!r} ({self.kind}) at {self.path}>"
+
+    def _regression(self) -> RegressionTables:
+        if self._tables is None:
+            why = ("its inputs include image features (no per-unit coefficients)" if self.record.features else
+                   "not a regression model (logistic or cox)")
+            raise PersistError(f"model {self.name!r} ({self.kind}) has no coefficient table: {why}")
+        return self._tables
+
+    @property
+    def summary(self) -> pl.DataFrame:
+        """The coefficient table (``models/<name>/coefficients.csv``): ``term, estimate, se, odds_ratio`` (or
+        ``hazard_ratio``), ``ci_low, ci_high, z, p, penalised, note``, on the inputs' original scale, as R's
+        ``summary(glm)`` / ``summary(coxph)``; a penalised model's rows have no se, CI, z or p."""
+        return self._regression().coefficients
+
+    @property
+    def anova(self) -> pl.DataFrame | None:
+        """Wald χ² tests per term in the layout of ``rms::anova`` (``row, chisq, df, p``); None when penalised."""
+        return self._regression().anova
+
+    @property
+    def statistics(self) -> dict[str, Any]:
+        """The model line: n, events and (unpenalised) the likelihood-ratio χ², its df and p, AIC."""
+        return dict(self._regression().summary)
+
+    def summary_text(self) -> str:
+        """What :meth:`print_summary` prints."""
+        return self._regression().text(self.name, self.kind)
+
+    def print_summary(self) -> None:
+        """Print the model's facts, coefficient table and per-term Wald tests, laid out as lifelines'
+        ``print_summary``."""
+        print(self.summary_text())
+
+
+
+__all__ = ["Model"]
