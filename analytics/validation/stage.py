@@ -381,14 +381,21 @@ def lr_test_reason(study: StudyConfig, new: str, old: str) -> str | None:
         from analytics.models.formula import main_effects
         from pipeline.formula import parse_formula, unspanned_terms
 
-        big, small = (parse_formula(m.formula or main_effects(m.clinical)) for m in (a, b))
+        def terms(m: Any) -> Any:  # None: no clinical term (a model of scores or features only)
+            text = m.formula or (main_effects(m.clinical) if m.clinical else None)
+            return None if text is None else parse_formula(text)
+
+        big, small = terms(a), terms(b)
         inputs = (("features", a.features, b.features), ("scores", a.scores, b.scores))
         extra = [f"{what} {sorted(set(o) - set(n))}" for what, n, o in inputs if not set(o) <= set(n)]
-        if terms := unspanned_terms(small, big):
-            extra.append(f"terms {terms}")
+        if small is not None:
+            lacking = [t.label for t in small.terms] if big is None else unspanned_terms(small, big)
+            if lacking:
+                extra.append(f"terms {lacking}")
         if extra:
             return f"the inputs are not nested: {old} has {', '.join(extra)} that {new} lacks"
-        if all(set(o) == set(n) for _, n, o in inputs) and not unspanned_terms(big, small):
+        same_terms = (big is None) == (small is None) and (big is None or not unspanned_terms(big, small))
+        if all(set(o) == set(n) for _, n, o in inputs) and same_terms:
             return f"{new} and {old} have the same inputs"
         return None
     parts = (("features", a.features, b.features), ("clinical", a.clinical, b.clinical),
