@@ -42,7 +42,6 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -76,7 +75,6 @@ log = logging.getLogger("cohortlab.fit")
 
 NCV_SURVIVAL_NOTE = "nested cross-validation is for binary endpoints"
 CACHE_FORMAT = 1  # part of the key: a change of what a replicate file holds refits them
-LOCAL_OBJECT_STORE_BYTES = 200 * 1024**2  # one copy of a model's training inputs travels through it
 
 Make = Callable[[Model, int], Learner]
 
@@ -257,31 +255,11 @@ def _on_joblib(task: Task, todo: Sequence[int], n_jobs: int) -> Iterator[tuple[i
         yield from parallel(delayed(_numbered)(task, b, fresh_learner(task, b)) for b in todo)
 
 
-@contextmanager
-def _ray_session(address: str) -> Iterator[Any]:
-    """Ray connected to ``address`` (``local`` starts one here and stops it after); an open session is reused."""
-    import ray
-
-    if ray.is_initialized():
-        yield ray
-        return
-    try:
-        if address == "local":
-            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-                     log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
-        else:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise InternalFitError(f"--ray {address}: cannot connect to a Ray cluster: {exc}") from None
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-
-
 def _on_ray(task: Task, todo: Sequence[int], address: str) -> Iterator[tuple[int, Replicate]]:
     """Replicates as Ray tasks (the shared inputs put once in the object store), each yielded as it finishes."""
-    with _ray_session(address) as ray:
+    from pipeline.ray_runner import connected  # the embedding stage's Ray session; loaded only for Ray
+
+    with connected(address, InternalFitError) as ray:
         shared = ray.put(task)
         remote = ray.remote(num_cpus=1)(_numbered)
         pending = [remote.remote(shared, b, fresh_learner(task, b)) for b in todo]

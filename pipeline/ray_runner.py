@@ -56,7 +56,7 @@ from pipeline.source import Embedder, Source
 log = logging.getLogger("cohortlab.embed")
 
 MAX_CPU_ACTORS_PER_DEFAULT = 8  # each holds a copy of the encoder
-LOCAL_OBJECT_STORE_BYTES = 200 * 1024**2  # sources travel as small rows; instances go to files, not the object store
+LOCAL_OBJECT_STORE_BYTES = 200 * 1024**2  # small: sources travel as rows and instances go to files; a model's inputs once
 
 
 class EmbedError(CohortlabError, RuntimeError):
@@ -75,8 +75,9 @@ def _ray() -> Any:
 
 
 @contextmanager
-def _connected(address: str) -> Iterator[Any]:
-    """Ray connected to ``address`` (``local`` starts one here); a session already open is reused and kept."""
+def connected(address: str, error: type[CohortlabError] = EmbedError) -> Iterator[Any]:
+    """Ray connected to ``address`` (``local`` starts one here and stops it after); a session already open is
+    reused and kept. A failed connection raises ``error`` (the calling stage's) with one line."""
     ray = _ray()
     if ray.is_initialized():
         yield ray
@@ -88,7 +89,7 @@ def _connected(address: str) -> Iterator[Any]:
         else:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise EmbedError(f"--ray {address}: cannot connect to a Ray cluster: {exc}") from None
+        raise error(f"--ray {address}: cannot connect to a Ray cluster: {exc}") from None
     try:
         yield ray
     finally:
@@ -359,7 +360,7 @@ def embed(
                 _embed_feature_set(ray, study, fs, plan, device, workers, retries, progress, embedder_factory))
 
     if result.ray_started:
-        with _connected(ray_address) as ray:
+        with connected(ray_address) as ray:
             run_all(ray)
     else:
         run_all(None)

@@ -356,13 +356,13 @@ def test_cli_ray_option_wins_over_study_toml(local_ray, reference_study, tmp_pat
     toml = study.root / "study.toml"
     toml.write_text(toml.read_text() + '\n[compute]\nray = "192.0.2.1:6379"\nray_retries = 0\n')
     addresses: list[str] = []
-    connected = ray_runner._connected
+    connected = ray_runner.connected
 
     def spy(address: str):
         addresses.append(address)
         return connected(address)
 
-    monkeypatch.setattr(ray_runner, "_connected", spy)
+    monkeypatch.setattr(ray_runner, "connected", spy)
     # through main(), the console entry point, which also closes the study log it opened
     code = main(["embed", str(toml), "--feature-set", CT, "--device", "cpu", "--ray", "local"])
     out = capsys.readouterr()
