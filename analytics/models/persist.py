@@ -517,30 +517,27 @@ def read_predictions(folder: Path, store_path: str | Path) -> pl.DataFrame:
     return frame
 
 
-def read_harmonization(folder: Path, store_path: str | Path) -> dict[str, Any] | None:
-    """A harmonised model's ComBat record (``harmonize.json``), if saved."""
+def _json_record(folder: Path, store_path: str | Path, name: str) -> dict[str, Any] | None:
+    """A model folder's JSON record ``name`` (checked against the store), if saved."""
     files = read_files(folder, store_path)
-    data = None if files is None else files.get(HARMONIZATION)
+    data = None if files is None else files.get(name)
     if data is None:
         return None
     try:
         out = json.loads(data)
     except ValueError as exc:
-        raise PersistError(f"{Path(folder) / HARMONIZATION}: not valid JSON ({exc})") from None
+        raise PersistError(f"{Path(folder) / name}: not valid JSON ({exc})") from None
     return out if isinstance(out, dict) else None
+
+
+def read_harmonization(folder: Path, store_path: str | Path) -> dict[str, Any] | None:
+    """A harmonised model's ComBat record (``harmonize.json``), if saved."""
+    return _json_record(folder, store_path, HARMONIZATION)
 
 
 def read_zph(folder: Path, store_path: str | Path) -> dict[str, Any] | None:
     """A Cox regression's proportional-hazards record (``zph.json``, :mod:`analytics.models.ph_check`), if saved."""
-    files = read_files(folder, store_path)
-    data = None if files is None else files.get(ZPH)
-    if data is None:
-        return None
-    try:
-        out = json.loads(data)
-    except ValueError as exc:
-        raise PersistError(f"{Path(folder) / ZPH}: not valid JSON ({exc})") from None
-    return out if isinstance(out, dict) else None
+    return _json_record(folder, store_path, ZPH)
 
 
 def check_models(models_dir: Path, store_path: str | Path, names: Sequence[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 
 def as_1d(x: Any, name: str) -> np.ndarray:
@@ -97,3 +98,12 @@ def n_boot_ok(n_boot: int, *, allow_zero: bool = False) -> int:
     if n_boot < (0 if allow_zero else 1):
         raise ValueError(f"n_boot must be {'>= 0' if allow_zero else '>= 1'}, got {n_boot}")
     return n_boot
+
+
+def take_rows(x: Any, idx: np.ndarray) -> Any:
+    """Rows ``idx`` of a design: a polars or pandas frame stays a frame, anything else becomes an array."""
+    if isinstance(x, pl.DataFrame):
+        return x[idx]
+    if hasattr(x, "iloc"):
+        return x.iloc[idx]
+    return np.asarray(x)[idx]

@@ -359,14 +359,6 @@ def _folds(perm: np.ndarray, k: int) -> list[np.ndarray]:
     return out
 
 
-def _take(x: Any, idx: np.ndarray) -> Any:
-    if isinstance(x, pl.DataFrame):
-        return x[idx]
-    if hasattr(x, "iloc"):
-        return x.iloc[idx]
-    return np.asarray(x)[idx]
-
-
 Predict = Callable[[Any], Any]
 
 
@@ -388,8 +380,8 @@ def replicates_from(fit: Callable[[Any, Any], Predict], X: Any, y: Any,
     for idx in indices:
         rows = np.asarray(idx, dtype=np.int64)
         try:
-            predict = fit(_take(X, rows), ya[rows])
-            s_app, r_app = _scores(predict(_take(X, rows)))
+            predict = fit(v.take_rows(X, rows), ya[rows])
+            s_app, r_app = _scores(predict(v.take_rows(X, rows)))
             s_test, r_test = _scores(predict(X))
         except Exception as exc:  # a failed refit is data, not a crash: rms counts it too
             empty = np.empty(0)

@@ -224,16 +224,10 @@ def nested_cv_from(fit: Callable[[Any, Any], Callable[[Any], Any]], X: Any, y: A
     reps = []
     for rows in plan.indices():
         try:
-            predict = fit(_take(X, rows), yy[rows])
+            predict = fit(v.take_rows(X, rows), yy[rows])
             reps.append(Replicate(rows, np.empty(0), np.asarray(predict(X), dtype=np.float64)))
         except Exception as exc:  # a failed refit drops its outer fold, as nested_cv documents
             reps.append(Replicate(rows, np.empty(0), np.empty(0), error=f"{type(exc).__name__}: {exc}"))
     return nested_cv(y, reps, plan, level)
 
 
-def _take(x: Any, idx: np.ndarray) -> Any:
-    if isinstance(x, pl.DataFrame):
-        return x[idx]
-    if hasattr(x, "iloc"):
-        return x.iloc[idx]
-    return np.asarray(x)[idx]

@@ -45,14 +45,6 @@ def _factory(estimator_factory: Any) -> Callable[[], Any]:
     raise TypeError("estimator_factory must be a callable returning an unfitted estimator")
 
 
-def _take(x: Any, idx: np.ndarray) -> Any:
-    if isinstance(x, pl.DataFrame):
-        return x[idx]
-    if hasattr(x, "iloc"):
-        return x.iloc[idx]
-    return np.asarray(x)[idx]
-
-
 def _prob(model: Any, x: Any) -> np.ndarray:
     p = np.asarray(model.predict_proba(x))
     return (p[:, 1] if p.ndim == 2 else p).astype(np.float64)
@@ -122,7 +114,7 @@ def optimism_corrected(
             yb = yy[idx]
             if 0 < yb.sum() < n:
                 break
-        xb = _take(X, idx)
+        xb = v.take_rows(X, idx)
         mb = make().fit(xb, yb)
         p_boot = _prob(mb, xb)
         p_orig = _prob(mb, X)
