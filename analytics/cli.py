@@ -276,6 +276,26 @@ def cohort(
 
 
 @app.command()
+def impute(study: StudyArg) -> None:
+    """Multiple imputation of the development patients alone ([imputation] method = "mice"): imputations/ in
+    mice's long format, with trace, md.pattern and diagnostics."""
+    from tqdm.auto import tqdm
+
+    from analytics.impute.study import impute_study
+
+    s = _study(study)
+    total = s.imputation.m * s.imputation.maxit if s.imputation is not None else 0
+    with tqdm(total=total, desc="imputations x iterations", unit="it", disable=total == 0) as bar:
+        done = impute_study(s, progress=bar.update)
+    imp = done.imputations
+    print(f"{imp.m} imputations of {len(imp.rows)} development patients -> {done.folder}")
+    print("methods: " + ", ".join(f"{k} {v}" for k, v in imp.methods.items() if v))
+    print("outcome in the models: " + (", ".join(done.outcome) or "none"))
+    for flag in done.diagnostics.flags:
+        print(f"flag: {flag}")
+
+
+@app.command()
 def verify(study: StudyArg) -> None:
     """Check every done instance file (sha256, source_id, footer) against the store; exit 1 on any problem."""
     result = stages.verify(_study(study))
@@ -359,6 +379,63 @@ def run(
     print(result)
     if not result.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def predict(
+    study: Annotated[Path | None, typer.Argument(help="study.toml (or its folder); not with --bundle")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="the fitted model that scores them")] = None,
+    patients: Annotated[Path | None, typer.Option("--patients", help="CSV of new patients: patient_id, predictors")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="the CSV of risks to write (replaced in one step)")] = None,
+    bundle: Annotated[Path | None, typer.Option("--bundle", help="a model bundle (cohortlab export) instead of a study")] = None,
+    explain: Annotated[int, typer.Option("--explain", help="add each patient's N largest SHAP contributions")] = 0,
+) -> None:
+    """Score new patients with a fitted model: risks, CIs, risk group, flags, and why a patient was not scored."""
+    from analytics.predict import predict_file
+
+    if patients is None or out is None:
+        raise UserError("predict needs --patients new.csv and --out risks.csv")
+    if (study is None) == (bundle is None):
+        raise UserError("predict reads a study (study.toml --model NAME) or a bundle (--bundle FILE), one of them")
+    if bundle is not None:
+        from analytics.export.bundle import development_of, opened
+
+        if explain:
+            raise UserError("--explain reads the development patients: give the study, not --bundle")
+        with opened(bundle) as (s, b):
+            if model is not None and model != b.model:
+                raise UserError(f"--model {model}: bundle {bundle} holds model {b.model!r}")
+            frame = predict_file(s, b.model, patients, out, development_of(b), protect=[bundle])
+            model = b.model
+        print(f"bundle {bundle}: model {model}, manifest sha256 {b.digest}")
+    else:
+        if model is None:
+            raise UserError("predict study.toml needs --model NAME")
+        frame = predict_file(_study(study), model, patients, out, explain=explain)  # type: ignore[arg-type]
+    scored = frame.filter(frame["reason"].is_null()).height
+    print(f"{scored} of {frame.height} patients scored by {model} -> {out}")
+    if scored < frame.height:
+        print(f"{frame.height - scored} not scored; column reason says why")
+
+
+@app.command()
+def export(
+    study: StudyArg,
+    model: Annotated[str, typer.Option("--model", help="the fitted model to export")],
+    out: Annotated[Path, typer.Option("--out", help="the bundle to write (model.cohortlab), or the page")],
+    calculator: Annotated[bool, typer.Option("--calculator", help="write an offline risk-calculator page instead")] = False,
+) -> None:
+    """Write a portable bundle of a fitted model (code-free files, sha256, model card), or its calculator page."""
+    if calculator:
+        from analytics.export.calculator import write_calculator
+
+        write_calculator(_study(study), model, out)
+        print(f"calculator of model {model} -> {out}")
+        return
+    from analytics.export import export_bundle
+
+    digest = export_bundle(_study(study), model, out)
+    print(f"model {model} -> {out} (manifest sha256 {digest})")
 
 
 def _print_table(frame: Any) -> None:

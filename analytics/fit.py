@@ -64,6 +64,7 @@ from tqdm.auto import tqdm
 from analytics import internal_fit
 from analytics.cohort import Cohort, feature_key, load_cohort
 from analytics.crossfit import CACHE_FOLDER, CrossFitter, FitCache, needs_nesting, optimistic
+from analytics.fit_engine import Engine, train_learner
 from analytics.fit_plan import declared_orders as _declared_orders
 from analytics.fit_plan import fit_key, required_inputs, select_models, study_horizons
 from analytics.fit_plan import labels as _labels
@@ -75,7 +76,7 @@ from analytics.fit_results import jsonable as _jsonable
 from analytics.fit_results import oof_auc as _oof_auc
 from analytics.fit_results import oof_c as _oof_c
 from analytics.fit_results import split_counts as _counts
-from analytics.models import fusion, harmonize, registry
+from analytics.models import fusion, harmonize, registry, tuning
 from analytics.models.artifacts import FitRecord, ml_regression_reason
 from analytics.models.coefficients import regression_tables
 from analytics.models.data import (
@@ -122,29 +123,6 @@ HORIZON_SCHEMA = {"model": pl.String, "patient_id": pl.String, "horizon": pl.Flo
 # --- fitting one model ---------------------------------------------------------------------------
 
 
-def train_learner(spec: Model, data: ModelData, y: np.ndarray, seed: int, make: Callable[[Model, int], Learner],
-                  step: str) -> Learner:
-    """A fresh learner of ``spec`` fitted on ``data`` (both classes, or an event, required); failures as :class:`FitError`.
-
-    ``y``: 0/1 labels, or ``(n, 2)`` times and events for a survival model.
-    """
-    if np.ndim(y) == 2:
-        if not (np.asarray(y)[:, 1] == 1).any():
-            raise FitError(f"model '{spec.name}', {step}: its {len(y)} training patients with inputs hold no event")
-        try:
-            return make(spec, seed).fit(data, y)
-        except (ValueError, RuntimeError) as exc:
-            raise FitError(f"model '{spec.name}', {step}: {exc}") from exc
-    classes = np.unique(y)
-    if len(classes) < 2:
-        raise FitError(f"model '{spec.name}', {step}: its training patients with inputs hold only label "
-                       f"{classes.tolist()}; it needs both classes")
-    try:
-        return make(spec, seed).fit(data, y)
-    except (ValueError, RuntimeError) as exc:
-        raise FitError(f"model '{spec.name}', {step}: {exc}") from exc
-
-
 @dataclass(frozen=True, eq=False)
 class ModelFit:
     """One model fitted by outer CV and refit: its predictions and final learner."""
@@ -158,6 +136,7 @@ class ModelFit:
     horizon_risks: pl.DataFrame | None = None  # survival models: model, patient_id, horizon, risk
     risk_grid: pl.DataFrame | None = None  # survival models: model, patient_id, time, risk (integrated Brier)
     training: np.ndarray | None = None  # positions of the training patients the final model was fitted on
+    fits: int = 0  # estimators fitted, inner tuning fits included
 
 
 def _attention_rows(data: Any, index: np.ndarray, weights: list[np.ndarray], split: np.ndarray,
@@ -184,6 +163,7 @@ def fit_model(
     on_fold: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
     horizons: Sequence[float] = (),
     grid: Sequence[float] = (),
+    engine: Engine | None = None,
 ) -> ModelFit:
     """Outer-CV out-of-fold predictions for training patients, then a final refit for held-out ones.
 
@@ -216,6 +196,9 @@ def fit_model(
     grid
         Survival models: a grid of times up to the last horizon at which to predict it too
         (``ModelFit.risk_grid``, the integrated Brier score; :func:`analytics.models.persist.risk_grid_times`).
+    engine
+        Where the outer folds' fits and the final refit run (default: this process); the predictions are the
+        same bytes on every engine.
     """
     make = make or registry.build_learner
     data, available = inputs.data, inputs.available
@@ -240,15 +223,23 @@ def fit_model(
     at = [*horizons, *grid] if horizons else []
     risk = np.full((len(ids), len(at)), np.nan) if survival and horizons else None
 
-    def run(step: str, tr: np.ndarray, rows: ModelData) -> Learner:
-        return train_learner(spec, rows.take(tr), y[tr], seed, make, step)
-
-    for k in tqdm(range(plan.k), desc=f"{spec.name} outer folds", leave=False, disable=not progress):
+    # the outer folds' fits, then the final refit: each independent of the others, so they may run at once
+    jobs: list[tuple[str, np.ndarray, ModelData]] = []
+    tests: list[tuple[int, np.ndarray, ModelData]] = []
+    for k in range(plan.k):
         tr, te = np.flatnonzero(use & (fold != k)), np.flatnonzero(use & (fold == k))
         if len(te) == 0:
             continue
         rows = data if fold_data is None else fold_data[k]
-        learner = run(f"outer fold {k}", tr, rows)
+        jobs.append((f"outer fold {k}", tr, rows))
+        tests.append((k, te, rows))
+    jobs.append(("final refit", np.flatnonzero(use), data))
+    engine = engine or Engine()
+    fitted = engine.fits(spec, jobs, y, seed, make, engine.parallel(spec, int(use.sum())))
+    fits = 0
+    for k, te, rows in tqdm(tests, desc=f"{spec.name} outer folds", leave=False, disable=not progress):
+        learner = next(fitted)
+        fits += int(getattr(learner, "n_fits_", 1))
         fold_chosen.append({"fold": k, **learner.chosen})
         scores[te] = learner.predict_score(rows.take(te))
         if risk is not None and hasattr(learner, "risk_at"):  # soft voting averages risks: no absolute risk
@@ -257,7 +248,8 @@ def fit_model(
             on_fold(k, te, scores[te])
         if is_mil:
             attention += _attention_rows(data, te, learner.attention(data.take(te)), split, k)
-    final = run("final refit", np.flatnonzero(use), data)
+    final = next(fitted)
+    fits += int(getattr(final, "n_fits_", 1))
     held = np.flatnonzero(available & ~is_train)
     if len(held):
         scores[held] = final.predict_score(data.take(held))
@@ -281,7 +273,7 @@ def fit_model(
     unlabelled = [p for p, t, lab in zip(ids, is_train, labelled) if t and not lab]
     return ModelFit(predictions, final, fold_chosen,
                     pl.concat(attention) if attention else None, inputs.missing, unlabelled, horizon_risks, risk_grid,
-                    np.flatnonzero(use))
+                    np.flatnonzero(use), fits)
 
 
 def _horizon_frame(name: str, ids: list[str], keep: np.ndarray, risk: np.ndarray,
@@ -382,7 +374,7 @@ def _saved_files(folder: Path, store_path: Path, name: str) -> dict[str, bytes] 
 
 def _fit_one(study: StudyConfig, spec: Model, cohort: Cohort, plan: OuterFolds, predictions: dict[str, pl.DataFrame],
              hashes: dict[str, str], progress: bool, crossfit: CrossFitter | None = None,
-             ray: str | None = None) -> ModelReport:
+             ray: str | None = None, engine: Engine | None = None) -> ModelReport:
     t0 = time.perf_counter()
     seed = study.study.seed
     inputs = input_models(spec)
@@ -428,7 +420,7 @@ def _fit_one(study: StudyConfig, spec: Model, cohort: Cohort, plan: OuterFolds, 
         return ModelReport(spec.name, spec.kind, "up to date", _counts(frame), manifest.oof_auc,
                            manifest.chosen, manifest.missing, manifest.unlabelled,
                            time.perf_counter() - t0, folder, manifest.dropped,
-                           manifest.optimistic_reason, manifest.oof_c)
+                           manifest.optimistic_reason, manifest.oof_c, (manifest.tuning or {}).get("fits"))
 
     assembled = assemble(spec, cohort, fusion.training_scores(inputs, predictions))
     nesting, fold_data, on_fold = None, None, None
@@ -437,8 +429,11 @@ def _fit_one(study: StudyConfig, spec: Model, cohort: Cohort, plan: OuterFolds, 
         if spec.name in crossfit.shared and (not inputs or nesting["nested"]):
             # this model's outer-fold fits are the fits a nested model's folds read: keep their scores
             on_fold = lambda k, te, s: crossfit.record(spec.name, k, te, s)  # noqa: E731
+    t_fit = time.perf_counter()
     result = fit_model(spec, assembled, targets, cohort.split, plan, seed, progress=progress,
-                       fold_data=fold_data, on_fold=on_fold, horizons=horizons, grid=risk_grid_times(horizons))
+                       fold_data=fold_data, on_fold=on_fold, horizons=horizons, grid=risk_grid_times(horizons),
+                       engine=engine)
+    fit_seconds = time.perf_counter() - t_fit
     dropped = dict(getattr(result.learner, "dropped_", None) or {})
     used = getattr(result.learner, "columns_", None) or assembled.data.columns
     if dropped:
@@ -446,7 +441,8 @@ def _fit_one(study: StudyConfig, spec: Model, cohort: Cohort, plan: OuterFolds, 
     frame = result.predictions
     digest = predictions_hash(frame)
     oof_auc = None if is_survival else _oof_auc(frame, labels)
-    oof_c = _oof_c(frame, cohort, targets) if is_survival else None
+    causes = spec.causes if spec.traits.competing else None  # a competing-risk model's targets hold status codes
+    oof_c = _oof_c(frame, cohort, targets, causes.cause if causes else None) if is_survival else None
     used_sets = sorted({r.split(":", 1)[0] for r in pooled_refs(spec)} | set(bags))
     # a maximum-likelihood regression: its coefficients and training fitted probabilities, for the
     # likelihood-ratio test (validate reads them here and never refits or re-predicts)
@@ -467,7 +463,7 @@ def _fit_one(study: StudyConfig, spec: Model, cohort: Cohort, plan: OuterFolds, 
         "seed": seed, "outer_folds": {"k": plan.k, "hash": plan.digest()}, "fit_key": key,
         "chosen": result.learner.chosen, "fold_chosen": result.fold_chosen,
         "inner_auc": getattr(result.learner, "inner_auc_", None), "nesting": nesting,
-        "tuning": tuning_record(spec, getattr(result.learner, "inner_auc_", None)),
+        "tuning": tuning_record(spec, getattr(result.learner, "inner_auc_", None), result.fits, fit_seconds),
         # the columns the final model uses; input_columns, those the model reads from a cohort
         "columns": used.to_dict() if used is not None else None,
         "input_columns": assembled.data.columns.to_dict() if assembled.data.columns is not None else None,
@@ -491,7 +487,7 @@ def _fit_one(study: StudyConfig, spec: Model, cohort: Cohort, plan: OuterFolds, 
     log.info("model %s (%s): fitted; %s; OOF AUC %s", spec.name, spec.kind, _counts(frame), oof_auc)
     return ModelReport(spec.name, spec.kind, "fitted", _counts(frame), oof_auc, manifest.chosen, result.missing,
                        result.unlabelled, time.perf_counter() - t0, folder, dropped, _optimistic_reason(nesting),
-                       oof_c)
+                       oof_c, result.fits)
 
 
 def fit(study: StudyConfig, models: list[str] | None = None, progress: bool = True,
@@ -555,23 +551,29 @@ def fit(study: StudyConfig, models: list[str] | None = None, progress: bool = Tr
             crossfits[endpoint] = CrossFitter(
                 {m.name: m for m in specs}, cohort, labels, cohort.split, _fold_rule(plans[endpoint], folds, seed),
                 lambda spec, data, y, step: train_learner(spec, data, y, seed, registry.build_learner, step),
-                cache, {"seed": seed, "folds": folds, "versions": versions},
+                cache, {"seed": seed, "folds": folds, "versions": versions, "inner_folds": tuning.FOLDS_VERSION},
                 survival=_survival(cohort), endpoints=endpoints,
             )
         plan = plans[study.study.endpoint]
+        engine = Engine(study.compute.n_jobs, ray)
         try:
             reports = [
                 _fit_one(study, spec, cohort, plans[endpoints[spec.name]], predictions, hashes, progress,
-                         crossfits[endpoints[spec.name]], ray=ray)
+                         crossfits[endpoints[spec.name]], ray=ray, engine=engine)
                 for spec in tqdm(specs, desc="fitting models", unit="model", disable=not progress)
             ]
         finally:
             cache.flush()
+            engine.close()
         for m in reports:
             if text := short_of_cohort(m, len(cohort)):
                 log.warning("%s", text)
+        if study.validation.internal_external:  # each development centre left out in turn (analytics.iecv)
+            from analytics.iecv import run_iecv
+
+            run_iecv(study, cohort, specs, train_learner, progress=progress)
         return FitResult(cohort.name, counts, plan.k, study.study.seed, reports, study.models_dir, left_out)
 
 
-__all__ = ["FitError", "FitResult", "ModelReport", "OuterFolds", "fit", "fit_model", "load_model", "outer_folds",
+__all__ = ["Engine", "FitError", "FitResult", "ModelReport", "OuterFolds", "fit", "fit_model", "load_model", "outer_folds",
            "predict", "required_inputs", "select_models", "stored_predictions", "write_predictions"]

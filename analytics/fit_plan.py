@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from analytics.cohort import Cohort
+from analytics.models import tuning
 from analytics.models.data import input_models, mil_feature_set, pooled_refs
 from analytics.outer_folds import FitError, OuterFolds
 from pipeline import store
@@ -49,9 +50,16 @@ def required_inputs(specs: Sequence[Model]) -> tuple[list[str], list[str]]:
 
 
 def fit_key(spec: Model, cohort_hash: str, plan: OuterFolds, seed: int, inputs: Mapping[str, str]) -> str:
-    """Identity of a fit: same key, same result (the condition for skipping a model)."""
+    """Identity of a fit: same key, same result (the condition for skipping a model).
+
+    The inner-fold algorithm's version (:data:`analytics.models.tuning.FOLDS_VERSION`) is part of it: a model
+    tuned on folds drawn another way is refitted, not mixed with fits tuned on these.
+    """
     payload = {"config": spec.model_dump(mode="json"), "cohort": cohort_hash, "folds": plan.digest(),
-               "seed": seed, "inputs": dict(sorted(inputs.items()))}
+               "seed": seed, "inputs": dict(sorted(inputs.items())), "inner_folds": tuning.FOLDS_VERSION}
+    causes = spec.causes
+    if causes is not None and causes.is_competing and (spec.traits.competing or spec.competing is not None):
+        payload["cause"] = causes.cause  # another cause of interest is another model
     return store.json_digest(payload)
 
 
@@ -98,6 +106,11 @@ def targets(study: StudyConfig, spec: Model, cohort: Cohort) -> np.ndarray:
     if surv is None:
         raise FitError(f"model '{spec.name}' predicts a survival endpoint; cohort {cohort.name} has no time "
                        "and event columns")
+    causes = spec.causes
+    if causes is not None and not spec.traits.competing:
+        # a single-event model on declared codes: the event is the cause of interest, other causes censor it
+        # (its cause-specific hazard; on competing causes only with competing = "cause_specific")
+        surv[:, 1] = np.where(np.isnan(surv[:, 1]), np.nan, (surv[:, 1] == causes.cause).astype(np.float64))
     return surv
 
 

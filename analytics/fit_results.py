@@ -39,6 +39,7 @@ class ModelReport:
     dropped: dict[str, str] = field(default_factory=dict)  # input column -> why it was left out
     optimistic: str | None = None  # why its training (out-of-fold) estimate is not nested, when it should be
     oof_c: float | None = None  # survival models: Harrell's C of the out-of-fold risks
+    fits: int | None = None  # estimators fitted (outer folds and final refit, inner tuning fits included)
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class FitResult:
         lines = [f"fit: cohort {self.cohort} ({counts}); {self.outer_folds} outer folds, seed {self.seed}"]
         if not self.models:
             return lines[0] + "\nno models in study.toml"
-        header = ("model", "kind", "status", *SPLITS, "OOF AUC", "chosen", "seconds")
+        header = ("model", "kind", "status", *SPLITS, "OOF AUC", "chosen", "fits", "seconds")
         rows: list[tuple[str, ...]] = [header]
         for m in self.models:
             chosen = ", ".join(f"{k}={_short(v)}" for k, v in sorted(m.chosen.items())
@@ -72,7 +73,7 @@ class FitResult:
             rows.append((m.name, m.kind, m.status, *(str(m.counts.get(s, 0)) for s in SPLITS),
                          f"{m.oof_auc:.3f}" if m.oof_auc is not None
                          else (f"C {m.oof_c:.3f}" if m.oof_c is not None else "-"),
-                         chosen or "-", f"{m.seconds:.1f}"))
+                         chosen or "-", "-" if m.fits is None else str(m.fits), f"{m.seconds:.1f}"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines += [f"warning: instance file left out (its source is not in the bags): {p}" for p in self.left_out]
@@ -128,16 +129,18 @@ def jsonable(v: Any) -> Any:
     return v
 
 
-def oof_c(frame: pl.DataFrame, cohort: Cohort, targets: np.ndarray) -> float | None:
-    """Harrell's C of a survival model's out-of-fold risks (training patients)."""
+def oof_c(frame: pl.DataFrame, cohort: Cohort, targets: np.ndarray, cause: int | None = None) -> float | None:
+    """Harrell's C of a survival model's out-of-fold risks (training patients); ``cause``: ``targets`` hold
+    competing-risk status codes and the C is of that cause's events (other causes censor them)."""
     from analytics.models.survival import harrell_c
 
     row = {p: i for i, p in enumerate(cohort.patient_ids)}
     oof = frame.filter(pl.col("split") == "train")
     idx = np.array([row[p] for p in oof["patient_id"].to_list()], dtype=np.int64)
-    if len(idx) == 0 or targets[idx, 1].sum() == 0:
+    event = targets[idx, 1] if cause is None else (targets[idx, 1] == cause).astype(np.float64)
+    if len(idx) == 0 or event.sum() == 0:
         return None
-    return harrell_c(targets[idx, 0], targets[idx, 1].astype(np.int64), oof["score"].to_numpy())
+    return harrell_c(targets[idx, 0], event.astype(np.int64), oof["score"].to_numpy())
 
 
 def oof_auc(frame: pl.DataFrame, labels: Mapping[str, float]) -> float | None:
@@ -167,13 +170,23 @@ def short_of_cohort(m: ModelReport, n_cohort: int, shown: int = 8) -> str | None
             f"lacking {inputs} ({', '.join(absent[:shown])}{more})")
 
 
-def tuning_record(spec: Model, inner_auc: float | None) -> dict[str, Any]:
-    """How a model's hyper-parameters were chosen: the grid searched, where it came from, the inner CV."""
+def tuning_record(spec: Model, inner_auc: float | None, fits: int | None = None,
+                  seconds: float | None = None) -> dict[str, Any]:
+    """How a model's hyper-parameters were chosen: the grid searched, where it came from, the inner CV, the
+    inner-fold algorithm; and what fitting it cost: ``fits`` (estimators fitted over the outer folds and the
+    final refit, inner tuning fits included) and ``fit_seconds`` (wall time of those fits)."""
     grid, source = tuning.searched_grid(spec.kind, spec.grid, spec.params)
     points = len(tuning.grid_points(grid)) if grid else 0
-    return {"grid": grid, "source": source, "points": points, "searched": inner_auc is not None,
-            "inner_folds": int(spec.params.get("inner_folds", tuning.DEFAULT_INNER_FOLDS)) if points > 1 else None,
-            "criterion": tuning.CRITERION if points > 1 else None}
+    out = {"grid": grid, "source": source, "points": points, "searched": inner_auc is not None,
+           "inner_folds": int(spec.params.get("inner_folds", tuning.DEFAULT_INNER_FOLDS)) if points > 1 else None,
+           "criterion": tuning.CRITERION if points > 1 else None}
+    if points > 1:
+        out["folds_version"] = tuning.FOLDS_VERSION
+    if fits is not None:
+        out["fits"] = int(fits)
+    if seconds is not None:
+        out["fit_seconds"] = round(float(seconds), 2)
+    return out
 
 
 __all__ = ["FitResult", "ModelReport", "jsonable", "oof_auc", "oof_c", "short_of_cohort", "split_counts",

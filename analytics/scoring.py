@@ -51,7 +51,7 @@ def saved_scores(study: StudyConfig, name: str, cohort: Cohort, memo: dict[str, 
     spec = fitted.spec
     scores = {n: fusion.score_lookup(saved_scores(study, n, cohort, memo)) for n in input_models(spec)}
     assembled = assemble(spec, cohort, scores)
-    _check_columns(fitted, assembled)
+    check_columns(fitted, assembled)
     out = np.full(len(cohort), np.nan)
     if assembled.available.any():
         out[assembled.available] = fitted.predict_score(assembled.data.take(assembled.available))
@@ -60,7 +60,8 @@ def saved_scores(study: StudyConfig, name: str, cohort: Cohort, memo: dict[str, 
     return frame
 
 
-def _check_columns(fitted: FittedModel, assembled: Assembled) -> None:
+def check_columns(fitted: FittedModel, assembled: Assembled) -> None:
+    """Refuse a cohort whose input columns are not those the saved model was fitted on."""
     saved = fitted.record.saved_columns
     if saved is None or assembled.data.columns is None:
         return
@@ -69,4 +70,4 @@ def _check_columns(fitted: FittedModel, assembled: Assembled) -> None:
                        f"({fitted.path / 'manifest.json'})")
 
 
-__all__ = ["predict", "saved_scores"]
+__all__ = ["check_columns", "predict", "saved_scores"]

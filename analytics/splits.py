@@ -130,10 +130,11 @@ def outcome_strata(frame: pl.DataFrame) -> pl.Series:
     """The 0/1 column splits are stratified and checked on: ``label``, or ``event`` for a cohort without labels.
 
     A survival cohort may return ``time`` and ``event`` without a binary label; its splits then hold
-    both events and censored patients.
+    both events and censored patients. An event with status codes (competing causes) counts any cause as
+    the event here.
     """
     if frame["label"].drop_nulls().len() == 0 and "event" in frame.columns:
-        return frame["event"].cast(pl.Int8).alias("label")
+        return (frame["event"] > 0).cast(pl.Int8).alias("label")
     return frame["label"]
 
 

@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 Need = Literal["feature_sets", "cohort", "models"]
 """A part of study.toml a stage of ``run`` needs: ``[[feature_sets]]``, ``[cohort]``, ``[[models]]``."""
 
-Setting = Literal["device", "progress"]
-"""A setting of ``run`` that a stage's function takes as a keyword."""
+Setting = Literal["device", "progress", "leave_summary"]
+"""A setting of ``run`` that a stage's function takes as a keyword (``leave_summary``: ``run`` has the cohort
+stage leave the cohort's summary for the report; the ``cohort`` verb only reads)."""
 
 
 @dataclass(frozen=True)
@@ -123,13 +124,15 @@ def embed(study: StudyConfig, feature_set: str | None = None, device: str = "aut
                         retries=study.compute.ray_retries, progress=progress)
 
 
-def cohort(study: StudyConfig, name: str | None = None, params: Mapping[str, Any] | None = None) -> CohortOverview:
+def cohort(study: StudyConfig, name: str | None = None, params: Mapping[str, Any] | None = None, *,
+           leave_summary: bool = False) -> CohortOverview:
     """The cohort (default ``[cohort] name``) without features, and how many of its patients have each
     feature set; every feature set's instance files are verified by content
-    (:func:`analytics.cohort.cohort_overview`)."""
+    (:func:`analytics.cohort.cohort_overview`). ``leave_summary`` (as ``run`` runs it): the study's own cohort
+    is left for the report (:mod:`analytics.cohort.summary`)."""
     from analytics.cohort import cohort_overview
 
-    found, coverage = cohort_overview(study, name, params)
+    found, coverage = cohort_overview(study, name, params, leave_summary=leave_summary)
     return CohortOverview(found, coverage)
 
 
@@ -219,14 +222,14 @@ class Stage:
         reason = self.switched_off(study) if self.switched_off is not None else None
         if reason is not None:
             return Skipped(reason)
-        settings = {"device": device, "progress": progress}
+        settings = {"device": device, "progress": progress, "leave_summary": True}
         return self.function(study, **{key: settings[key] for key in self.takes})
 
 
 STAGES: tuple[Stage, ...] = (
     Stage("ingest", ingest),
     Stage("embed", embed, needs=("feature_sets",), takes=("device", "progress")),
-    Stage("cohort", cohort, needs=("cohort",), takes=()),  # the study's own cohort and parameters
+    Stage("cohort", cohort, needs=("cohort",), takes=("leave_summary",)),  # the study's own cohort and parameters
     Stage("fit", fit, needs=("cohort", "models")),
     Stage("validate", validate, needs=("cohort", "models")),
     Stage("explain", explain, needs=("cohort", "models"), switched_off=_explain_switched_off),

@@ -26,6 +26,29 @@ and under the null the percentage excluding 0.5 (target <= 6%); writes reports/b
 
 Run from the repository root:  python bench/coverage.py            (>= 200 replications per setting)
 Smoke run:                     python bench/coverage.py --reps 10 --B 20
+
+Missing-data scenario (issue 27, item 7; ``--missing``): a known logistic model
+``logit P(y) = -1 + 0.7 x1 + 0.5 x2 - 0.5 x3`` (x1, x2 standard normal with correlation 0.5, x3 Bernoulli 0.4)
+on n = 500 patients; 30% of x1 is deleted at random given the outcome and x2
+(``logit P(x1 missing) = c + y + x2``, c set for 30%), i.e. MAR, under which complete-case and single imputation
+are biased.  Each simulation fits the glm five ways: on the full data before deletion (the reference), on the
+complete cases, after single (median) imputation of x1, and after multiple imputation by chained equations
+(``analytics.impute``, the outcome in the imputation model, m = 20, maxit = 10), once with predictive mean matching
+(mice's default, 5 donors) and once with Bayesian linear regression (mice's ``norm``) from the same seed, pooled by
+Rubin's rules (``analytics.stats.rubin.pool``, Barnard-Rubin df with dfcom = n - p).  Intervals are Wald for one
+data set and Rubin's t for the pooled fit.  Prints each coefficient's bias, its empirical and mean model SE and
+its 95% CI coverage, each with its Monte-Carlo SE (Morris, White & Crowther, Stat Med 2019;38:2074-2102); writes
+reports/bench/coverage_missing.csv (and .jsonl).  Goal for MI: 93.6-96.4% (95% within 2 Monte-Carlo SEs).
+
+    python bench/coverage.py --missing               (1,000 simulations)
+    python bench/coverage.py --missing --quick       (100 simulations)
+
+Measured (1,000 simulations): multiple imputation is unbiased and covers 94-96% with ``norm``; with ``pmm`` it
+covers x1 and x2 about 92%, its empirical SE 10% above the pooled SE, as R mice's own ``pmm`` does in the same
+design (``bench/coverage_missing_reference.R``, mice 3.15, 300 simulations: 92.3% and 90.3% with ``pmm``, 95% and
+96% with ``norm``): predictive mean matching with 5 donors draws too few distinct values where the missing x1
+concentrate and observed donors are sparse (Morris, White & Royston, BMC Med Res Methodol 2014;14:75).  Complete case biases the intercept and x2; single
+imputation biases x1 and x2 (coverage about 50%).
 """
 
 from __future__ import annotations
@@ -48,10 +71,14 @@ sys.path.insert(0, str(ROOT))
 # joblib's worker processes import the project too
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
+from analytics.impute import Settings as ImputeSettings  # noqa: E402
+from analytics.impute import impute  # noqa: E402
 from analytics.stats.calibrate import logistic_fit  # noqa: E402
 from analytics.stats.internal import bootstrap_indices, optimism, replicates_from  # noqa: E402
 from analytics.stats.nested_cv import nested_cv, nested_cv_plan  # noqa: E402
 from analytics.stats.roc import auc, auc_ci  # noqa: E402
+from analytics.stats.rubin import dfcom_glm, pool  # noqa: E402
+from analytics.stats.updating import glm_logistic  # noqa: E402
 
 BETA = np.array([0.8, 0.5, 0.3, 0.0, 0.0, 0.0, 0.0, 0.0])
 NULL_PREDICTORS = 20
@@ -189,6 +216,152 @@ def summarise(rows: list[dict], order: list[str]) -> pl.DataFrame:
     return pl.DataFrame(lines)
 
 
+# ------------------------------------------------------------------ missing-data scenario (issue 27, item 7)
+MISSING_TERMS = ("(Intercept)", "x1", "x2", "x3")
+MISSING_BETA = np.array([-1.0, 0.7, 0.5, -0.5])
+MISSING_RHO = 0.5  # corr(x1, x2): x2 carries information about the missing x1
+MISSING_SHARE = 0.3
+MISSING_ON = np.array([1.0, 1.0])  # log-odds of x1 missing per unit of y and of x2 (MAR)
+MISSING_METHODS = ("full", "cc", "single", "mi", "mi_norm")
+MISSING_LABELS = {"full": "full data (before deletion)", "cc": "complete case", "single": "single (median)",
+                  "mi": "multiple imputation (pmm)", "mi_norm": "multiple imputation (norm)"}
+# x1's imputation method of each multiple-imputation analysis: mice's default (predictive mean matching, 5 donors)
+# and Bayesian linear regression (mice's "norm"), from the same seed
+MI_METHODS = {"mi": "pmm", "mi_norm": "norm"}
+
+
+def missing_draw(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Design (intercept, x1, x2, x3) and outcome of ``n`` patients from the known logistic model."""
+    x1 = rng.normal(size=n)
+    x2 = MISSING_RHO * x1 + np.sqrt(1 - MISSING_RHO**2) * rng.normal(size=n)
+    x3 = rng.binomial(1, 0.4, size=n).astype(np.float64)
+    X = np.column_stack([np.ones(n), x1, x2, x3])
+    return X, rng.binomial(1, special.expit(X @ MISSING_BETA))
+
+
+def missing_intercept(share: float = MISSING_SHARE) -> float:
+    """Intercept ``c`` of ``logit P(x1 missing) = c + y + x2`` giving ``share`` missing, by bisection on a fixed
+    large sample."""
+    X, y = missing_draw(np.random.default_rng(54321), 200_000)
+    lin = MISSING_ON[0] * y + MISSING_ON[1] * X[:, 2]
+    lo, hi = -10.0, 10.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if special.expit(mid + lin).mean() < share else (lo, mid)
+    return (lo + hi) / 2
+
+
+def _wald(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """glm estimates and standard errors (a ValueError on separation)."""
+    g = glm_logistic(X, y.astype(np.float64))
+    return np.asarray(g.coef), np.asarray(g.se)
+
+
+def missing_one(rep: int, n: int, m: int, maxit: int, c: float, level: float = LEVEL) -> dict:
+    """One simulation: the five analyses' estimates and intervals of each coefficient, flat in one dict
+    (``<analysis>_<term>_{est,se,low,high}``, and ``_fmi`` for multiple imputation)."""
+    rng = np.random.default_rng([27, rep])
+    X, y = missing_draw(rng, n)
+    miss = rng.random(n) < special.expit(c + MISSING_ON[0] * y + MISSING_ON[1] * X[:, 2])
+    out: dict = {"rep": rep, "missing": float(miss.mean())}
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    try:
+        fits = {"full": _wald(X, y), "cc": _wald(X[~miss], y[~miss])}
+        Xs = X.copy()
+        Xs[miss, 1] = np.median(X[~miss, 1])  # today's in-pipeline median fill, once
+        fits["single"] = _wald(Xs, y)
+        for key, (est, se) in fits.items():
+            for j, term in enumerate(MISSING_TERMS):
+                out.update({f"{key}_{term}_est": est[j], f"{key}_{term}_se": se[j],
+                            f"{key}_{term}_low": est[j] - z * se[j], f"{key}_{term}_high": est[j] + z * se[j]})
+        # chained equations with the outcome in the imputation model (Moons et al. 2006), then Rubin's rules
+        frame = pl.DataFrame({"x1": np.where(miss, np.nan, X[:, 1]), "x2": X[:, 2], "x3": X[:, 3],
+                              "y": y.astype(np.float64)})
+        seed = int(rng.integers(2**31))
+        for key, method in MI_METHODS.items():
+            imp = impute(frame, ImputeSettings(m=m, maxit=maxit, seed=seed, methods={"x1": method}))
+            est_m, var_m = [], []
+            for i in range(1, m + 1):
+                done = imp.complete(i)
+                est, se = _wald(np.column_stack([np.ones(n), done["x1"].to_numpy(), X[:, 2], X[:, 3]]), y)
+                est_m.append(est)
+                var_m.append(se**2)
+            pooled = pool(np.array(est_m), np.array(var_m), dfcom=dfcom_glm(n, X.shape[1]), names=MISSING_TERMS,
+                          level=level)
+            for j, term in enumerate(MISSING_TERMS):
+                out.update({f"{key}_{term}_est": pooled.estimate[j], f"{key}_{term}_se": pooled.std_error[j],
+                            f"{key}_{term}_low": pooled.conf_low[j], f"{key}_{term}_high": pooled.conf_high[j],
+                            f"{key}_{term}_fmi": pooled.fmi[j]})
+    except (FloatingPointError, ValueError, np.linalg.LinAlgError) as exc:
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in out.items()}
+
+
+def missing_summary(rows: list[dict]) -> pl.DataFrame:
+    """Per analysis and coefficient: bias, empirical and mean model SE, coverage, width, with Monte-Carlo SEs.
+
+    Performance measures and their Monte-Carlo SEs as Morris, White & Crowther (Stat Med 2019;38:2074-2102),
+    table 6: bias ``mean(est) - beta`` with MCSE ``sd(est) / sqrt(S)``; coverage ``p`` with MCSE
+    ``sqrt(p (1 - p) / S)``.
+    """
+    ok = [r for r in rows if "error" not in r]
+    s = len(ok)
+    lines = []
+    for key in MISSING_METHODS:
+        for j, term in enumerate(MISSING_TERMS):
+            est = np.array([r[f"{key}_{term}_est"] for r in ok])
+            se = np.array([r[f"{key}_{term}_se"] for r in ok])
+            lo = np.array([r[f"{key}_{term}_low"] for r in ok])
+            hi = np.array([r[f"{key}_{term}_high"] for r in ok])
+            truth = MISSING_BETA[j]
+            cover = float(np.mean((lo <= truth) & (truth <= hi)))
+            emp = float(est.std(ddof=1)) if s > 1 else float("nan")
+            line = {"analysis": MISSING_LABELS[key], "term": term, "true": float(truth), "sims": s,
+                    "bias": round(float(est.mean() - truth), 4), "bias_mcse": round(emp / np.sqrt(s), 4),
+                    "emp_se": round(emp, 4), "model_se": round(float(se.mean()), 4),
+                    "cover%": round(100 * cover, 1), "cover_mcse%": round(100 * np.sqrt(cover * (1 - cover) / s), 1),
+                    "width": round(float(np.mean(hi - lo)), 3)}
+            if key in MI_METHODS:
+                line["fmi"] = round(float(np.mean([r[f"{key}_{term}_fmi"] for r in ok])), 3)
+            lines.append(line)
+    return pl.DataFrame(lines, infer_schema_length=None)
+
+
+def missing_main(args: argparse.Namespace) -> None:
+    """Run (or, with ``--summarise``, only summarise) the missing-data scenario and print its table."""
+    out = args.out.with_name("coverage_missing.csv") if args.out.name == "coverage.csv" else args.out
+    if args.summarise:
+        rows = [json.loads(line) for line in args.summarise.read_text().splitlines() if line.strip()]
+    else:
+        sims = 100 if args.quick and args.sims is None else (args.sims or 1000)
+        start = time.perf_counter()
+        c = missing_intercept()
+        rows = []
+        out.parent.mkdir(parents=True, exist_ok=True)
+        jobs = Parallel(n_jobs=min(args.jobs, 2), return_as="generator_unordered")(
+            delayed(missing_one)(r, args.missing_n, args.m, args.maxit, c) for r in range(sims))
+        with open(out.with_suffix(".jsonl"), "w") as raw:  # per simulation, as they finish
+            for row in jobs:
+                rows.append(row)
+                raw.write(json.dumps(row) + "\n")
+                raw.flush()
+        rows.sort(key=lambda r: r["rep"])
+    table = missing_summary(rows)
+    failed = sum(1 for r in rows if "error" in r)
+    with pl.Config(tbl_rows=100, tbl_cols=30, tbl_width_chars=250, tbl_hide_dataframe_shape=True):
+        print(table)
+    share = float(np.mean([r["missing"] for r in rows]))
+    print(f"{table['sims'][0]} simulations ({failed} failed), n = {args.missing_n}, {100 * share:.1f}% of x1 missing")
+    for key in MI_METHODS:
+        mi = table.filter(pl.col("analysis") == MISSING_LABELS[key])
+        inside = mi.filter(pl.col("cover%").is_between(93.6, 96.4))
+        print(f"{MISSING_LABELS[key]}: coverage within 93.6-96.4% for {inside.height} of {mi.height} coefficients")
+    if not args.summarise:
+        table.write_csv(out)
+        print(f"m = {args.m}, maxit = {args.maxit}, {min(args.jobs, 2)} workers: "
+              f"{time.perf_counter() - start:.0f} s total; wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=200)
@@ -201,7 +374,16 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "bench" / "coverage.csv")
     ap.add_argument("--summarise", type=Path, help="only summarise a coverage.jsonl (e.g. of a run cut short)")
+    ap.add_argument("--missing", action="store_true", help="the missing-data scenario (issue 27) instead")
+    ap.add_argument("--sims", type=int, help="simulations of the missing-data scenario (default 1,000)")
+    ap.add_argument("--quick", action="store_true", help="100 simulations of the missing-data scenario")
+    ap.add_argument("--missing-n", type=int, default=500, help="patients per simulated cohort (missing data)")
+    ap.add_argument("--m", type=int, default=20, help="imputations (missing data)")
+    ap.add_argument("--maxit", type=int, default=10, help="iterations per chain (missing data)")
     args = ap.parse_args()
+    if args.missing:
+        missing_main(args)
+        return
     if args.summarise:
         done = [json.loads(line) for line in args.summarise.read_text().splitlines() if line.strip()]
         order = list(dict.fromkeys(s["name"] for s in settings(args.n, args.rates)))

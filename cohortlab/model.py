@@ -36,6 +36,7 @@ class Model:
             known = ", ".join(m.name for m in study.models) or "none"
             raise PersistError(f"no model named {name!r} in study.toml (models: {known})")
         self.name, self.path = name, study.models_dir / name
+        self._study = study
         files = read_files(self.path, study.store_path)
         if not files or MANIFEST not in files:
             raise PersistError(f"model {name!r} is not fitted yet ({self.path}): run `cohortlab fit` or study.fit()")
@@ -73,6 +74,18 @@ class Model:
     def summary_text(self) -> str:
         """What :meth:`print_summary` prints."""
         return self._regression().text(self.name, self.kind)
+
+    def predict(self, patients: pl.DataFrame, explain: int = 0) -> pl.DataFrame:
+        """Risks of new patients (``cohortlab predict``; :func:`analytics.predict.predict_frame`).
+
+        ``patients``: ``patient_id``, optionally ``center``, and the model's predictors, as text or typed. One row
+        per patient, in order: ``patient_id, lp, risk, risk_lower, risk_upper`` (survival: and ``risk_<t>`` per
+        horizon), ``group, flags``, with ``explain`` > 0 its largest SHAP contributions (``explain``), and
+        ``reason`` (why a patient was not scored; the others are).
+        """
+        from analytics.predict import predict_frame
+
+        return predict_frame(self._study, self.name, patients, explain=explain)
 
     def print_summary(self) -> None:
         """Print the model's facts, coefficient table and per-term Wald tests, laid out as lifelines'

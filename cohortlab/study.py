@@ -87,6 +87,41 @@ class Study:
 
         return load_cohort(self.config, name, params or None)
 
+    def cumulative_incidence(self, by: str | None = None, times: Sequence[float] | None = None) -> pl.DataFrame:
+        """Aalen–Johansen cumulative incidence of every declared cause at ``times`` (default ``[validation]
+        horizons``, else the quartiles of the event times), overall or by the cohort column ``by`` (cut at its
+        ``[validation] subgroups`` cuts when it has them): ``variable, group, cause, code, time, estimate, se,
+        low, high, n, n_risk``, as ``summary(survfit(Surv(time, factor(status)) ~ by), times)``
+        (:func:`analytics.report.competing.cumulative_incidence_table`; Aalen & Johansen 1978).
+
+        Raises
+        ------
+        pipeline.config.ConfigError
+            No event variable declares status codes (``[variables] <event>.codes``).
+        analytics.cohort.CohortError
+            The cohort has no ``time`` and ``event``, or no column ``by``.
+        """
+        from analytics.cohort import CohortError, load_cohort
+        from analytics.report.competing import cumulative_incidence_table, horizons_of
+        from pipeline.config import ConfigError
+
+        causes = self.config.causes
+        if causes is None:
+            raise ConfigError(f"{self.root / 'study.toml'}: no event variable declares status codes; declare them, "
+                              'e.g. status = { role = "event", codes = { "0" = "censored", "1" = "death" } }')
+        cohort = load_cohort(self.config)
+        frame = cohort.frame
+        missing = [c for c in ("time", "event", *([by] if by else [])) if c not in frame.columns]
+        if missing:
+            raise CohortError(f"cohort {cohort.name}: no column(s) {', '.join(missing)} "
+                              f"(columns: {', '.join(frame.columns)})")
+        followed = frame.drop_nulls(["time", "event"])
+        at = list(times) if times is not None else horizons_of(
+            self.config, followed["time"].to_numpy(), followed["event"].to_numpy())
+        group = self.config.validation.subgroups.get(by) if by else None
+        return cumulative_incidence_table(frame, causes, at, by=by, cuts=group.cuts if group else (),
+                                          level=self.config.validation.level)
+
     def sql(self, query: str, /, **params: Any) -> pl.DataFrame:
         """Run one read-only query on the store with its views, ``$name`` parameters bound from ``params``,
         as ``cohortlab sql`` does (:func:`analytics.cohort.run_sql`): checked, sandboxed, limited by ``[sql]``."""

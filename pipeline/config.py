@@ -7,7 +7,8 @@ user can fix the file without reading code.
 The sections live in sibling modules, each importable from here too: the base model and names
 (:mod:`pipeline.config_base`), ``[variables]`` (:mod:`pipeline.config_variables`), ``[[feature_sets]]``
 (:mod:`pipeline.config_feature_sets`), ``[validation]`` (:mod:`pipeline.config_validation`) and
-``[explain]``, ``[compute]``, ``[sql]``, ``[report]`` (:mod:`pipeline.config_run`).
+``[explain]``, ``[compute]``, ``[sql]``, ``[report]`` (:mod:`pipeline.config_run`), ``[imputation]``
+(:mod:`pipeline.config_imputation`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pipeline.config_base import Strict as _Strict
 from pipeline.config_base import check_name as check_name
 from pipeline.config_feature_sets import STAIN_NORMS as STAIN_NORMS
 from pipeline.config_feature_sets import FeatureSet
+from pipeline.config_imputation import ImputationSettings
 from pipeline.config_run import Compute, ExplainSection, Report, SqlLimits
 from pipeline.config_validation import INTERNAL_METHODS as INTERNAL_METHODS
 from pipeline.config_validation import THRESHOLD_RULES as THRESHOLD_RULES
@@ -42,7 +44,7 @@ from pipeline.config_validation import Subgroup as Subgroup
 from pipeline.config_validation import ValidationSettings
 from pipeline.config_variables import ROLES as ROLES
 from pipeline.config_variables import VAR_TYPES as VAR_TYPES
-from pipeline.config_variables import Variable
+from pipeline.config_variables import Causes, Variable, check_competing_models, study_causes
 from pipeline.errors import CohortlabError
 from pipeline.formula import FormulaError, parse_formula
 from pipeline.model_kinds import KINDS, KindTraits, kinds_where
@@ -150,8 +152,19 @@ class Model(_Strict):
     harmonize: Literal["combat", "none"] = "none"
     batch: str = "center"
     harmonize_covariates: list[str] = Field(default_factory=list)
+    # a published model (kind "fixed", analytics.models.fixed): its coefficients by R's column names, for a Cox
+    # model its baseline survival by time (at lp_centre, else at all covariates zero); an explicit threshold
+    coefficients: dict[str, float] | None = None
+    baseline_survival: dict[float, float] | None = None
+    lp_centre: float | None = None
+    threshold: float | None = Field(default=None, gt=0, lt=1, allow_inf_nan=False)
+    # a single-event survival kind on a competing-risk outcome: "cause_specific" models the cause-specific hazard
+    # of [validation] cause (discrimination only); without it such a model is refused
+    competing: Literal["cause_specific"] | None = None
     # reference levels of its clinical variables from [variables] (set with the study; see StudyConfig)
     _references: dict[str, str] = PrivateAttr(default_factory=dict)
+    # the study's status codes and cause of interest (set with the study; see StudyConfig)
+    _causes: Causes | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -175,9 +188,56 @@ class Model(_Strict):
                              "identity or split, not an input")
         return {**data, "clinical": list(parsed.variables)}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _published_endpoint(cls, data: Any) -> Any:
+        # a published Cox model is known by its baseline survival: its endpoint follows from it
+        if isinstance(data, dict) and data.get("baseline_survival") is not None and data.get("endpoint") is None:
+            return {**data, "endpoint": "survival"}
+        return data
+
+    @model_validator(mode="after")
+    def _published(self) -> Model:
+        where = f"model '{self.name}'"
+        given = [k for k in ("coefficients", "baseline_survival", "lp_centre", "threshold")
+                 if getattr(self, k) is not None]
+        if not self.traits.published:
+            if given:
+                raise ValueError(f"{where}: {', '.join(given)} apply only to published models (kind = \"fixed\")")
+            return self
+        if self.formula is None or not self.coefficients:
+            raise ValueError(f"{where}: a fixed model needs formula and coefficients = {{ ... }} (R's column names, "
+                             "e.g. { \"(Intercept)\" = -3.1, age = 0.042 })")
+        if self.grid or self.params or self.features or self.scores:
+            raise ValueError(f"{where}: a fixed model is never fitted; remove grid, params, features and scores")
+        bad = [k for k, v in self.coefficients.items() if v != v or v in (float("inf"), float("-inf"))]
+        if bad:
+            raise ValueError(f"models.{self.name}.coefficients.{bad[0]}: not a finite number")
+        survival = self.endpoint == "survival"
+        if survival:
+            if not self.baseline_survival:
+                raise ValueError(f"{where}: a fixed survival model needs baseline_survival = {{ 60 = 0.93 }} "
+                                 "(time = survival at the baseline)")
+            if "(Intercept)" in self.coefficients:
+                raise ValueError(f"models.{self.name}.coefficients.(Intercept): a Cox model has no intercept "
+                                 "(its baseline survival holds it)")
+            off = [t for t, s in self.baseline_survival.items() if not (t > 0 and 0 < s < 1)]
+            if off:
+                raise ValueError(f"models.{self.name}.baseline_survival.{off[0]:g}: give a time > 0 and a "
+                                 "survival strictly between 0 and 1")
+            if self.threshold is not None:
+                raise ValueError(f"models.{self.name}.threshold: a threshold applies to a binary endpoint")
+        else:
+            if self.baseline_survival is not None or self.lp_centre is not None:
+                raise ValueError(f"{where}: baseline_survival and lp_centre apply to a survival model "
+                                 "(endpoint = \"survival\")")
+            if "(Intercept)" not in self.coefficients:
+                raise ValueError(f"models.{self.name}.coefficients: a logistic model needs \"(Intercept)\"")
+        return self
+
     @model_validator(mode="after")
     def _formula_kind(self) -> Model:
-        if self.formula is not None and self.traits.regression is None:
+        if self.formula is not None and self.traits.regression is None and not self.traits.published:
             raise ValueError(f"model '{self.name}': a formula applies to regression models "
                              f"({_alternatives(kinds_where(regression='logit') + kinds_where(regression='cox'))}), "
                              f"not {self.kind}")
@@ -187,6 +247,11 @@ class Model(_Strict):
     def references(self) -> dict[str, str]:
         """Reference levels of its clinical variables declared in ``[variables]`` (``x.reference``)."""
         return dict(self._references)
+
+    @property
+    def causes(self) -> Causes | None:
+        """The study's declared status codes and cause of interest (None: a 0/1 event, or a model read alone)."""
+        return self._causes
 
     @model_validator(mode="after")
     def _harmonize(self) -> Model:
@@ -243,9 +308,15 @@ class Model(_Strict):
         if self.harmonize == "none":
             for key in ("harmonize", "batch", "harmonize_covariates"):
                 out.pop(key, None)
+        if self.competing is None:  # nor one on a single-event outcome
+            out.pop("competing", None)
         # a model without a formula dumps as before the key existed; one with a formula without the clinical
         # inputs it fills (the dump reads back as the same model)
         out.pop("clinical" if self.formula is not None else "formula", None)
+        # a fitted model dumps as before published models existed
+        for key in ("coefficients", "baseline_survival", "lp_centre", "threshold"):
+            if out.get(key) is None:
+                out.pop(key, None)
         return out
 
     @property
@@ -289,6 +360,8 @@ class StudyConfig(_Strict):
     report: Report = Field(default_factory=Report)
     compute: Compute = Field(default_factory=Compute)
     sql: SqlLimits = Field(default_factory=SqlLimits)
+    # [imputation]: absent, the study imputes as before (median / mode inside the training folds)
+    imputation: ImputationSettings | None = None
 
     @model_validator(mode="after")
     def _cross(self) -> StudyConfig:
@@ -305,8 +378,25 @@ class StudyConfig(_Strict):
                     raise ValueError(
                         f"models[{i}]: '{ref}' must name a model defined earlier in the file"
                     )
+        check_competing_models(self.models, study_causes(self.variables, self.validation.cause))
         for i, m in enumerate(self.models):
             _formula_variables(i, m, self.variables)
+            # a published Cox model's risks exist only at the times of its baseline survival
+            if m.baseline_survival is not None:
+                if not self.validation.horizons:
+                    raise ValueError(f"model '{m.name}': a fixed survival model needs [validation] horizons, each one "
+                                     f"of its baseline_survival times ({', '.join(f'{t:g}' for t in m.baseline_survival)})")
+                off = [t for t in self.validation.horizons if float(t) not in m.baseline_survival]
+                if off:
+                    raise ValueError(f"model '{m.name}': [validation] horizons {', '.join(f'{t:g}' for t in off)} not "
+                                     "among its baseline_survival times "
+                                     f"({', '.join(f'{t:g}' for t in m.baseline_survival)})")
+        # with the centre rule, the external centres are known here: a misspelt one stops at load
+        off_centres = [c for c in self.validation.updating_centers if c not in self.split.external_centers]
+        if off_centres and self.split.column is None:
+            raise ValueError(f"validation.updating_centers: no external centre named "
+                             f"{', '.join(repr(c) for c in off_centres)} (split.external_centers: "
+                             f"{', '.join(self.split.external_centers) or 'none'})")
         for j, pair in enumerate(self.validation.compare):
             if len(pair) != 2 or pair[0] == pair[1]:
                 raise ValueError(f"validation.compare[{j}]: give two different model names, e.g. [\"a\", \"b\"]")
@@ -332,6 +422,11 @@ class StudyConfig(_Strict):
     @property
     def store_path(self) -> Path:
         return self.path(self.study.store)
+
+    @property
+    def causes(self) -> Causes | None:
+        """The declared status codes and the event of interest; None for a 0/1 event (no codes declared)."""
+        return study_causes(self.variables, self.validation.cause)
 
     @property
     def report_dir(self) -> Path:
@@ -377,7 +472,7 @@ class StudyConfig(_Strict):
 
 def _formula_variables(i: int, model: Model, variables: dict[str, Variable]) -> None:
     """A model's formula against ``[variables]``; the model's reference levels from it."""
-    if model.traits.regression is not None:  # treatment coding is a regression's (one-hot elsewhere)
+    if model.traits.regression is not None or model.traits.published:  # treatment coding (one-hot elsewhere)
         model._references = {v: variables[v].reference for v in model.clinical
                              if v in variables and variables[v].reference is not None}
     if model.formula is None:

@@ -28,13 +28,14 @@ class ExplainSection(Strict):
 
 
 class Compute(Strict):
-    """Where the embedding stage and the internal-validation replicates run, on every path (``cohortlab embed`` /
-    ``fit`` / ``run`` / ``demo``, ``Study.embed()`` / ``Study.fit()`` / ``Study.run()``): ``ray`` = "local", "auto"
-    or "ray://host:port" (unset: this process, replicates on ``n_jobs`` local processes); ``--ray`` overrides it."""
+    """Where the embedding stage, each model's outer-fold fits and the internal-validation replicates run, on every
+    path (``cohortlab embed`` / ``fit`` / ``run`` / ``demo``, ``Study.embed()`` / ``Study.fit()`` / ``Study.run()``):
+    ``ray`` = "local", "auto" or "ray://host:port" (unset: this process, fits and replicates on ``n_jobs`` local
+    processes); ``--ray`` overrides it. Fitted models are the same bytes whatever runs them."""
 
     ray: str | None = None
     ray_retries: int = Field(default=2, ge=0)  # tries again of a source whose worker process was lost
-    # local worker processes of the internal-validation replicates (joblib): -1 every core
+    # local worker processes (joblib) of the outer-fold fits and of the internal-validation replicates: -1 every core
     n_jobs: int = -1
 
     @field_validator("n_jobs")

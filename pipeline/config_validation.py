@@ -68,6 +68,18 @@ class ValidationSettings(Strict):
     internal: str = "none"
     B: int = Field(default=200, ge=1)  # bootstrap resamples ("bootstrap", ".632+")
     repeats: int = Field(default=1, ge=1)  # repetitions of the k-fold split ("cv"; "ncv": 20 unless set)
+    # competing risks: the label (of [variables] <event>.codes) of the event of interest; required when the event
+    # has more than one cause (checked against the variables by the study)
+    cause: str | None = None
+    # multi-centre studies: update each model for each external centre (binary: closed testing, Vergouwe et al.
+    # 2017; Cox: baseline survival and slope) and report it as <model>-updated-<centre>, apparent only;
+    # updating_centers: only these (empty: all)
+    updating: bool = False
+    updating_centers: list[str] = Field(default_factory=list)
+    # internal-external cross-validation across the development centres (analytics.iecv); centres with fewer
+    # events or non-events than iecv_min_events are left out together as one "small centres" group
+    internal_external: bool = False
+    iecv_min_events: int = Field(default=10, ge=1)
 
     @model_validator(mode="before")
     @classmethod

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -109,6 +108,8 @@ class PatientTables:
 def _role(name: str, declared: Variable | None) -> str:
     if declared is not None and declared.role is not None:
         return declared.role
+    if declared is not None and declared.codes is not None:  # status codes make an event column
+        return "event"
     return DEFAULT_ROLES.get(name.lower(), "predictor")
 
 
@@ -126,26 +127,51 @@ def _unique_ids(m: Manifest, column: str) -> tuple[list[str | None], list[CellPr
     return ids, errors
 
 
-def _check_roles(m: Manifest, col: TypedColumn, role: str) -> list[CellProblem]:
-    errors: list[CellProblem] = []
+def _check_codes(m: Manifest, col: TypedColumn, codes: dict[str, str]) -> list[CellProblem]:
+    """An event column with declared status codes: exactly those codes; one problem listing every other code."""
     raw = text_column(m, col.name)
+    allowed = {int(k) for k in codes}
+    where = "line" if m.is_csv else "row"
+    if col.type not in ("binary", "integer", "numeric"):
+        bad = [(i, v) for i, v in enumerate(raw) if v is not None]
+    else:
+        bad = [(i, raw[i]) for i, v in enumerate(col.values.to_list()) if v is not None and v not in allowed]
+    if not bad:
+        return []
+    values = sorted({str(v) for _, v in bad})
+    rows = ", ".join(str(m.row_number(i)) for i, _ in bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+    declared = ", ".join(f"{k} ({lab})" for k, lab in codes.items())
+    return [m.error(None, col.name, f"code(s) {', '.join(repr(v) for v in values)} are not declared "
+                                    f"(declared: {declared}) at {where}(s) {rows}")]
+
+
+def _check_roles(m: Manifest, col: TypedColumn, role: str, codes: dict[str, str] | None = None) -> list[CellProblem]:
+    if role == "event" and codes is not None:
+        return _check_codes(m, col, codes)
+    # the checks run on the typed column at once; the manifest's text is read only for the rows found wrong
     if role in ("outcome", "event"):
         what = "label" if role == "outcome" else "event"
         if col.type not in ("binary", "integer", "numeric"):
+            raw = text_column(m, col.name)
             bad = [(i, v) for i, v in enumerate(raw) if v is not None]
             return [m.error(i, col.name, f"{what} must be 0 or 1, not '{v}'") for i, v in bad[:MAX_REPORTED]]
-        for i, v in enumerate(col.values.to_list()):
-            if v is not None and v not in (0, 1):
-                errors.append(m.error(i, col.name, f"{what} must be 0 or 1, not '{raw[i]}'"))
-    elif role == "time":
+        values = col.values.cast(pl.Float64)
+        rows = (values.is_not_null() & ~values.is_in([0.0, 1.0]).fill_null(False)).arg_true().to_list()
+        raw = text_column(m, col.name) if rows else []
+        return [m.error(i, col.name, f"{what} must be 0 or 1, not '{raw[i]}'") for i in rows]
+    if role == "time":
         if col.type not in ("integer", "numeric", "binary"):
             return [m.error(None, col.name, f"time must be numeric (column type is {col.type})")]
-        for i, v in enumerate(col.values.to_list()):
-            if v is not None and not math.isfinite(v):  # inf, -inf and nan parse as numbers
-                errors.append(m.error(i, col.name, f"time must be a finite number, not '{raw[i]}'"))
-            elif v is not None and v < 0:
-                errors.append(m.error(i, col.name, f"time must not be negative, not '{raw[i]}'"))
-    return errors
+        values = col.values.cast(pl.Float64)
+        infinite = values.is_not_null() & ~values.is_finite().fill_null(False)  # inf, -inf and nan parse as numbers
+        negative = values.is_not_null() & ~infinite & (values < 0).fill_null(False)
+        rows = (infinite | negative).arg_true().to_list()
+        if not rows:
+            return []
+        raw, bad = text_column(m, col.name), set(infinite.arg_true().to_list())
+        return [m.error(i, col.name, f"time must be a finite number, not '{raw[i]}'") if i in bad
+                else m.error(i, col.name, f"time must not be negative, not '{raw[i]}'") for i in rows]
+    return []
 
 
 def read_patients(study: StudyConfig) -> tuple[PatientTables | None, set[str], list[CellProblem]]:
@@ -186,7 +212,7 @@ def read_patients(study: StudyConfig) -> tuple[PatientTables | None, set[str], l
             col, level_errors = apply_levels(m, col, levels)
             errors += level_errors
         role = _role(name, declared)
-        errors += _check_roles(m, col, role)
+        errors += _check_roles(m, col, role, declared.codes if declared else None)
         columns.append(col)
         var_rows.append(
             {

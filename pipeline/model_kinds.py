@@ -57,6 +57,14 @@ class KindTraits:
         Whether the report draws a nomogram of it (clinical variables and scores only).
     grid_keys
         Keys it tunes besides its estimator's own parameters (e.g. ``pca``).
+    published
+        A model taken as published (its coefficients are given in ``study.toml``): never fitted, so it has no
+        out-of-fold scores to choose a threshold on; it takes an explicit ``threshold`` or none.
+    competing
+        A competing-risk model, fitted on status codes (0 censored, one code per cause) and predicting the
+        cumulative incidence of the study's cause of interest (``[validation] cause``), by what it models:
+        ``"cause_specific"`` (one Cox model per cause) or ``"subdistribution"`` (the Fine–Gray hazard); None:
+        a single event type.
     """
 
     endpoint: Endpoint
@@ -70,6 +78,8 @@ class KindTraits:
     harmonisable: bool = False
     nomogram: bool = False
     grid_keys: frozenset[str] = field(default_factory=frozenset)
+    published: bool = False
+    competing: Literal["cause_specific", "subdistribution"] | None = None
 
     @property
     def artifact(self) -> Literal["skops", "torch", "none"]:
@@ -128,6 +138,16 @@ _TABLE: dict[str, KindTraits] = {
                               flexible=True),
     "mil_cox": KindTraits(endpoint="survival", reads="bags", saved="learner", linear_predictor=True, flexible=True,
                           explainer="attention"),
+    # a published model: formula + coefficients (logistic), with baseline_survival a Cox model; its entry sets
+    # its endpoint and describes it whole, so nothing is saved beside the manifest
+    "fixed": KindTraits(endpoint="inputs", reads="table", saved="none", trainable=False, linear_predictor=True,
+                        published=True),
+    # competing risks: one Cox model per cause (riskRegression::CSC) and the subdistribution hazard (cmprsk::crr);
+    # the score is the absolute risk of the cause of interest at the main horizon
+    "cause_specific_cox": KindTraits(endpoint="survival", reads="table", saved="learner", regression="cox",
+                                     competing="cause_specific"),
+    "fine_gray": KindTraits(endpoint="survival", reads="table", saved="learner", regression="cox",
+                            competing="subdistribution"),
 }
 _BUILTIN = frozenset(_TABLE)
 

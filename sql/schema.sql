@@ -117,6 +117,7 @@ CREATE TABLE IF NOT EXISTS metrics (
     low       DOUBLE,
     high      DOUBLE,
     method    VARCHAR,
+    cause     VARCHAR,             -- the cause of interest in a competing-risk study; NULL with one event type
     PRIMARY KEY (model, split, metric)
 );
 

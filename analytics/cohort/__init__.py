@@ -30,7 +30,9 @@ Running one:
 * Checks, each naming the file, the column and the result rows: columns
   ``patient_id`` and ``label`` present; at least one row; ``patient_id`` not
   NULL, unique and present in the store's ``patients``; ``label`` and ``event``
-  0, 1 or NULL; ``time`` numeric and not negative.
+  0, 1 or NULL (``event``: the declared status codes or NULL when the study's
+  event variable declares ``codes``, competing causes); ``time`` numeric and not
+  negative.
 * Rows are ordered by ``patient_id`` (whatever the SQL's order), ``center``
   comes from ``patients`` when the SQL does not return it, and the split rule
   (:mod:`analytics.splits`) adds ``split``.
@@ -40,8 +42,10 @@ The result, :class:`Cohort`, is what models consume; see its docstring.
 Modules: :mod:`~analytics.cohort.files` (finding SQL files),
 :mod:`~analytics.cohort.sql` (the read-only runner) and its
 :mod:`~analytics.cohort.sandbox`, :mod:`~analytics.cohort.checks` (row checks),
-:mod:`~analytics.cohort.features` (feature and bag readers) and
-:mod:`~analytics.cohort.frame` (the :class:`Cohort` and building one).
+:mod:`~analytics.cohort.features` (feature and bag readers),
+:mod:`~analytics.cohort.frame` (the :class:`Cohort` and building one),
+:mod:`~analytics.cohort.overview` (the cohort stage) and :mod:`~analytics.cohort.summary` (what it leaves
+for the report).
 """
 
 from __future__ import annotations
@@ -59,7 +63,8 @@ from analytics.cohort.features import (
     read_block,
 )
 from analytics.cohort.files import cohort_dirs, cohort_name, cohort_params, find_cohort, view_files
-from analytics.cohort.frame import Cohort, build_cohort, cohort_overview, load_cohort, verify_instances
+from analytics.cohort.frame import Cohort, build_cohort, load_cohort, verify_instances
+from analytics.cohort.overview import cohort_overview
 from analytics.cohort.sql import Session, create_views, read_only, run_select, run_sql
 
 __all__ = [

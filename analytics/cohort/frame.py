@@ -24,7 +24,7 @@ import polars as pl
 
 from analytics.cohort.checks import RESERVED, check_cohort
 from analytics.cohort.errors import CohortError
-from analytics.cohort.features import Bags, FeatureBlock, _key, feature_coverage, feature_key, read_bags, read_block
+from analytics.cohort.features import Bags, FeatureBlock, _key, feature_key, read_bags, read_block
 from analytics.cohort.files import cohort_name, cohort_params, find_cohort, view_files
 from analytics.cohort.sql import Session, read_only, run_select
 from analytics.splits import SPLITS, SplitError, assign_splits, check_splits, outcome_strata, split_counts
@@ -72,6 +72,9 @@ class Cohort:
         was loaded (missing, damaged, another source's, or not the file written),
         as :class:`pipeline.store.InstanceProblem`: their sources are absent from
         the bags, and their patients count as missing there.
+    incomplete
+        Patients the cohort SQL selected but ``[imputation] method = "complete_case"``
+        left out for a missing value in a model's clinical variables (before the split).
     """
 
     name: str
@@ -87,6 +90,7 @@ class Cohort:
     store_path: Path | None = None
     views: dict[str, str] = field(default_factory=dict)
     left_out: tuple[store.InstanceProblem, ...] = ()
+    incomplete: tuple[str, ...] = ()
 
     # --- patients and outcomes
     def __len__(self) -> int:
@@ -322,18 +326,28 @@ def build_cohort(
     on_missing: Literal["keep", "drop", "error"] = "keep",
     views: Mapping[str, Path] | None = None,
     store_path: Path | None = None,
+    event_codes: Mapping[int, str] | None = None,
+    complete_case: Sequence[str] | None = None,
 ) -> Cohort:
-    """Run, check and split a cohort file on an open read-only session and join features (see :func:`load_cohort`)."""
+    """Run, check and split a cohort file on an open read-only session and join features (see :func:`load_cohort`).
+
+    ``event_codes``: the study's declared status codes (``event`` holds them instead of 0/1).
+    ``complete_case``: columns a patient must have (:func:`complete_case_columns`); the others are left out
+    before the split and listed in :attr:`Cohort.incomplete`.
+    """
     if on_missing not in ("keep", "drop", "error"):
         raise CohortError(f"on_missing must be keep, drop or error, not {on_missing!r}")
     con = session.con
     source = str(file)
     sql = file.read_text(encoding="utf-8")
     patients = store.query(con, "SELECT patient_id, center AS _store_center FROM patients")
-    frame = check_cohort(run_select(session, sql, params, source), source, patients["patient_id"])
+    frame = check_cohort(run_select(session, sql, params, source), source, patients["patient_id"], event_codes)
     if "center" not in frame.columns:
         frame = frame.join(patients, on="patient_id", how="left", maintain_order="left")
         frame = frame.rename({"_store_center": "center"})
+    incomplete: tuple[str, ...] = ()
+    if complete_case is not None:
+        frame, incomplete = _drop_incomplete(frame, complete_case, source)
     centers = dict(zip(patients["patient_id"].to_list(), patients["_store_center"].to_list()))
     if "split" in frame.columns and split.column != "split":
         raise CohortError(
@@ -346,7 +360,7 @@ def build_cohort(
     order = [c for c in RESERVED if c in frame.columns] + [c for c in frame.columns if c not in RESERVED]
     frame = frame.select(order)
 
-    ids = frame["patient_id"].to_list()
+    ids = frame["patient_id"].to_list() if features or bags else []  # the readers bind ids; none to read: no list
     blocks = {}
     for ref in features:
         block = read_block(con, ref, ids)
@@ -361,8 +375,30 @@ def build_cohort(
         frame=frame, blocks=blocks, bag_sets=bag_sets, variables=variables,
         feature_sets={r["name"]: r for r in fs_rows.to_dicts()},
         store_path=store_path, views={n: p.read_text(encoding="utf-8") for n, p in (views or {}).items()},
+        incomplete=incomplete,
     )
     return _handle_missing(cohort, on_missing, split)
+
+
+def complete_case_columns(study: StudyConfig) -> list[str] | None:
+    """The clinical variables of any model, when ``[imputation] method = "complete_case"``; else None."""
+    if study.imputation is None or study.imputation.method != "complete_case":
+        return None
+    return list(dict.fromkeys(c for m in study.models for c in m.clinical))
+
+
+def _drop_incomplete(frame: pl.DataFrame, columns: Sequence[str], source: str) -> tuple[pl.DataFrame, tuple[str, ...]]:
+    """``frame`` without the patients missing any of ``columns`` (those it has), and their ids."""
+    present = [c for c in columns if c in frame.columns]
+    if not present:
+        return frame, ()
+    miss = pl.any_horizontal([pl.col(c).is_null() | (pl.col(c).is_nan() if frame[c].dtype.is_float() else pl.lit(False))
+                              for c in present])
+    gone = frame.filter(miss)["patient_id"].cast(pl.String).to_list()
+    if gone:
+        log.warning("%s: complete-case analysis leaves out %d of %d patients missing a value of %s", source,
+                    len(gone), frame.height, ", ".join(present))
+    return frame.filter(~miss), tuple(gone)
 
 
 def verify_instances(session: Session, store_path: Path, feature_sets: Sequence[str]) -> tuple[store.InstanceProblem, ...]:
@@ -403,6 +439,12 @@ def _handle_missing(cohort: Cohort, on_missing: str, split: SplitSection) -> Coh
     except SplitError as exc:
         raise CohortError(str(exc)) from None
     return out
+
+
+def _codes(study: StudyConfig) -> dict[int, str] | None:
+    """The study's declared status codes (None: a 0/1 event)."""
+    causes = study.causes
+    return causes.codes if causes is not None else None
 
 
 def load_cohort(
@@ -452,45 +494,7 @@ def load_cohort(
         left_out = verify_instances(session, study.store_path, bags)
         cohort = build_cohort(
             session, file, bound, split or study.split, name=Path(name).stem, features=features, bags=bags,
-            on_missing=on_missing, views=views, store_path=study.store_path,
+            on_missing=on_missing, views=views, store_path=study.store_path, event_codes=_codes(study),
+            complete_case=complete_case_columns(study),
         )
     return replace(cohort, left_out=left_out)
-
-
-def cohort_overview(
-    study: StudyConfig, name: str | None = None, params: Mapping[str, Any] | None = None
-) -> tuple[Cohort, pl.DataFrame]:
-    """A cohort without features, and how many of its patients have each feature set of the study.
-
-    Parameters
-    ----------
-    study
-        The study (its store, cohort section, split rule and feature sets).
-    name
-        Cohort name (default: ``[cohort] name``) or a path to a ``.sql`` file.
-    params
-        Parameters bound over the study's ``[cohort] params``.
-
-    Returns
-    -------
-    cohort
-        The checked, split cohort (no feature blocks or bags loaded).
-    coverage
-        :func:`~analytics.cohort.features.feature_coverage` of every
-        ``feature_set:pooling`` and ``feature_set:instances`` in ``study.toml``;
-        the instance files of every feature set are verified by content first
-        (:func:`verify_instances`), and a patient whose files are all left out
-        counts as missing ``feature_set:instances``.
-    """
-    name = cohort_name(study, name)
-    file = find_cohort(study, name)
-    views = view_files(study)
-    with read_only(study.store_path, views, [study.root], study.sql) as session:
-        left_out = verify_instances(session, study.store_path, [f.name for f in study.feature_sets])
-        cohort = build_cohort(session, file, cohort_params(study, name, params), study.split,
-                              name=Path(name).stem, views=views, store_path=study.store_path)
-        cohort = replace(cohort, left_out=left_out)
-        refs = [f"{f.name}:{p}" for f in study.feature_sets for p in f.pooling]
-        refs += [f"{f.name}:instances" for f in study.feature_sets]
-        coverage = feature_coverage(session.con, cohort.patient_ids, refs)
-    return cohort, coverage

@@ -440,9 +440,11 @@ def run(
     # statement runs in a worker while this thread waits, and turns Ctrl-C or the deadline into interrupt()
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     log.info("%s: running (timeout %s)", source, "none" if timeout_s is None else f"{timeout_s:g} s")
+    spill = _SpillWatch(con)
     threading.Thread(target=work, name="cohortlab-sql", daemon=True).start()
     try:
-        while not done.wait(0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))):
+        while not done.wait(0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic()))):
+            spill.look()
             if deadline is not None and time.monotonic() >= deadline:
                 con.interrupt()
                 done.wait()
@@ -456,11 +458,52 @@ def run(
         # an error, not KeyboardInterrupt: the command line prints it as one line (typer would exit silently)
         raise CohortError(f"{source}: interrupted (Ctrl-C); the statement was stopped and nothing was written") \
             from None
+    finally:
+        spill.close()
     if "error" in outcome:
         raise outcome["error"]
+    if spill.peak:
+        # the statement needed more than [sql] memory_limit and ran on by writing to the temporary folder
+        log.warning("%s: the statement spilled %s to %s (it needed more than [sql] memory_limit = %s); it ran "
+                    "to the end", source, _size(spill.peak), spill.folder or "the temporary folder",
+                    spill.limit or "DuckDB's default")
     frame = outcome["frame"]
     assert isinstance(frame, pl.DataFrame)
     return frame
+
+
+class _SpillWatch:
+    """How much a running statement has written to DuckDB's temporary folder (its peak, in bytes), read every
+    time :meth:`look` is called, on a second connection to the same database (the first one is busy)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.peak = 0
+        self.folder: str | None = None
+        self.limit: str | None = None
+        try:
+            self.cursor: duckdb.DuckDBPyConnection | None = con.cursor()
+            self.folder = str(self.cursor.execute("SELECT current_setting('temp_directory')").fetchone()[0])
+            self.limit = str(self.cursor.execute("SELECT current_setting('memory_limit')").fetchone()[0])
+        except duckdb.Error:
+            self.cursor = None
+
+    def look(self) -> None:
+        if self.cursor is None:
+            return
+        try:
+            row = self.cursor.execute("SELECT coalesce(sum(size), 0) FROM duckdb_temporary_files()").fetchone()
+        except duckdb.Error:
+            return
+        self.peak = max(self.peak, int(row[0]) if row else 0)
+
+    def close(self) -> None:
+        self.look()
+        if self.cursor is not None:
+            self.cursor.close()
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def message(exc: duckdb.Error, memory_limit: str | None = None) -> str:

@@ -122,7 +122,8 @@ class RegressionTables:
         c = self.coefficients
         rows = [["", "coef", ratio, "se(coef)", "coef lower 95%", "coef upper 95%", "z", "p"]]
         for r in c.iter_rows(named=True):
-            rows.append([str(r["term"]), _num(r["estimate"]), _num(r[self.ratio]), _num(r["se"]),
+            term = f"{r['cause']}: {r['term']}" if "cause" in c.columns else str(r["term"])  # per cause (CSC)
+            rows.append([term, _num(r["estimate"]), _num(r[self.ratio]), _num(r["se"]),
                          _num(None if r["ci_low"] is None else np.log(r["ci_low"])),
                          _num(None if r["ci_high"] is None else np.log(r["ci_high"])), _num(r["z"], 2),
                          "–" if r["p"] is None else _p(r["p"], bare=True)])
@@ -269,6 +270,35 @@ def _cox(learner: Any, data: Any, y: np.ndarray) -> RegressionTables | None:
                             summary)
 
 
+def _competing(learner: Any, y: np.ndarray) -> RegressionTables | None:
+    """A competing-risk learner's tables: cause-specific hazard ratios per cause (``riskRegression::CSC``, one
+    ``coxph`` per cause) or subdistribution hazard ratios (``cmprsk::crr``), with a ``cause`` column; the
+    model line is that of the cause of interest's model (the Fine–Gray pseudo-likelihood's LR test)."""
+    fit, prep = getattr(learner, "fit_", None), getattr(learner, "prep_", None)
+    if fit is None or prep is None:
+        return None
+    names, terms, _ = _names_and_terms(prep)
+    labels: dict[int, str] = learner.labels
+    models = getattr(fit, "models", None)
+    per_cause = dict(models) if models is not None else {learner.cause: fit}
+    tables, anova = [], None
+    for code, one in per_cause.items():
+        if len(names) != np.size(one.coef):
+            return None
+        table = coefficient_table(names, one.coef, np.asarray(one.var), link="cox", intercept=False)
+        tables.append(table.select(pl.lit(labels.get(code, str(code))).alias("cause"), *table.columns))
+        if code == learner.cause and terms:
+            anova = term_wald(one.coef, np.asarray(one.var), terms)
+    main = per_cause[learner.cause]
+    loglik = main.loglik if models is None else main.loglik[1]
+    loglik_null = main.loglik_null if models is None else main.loglik[0]
+    events = int(np.sum(np.asarray(y, dtype=np.float64)[:, 1] == learner.cause))
+    summary: dict[str, Any] = {**model_summary(int(main.n), events, float(loglik), float(loglik_null), len(names), "cox"),
+                               "cause": labels.get(learner.cause, str(learner.cause))}
+    coef = pl.concat(tables).with_columns(pl.lit(None, dtype=pl.String).alias("note"))
+    return RegressionTables("cox", False, coef, anova, summary)
+
+
 def regression_tables(learner: Any, data: Any, y: np.ndarray) -> RegressionTables | None:
     """The tables of a fitted ``logistic`` or ``cox`` learner, from its final fit on ``data`` (its training rows,
     a :class:`analytics.models.data.ModelData`) and their outcome ``y`` (0/1, or ``(n, 2)`` times and events).
@@ -282,6 +312,8 @@ def regression_tables(learner: Any, data: Any, y: np.ndarray) -> RegressionTable
     if traits is None or traits.regression is None or columns is None or columns.features or data.table is None:
         return None
     try:
+        if traits.competing:
+            return _competing(learner, y)
         if traits.regression == "logit" and hasattr(learner, "pipeline_"):
             return _logistic(learner, data, y)
         if traits.regression == "cox" and np.ndim(y) == 2:

@@ -57,6 +57,9 @@ class TabularLearner:
     """A classical pipeline (:mod:`analytics.models.classical`) tuned by grouped inner CV."""
 
     columns_: Columns | None  # the columns fitted on; None in a learner rebuilt from a saved pipeline
+    # local processes for the inner tuning fits of one learner fitted alone (results do not depend on it);
+    # analytics.fit runs whole outer folds in parallel instead and leaves this at 1
+    n_jobs: int = 1
 
     def __init__(self, kind: str, params: Mapping[str, Any], grid: Mapping[str, list[Any]], seed: int,
                  harmonize: HarmonizeSpec | None = None) -> None:
@@ -93,9 +96,9 @@ class TabularLearner:
         groups = np.asarray(data.patient_ids, dtype=object)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_EMPTY_COLUMN_WARNING, category=UserWarning)
-            self.pipeline_, chosen, self.inner_auc_ = tuning.grid_search(
+            self.pipeline_, chosen, self.inner_auc_, self.n_fits_ = tuning.grid_search(
                 pipe, classical.pipeline_grid(self.grid, self.params), data.table, y, groups,
-                int(self.params.get("inner_folds", tuning.DEFAULT_INNER_FOLDS)), self.seed,
+                int(self.params.get("inner_folds", tuning.DEFAULT_INNER_FOLDS)), self.seed, self.n_jobs,
             )
         self.chosen_ = {"pca" if k.startswith("prep__") else k.removeprefix("clf__"): v for k, v in chosen.items()}
         if "penalty" in self.grid:
@@ -115,7 +118,7 @@ class TabularLearner:
     def fitted(cls, kind: str, params: Mapping[str, Any], pipeline: Pipeline, chosen: Mapping[str, Any]) -> TabularLearner:
         out = cls.__new__(cls)
         out.kind, out.params, out.grid, out.seed = kind, dict(params), {}, 0
-        out.pipeline_, out.chosen_, out.inner_auc_ = pipeline, dict(chosen), None
+        out.pipeline_, out.chosen_, out.inner_auc_, out.n_fits_ = pipeline, dict(chosen), None, 0
         out.dropped_, out.columns_ = {}, None
         out.harmonize = None  # a loaded pipeline holds its fitted ComBat step, if any
         return out
@@ -183,6 +186,8 @@ class StackingLearner:
         groups = np.asarray(data.patient_ids, dtype=object)
         folds = int(self.params.get("inner_folds", tuning.DEFAULT_INNER_FOLDS))
         self.chosen_, self.inner_auc_ = tuning.select(fit_score, self.grid, y, groups, folds, self.seed)
+        searched = tuning.inner_splits(y, groups, folds, self.seed) if self.inner_auc_ is not None else None
+        self.n_fits_ = 1 + (0 if searched is None else len(tuning.grid_points(self.grid)) * len(searched))
         c = self.chosen_.get("C", self.params.get("C", 1.0))
         self.model_ = Stacking(self.members, C=c, seed=self.seed).fit(scores, y)
         return self

@@ -70,7 +70,6 @@ from analytics.models.learners import (
     Learner,
     StackingLearner,
     TabularLearner,
-    VotingLearner,
 )
 from analytics.models.mil import MILClassifier
 from analytics.models.mil_learner import MILLearner
@@ -103,6 +102,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "analytics.models.classical.CalibratedSVC",
     "analytics.models.classical.EarlyStoppedXGB",
     "analytics.models.classical.RowStablePCA",
+    "analytics.models.competing.CompetingLearner",
     "analytics.models.data.Columns",
     "analytics.models.ensemble.Stacking",
     "analytics.models.formula.RegressionDesign",
@@ -113,6 +113,9 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "analytics.models.survival.MILCoxLearner",
     "analytics.models.survival.SurvivalLearner",
     "analytics.models.survival.SurvivalModel",
+    "analytics.stats.competing_cox.CauseSpecificCox",
+    "analytics.stats.competing_cox.CoxFit",
+    "analytics.stats.competing_finegray.FineGray",
     "numpy.dtype",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
@@ -260,9 +263,13 @@ def _canonical_skops(data: bytes) -> bytes:
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
             out: dict[str, Any] = {}
+            # a str, number or bool (JsonNode) is written whole wherever it occurs; whether two occurrences are
+            # one object (a fit here shares column names that a fit in a worker process got unpickled apart)
+            # is not part of the file: each gets its own number
+            primitive = node.get("__loader__") == "JsonNode"
             for key, value in node.items():
                 if key == "__id__" and isinstance(value, int):
-                    out[key] = ids.setdefault(value, len(ids))
+                    out[key] = ids.setdefault(-1 - len(ids) if primitive else value, len(ids))
                 elif key == "file" and isinstance(value, str) and value in members:
                     out[key] = names.setdefault(value, f"{len(names)}{Path(value).suffix}")
                 else:
@@ -597,6 +604,7 @@ def load_model(path: str | Path, store_path: str | Path) -> FittedModel:
     import torch
     from sklearn.pipeline import Pipeline
 
+    from analytics.models.competing import CompetingLearner
     from analytics.models.ensemble import Stacking
     from analytics.models.survival import CoxStacking, MILCoxLearner, SurvivalLearner
 
@@ -615,15 +623,17 @@ def load_model(path: str | Path, store_path: str | Path) -> FittedModel:
         except Exception as exc:
             raise ArtifactError(f"{folder / TORCH}: not a weights file cohortlab can read ({exc})") from None
         learner = MILLearner.fitted(MILClassifier.from_state(manifest["mil"], state), chosen)
-    elif saved == "none":
-        learner = VotingLearner(list(spec.members), spec.params)
+    elif saved == "none":  # the entry describes it whole (soft voting; a published model)
+        from analytics.models.registry import build_learner
+
+        learner = build_learner(spec, int(manifest.get("seed") or 0))
     else:
         file = folder / SKOPS
         if SKOPS not in files:
             raise PersistError(f"{file}: missing (run `cohortlab fit`)")
         obj = _load_skops(file, files[SKOPS])
         if saved == "learner":
-            learner = _expect(file, obj, (SurvivalLearner, MILCoxLearner), spec.kind)
+            learner = _expect(file, obj, (SurvivalLearner, MILCoxLearner, CompetingLearner), spec.kind)
         elif saved == "meta":
             learner = StackingLearner.fitted(_expect(file, obj, (Stacking, CoxStacking), spec.kind))
         else:

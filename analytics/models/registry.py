@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from analytics.models import survival
+from analytics.models.competing import CompetingLearner
+from analytics.models.fixed import fixed_learner
 from analytics.models.harmonize import HarmonizeSpec
 from analytics.models.learners import (
     Learner,
@@ -42,6 +44,14 @@ def _tabular(spec: Model, seed: int) -> Learner:
     return TabularLearner(spec.kind, spec.params, spec.grid, seed, HarmonizeSpec.of(spec))
 
 
+def _competing(spec: Model, seed: int) -> Learner:
+    causes = spec.causes
+    if causes is None:
+        raise ValueError(f"a {spec.kind} model needs an event with declared status codes "
+                         '([variables] <event>.codes) and [validation] cause')
+    return CompetingLearner(spec.kind, spec.params, spec.grid, seed, causes.cause, causes.codes)
+
+
 def _survival(spec: Model, seed: int) -> Learner:
     return survival.SurvivalLearner(spec.kind, spec.params, spec.grid, seed)
 
@@ -58,6 +68,9 @@ _LEARNERS: dict[str, LearnerFactory] = {
     "rsf": _survival,
     "xgboost_cox": _survival,
     "mil_cox": lambda spec, seed: survival.MILCoxLearner(spec.params, spec.grid, seed),
+    "cause_specific_cox": _competing,
+    "fine_gray": _competing,
+    "fixed": fixed_learner,
 }
 
 

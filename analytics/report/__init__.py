@@ -9,12 +9,17 @@ What it reads (it writes nothing but the report):
 * the store: patients, feature-set provenance, failed embedding items, the
   ``variables`` dictionary and the ``predictions`` table (for the ROC curves and
   their bootstrap bands, and the calibration rugs);
-* the cohort (:func:`analytics.cohort.load_cohort`): participant flow, Table 1,
-  missing data;
+* the cohort as the cohort stage left it (:mod:`analytics.cohort.summary`: its
+  frame, Table 1 and the cohort's part of the participant flow) when validate
+  computed the metrics from that same cohort, else the cohort itself
+  (:func:`analytics.cohort.load_cohort`): participant flow, Table 1, missing data;
 * model manifests ``<study>/models/<name>/manifest.json`` when ``fit`` wrote
   them (else the ``study.toml`` entries), and ``<report_dir>/explain/manifest.json``.
 
-Figures are PNGs embedded as base64 ``data:`` URIs, the CSS is inline and
+Curves are drawn thinned by Ramer–Douglas–Peucker to 0.001 of each axis
+(:func:`analytics.figures.thin`; ``curves.json`` keeps every point), so the
+report's time does not grow with the number of patients. Figures are PNGs
+embedded as base64 ``data:`` URIs, the CSS is inline and
 there are no scripts, so the file reads offline and prints (print CSS starts
 each section on a new page and keeps table rows and figures whole). Every
 performance cell carries ``data-metric="model|split|metric"`` (metric names as

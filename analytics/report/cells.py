@@ -201,7 +201,7 @@ def measure_basis(name: str) -> str:
     if name in ("n_survival", "n_events", "c_index", "logrank_p", "lp_calibration_slope") \
             or name.startswith(("ici_t", "e50_t", "e90_t")):
         return FOLLOWED
-    if name in ("c_index_uno", "ibs") or "_ipcw_t" in name or name.startswith(("auc_t", "brier_t")):
+    if name in ("c_index_uno", "ibs") or "_ipcw_t" in name or name.startswith(("auc_t", "brier_t", "ipa_t")):
         return FOLLOWED_IPCW
     return COMPLETE_CASES
 

@@ -12,6 +12,7 @@ from markupsafe import Markup
 
 from analytics.report import tripod
 from analytics.report.cells import SPLIT_NAMES, compact
+from analytics.report.competing import competing_context, tripod_outcome_text
 from analytics.report.figure_cache import FigureCache
 from analytics.report.fitted import (
     class_weights,
@@ -25,6 +26,8 @@ from analytics.report.fitted import (
     survival_sample_size_rows,
     training_estimates,
 )
+from analytics.report.missing import missing_context
+from analytics.report.multicentre import multicentre_context
 from analytics.report.plots import (
     calibration_figures,
     decision_figures,
@@ -57,6 +60,7 @@ from pipeline.config import StudyConfig
 # Sections and their stable element ids (tests and the TRIPOD table link to them).
 SECTIONS = (
     ("sec-study", "Study and data"),
+    ("sec-missing", "Missing data and imputation"),
     ("sec-features", "Feature sets"),
     ("sec-models", "Models"),
     ("sec-performance", "Performance"),
@@ -92,9 +96,11 @@ def build_context(src: Sources, progress: bool = True, figure_cache: FigureCache
         "notes": list(validation.notes) if validation is not None else [],
     }
     # study and data
-    ctx["flow"] = flow(src.store_patients, frame, src.predictions, models,
-                       survival=any(src.study.endpoint(m) == "survival" for m in src.study.models)
-                       or src.study.study.endpoint == "survival", endpoint=src.study.study.endpoint)
+    followed = (any(src.study.endpoint(m) == "survival" for m in src.study.models)
+                or src.study.study.endpoint == "survival")
+    ctx["flow"] = flow(src.store_patients, frame, src.predictions, models, survival=followed,
+                       endpoint=src.study.study.endpoint,
+                       cohort_part=src.summary.flow(followed, src.study.study.endpoint) if src.summary else None)
     ctx["cohort_error"] = src.cohort_error
     if src.cohort is not None:
         assert frame is not None
@@ -102,11 +108,17 @@ def build_context(src: Sources, progress: bool = True, figure_cache: FigureCache
         ctx["cohort"] = {"name": prov["cohort"], "file": Path(prov["file"]).name, "sql": src.cohort.sql.strip(),
                          "params": compact(prov["params"]) if prov["params"] else "none",
                          "split": _split_text(study), "hash": prov["hash"], "n": len(src.cohort)}
-        ctx["table1"] = Markup(src.cohort.table1().to_html())
+        # Table 1 as the cohort stage computed it, else computed now
+        ctx["table1"] = Markup(src.summary.table1_html if src.summary is not None else src.cohort.table1().to_html())
         ctx["missing"] = missing_data(frame, src.variables)
         ctx["missing_splits"] = [SPLIT_NAMES[s] for s in SPLITS if (frame.get_column("split") == s).any()]
     else:
         ctx["cohort"] = None
+    # the missing-data section: pattern, per split and centre, the method that ran, imputation diagnostics
+    ctx.update(missing_context(study, frame, src.cohort.incomplete if src.cohort is not None else ()))
+    # competing causes: Aalen-Johansen cumulative incidence of every cause, overall and per subgroup variable
+    ctx.update(competing_context(study, frame, float(study.validation.level), _time_label(src.variables, frame), fc,
+                                 models, src.curves))
     # feature sets, models
     fs_rows = feature_set_rows(src.feature_sets, study, src.coverage, len(src.cohort) if src.cohort is not None else None)
     ctx["feature_sets"] = fs_rows
@@ -147,13 +159,17 @@ def build_context(src: Sources, progress: bool = True, figure_cache: FigureCache
         ctx["survival"] = survival_blocks(models, src.curves, validation, time_label, fc)
         ctx["horizons"] = horizon_blocks(models, src.curves, fc)
         ctx["internal"] = internal_blocks(models, validation)
+        ctx.update(multicentre_context(models, validation, fc))
+        if ctx["multicentre"]:  # the section is shown only for studies with two or more external centres
+            at = [sid for sid, _ in SECTIONS].index("sec-subgroups") + 1
+            ctx["sections"] = (*SECTIONS[:at], ("sec-multicentre", "Multi-centre performance"), *SECTIONS[at:])
         shown = internal_calibration_figures(models, validation)
         for block in ctx["internal"]:
             block["figure"] = shown.get(block["model"])
     else:
         ctx.update(performance=None, roc_overview=[], roc=[], calibration=[], decision=[], decision_overlays=[],
                    subgroups=[], comparisons=[], added_value=[],
-                   forest=None, survival=[], horizons=[], internal=[])
+                   forest=None, survival=[], horizons=[], internal=[], multicentre=[])
     ctx["oof_note"] = OOF_DELONG_COVERAGE
     enabled = study.explain.enabled
     ctx["explain"] = explanation_figures(study.report_dir, src.explain if enabled else None)
@@ -233,4 +249,5 @@ def _facts(src: Sources, models: Sequence[str], ctx: Mapping[str, Any]) -> tripo
         sample_size=tuple(f"{r['model']}: {r['n']} training patients, {r['required']} required"
                           + (" (below the requirement)" if r["short"] else "")
                           for r in ctx.get("sample_size", []) if r["required"] != "–"),
+        competing_outcome=tripod_outcome_text(study.causes),
     )

@@ -132,6 +132,12 @@ def tuning_text(tuning: Mapping[str, Any], chosen: Mapping[str, Any] | None) -> 
     return text + (f"; chosen {', '.join(picked)}" if picked else "")
 
 
+def fit_cost(tuning: Mapping[str, Any]) -> str:
+    """What fitting a model cost (estimators fitted, wall seconds), from its tuning record; empty before a fit."""
+    fits, seconds = tuning.get("fits"), tuning.get("fit_seconds")
+    return "" if not fits else f"; {fits} fits" + ("" if seconds is None else f" in {float(seconds):.1f} s")
+
+
 def _dropped_line(dropped: Mapping[str, str] | None) -> str:
     from analytics.models.data import dropped_summary
 
@@ -161,7 +167,7 @@ def model_rows(study: StudyConfig, models: Sequence[str], validation: Validation
         cut = mm.risk_cutpoints if mm is not None else None
         rows.append({
             "name": name, "kind": man.kind if man is not None else entry.get("kind", "–"), "inputs": inputs or ["–"],
-            "grid": tuning_text(tuning, man.chosen if man is not None else None),
+            "grid": tuning_text(tuning, man.chosen if man is not None else None) + fit_cost(tuning),
             "dropped": _dropped_line(man.dropped if man is not None else None),
             "params": compact(entry.get("params")) if entry.get("params") else "–",
             "manifest": manifest_facts(man) if man is not None else [],
@@ -245,7 +251,8 @@ def sample_size_rows(models: Sequence[str], validation: Validation, fitted: Mapp
         out.append(row)
         traits = traits_of(kind)  # None: a kind this version does not know
         if traits is not None and not traits.trainable:
-            row["note"] = "averages its members' scores: no parameters of its own"
+            row["note"] = ("a published model: never fitted, no parameters estimated" if traits.published
+                           else "averages its members' scores: no parameters of its own")
             continue
         if traits is not None and traits.survival:
             row["note"] = "a time-to-event model: these criteria are for a binary outcome"

@@ -28,7 +28,6 @@ from analytics.report.cells import (
 )
 from analytics.report.figure_cache import FigureCache
 from analytics.splits import SPLITS
-from analytics.stats.roc_band import BAND_SPECIFICITIES, roc_band
 from analytics.stats.thresholds import roc_curve
 from analytics.validation import PairedComparison, Validation
 
@@ -68,23 +67,19 @@ def roc_figures(models: Sequence[str], scored: pl.DataFrame, validation: Validat
             fpr = 1.0 - roc.get_column("specificity").to_numpy()[::-1]
             tpr = roc.get_column("sensitivity").to_numpy()[::-1]
             auc = validation.get(model, split, "auc")
-            inputs.append((i, split, y, s, fpr, tpr, f"AUC {fmt_interval(auc)}"))
+            inputs.append((i, split, y, s, fpr, tpr, f"AUC {fmt_interval(auc)}", _band(validation, model, split, n_boot)))
             overview.setdefault(split, []).append((model, fpr, tpr, f"{model}: {fmt(estimate_value(auc))}"))
 
         def draw(model: str = model, inputs: list[Any] = inputs) -> bytes:
             panels = []
-            for i, split, y, s, fpr, tpr, label in inputs:
-                low = high = None
-                if n_boot > 0:
-                    low, high = roc_band(y, s, BAND_SPECIFICITIES, n_boot=n_boot, level=level, seed=seed + i)
-                panels.append(figures.RocPanel(split, fpr, tpr, label, BAND_SPECIFICITIES if n_boot > 0 else None,
-                                               low, high))
+            for _i, split, _y, _s, fpr, tpr, label, band in inputs:
+                sp, low, high = band if band is not None else (None, None, None)
+                panels.append(figures.RocPanel(split, fpr, tpr, label, sp, low, high))
             return figures.roc_figure(f"{model}: ROC curves", panels, level)
 
         if inputs:
-            # the bands are part of the figure's key: the scores, labels, resamples, level and seed they come from
-            png = cache.lookup(cache.key("roc_bands", model, [x[:4] + x[6:] for x in inputs], n_boot, level, seed,
-                                         BAND_SPECIFICITIES), draw)
+            # the bands (computed by validate) are part of the figure's key, with the scores and labels
+            png = cache.lookup(cache.key("roc_bands", model, [x[:4] + x[6:] for x in inputs], n_boot, level), draw)
             per_model.append(Embedded(f"fig-roc-{model}", figures.data_uri(png), f"ROC curves of {model}",
                                     f"{model}: empirical ROC curves per split; shaded, the pointwise {level:.0%} "
                                     f"CI of sensitivity at fixed specificities ({n_boot} stratified bootstrap "
@@ -95,6 +90,16 @@ def roc_figures(models: Sequence[str], scored: pl.DataFrame, validation: Validat
                          "(legend: AUC, as in the performance table).")
                 for split in SPLITS if split in overview]
     return overlays, per_model
+
+
+def _band(validation: Validation, model: str, split: str,
+          n_boot: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The ROC band validate stored in curves.json (specificity, low, high); None without a bootstrap."""
+    band = validation.curves.get(model, {}).get(split, {}).get("roc_band") if n_boot > 0 else None
+    if not band:
+        return None
+    return (np.asarray(band["specificity"], dtype=float), np.asarray(band["low"], dtype=float),
+            np.asarray(band["high"], dtype=float))
 
 
 def calibration_figures(models: Sequence[str], curves: Mapping[str, Any], scored: pl.DataFrame,
@@ -170,7 +175,8 @@ def decision_overlays(models: Sequence[str], scored: pl.DataFrame, settings: Map
     for split in SPLITS:
         eligible = [m for m in models if curves is None or (curves.get(m) or {}).get(split, {}).get("decision")]
         part = scored.filter((pl.col("split") == split) & pl.col("model").is_in(eligible))
-        present = [m for m in eligible if m in set(part.get_column("model").to_list())]
+        scoring = set(part.get_column("model").unique().to_list())  # the models, not one value per patient
+        present = [m for m in eligible if m in scoring]
         if not present:
             continue
         wide = (part.pivot(on="model", index=["patient_id", "label"], values="score")
@@ -264,13 +270,20 @@ def horizon_blocks(models: Sequence[str], curves: Mapping[str, Any],
             if not rocs and not cal:
                 continue
             fig = cache.png(figures.horizon_figure, f"{model} · {SPLIT_NAMES[split]}", rocs, cal, smooth, decision)
+            # a competing-risk model's observed risk is the Aalen-Johansen cumulative incidence of the cause
+            aj = any((h.get("calibration_at") or {}).get("observed_by") == "Aalen-Johansen" for h in per.values())
+            caption = (f"{model}, {SPLIT_NAMES[split]}: mean predicted cumulative incidence of the cause against the "
+                       "Aalen-Johansen cumulative incidence by t per tenth of predicted risk (points; competing events "
+                       "are events, not censoring) and the smooth pseudo-observation calibration curve (lines); the "
+                       "decision curve at the main horizon (Aalen-Johansen risk among the treated)." if aj else
+                       f"{model}, {SPLIT_NAMES[split]}: cumulative/dynamic ROC curves at each horizon (cases: event by "
+                       "t; controls: event-free after t; inverse-probability-of-censoring weights); mean predicted "
+                       "risk against the Kaplan-Meier risk by t per tenth of predicted risk (points) and the smooth "
+                       "calibration curve (lines); the decision curve at the main horizon (Kaplan-Meier risk among "
+                       "the treated).")
             out.append({"model": model, "split": split, "figure": Embedded(
                 f"fig-horizons-{model}-{split}", figures.data_uri(fig),
-                f"Time-dependent ROC and calibration of {model}, {split}",
-                f"{model}, {SPLIT_NAMES[split]}: cumulative/dynamic ROC curves at each horizon (cases: event by t; "
-                "controls: event-free after t; inverse-probability-of-censoring weights); mean predicted risk "
-                "against the Kaplan-Meier risk by t per tenth of predicted risk (points) and the smooth calibration "
-                "curve (lines); the decision curve at the main horizon (Kaplan-Meier risk among the treated).")})
+                f"Time-dependent ROC and calibration of {model}, {split}", caption)})
     return out
 
 

@@ -35,6 +35,7 @@ class Sources:
     manifests: dict[str, FitRecord]
     explain: dict[str, Any] | None
     warnings: tuple[str, ...] = ()
+    summary: Any | None = None  # what the cohort stage left (analytics.cohort.summary.CohortSummary), if read
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -47,7 +48,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def model_names(study: StudyConfig, validation: Validation | None, predictions: pl.DataFrame) -> list[str]:
-    present = set(validation.models if validation is not None else ()) | set(predictions.get_column("model").to_list())
+    present = set(validation.models if validation is not None else ()) | set(predictions.get_column("model").unique().to_list())
     ordered = [m.name for m in study.models if m.name in present]
     return ordered + sorted(present - set(ordered))
 
@@ -55,6 +56,7 @@ def model_names(study: StudyConfig, validation: Validation | None, predictions: 
 def read_sources(study: StudyConfig) -> Sources:
     """Read metrics, curves, the store, the cohort, model and explanation manifests of ``study``."""
     from analytics.cohort import CohortError, feature_coverage, load_cohort
+    from analytics.cohort.summary import read_summary
     from analytics.splits import SplitError
 
     out = study.report_dir
@@ -74,15 +76,26 @@ def read_sources(study: StudyConfig) -> Sources:
         failed = store.failed_items(con)
         variables = store.query(con, "SELECT name, type, unit, role, label, n_missing FROM variables ORDER BY name")
         predictions = store.read_predictions(con)
-        cohort, cohort_error = None, None
+        cohort, cohort_error, summary = None, None, None
         if study.cohort is not None:
-            try:
-                cohort = load_cohort(study)
-            except (CohortError, SplitError) as exc:
-                cohort_error = str(exc)
-                warnings.append(f"the cohort could not be loaded: {exc}")
+            # what the cohort stage left, when validate computed the metrics from that same cohort: no SQL run
+            # and no Table 1 computed here, so the report's time does not grow with the cohort
+            summary = read_summary(study)
+            if summary is not None and validation is not None and validation.cohort_hash not in (None, summary.hash):
+                summary = None
+            if summary is not None:
+                cohort = summary.cohort(study.store_path)
+            else:
+                try:
+                    cohort = load_cohort(study)
+                except (CohortError, SplitError) as exc:
+                    cohort_error = str(exc)
+                    warnings.append(f"the cohort could not be loaded: {exc}")
         coverage: dict[str, int] = {}
-        if cohort is not None and fsets.height:
+        if summary is not None:
+            names = set(fsets.get_column("name").to_list()) if fsets.height else set()
+            coverage = {k: v for k, v in summary.coverage.items() if k in names}
+        elif cohort is not None and fsets.height:
             refs = [f"{name}:instances" for name in fsets.get_column("name").to_list()]
             cov = feature_coverage(con, cohort.patient_ids, refs)
             coverage = {r["features"].split(":")[0]: int(r["patients"]) for r in cov.to_dicts()}
@@ -105,7 +118,7 @@ def read_sources(study: StudyConfig) -> Sources:
             warnings.append("the predictions or settings have changed since the metrics were computed; "
                             "run `cohortlab validate` again")
     return Sources(study, validation, curves, predictions, patients, fsets, coverage, failed, variables, cohort,
-                   cohort_error, manifests, explain, tuple(warnings))
+                   cohort_error, manifests, explain, tuple(warnings), summary)
 
 
 def _inputs_digest(study: StudyConfig, predictions: pl.DataFrame, cohort: Any) -> str:

@@ -3,7 +3,7 @@ comparisons and added value, each from typed records (formatted, never recompute
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -61,7 +61,9 @@ METRIC_ROWS = (
 
 
 # survival models, per horizon t: (metrics.csv prefix, row label)
-HORIZON_ROWS = (("auc", "AUC({t}), IPCW"), ("brier", "Brier({t}), IPCW"), ("ici", "ICI({t}), smooth calibration"))
+# (IPA: competing-risk models only, against the Aalen-Johansen null model)
+HORIZON_ROWS = (("auc", "AUC({t}), IPCW"), ("brier", "Brier({t}), IPCW"), ("ipa", "IPA({t}) vs Aalen–Johansen null"),
+                ("ici", "ICI({t}), smooth calibration"))
 
 
 # binary models on a censored endpoint, at the label's horizon t: (metrics.csv prefix, row label)
@@ -69,12 +71,15 @@ IPCW_ROWS = (("auc_ipcw", "AUC({t}), IPCW, all with follow-up"), ("brier_ipcw", 
 
 
 def flow(patients: pl.DataFrame, frame: pl.DataFrame | None, predictions: pl.DataFrame,
-         models: Sequence[str], survival: bool = False, endpoint: str = "binary") -> dict[str, Any]:
+         models: Sequence[str], survival: bool = False, endpoint: str = "binary",
+         cohort_part: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Participant flow by centre: store → cohort → with an outcome → analysed by each model; then per split.
 
     With ``survival`` (a survival endpoint or model), a patient with a time and an event has an outcome
     whether or not it has a label. Per split, the events are the labels' positives, or for a survival
-    ``endpoint`` the events.
+    ``endpoint`` the events. ``cohort_part``: the cohort's rows and splits as the cohort stage counted them
+    (:meth:`analytics.cohort.summary.CohortSummary.flow`), else counted here
+    (:func:`analytics.cohort.summary.cohort_flow`); either way no loop over patients.
 
     Returns
     -------
@@ -82,48 +87,29 @@ def flow(patients: pl.DataFrame, frame: pl.DataFrame | None, predictions: pl.Dat
         ``centers``; ``rows``: (stage, counts per centre, total); ``splits``:
         per split, counts ``n (events)`` per centre and total.
     """
-    centers = sorted(set(patients.get_column("center").to_list()))
+    from analytics.cohort.summary import cohort_flow, known_outcome
 
-    def counts(ids: Iterable[str], center_of: Mapping[str, str]) -> list[int]:
-        per = {c: 0 for c in centers}
-        for pid in ids:
-            per[center_of[pid]] = per.get(center_of[pid], 0) + 1
-        return [per[c] for c in centers]
+    centers = sorted(patients.get_column("center").unique().drop_nulls().to_list())
+    of = patients.select("patient_id", pl.col("center").alias("_store_center"))
 
-    center_of = dict(zip(patients.get_column("patient_id").to_list(), patients.get_column("center").to_list()))
-    rows: list[dict[str, Any]] = []
-    store_counts = counts(center_of, center_of)
-    rows.append({"stage": "Patients in the store", "counts": store_counts, "total": sum(store_counts)})
+    def counts(ids: pl.DataFrame) -> list[int]:
+        per = dict(ids.join(of, on="patient_id", how="inner").group_by("_store_center").len().iter_rows())
+        return [int(per.get(c, 0)) for c in centers]
+
+    store_counts = counts(patients.select("patient_id"))
+    rows: list[dict[str, Any]] = [{"stage": "Patients in the store", "counts": store_counts, "total": sum(store_counts)}]
     splits: list[dict[str, Any]] = []
     if frame is not None:
-        cohort_ids = frame.get_column("patient_id").to_list()
-        c = counts(cohort_ids, center_of)
-        rows.append({"stage": "Selected by the cohort SQL", "counts": c, "total": sum(c)})
-        followed = survival and "time" in frame.columns and "event" in frame.columns
-        known = pl.col("label").is_not_null()
-        if followed:
-            known = known | (pl.col("time").is_not_null() & pl.col("event").is_not_null())
-        labelled = frame.filter(known)
-        lab_ids = labelled.get_column("patient_id").to_list()
-        c = counts(lab_ids, center_of)
-        stage = "With a known outcome (label, or time and event)" if followed else "With a known outcome (label)"
-        rows.append({"stage": stage, "counts": c, "total": sum(c)})
-        event_col = "event" if followed and endpoint == "survival" else "label"
-        lab = set(lab_ids)
+        part = cohort_part
+        if part is None or list(part.get("centers", [])) != centers:
+            part = cohort_flow(frame, patients.select("patient_id", "center"), survival, "event" if endpoint == "survival" else "label")
+        rows += [dict(r) for r in part["rows"]]
+        lab = frame.filter(known_outcome(frame, bool(part["followed"]))).select("patient_id")
         for model in models:
-            ids = [p for p in predictions.filter(pl.col("model") == model).get_column("patient_id").to_list() if p in lab]
-            c = counts(ids, center_of)
+            ids = predictions.filter(pl.col("model") == model).select("patient_id").join(lab, on="patient_id", how="semi")
+            c = counts(ids)
             rows.append({"stage": f"Analysed by {model} (inputs available)", "counts": c, "total": sum(c), "model": model})
-        for split in SPLITS:
-            part = labelled.filter(pl.col("split") == split)
-            if part.height == 0:
-                continue
-            cells = []
-            for ctr in centers + [None]:
-                sub = part if ctr is None else part.filter(pl.col("center") == ctr)
-                n, k = sub.height, int(sub.get_column(event_col).sum() or 0)
-                cells.append(f"{n} ({k})" if n else "–")
-            splits.append({"split": SPLIT_NAMES[split], "cells": cells})
+        splits = [{"split": SPLIT_NAMES[s["split"]], "cells": list(s["cells"])} for s in part["splits"]]
     return {"centers": centers, "rows": rows, "splits": splits}
 
 

@@ -130,6 +130,7 @@ class RunFacts:
     not_nested: tuple[str, ...] = ()  # ... and those whose training estimate is optimistic
     subgroups: tuple[str, ...] = ()  # cohort columns whose subgroups were validated
     sample_size: tuple[str, ...] = ()  # per model: training n against the Riley minimum
+    competing_outcome: str | None = None  # how competing events were handled (competing causes only)
 
 
 @dataclass(frozen=True)
@@ -351,6 +352,13 @@ def _performance(f: RunFacts) -> Answer:
                     "Sociodemographic subgroups: for the author.", (("sec-performance", "performance"), ("sec-roc", "ROC")))
 
 
+def _outcome(f: RunFacts) -> Answer:
+    if f.competing_outcome is None:
+        return None
+    return (PARTLY, f.competing_outcome + " Assessment and its timing: for the author.",
+            (("sec-survival", "cumulative incidence"),))
+
+
 def _heterogeneity(f: RunFacts) -> Answer:
     if not f.has_centers:
         return None
@@ -358,7 +366,7 @@ def _heterogeneity(f: RunFacts) -> Answer:
 
 
 FILL: MappingProxyType[str, Callable[[RunFacts], Answer]] = MappingProxyType({
-    "6a": _centres, "6b": _eligibility, "7": _preparation, "9b": _predictors, "10": _sample_size, "11": _missing,
+    "6a": _centres, "6b": _eligibility, "7": _preparation, "8a": _outcome, "9b": _predictors, "10": _sample_size, "11": _missing,
     "12a": _splitting, "12b": _handling, "12c": _model_type, "12d": _heterogeneity_methods, "12e": _measures,
     "12g": _predictions, "13": _imbalance, "14": _fairness, "15": _output, "16": _differences, "18f": _code, "20a": _flow, "20b": _characteristics,
     "20c": _comparison_dev, "21": _per_analysis, "22": _specification, "23a": _performance, "23b": _heterogeneity,

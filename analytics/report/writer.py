@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import polars as pl
 
 from analytics.report.cells import fmt, fmt_p
 from analytics.report.context import build_context
 from analytics.report.figure_cache import FigureCache
+from analytics.report.missing import imputation_files
 from analytics.report.sources import Sources, read_sources
 from pipeline import atomic, store
 from pipeline.config import StudyConfig
@@ -87,9 +89,11 @@ def inputs_digest(src: Sources) -> str:
     for i, item in enumerate((src.explain or {}).get("figures", []) if isinstance(src.explain, dict) else []):
         figure = study.report_dir / "explain" / str(item.get("path", "")) if isinstance(item, dict) else None
         add(f"figure {i}", figure.read_bytes() if figure is not None and figure.is_file() else b"-")
+    for label, data in imputation_files(study):  # the missing-data section's diagnostics
+        add(label, data)
     for label, frame in (("predictions", src.predictions), ("patients", src.store_patients),
                          ("feature_sets", src.feature_sets), ("failed", src.failed), ("variables", src.variables)):
-        add(label, frame.write_ndjson())
+        add(label, _frame_bytes(frame))
     add("coverage", json.dumps(src.coverage, sort_keys=True))
     add("cohort", src.cohort.hash if src.cohort is not None else f"none: {src.cohort_error}")
     add("manifests", json.dumps({k: r.to_dict() for k, r in src.manifests.items()}, sort_keys=True, default=str))
@@ -100,6 +104,16 @@ def inputs_digest(src: Sources) -> str:
     for lib in ("jinja2", "matplotlib", "numpy", "polars"):
         add(lib, version(lib))
     return h.hexdigest()
+
+
+def _frame_bytes(frame: pl.DataFrame) -> bytes:
+    """A frame's schema, height and values as bytes to digest: polars' hash of each row, in order (the same
+    values give the same hashes under one polars version, which the digest holds too), a fraction of the time
+    of a text form for the millions of rows of a registry's predictions."""
+    head = f"{frame.schema}:{frame.height}:".encode()
+    if frame.width == 0 or frame.height == 0:
+        return head
+    return head + frame.hash_rows(seed=0).to_numpy().tobytes()
 
 
 def rendered_digest(path: Path) -> str | None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from analytics.stats.bootstrap import _counts, bootstrap_indices
+from analytics.stats import _validate as v
+from analytics.stats.bootstrap import _auc_from_counts, _counts, bootstrap_indices, drop_nan, group_draws, percentile_interval
+from analytics.stats.types import Interval
 
 BAND_SPECIFICITIES = np.round(np.linspace(0.0, 1.0, 51), 10)
 BAND_SPECIFICITIES.flags.writeable = False
@@ -79,9 +81,57 @@ def roc_band(
     return low, high
 
 
+def auc_bootstrap_band(
+    y: np.ndarray, score: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+    specificities: np.ndarray = BAND_SPECIFICITIES,
+) -> tuple[Interval, np.ndarray, np.ndarray]:
+    """The stratified bootstrap AUC interval and the ROC band, from one count of each resample.
+
+    Each resample's cases and controls are counted once per distinct score
+    (the scores sorted once, as :func:`analytics.stats.bootstrap.auc_replicates`
+    does); the counts give its AUC (Mann-Whitney, Hanley & McNeil, Radiology
+    1982;143:29-36) and its sensitivity at ``specificities`` (pROC ``ci.se``,
+    Robin et al., BMC Bioinformatics 2011;12:77). The resamples are those of
+    :func:`analytics.stats.bootstrap.bootstrap_indices` for ``seed``, so the
+    interval equals ``auc_ci(y, score, "bootstrap", level, n_boot, seed=seed)``
+    and the band equals :func:`roc_band` for the same ``seed``, number for number.
+
+    Returns
+    -------
+    (interval, low, high)
+        The AUC's percentile interval (``method`` ``"bootstrap-percentile"``) and
+        the band, arrays aligned with ``specificities``.
+    """
+    from analytics.stats.roc import placements
+
+    level = v.level_ok(level)
+    yy, s = v.binary_and_score(y, score)
+    n_boot = v.n_boot_ok(n_boot)
+    est, _ = placements(yy, s)
+    targets = np.asarray(specificities, dtype=float)
+    _, codes = np.unique(s, return_inverse=True)
+    codes = codes.reshape(-1)
+    k = int(codes.max()) + 1
+    cases, controls = codes[yy == 1], codes[yy == 0]
+    m, nc = cases.size, controls.size
+    aucs = np.empty(n_boot)
+    rows = np.empty((n_boot, targets.size))
+    b = 0
+    for ip, ineg in group_draws([m, nc], n_boot, seed, width=max(m + nc, k)):
+        r = ip.shape[0]
+        pos, neg = _counts(cases[ip], k), _counts(controls[ineg], k)
+        aucs[b:b + r] = _auc_from_counts(pos, neg) / (2.0 * m * nc)
+        rows[b:b + r] = _band_from_counts(pos, neg, m, nc, targets)
+        b += r
+    lo, hi = percentile_interval(drop_nan(aucs), level)
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(rows, [alpha, 1.0 - alpha], axis=0)
+    return Interval(float(est), lo, hi, level, "bootstrap-percentile"), low, high
+
+
 def _band_rows(ranks: np.ndarray, m: int, k: int, targets: np.ndarray, tol: float = 1e-12) -> np.ndarray:
     """Sensitivity at ``targets`` of each resample (a row of ``ranks``: the ranks among the ``k`` distinct scores of
-    its ``m`` cases, then of its controls).
+    its ``m`` cases, then of its controls); :func:`_band_from_counts` of their counts.
 
     Each resample's ROC is taken on the grid of every distinct score of the sample instead of its own: a score the
     resample lacks gives a point equal to the next score's point (no case or control lies between them), and a
@@ -89,29 +139,41 @@ def _band_rows(ranks: np.ndarray, m: int, k: int, targets: np.ndarray, tol: floa
     points are :func:`_roc_points`' (with repeats), and every number is computed as there: counts divided by
     counts, the same comparisons with ``tol`` and the same interpolation.
     """
-    r, n = ranks.shape
-    nc = n - m
-    pos = _counts(ranks[:, :m], k)
-    neg = _counts(ranks[:, m:], k)
-    # controls at or below, cases below, each distinct score: the points (sp ascending, se descending), then (1, 0)
-    neg_below = np.concatenate([np.zeros((r, 1), dtype=np.int64), np.cumsum(neg, axis=1)], axis=1)
-    pos_below = np.concatenate([np.zeros((r, 1), dtype=np.int64), np.cumsum(pos, axis=1)], axis=1)
-    sp = neg_below / nc
-    se = (m - pos_below) / m
-    # sensitivity_at's searchsorted(sp, targets - tol): sp takes the values c / nc, so find the first count c whose
-    # c / nc reaches each target, then the first point of each row with that many controls at or below
-    first_count = np.searchsorted(np.arange(nc + 1) / nc, targets - tol, side="left")
+    return _band_from_counts(_counts(ranks[:, :m], k), _counts(ranks[:, m:], k), m, ranks.shape[1] - m, targets, tol)
+
+
+def _band_from_counts(pos: np.ndarray, neg: np.ndarray, m: int, nc: int, targets: np.ndarray,
+                      tol: float = 1e-12) -> np.ndarray:
+    """Sensitivity at ``targets`` of each resample from its per-score counts of cases ``pos`` and controls ``neg``
+    (``(resamples, k)``, ``m`` cases and ``nc`` controls in each)."""
+    r, k = pos.shape
     width = k + 1
+    # controls at or below, cases below, each distinct score: the points (sp ascending, se descending), then (1, 0);
+    # sp = neg_below / nc and se = (m - pos_below) / m are divided only where read
+    neg_below = np.zeros((r, width), dtype=np.int64)
+    np.cumsum(neg, axis=1, out=neg_below[:, 1:])
+    pos_below = np.zeros((r, width), dtype=np.int64)
+    np.cumsum(pos, axis=1, out=pos_below[:, 1:])
+    # sensitivity_at's searchsorted(sp, targets - tol): sp takes the values c / nc, so find the first count c whose
+    # c / nc reaches each target, then the first point of each row with that many controls at or below (rows
+    # offset so that the flat array ascends)
+    first_count = np.searchsorted(np.arange(nc + 1) / nc, targets - tol, side="left")
     offsets = np.arange(r, dtype=np.int64) * (nc + 1)
-    flat = (neg_below + offsets[:, None]).ravel()
-    i = np.searchsorted(flat, (first_count[None, :] + offsets[:, None]).ravel(), side="left").reshape(r, -1)
+    neg_below += offsets[:, None]
+    i = np.searchsorted(neg_below.ravel(), (first_count[None, :] + offsets[:, None]).ravel(), side="left").reshape(r, -1)
     i = np.clip(i - (np.arange(r, dtype=np.int64) * width)[:, None], 0, width - 1)
-    sp_i = np.take_along_axis(sp, i, axis=1)
-    exact = np.abs(sp_i - targets) <= tol
+
+    def sp(idx: np.ndarray) -> np.ndarray:
+        return (np.take_along_axis(neg_below, idx, axis=1) - offsets[:, None]) / nc
+
+    def se(idx: np.ndarray) -> np.ndarray:
+        return (m - np.take_along_axis(pos_below, idx, axis=1)) / m
+
+    exact = np.abs(sp(i) - targets) <= tol
     j = np.clip(i, 1, width - 1)
-    sp_j, sp_j1 = np.take_along_axis(sp, j, axis=1), np.take_along_axis(sp, j - 1, axis=1)
-    se_j, se_j1 = np.take_along_axis(se, j, axis=1), np.take_along_axis(se, j - 1, axis=1)
+    sp_j, sp_j1 = sp(j), sp(j - 1)
+    se_j, se_j1 = se(j), se(j - 1)
     span = sp_j - sp_j1
     prop = np.divide(targets - sp_j1, span, out=np.zeros_like(span), where=span > 0)
     interp = se_j1 - prop * (se_j1 - se_j)
-    return np.where(exact, np.take_along_axis(se, i, axis=1), interp)
+    return np.where(exact, se(i), interp)

@@ -18,6 +18,7 @@ from numpy.typing import ArrayLike
 
 from . import _validate as v
 from .bootstrap import CHUNK_ELEMENTS, drop_nan, group_draws, percentile_interval
+from .dominance import earlier_higher, earlier_tied, earlier_total, later_lower, later_tied, later_total
 from .types import Interval
 
 
@@ -302,24 +303,19 @@ def cox(
 
 
 # --------------------------------------------------------------- Harrell's C
-def _fenwick_paths(k: int, query: bool) -> np.ndarray:
-    """Padded Fenwick index paths for ranks 0..k (query: prefix; else update).
+def _pair_order(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Subjects in pair order, with their time key and risk rank in that order.
 
-    Row ``r`` lists the tree nodes visited from rank ``r`` (query: ``i -= i & -i`` while ``i > 0``; update:
-    ``i += i & -i`` while ``0 < i <= k``), then padding (query: 0; update: ``k + 1``); all ranks step together.
+    The key ``2 * rank(time) + (event != 1)`` puts a censoring after the events at its time, so that
+    subject ``i`` with an event and subject ``j`` form a comparable pair, ``i`` the shorter, exactly when
+    ``key[j] > key[i]``; within a key, subjects go by risk rank.
     """
-    pad = 0 if query else k + 1  # row 0 stays zero; row k+1 absorbs padded updates
-    i = np.arange(k + 1, dtype=np.int64)
-    steps: list[np.ndarray] = []
-    while True:
-        live = (i > 0) if query else ((i > 0) & (i <= k))
-        if not live.any():
-            break
-        steps.append(np.where(live, i, pad))
-        i = np.where(live, i - (i & -i) if query else i + (i & -i), i)
-    if not steps:
-        return np.full((k + 1, 1), pad, dtype=np.int64)
-    return np.stack(steps, axis=1)
+    _, t_rank = np.unique(time, return_inverse=True)
+    key = 2 * t_rank.astype(np.int64).reshape(-1) + (event != 1)
+    _, r_rank = np.unique(risk, return_inverse=True)
+    r_rank = r_rank.astype(np.int64).reshape(-1)
+    order = np.lexsort((r_rank, key))
+    return order, key[order], r_rank[order]
 
 
 def harrell_counts(
@@ -345,55 +341,18 @@ def harrell_counts(
     at a tied time, an event and a censoring are comparable (the censored
     subject outlived the event), two events are not (Harrell et al., Stat Med
     1996;15:361-387; as lifelines ``concordance_index`` and R
-    ``survival::concordance``).  Subjects are swept in time order with a
-    Fenwick tree of earlier events indexed by risk rank, holding all ``b``
-    replicates at once: O(n log n * b).
+    ``survival::concordance``).  A pair weighs the product of its members'
+    weights.  With the subjects in pair order (:func:`_pair_order`), the counts
+    are weighted dominance counts (:mod:`analytics.stats.dominance`), all ``b``
+    replicates carried together: O(n log n * b), exact for integer weights.
     """
-    uniq, rank = np.unique(risk, return_inverse=True)
-    k = uniq.size
-    rank = rank.astype(np.int64) + 1
-    qpath = _fenwick_paths(k, True)
-    upath = _fenwick_paths(k, False)
-    b = weights.shape[1]
-    tree = np.zeros((k + 2, b))
-    point = np.zeros((k + 2, b))
-    total = np.zeros(b)
-    conc = np.zeros(b)
-    comp = np.zeros(b)
-    order = np.lexsort((1 - event, time))  # by time; events first within a time
-    ts = time[order]
-    brk = np.flatnonzero(ts[1:] != ts[:-1]) + 1
-    starts = np.concatenate(([0], brk))
-    ends = np.concatenate((brk, [ts.size]))
-    ev = event[order] == 1
-    batch = max(1, CHUNK_ELEMENTS // (8 * max(1, qpath.shape[1]) * b))
-
-    def query(idx: np.ndarray) -> None:
-        nonlocal conc, comp
-        for s in range(0, idx.size, batch):
-            sub = idx[s:s + batch]
-            r = rank[sub]
-            w = weights[sub]
-            below = tree[qpath[r - 1]].sum(axis=1)  # pool weight with rank < r
-            eq = point[r]
-            higher = total[None, :] - below - eq
-            conc = conc + np.sum(w * (higher + 0.5 * eq), axis=0)
-            comp = comp + np.sum(w * total[None, :], axis=0)
-
-    for a, z in zip(starts, ends):
-        blk = order[a:z]
-        deaths, cens = blk[ev[a:z]], blk[~ev[a:z]]
-        if deaths.size:
-            if total.any():
-                query(deaths)
-            w = weights[deaths]
-            r = rank[deaths]
-            up = upath[r]
-            np.add.at(tree, up.ravel(), np.repeat(w, up.shape[1], axis=0))
-            np.add.at(point, r, w)
-            total = total + w.sum(axis=0)
-        if cens.size and total.any():
-            query(cens)
+    order, key, rank = _pair_order(time, event, risk)
+    w = np.asarray(weights, dtype=np.float64)[order]
+    lower = later_lower(rank, w)  # later key (a later subject of the same key has a rank at or above)
+    tied = later_tied(rank, key, w)
+    shorter = w * (event[order] == 1)[:, None]
+    conc = np.sum(shorter * (lower + 0.5 * tied), axis=0)
+    comp = np.sum(shorter * later_total(key, w), axis=0)
     return conc, comp
 
 
@@ -407,6 +366,7 @@ def concordance(
     level: float = 0.95,
     n_boot: int = 2000,
     seed: int = 0,
+    interval: str = "bootstrap",
 ) -> Interval:
     """Harrell's or Uno's concordance index with a confidence interval.
 
@@ -418,7 +378,7 @@ def concordance(
         Higher risk means shorter expected survival (e.g. a Cox linear
         predictor).  For lifelines ``concordance_index`` pass ``-risk``.
     method : {"harrell", "uno"}
-        ``"harrell"``: every comparable pair weighs one, bootstrap interval.
+        ``"harrell"``: every comparable pair weighs one; the interval as ``interval`` says.
         ``"uno"``: a pair whose shorter time is an event at ``T_i`` weighs
         ``1 / G(T_i-)^2`` (inverse probability of censoring weights, ``G`` the
         Kaplan-Meier estimate of the censoring distribution), normal interval
@@ -428,22 +388,32 @@ def concordance(
         ``T_i <= tau`` count (R ``ymax``).
     level : float
     n_boot : int
-        Harrell only: ordinary bootstrap resamples of subjects (percentile
-        interval); 0 gives the point estimate with NaN bounds.
+        Harrell with ``interval="bootstrap"`` only: ordinary bootstrap
+        resamples of subjects (percentile interval); 0 gives the point
+        estimate with NaN bounds.
     seed : int
+    interval : {"bootstrap", "ij"}
+        Harrell only.  ``"ij"``: normal interval from the infinitesimal-jackknife
+        standard error of R ``survival::concordance`` (the estimate and
+        variance R reports; no resampling, ``n_boot`` and ``seed`` unused).
 
     Returns
     -------
     Interval
-        ``method`` ``"bootstrap-percentile"`` (Harrell) or ``"ij-normal"``
-        (Uno: estimate +- z * se; ``se = (high - low) / (2 z)``).
+        ``method`` ``"bootstrap-percentile"`` (Harrell, bootstrap) or
+        ``"ij-normal"`` (Uno, and Harrell with ``interval="ij"``: estimate +-
+        z * se; ``se = (high - low) / (2 z)``).
 
     Notes
     -----
     Harrell, Califf, Pryor, Lee & Rosati, JAMA 1982;247:2543-2546; Harrell,
     Lee & Mark, Stat Med 1996;15:361-387.  Risk ties count one half; see
     :func:`harrell_counts` for comparable pairs.  Replicates are computed
-    together (vectorised over resamples), not by refitting in a loop.
+    together (vectorised over resamples), not by refitting in a loop.  The
+    infinitesimal-jackknife variance of Harrell's C is R
+    ``survival::concordance(timewt = "n")``'s (survival 3.5, ``reverse =
+    TRUE``; times are compared exactly, without R's ``timefix`` merging of
+    times equal to rounding error).
 
     Uno, Cai, Pencina, D'Agostino & Wei, Stat Med 2011;30:1105-1117, as R
     ``survival::concordance(timewt = "n/G2", ymax = tau)`` (survival 3.5):
@@ -456,6 +426,8 @@ def concordance(
     n_boot = v.n_boot_ok(n_boot, allow_zero=True)
     if method not in ("harrell", "uno"):
         raise ValueError(f"method must be 'harrell' or 'uno', got {method!r}")
+    if interval not in ("bootstrap", "ij"):
+        raise ValueError(f"interval must be 'bootstrap' or 'ij', got {interval!r}")
     t, e = _survival_inputs(time, event)
     r = v.as_1d(risk, "risk")
     v.same_length(time=t, risk=r)
@@ -471,6 +443,9 @@ def concordance(
         e = e * (t <= tau)
     if method == "uno":
         return _uno_concordance(t, observed, e, r, level)
+    if interval == "ij":
+        counts, per = weighted_pair_counts(t, e, r, np.ones(t.size))
+        return _ij_interval(counts, per, level)
     num, den = harrell_counts(t, e, r, np.ones((t.size, 1)))
     if den[0] == 0:
         raise ValueError("no comparable pairs (no events before another subject's time)")
@@ -478,10 +453,9 @@ def concordance(
     if n_boot == 0:
         return Interval(est, float("nan"), float("nan"), level, "none")
     n = t.size
-    k = np.unique(r).size
     reps = np.empty(n_boot)
     col = 0
-    rows = max(1, CHUNK_ELEMENTS // (4 * (n + k)))
+    rows = max(1, CHUNK_ELEMENTS // (4 * n))  # about four (n, rows) arrays live per merge level
     for (idx,) in group_draws([n], n_boot, seed, chunk_rows=rows):
         b = idx.shape[0]
         w = np.bincount((idx + (np.arange(b) * n)[:, None]).ravel(),
@@ -553,41 +527,38 @@ def weighted_pair_counts(
 
     Notes
     -----
-    Comparable pairs as :func:`harrell_counts`.  Pairs are formed in blocks of
-    events (O(n * events) time, bounded memory).
+    Comparable pairs as :func:`harrell_counts`.  A subject's share as the
+    shorter member is its weight times the number of its later partners with a
+    lower, higher or tied risk; as the longer member, the weight of its earlier
+    partners with a higher, lower or tied risk: dominance counts in pair order
+    (:mod:`analytics.stats.dominance`), O(n log n).
     """
     n = time.size
-    deaths = np.flatnonzero(event == 1)
-    counts = np.zeros(3)
-    per = np.zeros((n, 3))
-    block = max(1, CHUNK_ELEMENTS // (8 * n))
-    for s in range(0, deaths.size, block):
-        d = deaths[s:s + block]
-        comp = (time[None, :] > time[d, None]) | (
-            (time[None, :] == time[d, None]) & (event[None, :] == 0))
-        w = pair_weight[d, None] * comp
-        diff = risk[d, None] - risk[None, :]
-        for k, mask in enumerate((diff > 0, diff < 0, diff == 0)):
-            wm = w * mask
-            counts[k] += wm.sum()
-            per[d, k] += wm.sum(axis=1)
-            per[:, k] += wm.sum(axis=0)
+    order, key, rank = _pair_order(time, event, risk)
+    w = (np.asarray(pair_weight, dtype=np.float64) * (event == 1))[order]  # as the shorter member
+    ones = np.ones(n)
+    lower_after = later_lower(rank, ones)
+    tied_after = later_tied(rank, key, ones)
+    higher_after = later_total(key, ones) - lower_after - tied_after
+    higher_before = earlier_higher(rank, w)  # an earlier subject of the same key has a rank at or below
+    tied_before = earlier_tied(rank, key, w)
+    lower_before = earlier_total(key, w) - higher_before - tied_before
+    per = np.empty((n, 3))
+    per[order] = np.column_stack([w * lower_after + higher_before, w * higher_after + lower_before,
+                                  w * tied_after + tied_before])
+    counts = np.array([np.sum(w * lower_after), np.sum(w * higher_after), np.sum(w * tied_after)])
     return counts, per
 
 
-def _uno_concordance(
-    t: np.ndarray, observed: np.ndarray, e: np.ndarray, r: np.ndarray, level: float
-) -> Interval:
-    """Uno's C; ``observed`` are the events, ``e`` those before tau."""
+def _ij_interval(counts: np.ndarray, per: np.ndarray, level: float) -> Interval:
+    """C = (Somers' d + 1) / 2 with the infinitesimal-jackknife standard error of R ``concordancefit``.
+
+    ``dfbeta_i = ((conc_i - disc_i) - d * (conc_i + disc_i + tied_i)) / npair`` and
+    ``var(C) = sum(dfbeta_i^2) / 4`` (Therneau & Atkinson, "Concordance", vignette of R survival 3.5);
+    normal interval ``C +- z * se``.
+    """
     from scipy.stats import norm
 
-    if e.sum() == 0:
-        raise ValueError("no comparable pairs (no events before another subject's time)")
-    g_times, g = censoring_km(t, observed)
-    weight = np.zeros(t.size)
-    ev = e == 1
-    weight[ev] = 1.0 / _step_before(g_times, g, t[ev]) ** 2
-    counts, per = weighted_pair_counts(t, e, r, weight)
     npair = counts.sum()
     if npair == 0:
         raise ValueError("no comparable pairs (no events before another subject's time)")
@@ -597,3 +568,17 @@ def _uno_concordance(
     est = float((somer + 1.0) / 2.0)
     z = float(norm.ppf(0.5 + level / 2.0))
     return Interval(est, est - z * se, est + z * se, level, "ij-normal")
+
+
+def _uno_concordance(
+    t: np.ndarray, observed: np.ndarray, e: np.ndarray, r: np.ndarray, level: float
+) -> Interval:
+    """Uno's C; ``observed`` are the events, ``e`` those before tau."""
+    if e.sum() == 0:
+        raise ValueError("no comparable pairs (no events before another subject's time)")
+    g_times, g = censoring_km(t, observed)
+    weight = np.zeros(t.size)
+    ev = e == 1
+    weight[ev] = 1.0 / _step_before(g_times, g, t[ev]) ** 2
+    counts, per = weighted_pair_counts(t, e, r, weight)
+    return _ij_interval(counts, per, level)

@@ -234,6 +234,43 @@ def _ipcw_metric(times: np.ndarray, est: np.ndarray, se: np.ndarray, level: floa
     return TimeMetric(times, est, se, np.maximum(0.0, est - z * se), np.minimum(1.0, est + z * se), level, "ipcw-km")
 
 
+def _auc_at(t_: np.ndarray, e: np.ndarray, hit: np.ndarray, other: np.ndarray, cz: _Censoring,
+            g_before: np.ndarray, rk: np.ndarray, t: float) -> tuple[float, np.ndarray]:
+    """AUC(t) of the risks ``rk`` and its influence function (one value per subject; the SE is
+    ``sd / sqrt(n)``), as :func:`time_auc` describes; a paired contrast subtracts two of them."""
+    n = t_.size
+    case = (t_ <= t) & hit
+    alive = t_ > t
+    comp = (t_ <= t) & other  # competing event by t: a control weighted 1 / G(T-)
+    ctrl = alive | comp
+    if not case.any() or not ctrl.any():
+        raise ValueError(f"AUC at time {t:g} needs cases (events by t) and controls "
+                         f"(event-free after t): found {int(case.sum())} and {int(ctrl.sum())}")
+    g_t = float(cz.upto(t))
+    w_case = np.where(case, 1.0 / g_before, 0.0)
+    w_ctrl = np.where(alive, 1.0 / g_t, np.where(comp, 1.0 / g_before, 0.0))
+    below, above = _mw_kernel_sums(rk[case], w_case[case], rk[ctrl], w_ctrl[ctrl], rk)
+    # Row sums of h(i, j) = w_i w_j K(r_i, r_j) over the other member, / n.
+    row_case = np.where(case, w_case * below, 0.0) / n
+    row_ctrl = np.where(ctrl, w_ctrl * above, 0.0) / n
+    nu = row_case.sum() / n
+    mu_case = w_case.sum() / n
+    mu_ctrl = w_ctrl.sum() / n
+    mu = mu_case * mu_ctrl
+    auc = nu / mu
+    # Influence functions of nu and mu (V-statistics plus censoring terms): the
+    # terms weighted 1 / G(T-) (cases, competing events) and those weighted 1 / G(t).
+    if_nu = row_case + row_ctrl + _ipcw_censoring_term(
+        cz, t_, e, row_case + np.where(comp, row_ctrl, 0.0),
+        np.where(alive, row_ctrl, 0.0).sum() / n, t)
+    row_mu = w_case * mu_ctrl + w_ctrl * mu_case
+    if_mu = row_mu + _ipcw_censoring_term(
+        cz, t_, e, w_case * mu_ctrl + np.where(comp, w_ctrl * mu_case, 0.0),
+        mu_case * np.where(alive, w_ctrl, 0.0).sum() / n, t)
+    infl = (if_nu - auc * if_mu) / mu
+    return float(auc), infl
+
+
 def time_auc(
     time: ArrayLike,
     event: ArrayLike,
@@ -288,42 +325,31 @@ def time_auc(
     g_before = cz.before(t_)
     est, se = np.empty(tt.size), np.empty(tt.size)
     for k, t in enumerate(tt):
-        case = (t_ <= t) & hit
-        alive = t_ > t
-        comp = (t_ <= t) & other  # competing event by t: a control weighted 1 / G(T-)
-        ctrl = alive | comp
-        if not case.any() or not ctrl.any():
-            raise ValueError(f"AUC at time {t:g} needs cases (events by t) and controls "
-                             f"(event-free after t): found {int(case.sum())} and {int(ctrl.sum())}")
-        g_t = float(cz.upto(t))
-        rk = r[:, k]
-        w_case = np.where(case, 1.0 / g_before, 0.0)
-        w_ctrl = np.where(alive, 1.0 / g_t, np.where(comp, 1.0 / g_before, 0.0))
-        below, above = _mw_kernel_sums(rk[case], w_case[case], rk[ctrl], w_ctrl[ctrl], rk)
-        # Row sums of h(i, j) = w_i w_j K(r_i, r_j) over the other member, / n.
-        row_case = np.where(case, w_case * below, 0.0) / n
-        row_ctrl = np.where(ctrl, w_ctrl * above, 0.0) / n
-        nu = row_case.sum() / n
-        mu_case = w_case.sum() / n
-        mu_ctrl = w_ctrl.sum() / n
-        mu = mu_case * mu_ctrl
-        auc = nu / mu
-        # Influence functions of nu and mu (V-statistics plus censoring terms): the
-        # terms weighted 1 / G(T-) (cases, competing events) and those weighted 1 / G(t).
-        if_nu = row_case + row_ctrl + _ipcw_censoring_term(
-            cz, t_, e, row_case + np.where(comp, row_ctrl, 0.0),
-            np.where(alive, row_ctrl, 0.0).sum() / n, t)
-        row_mu = w_case * mu_ctrl + w_ctrl * mu_case
-        if_mu = row_mu + _ipcw_censoring_term(
-            cz, t_, e, w_case * mu_ctrl + np.where(comp, w_ctrl * mu_case, 0.0),
-            mu_case * np.where(alive, w_ctrl, 0.0).sum() / n, t)
-        infl = (if_nu - auc * if_mu) / mu
-        est[k] = auc
+        est[k], infl = _auc_at(t_, e, hit, other, cz, g_before, r[:, k], float(t))
         se[k] = np.std(infl, ddof=1) / np.sqrt(n)
     return _ipcw_metric(tt, est, se, level)
 
 
 # ------------------------------------------------------------- Brier score
+def _brier_at(t_: np.ndarray, e: np.ndarray, hit: np.ndarray, other: np.ndarray, cz: _Censoring,
+              g_before: np.ndarray, pk: np.ndarray, t: float) -> tuple[float, np.ndarray]:
+    """Brier(t) of the risks ``pk`` and its influence function, as :func:`brier` describes."""
+    n = t_.size
+    case = (t_ <= t) & hit
+    comp = (t_ <= t) & other
+    ctrl = t_ > t
+    g_t = float(cz.upto(t))
+    # Residuals weighted 1 / G(T-): events of interest and competing events by t.
+    case_res = np.where(case, (1.0 - pk) ** 2 / g_before,
+                        np.where(comp, pk ** 2 / g_before, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):  # G(t) = 0 leaves no controls
+        ctrl_res = np.where(ctrl, pk ** 2 / g_t, 0.0)
+    resid = case_res + ctrl_res
+    b = resid.mean()
+    infl = resid - b + _ipcw_censoring_term(cz, t_, e, case_res, ctrl_res.sum() / n, t)
+    return float(b), infl
+
+
 def brier(
     time: ArrayLike,
     event: ArrayLike,
@@ -375,19 +401,7 @@ def brier(
     g_before = cz.before(t_)
     est, se = np.empty(tt.size), np.empty(tt.size)
     for k, t in enumerate(tt):
-        case = (t_ <= t) & hit
-        comp = (t_ <= t) & other
-        ctrl = t_ > t
-        g_t = float(cz.upto(t))
-        # Residuals weighted 1 / G(T-): events of interest and competing events by t.
-        case_res = np.where(case, (1.0 - p[:, k]) ** 2 / g_before,
-                            np.where(comp, p[:, k] ** 2 / g_before, 0.0))
-        with np.errstate(divide="ignore", invalid="ignore"):  # G(t) = 0 leaves no controls
-            ctrl_res = np.where(ctrl, p[:, k] ** 2 / g_t, 0.0)
-        resid = case_res + ctrl_res
-        b = resid.mean()
-        infl = resid - b + _ipcw_censoring_term(cz, t_, e, case_res, ctrl_res.sum() / n, t)
-        est[k] = b
+        est[k], infl = _brier_at(t_, e, hit, other, cz, g_before, p[:, k], float(t))
         se[k] = np.std(infl, ddof=1) / np.sqrt(n)
     return _ipcw_metric(tt, est, se, level)
 

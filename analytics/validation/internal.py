@@ -87,6 +87,8 @@ def measure_name(index: str, endpoint: str) -> str:
         return SLOPE_NAMES[endpoint]
     if index.startswith("Brier(t=") and index.endswith(")"):
         return f"brier_t{index[len('Brier(t='):-1]}"
+    if index.startswith("AUC(t=") and index.endswith(")"):  # competing causes: AUC(t) of the cause
+        return f"auc_t{index[len('AUC(t='):-1]}"
     return MEASURE_NAMES.get(index, index.lower())
 
 
@@ -323,7 +325,8 @@ def _clean(values: Any) -> tuple[float | None, ...]:
     return tuple(clean(x) for x in np.asarray(values, dtype=np.float64).tolist())
 
 
-def internal_metrics(models_dir: Path, record: FitRecord, level: float = 0.95) -> InternalMetrics | None:
+def internal_metrics(models_dir: Path, record: FitRecord, level: float = 0.95,
+                     cause: int | None = None) -> InternalMetrics | None:
     """A model's internal validation from the replicates ``cohortlab fit`` saved (None when it saved none).
 
     Parameters
@@ -334,6 +337,11 @@ def internal_metrics(models_dir: Path, record: FitRecord, level: float = 0.95) -
         The model's fit record (``<models>/<model>/manifest.json``).
     level
         Level of the corrected estimates' intervals.
+    cause
+        Competing causes: the code of the cause of interest. A survival model's training status codes and
+        cumulative incidence of the cause at the horizons are then validated by AUC(t) and Brier(t) of the cause
+        (:func:`analytics.stats.competing_internal.optimism_competing`); no calibration curve (its Kaplan-Meier
+        groups would show 1 - KM as the risk).
 
     Raises
     ------
@@ -353,11 +361,22 @@ def internal_metrics(models_dir: Path, record: FitRecord, level: float = 0.95) -
     y: Any = apparent.y if survival else apparent.y.astype(np.int64)
     horizons = apparent.horizons.tolist() if survival and apparent.risk is not None else []
     notes: list[str] = []
+    competing = cause is not None and survival
     with warnings.catch_warnings():
         if all(r.error is not None for r in reps):  # every index is NaN by construction: no warnings about it
             warnings.simplefilter("ignore", RuntimeWarning)
-        result: InternalValidation = optimism(y, apparent.score, reps, endpoint, horizons, method,  # type: ignore[arg-type]
-                                              apparent_risk=apparent.risk if horizons else None)
+        if competing:
+            from analytics.stats.competing_internal import optimism_competing
+
+            if not horizons or apparent.risk is None:
+                return None  # no cumulative incidence saved: nothing of the cause to validate
+            assert cause is not None
+            yy = apparent.y.reshape(-1, 2)
+            result: InternalValidation = optimism_competing(yy[:, 0], yy[:, 1].astype(np.int64), apparent.risk, reps, horizons,
+                                        cause, method)  # type: ignore[arg-type]
+        else:
+            result = optimism(y, apparent.score, reps, endpoint, horizons, method,  # type: ignore[arg-type]
+                              apparent_risk=apparent.risk if horizons else None)
     interval = corrected_interval(result, level)
     rows = []
     for r in result.table.iter_rows(named=True):
@@ -365,7 +384,12 @@ def internal_metrics(models_dir: Path, record: FitRecord, level: float = 0.95) -
         rows.append(InternalRow(r["index"], measure_name(r["index"], endpoint), clean(r["original"]),
                                 clean(r["training"]), clean(r["test"]), clean(r["optimism"]), clean(r["corrected"]),
                                 low if high is not None else None, high if low is not None else None, int(r["n"])))
-    curves, why = _curves(apparent, reps, survival)
+    curves: list[CorrectedCurve]
+    if competing:
+        curves, why = [], ["no bias-corrected calibration curve with competing causes (its Kaplan-Meier groups "
+                           "would show 1 - KM as the cumulative incidence)"]
+    else:
+        curves, why = _curves(apparent, reps, survival)
     notes += why
     if result.failed:
         notes.append(f"{result.failed} of {result.replicates} replicates failed: "

@@ -18,6 +18,7 @@ import numpy as np
 
 from analytics import stats
 from analytics.stats.calibrate import RECALIBRATION_UNDEFINED
+from analytics.stats.roc_band import BAND_SPECIFICITIES, auc_bootstrap_band
 from analytics.stats.time_curves import km_calibration_points, time_roc_curve
 from analytics.validation.values import CALIBRATION, Estimate, LogRank, _count, _mapping, clean, jsonable, safe
 
@@ -135,6 +136,12 @@ class SplitInputs:
     # integrated Brier score)
     grid: tuple[float, ...] = ()
     grid_risk: np.ndarray | None = None
+    # competing risks: the code of the cause of interest and the status codes of the survival rows (their
+    # ``survival`` event is then "the cause of interest", other causes censoring it); ``discrimination_only``:
+    # a single-event model of the cause-specific hazard (C and AUC(t) only, no absolute-risk measures)
+    cause: int | None = None
+    status: np.ndarray | None = None
+    discrimination_only: bool = False
 
     @classmethod
     def of(cls, y: np.ndarray, score: np.ndarray, *, level: float, n_boot: int, seed: int,
@@ -142,26 +149,32 @@ class SplitInputs:
            event: np.ndarray | None = None, cut: np.ndarray | None = None,
            survival_score: np.ndarray | None = None, horizons: Sequence[float] = (),
            horizon_risk: np.ndarray | None = None, label_horizon: float | None = None,
-           grid: Sequence[float] = (), grid_risk: np.ndarray | None = None) -> SplitInputs:
+           grid: Sequence[float] = (), grid_risk: np.ndarray | None = None, cause: int | None = None,
+           discrimination_only: bool = False) -> SplitInputs:
         """Inputs of one split; follow-up is used when at least three patients have it and one has an event.
 
         ``time`` and ``event`` align with ``score``, or, when given, with ``survival_score``: the scores of
         every patient with follow-up, labelled or not (``horizon_risk`` and ``grid_risk`` align with these too).
+        With ``cause``, ``event`` holds status codes (0 censored, otherwise the cause).
         """
         survival = None
         risk = None
         on_grid = None
+        status = None
         if time is not None and event is not None:
             base = score if survival_score is None else survival_score
             ok = ~(np.isnan(time) | np.isnan(event))
-            if ok.sum() >= 3 and event[ok].sum() >= 1:
-                survival = (time[ok], event[ok], base[ok])
+            hit = event if cause is None else (event == cause).astype(np.float64)
+            if ok.sum() >= 3 and hit[ok].sum() >= 1:
+                survival = (time[ok], hit[ok], base[ok])
+                status = None if cause is None else event[ok].astype(np.int64)
                 risk = None if horizon_risk is None else np.asarray(horizon_risk)[ok]
                 on_grid = None if grid_risk is None else np.asarray(grid_risk)[ok]
         return cls(y, score, level, n_boot, seed, dca_thresholds, threshold, survival, cut,
                    horizons=tuple(float(t) for t in horizons), horizon_risk=risk,
                    label_horizon=None if label_horizon is None else float(label_horizon),
-                   grid=tuple(float(t) for t in grid), grid_risk=on_grid)
+                   grid=tuple(float(t) for t in grid), grid_risk=on_grid, cause=cause, status=status,
+                   discrimination_only=discrimination_only)
 
     def has(self, need: Need) -> bool:
         if need == "threshold":
@@ -172,7 +185,9 @@ class SplitInputs:
             return self.survival is not None
         if need == "horizons":
             return self.survival is not None and self.horizon_risk is not None and bool(self.horizons)
-        return self.survival is not None and self.cut is not None
+        # risk groups: Kaplan-Meier curves and the log-rank test, of a single event type only (with competing
+        # causes the risk groups get Aalen-Johansen curves, analytics.validation.competing)
+        return self.survival is not None and self.cut is not None and self.cause is None
 
     def call(self, fn: Callable[..., Any], *args: Any, key: str | None = None, note: str = "{}", **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)``, or None and a note (``note`` formatted with why) when it cannot be computed.
@@ -192,6 +207,13 @@ class SplitInputs:
         """Sensitivity ... F1 at the training threshold (one call for all six)."""
         return self.call(stats.binary_metrics, self.y, self.score, self.threshold, key="binary", level=self.level,
                          n_boot=self.n_boot, seed=self.seed)
+
+    def auc_bootstrap(self) -> tuple[stats.Interval, np.ndarray, np.ndarray] | None:
+        """The bootstrap AUC interval and the ROC band (sensitivity at :data:`BAND_SPECIFICITIES`) from the same
+        stratified resamples, counted once (:func:`analytics.stats.roc_band.auc_bootstrap_band`; one call for
+        both)."""
+        return self.call(auc_bootstrap_band, self.y, self.score, key="auc_bootstrap", n_boot=self.n_boot,
+                         level=self.level, seed=self.seed)
 
     def calibration(self) -> dict[str, float] | None:
         """Calibration summaries; a recalibration fit without an estimate (constant predictions, separated
@@ -248,7 +270,8 @@ def _auc(d: SplitInputs) -> Value:
 
 
 def _auc_bootstrap(d: SplitInputs) -> Value:
-    return d.call(stats.auc_ci, d.y, d.score, method="bootstrap", level=d.level, n_boot=d.n_boot, seed=d.seed)
+    boot = d.auc_bootstrap()
+    return None if boot is None else boot[0]
 
 
 def _binary(name: str) -> Callable[[SplitInputs], Value]:
@@ -264,9 +287,11 @@ def _calibration(name: str) -> Callable[[SplitInputs], Value]:
 
 
 def _c_index(d: SplitInputs) -> Value:
+    """Harrell's C with the infinitesimal-jackknife interval of R ``survival::concordance`` (O(n log n), no
+    resampling: :func:`analytics.stats.concordance` with ``interval="ij"``)."""
     assert d.survival is not None
     time, event, score = d.survival
-    return d.call(stats.concordance, time, event, score, level=d.level, n_boot=d.n_boot, seed=d.seed)
+    return d.call(stats.concordance, time, event, score, level=d.level, interval="ij")
 
 
 def _logrank(d: SplitInputs) -> Value:
@@ -282,7 +307,7 @@ MEASURES: tuple[MeasureRow, ...] = (
     *(MeasureRow(k, _binary(k), "wilson", ("threshold",)) for k in ("sensitivity", "specificity", "accuracy", "ppv", "npv")),
     MeasureRow("f1", _binary("f1"), "bootstrap-percentile, stratified (none when n_boot = 0)", ("threshold",)),
     *(MeasureRow(f"calibration_{k}", _calibration(k), text) for k, text in CALIBRATION.items()),
-    MeasureRow("c_index", _c_index, "bootstrap-percentile (none when n_boot = 0)", ("survival",)),
+    MeasureRow("c_index", _c_index, "ij-normal (infinitesimal jackknife, R survival::concordance)", ("survival",)),
     MeasureRow("logrank_p", _logrank, "log-rank", ("risk_groups",)),
 )
 
@@ -294,6 +319,15 @@ def _roc_curve(d: SplitInputs) -> dict[str, Any]:
     return {"roc": {"fpr": (1.0 - roc.get_column("specificity")).to_list(),
                     "tpr": roc.get_column("sensitivity").to_list(),
                     "threshold": roc.get_column("threshold").to_list()}}
+
+
+def _roc_band(d: SplitInputs) -> dict[str, Any]:
+    """The ROC curve's pointwise bootstrap band (pROC ``ci.se``), for the report's figure."""
+    boot = d.auc_bootstrap() if d.has("bootstrap") else None
+    if boot is None:
+        return {}
+    _, low, high = boot
+    return {"roc_band": {"specificity": BAND_SPECIFICITIES.tolist(), "low": low.tolist(), "high": high.tolist()}}
 
 
 def _calibration_curve(d: SplitInputs) -> dict[str, Any]:
@@ -444,7 +478,8 @@ def _horizon_curves(d: SplitInputs) -> dict[str, Any]:
 
 
 # the curves of one split for the report's figures (a failure leaves a note, as a measure's does)
-CURVES: tuple[Callable[[SplitInputs], dict[str, Any]], ...] = (_roc_curve, _calibration_curve, _decision_curve, _km_curves)
+CURVES: tuple[Callable[[SplitInputs], dict[str, Any]], ...] = (_roc_curve, _roc_band, _calibration_curve, _decision_curve,
+                                                               _km_curves)
 
 
 def measure_split(d: SplitInputs) -> tuple[SplitMetrics, dict[str, Any]]:
@@ -480,7 +515,11 @@ def measure_split(d: SplitInputs) -> tuple[SplitMetrics, dict[str, Any]]:
             estimates[row.name] = value
         else:
             calibration[row.name.removeprefix("calibration_")] = clean(value)
-    if d.has("horizons"):
+    if d.has("horizons") and d.cause is not None:  # competing causes: the cumulative incidence of the cause
+        from analytics.validation.competing import competing_measures
+
+        estimates.update(competing_measures(d))
+    elif d.has("horizons"):
         estimates.update(_survival_model_measures(d))
     if d.survival is not None and d.label_horizon is not None and d.horizon_risk is None:
         estimates.update(_ipcw_label_measures(d))
@@ -488,7 +527,11 @@ def measure_split(d: SplitInputs) -> tuple[SplitMetrics, dict[str, Any]]:
     for draw in CURVES:
         if two_classes or draw is _km_curves:
             curves.update(draw(d))
-    if d.has("horizons"):
+    if d.has("horizons") and d.cause is not None:
+        from analytics.validation.competing import competing_curves
+
+        curves.update(competing_curves(d))
+    elif d.has("horizons"):
         curves.update(_horizon_curves(d))
     return (SplitMetrics(n, k, estimates, calibration or None, logrank, n_surv, n_events),
             jsonable(curves))

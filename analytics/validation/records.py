@@ -170,7 +170,9 @@ class AddedValue:
     ``cutoffs``), :func:`analytics.stats.idi` and :func:`analytics.stats.lr_test`; ``reclassification``:
     :func:`analytics.stats.reclassification` (old model's groups in rows). ``lr_test`` is on the training
     split only, from the final models' fitted probabilities; ``lr_test_reason`` says why there is none.
-    ``None`` where not computed.
+    ``None`` where not computed. ``horizons`` (survival models with competing causes): per horizon, ``time`` and
+    the ``auc`` and ``brier`` rows of :func:`analytics.stats.competing_contrast.time_contrasts` (``new - old``
+    with paired influence-function SEs); ``n_positive`` then counts the cause's events.
     """
 
     new: str
@@ -186,13 +188,16 @@ class AddedValue:
     cutoffs: tuple[float, ...] = ()
     lr_test: Mapping[str, Any] | None = None
     lr_test_reason: str | None = None
+    horizons: tuple[Mapping[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"new": self.new, "old": self.old, "split": self.split, "n": self.n, "n_positive": self.n_positive,
                 "auc_difference": None if self.auc_difference is None else self.auc_difference.to_dict(),
                 "nri": self.nri, "nri_categorical": self.nri_categorical, "idi": self.idi,
                 "reclassification": self.reclassification, "cutoffs": list(self.cutoffs),
-                "lr_test": self.lr_test, "lr_test_reason": self.lr_test_reason}
+                "lr_test": self.lr_test, "lr_test_reason": self.lr_test_reason,
+                # only with horizons: binary pairs' records read as before
+                **({"horizons": [dict(h) for h in self.horizons]} if self.horizons else {})}
 
     @classmethod
     def from_dict(cls, d: Any, where: str, source: str) -> AddedValue:
@@ -208,7 +213,9 @@ class AddedValue:
         return cls(str(d["new"]), str(d["old"]), str(d["split"]), int(d.get("n") or 0), int(d.get("n_positive") or 0),
                    cmp, opt("nri"), opt("nri_categorical"), opt("idi"), opt("reclassification"),
                    tuple(float(x) for x in d.get("cutoffs") or ()), opt("lr_test"),
-                   None if d.get("lr_test_reason") is None else str(d["lr_test_reason"]))
+                   None if d.get("lr_test_reason") is None else str(d["lr_test_reason"]),
+                   tuple(dict(_mapping(h, f"{where}.horizons[{i}]", source))
+                         for i, h in enumerate(d.get("horizons") or ())))
 
     def rows(self) -> Iterator[tuple[str, Estimate, float | None, float | None]]:
         """(measure, estimate, z, p) for metrics.csv: the NRIs (and their components), the IDI, the LR test."""
@@ -229,6 +236,13 @@ class AddedValue:
         if self.lr_test is not None:
             r = self.lr_test
             yield "lr_statistic", Estimate(r.get("statistic"), None, None, f"LRT df={r.get('df')}"), None, r.get("p")
+        for h in self.horizons:
+            for key, what in (("auc", "AUC(t)"), ("brier", "Brier(t)")):
+                r = h.get(key) or {}
+                yield f"delta_{key}_t{float(h['time']):g}", Estimate(
+                    r.get("delta"), r.get("low"), r.get("high"),
+                    f"new - old {what}, paired influence functions (riskRegression Score contrasts)",
+                    r.get("level")), r.get("z"), r.get("p")
 
 
 def added_value_inputs(preds: pl.DataFrame, outcomes: pl.DataFrame, new: str, old: str) -> pl.DataFrame:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import IO, Any
@@ -18,6 +18,7 @@ from analytics import stats
 from analytics.splits import SPLITS
 from analytics.validation.internal import InternalMetrics
 from analytics.validation.measures import SplitMetrics
+from analytics.validation.multicentre import ModelMulticentre
 from analytics.validation.records import (
     AddedValue,
     CenterMetrics,
@@ -41,17 +42,19 @@ from analytics.validation.values import (
 )
 
 # the summary's columns: the seven of every measure, then the level of its interval, the centre of a
-# per-centre row, and a comparison's z and p (a log-rank row's p too)
-SUMMARY_COLUMNS = ("model", "split", "measure", "estimate", "low", "high", "method", "level", "center", "z", "p")
+# per-centre row, and a comparison's z and p (a log-rank row's p too); the cause of interest with competing causes
+# (empty for a single event type)
+SUMMARY_COLUMNS = ("model", "split", "measure", "estimate", "low", "high", "method", "level", "center", "z", "p",
+                   "cause")
 
 
 SUMMARY_SCHEMA = {"model": pl.String, "split": pl.String, "measure": pl.String, "estimate": pl.Float64,
                   "low": pl.Float64, "high": pl.Float64, "method": pl.String, "level": pl.Float64,
-                  "center": pl.String, "z": pl.Float64, "p": pl.Float64}
+                  "center": pl.String, "z": pl.Float64, "p": pl.Float64, "cause": pl.String}
 
 
 # metrics.csv: the summary's rows under these columns ("metric" is the summary's "measure")
-CSV_COLUMNS = ("model", "split", "center", "metric", "estimate", "low", "high", "z", "p", "method")
+CSV_COLUMNS = ("model", "split", "center", "metric", "estimate", "low", "high", "z", "p", "method", "cause")
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,10 @@ class Validation:
     outcomes: pl.DataFrame | None = field(default=None, compare=False, repr=False)
     added_value: tuple[AddedValue, ...] = ()
     internal: Mapping[str, InternalMetrics] = field(default_factory=dict)
+    # by model: per-centre measures, their meta-analysis and updated models (analytics.validation.multicentre)
+    multicentre: Mapping[str, ModelMulticentre] = field(default_factory=dict)
+    # competing causes: the label of the cause of interest every measure is of (None: a single event type)
+    cause: str | None = None
 
     def __repr__(self) -> str:
         splits = [s for s in SPLITS if any(s in m.splits for m in self.models.values())]
@@ -132,7 +139,8 @@ class Validation:
         def row(model: str, split: str, measure: str, e: Estimate, center: str | None = None,
                 z: float | None = None, p: float | None = None) -> dict[str, Any]:
             return {"model": model, "split": split, "measure": measure, "estimate": e.estimate, "low": e.low,
-                    "high": e.high, "method": e.method, "level": e.level, "center": center, "z": z, "p": p}
+                    "high": e.high, "method": e.method, "level": e.level, "center": center, "z": z, "p": p,
+                    "cause": self.cause}
 
         for model, m in self.models.items():
             for split, sm in m.splits.items():
@@ -153,6 +161,11 @@ class Validation:
             if model in self.internal:  # internal validation of the training split: apparent, optimism, corrected
                 for name, e in self.internal[model].summary_rows():
                     yield row(model, "train", name, e)
+            # per external centre, pooled (split "meta"), updated (split "updating"); IECV's per left-out centre
+            # (split "iecv") and pooled (split "meta_iecv")
+            for mc in (x for x in self.multicentre.values() if x.model == model):
+                for mname, msplit, measure, est, where in mc.rows():
+                    yield row(mname, msplit, measure, est, center=where)
         for c in self.comparisons:
             yield row(f"{c.a} vs {c.b}", c.split, "auc_difference",
                       Estimate(c.difference, c.low, c.high, "delong", c.level), z=c.z, p=c.p)
@@ -188,6 +201,8 @@ class Validation:
             "added_value": [a.to_dict() for a in self.added_value],
             # only when a model has one: a study without internal validation writes the file as before
             **({"internal": {name: m.to_dict() for name, m in self.internal.items()}} if self.internal else {}),
+            **({"multicentre": {name: m.to_dict() for name, m in self.multicentre.items()}} if self.multicentre else {}),
+            "cause": self.cause,
         }
 
     def to_csv(self) -> str:
@@ -256,10 +271,26 @@ class Validation:
         raw_internal = _mapping(data.get("internal") or {}, "internal", source)
         internal = {name: InternalMetrics.from_dict(raw_internal[name], f"internal.{name}", source)
                     for name in [*(n for n in names if n in raw_internal), *sorted(n for n in raw_internal if n not in names)]}
+        raw_multi = _mapping(data.get("multicentre") or {}, "multicentre", source)
+        multicentre = {key: ModelMulticentre.from_dict(key, raw_multi[key], f"multicentre.{key}", source)
+                       for key in sorted(raw_multi)}
         return cls(str(data.get("study", "")), data.get("cohort"), data.get("cohort_hash"), data.get("inputs_digest"),
                    data.get("code_version"), dict(data.get("settings") or {}), models, tuple(comparisons),
                    tuple(str(n) for n in data.get("notes", [])), subgroups, dict(curves or {}), predictions, outcomes,
-                   added_value, internal)
+                   added_value, internal, multicentre,
+                   None if data.get("cause") is None else str(data["cause"]))
+
+    def of_cause(self, cause: str | None) -> Validation:
+        """The measures of ``cause`` (a label of ``[variables] <event>.codes``; None: a single event type).
+
+        Every measure of a validation is of one cause, the study's ``[validation] cause``: this returns the
+        object itself when it is of ``cause``, and an object with no models and no measures otherwise (its
+        ``summary`` is empty), so code that filters by cause reads the same with one cause or several.
+        """
+        if cause == self.cause:
+            return self
+        return replace(self, models={}, comparisons=(), subgroups=(), added_value=(), internal={}, multicentre={},
+                       curves={}, cause=cause)
 
     @classmethod
     def from_json(cls, path: str | Path, curves: str | Path | None = None, *, order: Sequence[str] | None = None,
@@ -308,8 +339,35 @@ class Validation:
         by_split = {c.split: c for c in found}
         return {s: by_split[s].to_stats() for s in SPLITS if s in by_split}
 
+    def meta(self, model: str | None = None) -> pl.DataFrame:
+        """The meta-analysis of performance across centres: one row per model, source (``external``: the external
+        centres; ``iecv``: the left-out development centres of internal-external cross-validation) and pooled
+        measure (``auc``, ``calibration_in_the_large``, ``calibration_recalibration_slope``, ``oe_ratio``; survival
+        models ``c_index``, ``oe_ratio_t<horizon>``, ``lp_calibration_slope``) with the
+        pooled estimate and CI, the prediction intervals (metafor ``predict.rma``'s; Riley et al. 2011's), tau²
+        (on the pooling scale: logit for AUC, log for O:E), I², the centres pooled and the method. Empty
+        when no model was validated on two or more external centres."""
+        rows = []
+        rank = {m: i for i, m in enumerate(self.models)}
+        for mc in sorted(self.multicentre.values(), key=lambda x: (rank.get(x.model, len(rank)), x.model, x.split)):
+            if model is not None and mc.model != model:
+                continue
+            for p in mc.pooled:
+                r = p.result
+                rows.append({"model": mc.model, "source": mc.split, "measure": p.measure, "k": int(r["k"]), "estimate": r["estimate"],
+                             "low": r["low"], "high": r["high"], "pi_low": r.get("pi_low"), "pi_high": r.get("pi_high"),
+                             "pi_riley_low": r.get("pi_riley_low"), "pi_riley_high": r.get("pi_riley_high"),
+                             "tau2": r.get("tau2"), "i2": r.get("i2"), "scale": r["scale"], "method": r["method_text"],
+                             "centers": ", ".join(p.centers)})
+        schema = {"model": pl.String, "source": pl.String, "measure": pl.String, "k": pl.Int64, "estimate": pl.Float64, "low": pl.Float64,
+                  "high": pl.Float64, "pi_low": pl.Float64, "pi_high": pl.Float64, "pi_riley_low": pl.Float64,
+                  "pi_riley_high": pl.Float64, "tau2": pl.Float64, "i2": pl.Float64, "scale": pl.String,
+                  "method": pl.String, "centers": pl.String}
+        return pl.DataFrame(rows, schema=schema, orient="row")
+
     def curve(self, model: str, split: str, kind: str) -> pl.DataFrame:
-        """One curve as a frame: ``roc`` (fpr, tpr, threshold), ``decision``, ``km``, ``km_summary``,
+        """One curve as a frame: ``roc`` (fpr, tpr, threshold), ``roc_band`` (specificity, low, high: the
+        pointwise bootstrap band of sensitivity), ``decision``, ``km``, ``km_summary``,
         ``calibration`` (the loess curve) or ``calibration_bins`` (binned, with Wilson CIs)."""
         per = self.curves.get(model, {}).get(split, {})
         key = "calibration" if kind == "calibration_bins" else kind

@@ -39,8 +39,17 @@ from analytics.splits import SPLITS
 from analytics.stats.cox_validation import baseline_survival_difference, calibration_slope
 from analytics.stats.thresholds import Rule
 from analytics.validation.cache import ValidationCache, code_digest, digest, frame_digest
+from analytics.validation.competing import (
+    NO_KM_GROUPS,
+    cause_label,
+    competing_setup,
+    internal_cause,
+)
+from analytics.validation.competing_added import competing_added_value
 from analytics.validation.internal import InternalMetrics, internal_digest, internal_metrics, read_record
 from analytics.validation.measures import SplitInputs, SplitMetrics, measure_split
+from analytics.validation.metrics_table import METRICS_TABLE, write_metrics_table  # noqa: F401
+from analytics.validation.multicentre import check_settings, study_multicentre
 from analytics.validation.records import (
     AddedValue,
     CenterMetrics,
@@ -108,6 +117,10 @@ def inputs_digest(study: StudyConfig, preds: pl.DataFrame, outcomes: pl.DataFram
     replicated = internal_digest(study.models_dir, sorted(set(preds.get_column("model").to_list())))
     if replicated:  # the replicates and final-model scores the internal validation reads (none: digest as before)
         h.update(replicated.encode())
+    if study.validation.internal_external:  # the left-out centres' scores (analytics.iecv_files)
+        from analytics.iecv_files import iecv_digest
+
+        h.update(iecv_digest(study.models_dir, sorted(set(preds.get_column("model").to_list()))).encode())
     return h.hexdigest()
 
 
@@ -119,7 +132,8 @@ def _split_metrics(
     time: np.ndarray | None, event: np.ndarray | None, cut: np.ndarray | None,
     survival_score: np.ndarray | None = None, horizons: Sequence[float] = (),
     horizon_risk: np.ndarray | None = None, label_horizon: float | None = None,
-    grid: Sequence[float] = (), grid_risk: np.ndarray | None = None,
+    grid: Sequence[float] = (), grid_risk: np.ndarray | None = None, cause: int | None = None,
+    discrimination_only: bool = False,
 ) -> tuple[SplitMetrics, dict[str, Any], list[str]]:
     """The measures of :data:`analytics.validation.measures.MEASURES` on one split, its curves, and notes on what
     could not be computed. ``time``/``event`` align with ``survival_score`` when given (every patient with
@@ -129,7 +143,7 @@ def _split_metrics(
     inputs = SplitInputs.of(y, score, level=v.level, n_boot=v.n_boot, seed=seed, dca_thresholds=_dca_grid(v.dca_thresholds),
                             threshold=thr, time=time, event=event, cut=cut, survival_score=survival_score,
                             horizons=horizons, horizon_risk=horizon_risk, label_horizon=label_horizon,
-                            grid=grid, grid_risk=grid_risk)
+                            grid=grid, grid_risk=grid_risk, cause=cause, discrimination_only=discrimination_only)
     metrics, curves = measure_split(inputs)
     return metrics, curves, inputs.notes
 
@@ -239,13 +253,23 @@ def _model_metrics(
     # a binary model's label "event by label_horizon": also evaluated with IPCW on every patient with follow-up
     label_horizon = v.label_horizon if has_surv and not is_surv else None
     notes: list[str] = []
+    # competing causes: every follow-up measure is of the cause of interest (``event`` holds status codes)
+    cause, label_horizon = competing_setup(study, name, has_surv, is_surv, label_horizon, notes)
     curves: dict[str, Any] = {}
     train = frame.filter(pl.col("split") == "train")
     thr: float | None = None
     cut: np.ndarray | None = None
     threshold: Threshold | None = None
     cutpoints: Cutpoints | None = None
-    if train.height and train.get_column("label").n_unique() == 2:
+    spec = study.model(name)
+    if spec.traits.published:
+        # a published model has no out-of-fold scores: its own threshold, or threshold-free measures only
+        if spec.threshold is not None:
+            thr = float(spec.threshold)
+            threshold = Threshold(thr, "given", "study.toml")
+        elif not is_surv:
+            notes.append(f"{name}: a published model without a threshold in study.toml; threshold-free measures only")
+    elif train.height and train.get_column("label").n_unique() == 2:
         ytr = train.get_column("label").to_numpy().astype(int)
         str_ = train.get_column("score").to_numpy()
         # the rule was checked when study.toml was read
@@ -262,6 +286,8 @@ def _model_metrics(
         if len(str_):
             cut = stats.risk_cutpoints(str_, v.risk_quantiles)
             cutpoints = Cutpoints(tuple(clean(q) for q in v.risk_quantiles), tuple(clean(x) for x in cut))
+    if cause is not None and cut is not None and is_surv:  # risk groups by KM would show 1 - KM as the risk
+        notes.append(f"{name}: {NO_KM_GROUPS}")
     splits: dict[str, SplitMetrics] = {}
     for i, split in enumerate(SPLITS):
         part = frame.filter(pl.col("split") == split)
@@ -305,8 +331,9 @@ def _model_metrics(
                 notes.append(f"{name} / {split}: no IPCW evaluation at the label horizon {label_horizon:g}: "
                              f"{lacking} patients with follow-up but no label have no score from this model")
         m, c, n = _split_metrics(y, score, thr, study, study.study.seed + i, time, event, cut, sscore, horizons, hrisk,
-                                 ipcw_t, grid, grisk)
-        if is_surv and split != "train" and hrisk is not None and _linear_predictor(study, name):
+                                 ipcw_t, () if cause is not None else grid, None if cause is not None else grisk,
+                                 cause=cause, discrimination_only=cause is not None and spec.competing is not None)
+        if is_surv and split != "train" and hrisk is not None and _linear_predictor(study, name) and cause is None:
             assert time is not None and event is not None and sscore is not None  # hrisk implies follow-up
             extra, why = lp_calibration(time, event, sscore, horizons, hrisk, v.level)
             m = replace(m, estimates={**m.estimates, **extra})
@@ -325,8 +352,10 @@ def _model_metrics(
                 if part.height == 0:
                     continue
                 t, e = part.get_column("time").cast(pl.Float64).to_numpy(), part.get_column("event").cast(pl.Float64).to_numpy()
+                if cause is not None:  # the cause of interest's events (other causes censor it)
+                    e = (e == cause).astype(np.float64)
                 c_index, _ = safe(stats.concordance, t, e, part.get_column("score").to_numpy(), level=v.level,
-                                  n_boot=v.n_boot, seed=study.study.seed)
+                                  interval="ij")
                 per_split[split] = CenterMetrics(int(part.height), int(e.sum()), None,
                                                  Estimate.of(c_index) if c_index is not None else None)
                 continue
@@ -485,10 +514,6 @@ def _added_value(preds: pl.DataFrame, outcomes: pl.DataFrame, study: StudyConfig
     return out, notes
 
 
-# the store's metrics table
-METRICS_TABLE = {"model": pl.String, "split": pl.String, "metric": pl.String, "estimate": pl.Float64,
-                 "low": pl.Float64, "high": pl.Float64, "method": pl.String}
-
 
 def left_out(study: StudyConfig, present: set[str]) -> tuple[list[str], list[str]]:
     """Models of study.toml without predictions, and what leaving them out drops (one line each)."""
@@ -560,6 +585,7 @@ def validate(study: StudyConfig, force: bool = False, progress: bool = True, par
                             f"(its columns: {', '.join(cohort.frame.columns)})")
     cols = outcome_columns(study, cohort.frame.columns)
     outcomes = cohort.frame.select(cols).rename({"split": "cohort_split"})
+    check_settings(study, outcomes)  # a misspelt centre stops here, before anything is computed or written
     digest = inputs_digest(study, preds, outcomes)
     metrics_file = out_dir / "metrics.json"
     if not force and metrics_file.exists():
@@ -587,8 +613,15 @@ def validate(study: StudyConfig, force: bool = False, progress: bool = True, par
             cache.put_model(name, keys[name], m, c, notes)
         models_metrics[name] = m
         record = read_record(study.models_dir, name)
+        # competing causes: AUC(t) and Brier(t) of the cause (or why not) instead of the single-event indexes
+        internal_code, no_internal = (None, None) if record is None or not record.internal else internal_cause(
+            study, name, str(record.internal.get("method")))
+        if no_internal is not None:
+            result.notes.append(f"model {name}: {no_internal}")
+            record = None
         # the replicates `cohortlab fit` made ([validation] internal); a file not the one recorded stops here
-        im = None if record is None else internal_metrics(study.models_dir, record, study.validation.level)
+        im = None if record is None else internal_metrics(study.models_dir, record, study.validation.level,
+                                                          cause=internal_code)
         if im is not None:
             internal[name] = im
             result.notes += [f"model {name}, internal validation: {n}" for n in im.notes]
@@ -604,7 +637,14 @@ def validate(study: StudyConfig, force: bool = False, progress: bool = True, par
     # comparisons, added value and subgroups are of binary scores; survival models have their own measures
     binary_models = [m for m in models if _endpoint(study, m) == "binary"]
     added, added_notes = _added_value(preds, outcomes, study, binary_models)
-    result.notes += added_notes
+    # competing causes: ΔAUC(t) and ΔBrier(t) of the cause between two survival models (empty otherwise)
+    surv_added, surv_notes = competing_added_value(preds, outcomes, study, models,
+                                                   lambda name: _horizon_risks(study, name))
+    added += surv_added
+    result.notes += added_notes + surv_notes
+    # two or more external centres: per-centre measures, their meta-analysis, updating (analytics.validation.multicentre)
+    multicentre, multi_notes = study_multicentre(study, preds, outcomes, models, cohort.frame)
+    result.notes += multi_notes
     validation = Validation(
         study=study.study.name, cohort=cohort.name, cohort_hash=cohort.hash, inputs_digest=digest,
         code_version=store.code_version(), settings=jsonable({**study.validation.model_dump(), "seed": study.study.seed}),
@@ -613,29 +653,13 @@ def validate(study: StudyConfig, force: bool = False, progress: bool = True, par
         subgroups=tuple(subgroup_metrics(preds, outcomes, {c: g.cuts for c, g in groups.items()},
                                          study.validation.level, binary_models)),
         curves=jsonable(curves), predictions=preds.select("model", "patient_id", "split", "score"),
-        outcomes=outcomes.select("patient_id", "label"), added_value=tuple(added), internal=internal)
+        outcomes=outcomes.select("patient_id", "label"), added_value=tuple(added), internal=internal,
+        multicentre=multicentre, cause=cause_label(study))
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_json(out_dir / "metrics.json", validation.to_dict(), indent=1)
     atomic.write_json(out_dir / "curves.json", validation.curves)
     atomic.write_text(out_dir / "metrics.csv", validation.to_csv())
-    # the store's metrics table is keyed by (model, split, metric) and has no z / p columns: per-centre rows
-    # live in the files only, and a comparison's z and p go into its method text there
-    labels = {im.label for im in internal.values()}
-    stored = [{"model": r["model"], "split": r["split"], "metric": r["measure"], "estimate": r["estimate"], "low": r["low"],
-               "high": r["high"], "method": r["method"] if r["z"] is None else f"{r['method']} z={r['z']!r} p={r['p']!r}"}
-              for r in validation.rows() if r["center"] is None
-              # internal validation's apparent / optimism / corrected rows share a metric name: files only too
-              and str(r["method"]).split(":", 1)[0] not in labels]
-    table = pl.DataFrame(stored, schema=METRICS_TABLE)
-    con = store.connect(study.store_path)
-    try:
-        with store.transaction(con):
-            con.execute("DELETE FROM metrics")
-            con.register("_metrics_new", table.unique(subset=["model", "split", "metric"], keep="first", maintain_order=True).to_arrow())
-            con.execute("INSERT INTO metrics SELECT model, split, metric, estimate, low, high, method FROM _metrics_new")
-            con.unregister("_metrics_new")
-    finally:
-        con.close()
+    write_metrics_table(study.store_path, validation, {im.label for im in internal.values()})
     result.models = models
     result.validation = validation
     return result

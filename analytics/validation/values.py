@@ -53,6 +53,8 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
+        if value and all(type(v) is float for v in value):  # a curve's coordinates: one pass, no recursion
+            return [float(f"{v:.12g}") if math.isfinite(v) else None for v in value]
         return [jsonable(v) for v in value]
     if isinstance(value, (np.floating, float)):
         return clean(value)

@@ -14,7 +14,7 @@ import duckdb
 from pipeline.store.base import StoreError, _scalar, transaction
 from pipeline.store.version import code_version
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def sql_dir() -> Path:

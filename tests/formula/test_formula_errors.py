@@ -32,7 +32,7 @@ def _load(model: dict[str, Any], variables: dict[str, Any] | None = None) -> Mod
     ({"kind": "logistic", "formula": "histol + rcs(age, 2)"}, "the number of knots must be 3 to 7"),
     ({"kind": "logistic", "formula": "rcs(histol, 4) + age"}, "rcs(histol, 4): histol is categorical"),
     ({"kind": "logistic", "formula": "histol + age", "clinical": ["age"]}, "give formula or clinical, not both"),
-    ({"kind": "svm", "formula": "histol + age"}, "a formula applies to regression models (logistic and cox)"),
+    ({"kind": "svm", "formula": "histol + age"}, "a formula applies to regression models (logistic, cox, cause_specific_cox and fine_gray), not svm"),
     ({"kind": "logistic", "formula": "label ~ histol"}, "give the right-hand side only"),
     ({"kind": "logistic", "formula": "histol + age - 1"}, "the model keeps its intercept"),
     ({"kind": "logistic", "formula": "histol +"}, "cannot read the formula"),

@@ -14,7 +14,8 @@ import analytics
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = "the layers, top to bottom: entry points, report, validation, fit and explain, models, cohorts, statistics, store"
-TOP = {"analytics.cli", "analytics.run", "analytics.demo", "analytics.stages", "cohortlab"}
+# the entry points, and the export of a model bundle (it reads the report's nomogram)
+TOP = {"analytics.cli", "analytics.run", "analytics.demo", "analytics.stages", "analytics.export", "cohortlab"}
 
 
 def _contracts() -> dict[str, dict]:

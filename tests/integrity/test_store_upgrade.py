@@ -141,7 +141,7 @@ def test_schema_2_store_upgrades_and_records_where_sources_are_embedded(embedded
     assert tables(root)["embed_items"].equals(current["embed_items"])
     con = store.connect(root / "store.duckdb", read_only=True)
     try:
-        assert store._version(con) == store.SCHEMA_VERSION == 4
+        assert store._version(con) == store.SCHEMA_VERSION == 5
     finally:
         con.close()
 

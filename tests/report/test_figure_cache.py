@@ -1,5 +1,5 @@
 """The report's figures cached under a digest of their data (analytics.report.figure_cache): a figure drawn again
-from the same data comes from the cache with the same bytes (ROC bands not recomputed); new scores of one model
+from the same data comes from the cache with the same bytes (not drawn again); new scores of one model
 redraw only that model's figure and the overlays; a damaged entry is drawn again, never trusted."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pytest
 
 from analytics.report import plots
 from analytics.report.figure_cache import FigureCache, figure_key
+from analytics.stats.roc_band import BAND_SPECIFICITIES, auc_bootstrap_band
 from analytics.validation import Validation
 
 MODELS = ("alpha", "beta")
@@ -35,25 +36,33 @@ def _scored(shift: float = 0.0) -> pl.DataFrame:
     return pl.concat(frames)
 
 
-def _validation() -> Validation:
+def _validation(scored: pl.DataFrame) -> Validation:
+    """The ROC bands as validate stores them in curves.json (a model's band follows its scores)."""
+    curves: dict[str, Any] = {}
+    for (model, split), part in scored.group_by(["model", "split"]):
+        _, low, high = auc_bootstrap_band(part["label"].to_numpy(), part["score"].to_numpy(), n_boot=40, seed=5)
+        curves.setdefault(model, {})[split] = {"roc_band": {"specificity": BAND_SPECIFICITIES.tolist(),
+                                                            "low": low.tolist(), "high": high.tolist()}}
     return Validation(study="s", cohort=None, cohort_hash=None, inputs_digest=None, code_version=None,
-                      settings={"level": 0.95, "n_boot": 40}, models={})
+                      settings={"level": 0.95, "n_boot": 40}, models={}, curves=curves)
 
 
 def _roc(scored: pl.DataFrame, cache: FigureCache | None) -> tuple[list[Any], list[Any]]:
-    return plots.roc_figures(list(MODELS), scored, _validation(), 5, progress=False, cache=cache)
+    return plots.roc_figures(list(MODELS), scored, _validation(scored), 5, progress=False, cache=cache)
 
 
 @pytest.fixture()
 def band_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Per-model ROC figures drawn, one call per split drawn (the bands themselves come from validate)."""
     calls: list[int] = []
-    original = plots.roc_band
+    original = plots.figures.roc_figure
 
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return original(*args, **kwargs)
+    def counted(title: str, panels: Any, *args: Any, **kwargs: Any) -> Any:
+        assert all(p.band_low is not None for p in panels)  # every panel has validate's band
+        calls.extend(1 for _ in panels)
+        return original(title, panels, *args, **kwargs)
 
-    monkeypatch.setattr(plots, "roc_band", counted)
+    monkeypatch.setattr(plots.figures, "roc_figure", counted)
     return calls
 
 

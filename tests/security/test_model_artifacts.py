@@ -267,7 +267,7 @@ def test_a_store_of_schema_3_migrates_with_no_recorded_digest(study: Path, tmp_p
         con.close()
     con = store.connect(study / "store.duckdb")
     try:
-        assert store._version(con) == store.SCHEMA_VERSION == 4
+        assert store._version(con) == store.SCHEMA_VERSION == 5
         assert con.execute("SELECT count(*) FROM model_artifacts").fetchone() == (0,)
     finally:
         con.close()

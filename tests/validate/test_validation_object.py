@@ -106,8 +106,8 @@ def _counting_draws(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
 
 
 def test_n_boot_zero_means_no_bootstrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``n_boot = 0``: no resample is drawn (F1 and the C-index keep their point estimates, without an
-    interval); DeLong and Wilson intervals are unaffected."""
+    """``n_boot = 0``: no resample is drawn (F1 keeps its point estimate, without an interval); DeLong and
+    Wilson intervals are unaffected, and so is the C-index's infinitesimal-jackknife interval (no resampling)."""
     study = _study(tmp_path, n_boot=0)
     preds = _predict(study)
     with _counting_draws(monkeypatch) as calls:
@@ -121,7 +121,9 @@ def test_n_boot_zero_means_no_bootstrap(tmp_path: Path, monkeypatch: pytest.Monk
     assert "auc_bootstrap" not in got
     assert got["f1"]["estimate"] == pytest.approx(f1_score(y, (s >= thr).astype(int)), abs=1e-12)
     assert got["f1"]["low"] is None and got["f1"]["high"] is None
-    assert got["c_index"]["low"] is None and got["c_index"]["high"] is None
+    want_c = stats.concordance(part["time"].to_numpy(), part["event"].to_numpy(), s, interval="ij")
+    assert (got["c_index"]["low"], got["c_index"]["high"]) == pytest.approx((want_c.low, want_c.high), abs=1e-11)
+    assert got["c_index"]["method"] == "ij-normal"
     from lifelines.utils import concordance_index
 
     assert got["c_index"]["estimate"] == pytest.approx(

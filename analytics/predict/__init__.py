@@ -1,0 +1,6 @@
+"""Using a developed model: score new patients (``cohortlab predict``, ``study.model(name).predict``)."""
+
+from analytics.predict.patients import PredictError
+from analytics.predict.score import EXCLUDED, predict_file, predict_frame
+
+__all__ = ["EXCLUDED", "PredictError", "predict_file", "predict_frame"]

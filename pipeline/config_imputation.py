@@ -1,0 +1,104 @@
+"""``[imputation]`` of ``study.toml``: how missing clinical values are handled.
+
+``method = "mice"`` imputes by chained equations (:mod:`analytics.impute`), ``m`` times with ``maxit`` iterations,
+the outcome in the models; ``"single"`` is one median / mode fill inside each training fold (kept for comparison:
+it understates every standard error); ``"complete_case"`` drops incomplete patients. ``from`` reads imputations
+made elsewhere, in ``mice::complete(imp, "long")`` format. A study without the table behaves as before.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from pipeline.config_base import Strict
+
+IMPUTATION_METHODS = ("mice", "single", "complete_case")
+"""The ``[imputation] method`` values."""
+VARIABLE_METHODS = ("pmm", "norm", "logreg", "polyreg", "polr")
+"""The per-variable methods of ``[imputation.methods]`` (mice's names)."""
+
+
+class ImputationSettings(Strict):
+    """The ``[imputation]`` table.
+
+    Attributes
+    ----------
+    method : {"mice", "single", "complete_case"}
+    m : int
+        Imputations (at least 2; default 20).
+    maxit : int
+        Iterations of each chain (default 10).
+    seed : int or None
+        Seed of the chains (default: the study's seed).
+    auxiliary : list of str
+        Cohort columns used only to impute, never by a model.
+    methods : dict
+        Column → method overriding mice's default for its type.
+    from_ : str or None
+        ``from = "manifests/imputed.csv"``: imputations made elsewhere (long format), relative to the study folder.
+    validation_imputation : {"without_outcome", "with_outcome"}
+        Held-out patients imputed by a second set of chained equations fitted on the development data without the
+        outcome (Hoogland et al. 2020), or each validation split imputed on its own with its outcomes.
+    m_boot : int
+        Imputations inside each bootstrap replicate of the internal validation (default 5).
+    donors : int
+        Donors of predictive mean matching (default 5, as mice).
+    """
+
+    method: Literal["mice", "single", "complete_case"] = "mice"
+    m: int = 20
+    maxit: int = Field(default=10, ge=1)
+    seed: int | None = None
+    auxiliary: list[str] = Field(default_factory=list)
+    methods: dict[str, Literal["pmm", "norm", "logreg", "polyreg", "polr"]] = Field(default_factory=dict)
+    from_: str | None = Field(default=None, alias="from")
+    validation_imputation: Literal["without_outcome", "with_outcome"] = "without_outcome"
+    m_boot: int = 5
+    donors: int = Field(default=5, ge=1)
+
+    @field_validator("m")
+    @classmethod
+    def _m(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError(f"m = {v}: multiple imputation needs at least 2 imputations (mice's default is 5; "
+                             "20 or more for published estimates)")
+        return v
+
+    @field_validator("m_boot")
+    @classmethod
+    def _m_boot(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError(f"m_boot = {v}: each bootstrap replicate needs at least 2 imputations")
+        return v
+
+    @field_validator("auxiliary")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        dup = sorted({c for c in v if v.count(c) > 1})
+        if dup:
+            raise ValueError(f"auxiliary names {dup} more than once")
+        return v
+
+    @model_validator(mode="after")
+    def _from_is_a_file(self) -> ImputationSettings:
+        if self.from_ is not None and not self.from_.strip():
+            raise ValueError("from = \"\": give the imputations file, e.g. from = \"manifests/imputed.csv\"")
+        if self.from_ is not None and self.method != "mice":
+            raise ValueError(f"from = {self.from_!r} gives multiple imputations; it needs method = \"mice\", "
+                             f"not {self.method!r}")
+        return self
+
+    def check_columns(self, columns: list[str], source: str) -> None:
+        """Every column that ``auxiliary`` and ``methods`` name is among ``columns`` (those of ``source``, the cohort
+        file); a ValueError naming the key otherwise."""
+        known = set(columns)
+        for key, names in (("auxiliary", self.auxiliary), ("methods", list(self.methods))):
+            unknown = [c for c in names if c not in known]
+            if unknown:
+                raise ValueError(f"[imputation] {key}: no column {', '.join(repr(c) for c in unknown)} in {source} "
+                                 f"(its columns: {', '.join(sorted(known))})")
+
+
+__all__ = ["IMPUTATION_METHODS", "VARIABLE_METHODS", "ImputationSettings"]
