@@ -528,6 +528,10 @@ def fit(study: StudyConfig, models: list[str] | None = None, progress: bool = Tr
             return FitResult(study.cohort.name if study.cohort else "-", {}, 0, study.study.seed, [], study.models_dir)
         features, bags = required_inputs(specs)
         cohort = load_cohort(study, features=features, bags=bags, on_missing="keep")
+        if study.validation.internal_external:  # fewer than two development centres: refused before any fit
+            from analytics.iecv import check_iecv
+
+            check_iecv(study, cohort, specs)
         # files that failed their check (the store logged each one when the cohort was loaded)
         used_sets = {feature_key(r)[0] for r in features} | set(bags)
         left_out = tuple(str(p) for p in cohort.left_out if p.feature_set in used_sets)

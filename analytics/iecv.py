@@ -104,6 +104,62 @@ def _fit_group(spec: Model, data: ModelData, train: np.ndarray, test: np.ndarray
     return scores, risk
 
 
+@dataclass(frozen=True)
+class _Development:
+    """One model's development patients by centre, and its left-out groups (known before any fit)."""
+
+    data: ModelData
+    y: np.ndarray  # 0/1 labels (-1: none), or (n, 2) times and events
+    centers: np.ndarray  # each patient's centre, cohort order
+    dev: np.ndarray  # development patients (training or internal hold-out) with an outcome and the model's inputs
+    plan: IecvPlan
+
+
+def _development(study: StudyConfig, spec: Model, cohort: Cohort) -> _Development:
+    """The development patients of ``spec`` (a model of features, not of other models' scores) and their grouping.
+
+    Raises
+    ------
+    ConfigError
+        Fewer than two left-out groups (:func:`plan_groups`).
+    """
+    assembled = assemble(spec, cohort, {})
+    data = assembled.data
+    assert tuple(data.patient_ids) == tuple(cohort.patient_ids)  # every part aligned to the cohort's patients
+    y_all = targets(study, spec, cohort)
+    survival = y_all.ndim == 2
+    labelled = np.isfinite(y_all).all(axis=1) if survival else np.isfinite(y_all)
+    y = y_all if survival else np.where(labelled, y_all, -1).astype(np.int64)
+    centre_of = dict(zip(cohort.frame.get_column("patient_id").to_list(), cohort.frame.get_column("center").to_list()))
+    centers = np.array([str(centre_of.get(p)) for p in data.patient_ids], dtype=object)
+    dev = np.isin(cohort.split, ("train", "internal")) & labelled & assembled.available
+    events = (y[:, 1] if survival else y).astype(np.float64)
+    names = sorted({str(c) for c in centers[dev]})
+    counts = [int(events[dev & (centers == c)].sum()) for c in names]
+    sizes = [int((dev & (centers == c)).sum()) for c in names]
+    source = f"{study.root / 'study.toml'}: model {spec.name}"
+    plan = plan_groups(names, counts, sizes, study.validation.iecv_min_events, source)
+    return _Development(data, y, centers, dev, plan)
+
+
+def check_iecv(study: StudyConfig, cohort: Cohort, specs: Sequence[Model]) -> None:
+    """Refuse ``[validation] internal_external = true`` before any model is fitted when a model would have fewer
+    than two left-out groups: the grouping depends only on the cohort, the outcome and which patients have the
+    model's inputs, all known before fitting. Models of other models' scores are not cross-validated (skipped).
+
+    Raises
+    ------
+    ConfigError
+        Fewer than two development centres (or groups) for a model; the message names the model, the centres and
+        their events.
+    """
+    if not study.validation.internal_external:
+        return
+    for spec in specs:
+        if not input_models(spec):
+            _development(study, spec, cohort)
+
+
 def _model_key(fit_key: str, plan: IecvPlan, seed: int, horizons: Sequence[float]) -> str:
     text = json.dumps([VERSION, fit_key, {g: list(m) for g, m in plan.groups.items()}, seed, list(horizons)],
                       sort_keys=True)
@@ -130,22 +186,9 @@ def iecv_model(study: StudyConfig, spec: Model, cohort: Cohort, fit_learner: Tra
     if record is None or record.fit_key is None:
         return f"model {spec.name}: not fitted"
     make = make or registry.build_learner
-    assembled = assemble(spec, cohort, {})
-    data = assembled.data
-    assert tuple(data.patient_ids) == tuple(cohort.patient_ids)  # every part aligned to the cohort's patients
-    y_all = targets(study, spec, cohort)
-    survival = y_all.ndim == 2
-    labelled = np.isfinite(y_all).all(axis=1) if survival else np.isfinite(y_all)
-    y = y_all if survival else np.where(labelled, y_all, -1).astype(np.int64)
-    centre_of = dict(zip(cohort.frame.get_column("patient_id").to_list(), cohort.frame.get_column("center").to_list()))
-    centers = np.array([str(centre_of.get(p)) for p in data.patient_ids], dtype=object)
-    dev = np.isin(cohort.split, ("train", "internal")) & labelled & assembled.available
-    events = (y[:, 1] if survival else y).astype(np.float64)
-    names = sorted({str(c) for c in centers[dev]})
-    counts = [int(events[dev & (centers == c)].sum()) for c in names]
-    sizes = [int((dev & (centers == c)).sum()) for c in names]
-    source = str(study.root / "study.toml")
-    plan = plan_groups(names, counts, sizes, study.validation.iecv_min_events, source)
+    dv = _development(study, spec, cohort)
+    data, y, centers, dev, plan = dv.data, dv.y, dv.centers, dv.dev, dv.plan
+    survival = y.ndim == 2
     horizons = study_horizons(study, cohort) if survival else []
     key = _model_key(record.fit_key, plan, study.study.seed, horizons)
     base = study.models_dir / IECV_FOLDER / spec.name

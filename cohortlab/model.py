@@ -79,8 +79,8 @@ class Model:
         """Risks of new patients (``cohortlab predict``; :func:`analytics.predict.predict_frame`).
 
         ``patients``: ``patient_id``, optionally ``center``, and the model's predictors, as text or typed. One row
-        per patient, in order: ``patient_id, lp, risk, risk_lower, risk_upper`` (survival: and ``risk_<t>`` per
-        horizon), ``group, flags``, with ``explain`` > 0 its largest SHAP contributions (``explain``), and
+        per patient, in order: ``patient_id, lp, risk, risk_lower, risk_upper`` (survival: and ``risk_<t>``,
+        ``risk_lower_<t>``, ``risk_upper_<t>`` per horizon), ``group, flags``, with ``explain`` > 0 its largest SHAP contributions (``explain``), and
         ``reason`` (why a patient was not scored; the others are).
         """
         from analytics.predict import predict_frame

@@ -10,12 +10,13 @@
    scored its held-out patients (:func:`analytics.scoring.saved_scores`): predicting the internal and
    external patients gives their stored predictions.
 
-Columns: ``patient_id, lp, risk, risk_lower, risk_upper, group, flags, reason`` (survival models: ``risk`` at
-the first horizon and ``risk_<t>`` at each), one row per new patient in file order. ``lp`` is the linear
+Columns: ``patient_id, lp, risk, risk_lower, risk_upper, group, flags, reason`` (survival models: ``risk``,
+``risk_lower``, ``risk_upper`` at the first horizon and ``risk_<t>``, ``risk_lower_<t>``, ``risk_upper_<t>`` at
+each), one row per new patient in file order. ``lp`` is the linear
 predictor where the model has one. ``risk_lower`` / ``risk_upper`` is the 95% confidence interval of the
 predicted risk of an unpenalised logistic regression by the delta method on the logit scale, as R's
 ``predict(glm, se.fit = TRUE)`` then ``plogis`` (Wald interval; Harrell, *Regression Modeling Strategies*, 2nd
-ed., 2015, section 10.5); of an unpenalised Cox regression's risk at the first horizon as R's
+ed., 2015, section 10.5); of an unpenalised Cox regression's risk at each horizon as R's
 ``survfit(coxph_fit, newdata, ctype = 1)`` (:mod:`analytics.predict.cox_ci`). Neither is a prediction interval
 for the patient's outcome. ``group`` is ``high`` / ``low``
 at the model's threshold (validation's, or a published model's own). ``flags`` name predictors that were
@@ -280,17 +281,23 @@ def _score(study: StudyConfig, name: str, cohort: Cohort, dev: Development, expl
     if survival:
         horizons = list(fitted.record.horizons or [])
         at = learner.risk_at(data, horizons) if horizons and hasattr(learner, "risk_at") else None
-        if dev.cox is not None and horizons and data.table is not None:  # survfit's interval at the first horizon
+        lower: np.ndarray | None = None
+        upper: np.ndarray | None = None
+        if dev.cox is not None and horizons and data.table is not None:  # survfit's interval at each horizon
             prep: Any = getattr(learner, "prep_", None)
             x = np.asarray(prep.transform(data.table), dtype=np.float64)
-            _, lower, upper = dev.cox.interval(x, horizons[:1])
-            out["risk_lower"][ok], out["risk_upper"][ok] = lower[:, 0], upper[:, 0]
+            _, lower, upper = dev.cox.interval(x, horizons)
         for j, t in enumerate(horizons):
-            col = np.full(n, np.nan)
-            if at is not None:
-                col[ok] = at[:, j]
-            out[f"risk_{t:g}"] = col
-        out["risk"] = out[f"risk_{horizons[0]:g}"] if horizons else np.full(n, np.nan)
+            for key, values in (("", at), ("lower_", lower), ("upper_", upper)):
+                col = np.full(n, np.nan)
+                if values is not None:
+                    col[ok] = values[:, j]
+                out[f"risk_{key}{t:g}"] = col
+        if horizons:  # the unsuffixed columns are the first horizon's
+            for key in ("risk", "risk_lower", "risk_upper"):
+                out[key] = out[f"{key}_{horizons[0]:g}"]
+        else:
+            out["risk"] = np.full(n, np.nan)
     return out
 
 
@@ -331,6 +338,7 @@ def predict_frame(study: StudyConfig, name: str, patients: pl.DataFrame, source:
     thr = dev.threshold
     at = {p: i for i, p in enumerate(cohort.patient_ids)}
     survival = study.endpoint(spec) == "survival"
+    # per horizon: risk_<t>, risk_lower_<t>, risk_upper_<t> (in _score's order)
     horizons = [k for k in scored if k.startswith("risk_") and k not in ("risk_lower", "risk_upper")]
     extra = ["explain"] if "explain" in scored else []
     rows: dict[str, list[Any]] = {k: [] for k in ("patient_id", "lp", "risk", "risk_lower", "risk_upper",

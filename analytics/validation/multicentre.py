@@ -315,17 +315,25 @@ def _membership(dev: pl.DataFrame, centre: pl.DataFrame, columns: Sequence[str])
 
 def multicentre_metrics(model: str, frame: pl.DataFrame, level: float, *, split: str = "external",
                         updating: bool = False, updating_centers: Sequence[str] = (),
-                        membership: Sequence[str] | None = None) -> ModelMulticentre | None:
+                        membership: Sequence[str] | None = None,
+                        groups: pl.DataFrame | None = None) -> ModelMulticentre | None:
     """The multi-centre results of one binary model on the patients of ``split`` (``frame``: its labelled
     predictions with ``label``, ``center``, ``score``, ``split``); None with fewer than two centres there.
 
     ``updating``: fit the updating methods on each centre (those of ``updating_centers`` when given).
     ``membership``: the model's clinical columns of ``frame`` for the membership model of each centre against
     the development (train and internal) patients; None: no membership model.
+    ``groups`` (split ``iecv``): the development patients with the model's own ``score``, ``label``, their
+    left-out group as ``center`` and the ``membership`` columns; each left-out group's membership model is
+    fitted against the other groups' patients, the development patients of its fold.
     """
-    frame = frame.with_columns(pl.col("score").cast(pl.Float64).clip(EPS, 1 - EPS).pipe(
-        lambda p: (p / (1 - p)).log()).alias("lp"))
+    def with_lp(f: pl.DataFrame) -> pl.DataFrame:
+        return f.with_columns(pl.col("score").cast(pl.Float64).clip(EPS, 1 - EPS).pipe(
+            lambda p: (p / (1 - p)).log()).alias("lp"))
+
+    frame = with_lp(frame)
     dev = frame.filter(pl.col("split").is_in(["train", "internal"]) & pl.col("label").is_not_null())
+    by_group = None if groups is None else with_lp(groups.filter(pl.col("label").is_not_null()))
     part = frame.filter((pl.col("split") == split) & pl.col("label").is_not_null() & pl.col("center").is_not_null())
     centres = sorted(str(c) for c in part.get_column("center").unique().to_list())
     if len(centres) < 2:
@@ -346,8 +354,13 @@ def multicentre_metrics(model: str, frame: pl.DataFrame, level: float, *, split:
             continue
         m = centre_measures(y, lp)
         extra: dict[str, float] = {}
-        if membership is not None and dev.height:
-            mc, why = _membership(dev, rows, membership)
+        against = None
+        if membership is not None and by_group is not None:  # IECV: this group against its fold's development
+            against, rows_m = by_group.filter(pl.col("center") != center), by_group.filter(pl.col("center") == center)
+        elif membership is not None and dev.height:
+            against, rows_m = dev, rows
+        if membership is not None and against is not None:
+            mc, why = _membership(against, rows_m, membership)
             if mc is not None:
                 extra["membership_c"] = mc
             else:
@@ -390,8 +403,10 @@ def _risks_by_patient(risks: pl.DataFrame | None) -> tuple[list[float], dict[str
 
 
 def _one(study: StudyConfig, name: str, frame: pl.DataFrame, split: str, risks: pl.DataFrame | None,
-         cohort: pl.DataFrame | None) -> ModelMulticentre | None:
-    """:func:`multicentre_metrics` (binary) or :func:`survival_multicentre_metrics` of one model on ``split``."""
+         cohort: pl.DataFrame | None, groups: pl.DataFrame | None = None) -> ModelMulticentre | None:
+    """:func:`multicentre_metrics` (binary) or :func:`survival_multicentre_metrics` of one model on ``split``;
+    ``groups``: for split ``iecv``, the development patients' own predictions with their left-out group as
+    ``center`` (the membership models)."""
     v = study.validation
     spec = next((m for m in study.models if m.name == name), None)
     if spec is not None and study.endpoint(spec) == "survival":
@@ -403,14 +418,17 @@ def _one(study: StudyConfig, name: str, frame: pl.DataFrame, split: str, risks: 
                                             split=split, updating=v.updating and split == "external",
                                             updating_centers=v.updating_centers)
     columns: list[str] | None = None
-    if cohort is not None and split == "external":
+    if cohort is not None and (split == "external" or groups is not None):
         columns = [c for c in (spec.clinical if spec is not None else []) if c in cohort.columns]
         joined = [c for c in columns if c not in frame.columns]
         if joined:
             frame = frame.join(cohort.select("patient_id", *joined), on="patient_id", how="left")
+        if groups is not None:
+            extra = [c for c in columns if c not in groups.columns]
+            groups = groups.join(cohort.select("patient_id", *extra), on="patient_id", how="left") if extra else groups
     updating = v.updating and split == "external"
     return multicentre_metrics(name, frame, v.level, split=split, updating=updating,
-                               updating_centers=v.updating_centers, membership=columns)
+                               updating_centers=v.updating_centers, membership=columns, groups=groups)
 
 
 def _iecv_frame(study: StudyConfig, name: str, outcomes: pl.DataFrame) -> tuple[pl.DataFrame | None,
@@ -458,7 +476,13 @@ def study_multicentre(study: StudyConfig, preds: pl.DataFrame, outcomes: pl.Data
         if not study.validation.internal_external:
             continue
         iframe, irisks, why = _iecv_frame(study, name, outcomes)
-        imc = None if iframe is None else _one(study, name, iframe, "iecv", irisks, None)
+        imc = None
+        if iframe is not None:
+            # each left-out group's membership model: the model's own development predictions (one linear
+            # predictor for every patient, as for the external centres), regrouped by IECV group
+            groups = (frame.filter(pl.col("split").is_in(["train", "internal"])).drop("center")
+                      .join(iframe.select("patient_id", "center"), on="patient_id", how="inner"))
+            imc = _one(study, name, iframe, "iecv", irisks, cohort, groups)
         if imc is None:
             notes.append(f"{name}, internal-external cross-validation: {why or 'fewer than two left-out centres'}")
             continue

@@ -158,3 +158,29 @@ def test_validate_recomputes_when_the_iecv_files_change(study: StudyConfig) -> N
         current.write_bytes(saved)
     assert not validate(study, progress=False).skipped  # the files are back: recomputed, not skipped
     assert load_validation(study).meta().height > 0
+
+
+def test_each_left_out_group_has_a_membership_c_statistic_against_its_folds_development(study: StudyConfig) -> None:
+    """Debray et al. 2015 for IECV: a membership model (the model's linear predictor, its clinical variables and
+    the outcome) of each left-out group against the other groups' development patients, hand-fitted here with
+    statsmodels and scored with scikit-learn."""
+    import statsmodels.api as sm
+    from sklearn.metrics import roc_auc_score
+
+    from analytics.fit import stored_predictions
+
+    with (study.report_dir / "metrics.csv").open(encoding="utf-8") as fh:
+        got = {r["center"]: float(r["estimate"]) for r in csv.DictReader(fh)
+               if r["model"] == "glm" and r["split"] == "iecv" and r["metric"] == "membership_c"}
+    assert set(got) == {"A", "B", "C", SMALL}
+    group = {"A": "A", "B": "B", "C": "C", "S": SMALL}
+    preds = (stored_predictions(study.store_path, "glm").filter(pl.col("split").is_in(["train", "internal"]))
+             .join(_patients(), on="patient_id")
+             .with_columns(pl.col("center").replace_strict(group).alias("group")))
+    for g in ("A", SMALL):
+        p = preds["score"].to_numpy()
+        x = np.column_stack([np.ones(preds.height), np.log(p / (1 - p)), preds["age"].to_numpy(),
+                             preds["marker"].to_numpy(), preds["label"].to_numpy()])
+        member = (preds["group"] == g).to_numpy().astype(float)
+        fitted = sm.GLM(member, x, family=sm.families.Binomial()).fit().fittedvalues
+        assert got[g] == pytest.approx(roc_auc_score(member, fitted), abs=1e-6), g

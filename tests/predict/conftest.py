@@ -48,7 +48,7 @@ threshold = 0.4
 @pytest.fixture(scope="session")
 def study(tmp_path_factory: pytest.TempPathFactory) -> cohortlab.Study:
     root = tmp_path_factory.mktemp("predict")
-    body = MODELS + "\n[validation]\nfolds = 2\nn_boot = 0\nhorizons = [50]\n[explain]\nenabled = false\n"
+    body = MODELS + "\n[validation]\nfolds = 2\nn_boot = 0\nhorizons = [50, 80]\n[explain]\nenabled = false\n"
     toml = study_toml("predicttest", 7, body, sections=VARIABLES)
     s = cohortlab.load_study(write_study(root, patients(), COLUMNS, toml, where="c.age >= 30"))
     s.ingest(progress=False)

@@ -34,10 +34,12 @@ def test_predicting_held_out_patients_gives_their_stored_predictions(study: coho
     assert joined["reason"].null_count() == joined.height
     column = "lp" if name == "cox" else "risk"
     assert (joined["score"] - joined[column]).abs().max() == 0.0
-    if name == "cox":  # the absolute risk at the horizon is the one fit stored
+    if name == "cox":  # the absolute risk at each horizon is the one fit stored
         risks = pl.read_parquet(study.root / "models" / name / "horizon_risks.parquet")
-        both = risks.join(stored.select("patient_id"), on="patient_id").join(out, on="patient_id")
-        assert both.height == stored.height and (both["risk"] - both["risk_50"]).abs().max() == 0.0
+        for t in (50, 80):
+            at = risks.filter(pl.col("horizon") == t)
+            both = at.join(stored.select("patient_id"), on="patient_id").join(out, on="patient_id")
+            assert both.height == stored.height and (both["risk"] - both[f"risk_{t}"]).abs().max() == 0.0
 
 
 def test_the_risk_ci_of_an_unpenalised_logistic_model_is_rs(study: cohortlab.Study) -> None:
@@ -65,6 +67,17 @@ def test_the_risk_ci_of_an_unpenalised_cox_model_is_survfits(study: cohortlab.St
     for col, key in (("lp", "lp"), ("risk", "risk"), ("risk_lower", "lower"), ("risk_upper", "upper")):
         np.testing.assert_allclose(out[col].to_numpy(), np.asarray(fx["cox"][key])[idx], rtol=0, atol=1e-6,
                                    err_msg=col)
+    # and at every horizon (the study's are the fixture's), named as the risk columns are
+    horizons = fx["cox"]["horizons"]
+    assert len(horizons) >= 2
+    at = [f"risk{part}_{t:g}" for t in horizons for part in ("", "_lower", "_upper")]
+    assert out.columns[out.columns.index("risk_upper") + 1:][:len(at)] == at
+    for t in horizons:
+        want = fx["cox"]["by_horizon"][f"{t:g}"]
+        for part, key in (("", "risk"), ("_lower", "lower"), ("_upper", "upper")):
+            got = out[f"risk{part}_{t:g}"].to_numpy()
+            assert np.isfinite(got).all()
+            np.testing.assert_allclose(got, np.asarray(want[key])[idx], rtol=0, atol=1e-6, err_msg=f"{part} at {t}")
 
 
 def test_bad_rows_are_reported_per_patient_while_the_rest_are_scored(study: cohortlab.Study) -> None:
