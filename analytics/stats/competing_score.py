@@ -21,7 +21,16 @@ from numpy.typing import ArrayLike
 from . import _validate as v
 from .competing_cif import _aalen_johansen, _aj_influence, pseudo_values
 from .competing_status import cause_ok, competing_inputs
-from .survival_time import SurvivalCalibration, TimeMetric, _risk_matrix, _times, _z, brier
+from .survival_time import (
+    SurvivalCalibration,
+    TimeMetric,
+    _cloglog,
+    _risk_matrix,
+    _smoothed_calibration,
+    _times,
+    _z,
+    brier,
+)
 
 
 def _risk_vector(risk_at_t: ArrayLike, n: int) -> np.ndarray:
@@ -216,19 +225,11 @@ def calibration_competing(
     p = _risk_vector(risk_at_t, t_.size)
     if np.sum((s_ == c) & (t_ <= t)) < 2:
         raise ValueError(f"calibration at t = {t:g} needs at least two events of cause {c} by t")
-    eps = 1e-10
-    cll = np.log(-np.log1p(-np.clip(p, eps, 1 - eps)))
+    cll = _cloglog(p)
     pv = pseudo_values(t_, s_, t, c)
-    obs = loess(cll, pv, span=span, degree=2)
-    err = np.abs(obs - p)
-    lo, hi = np.quantile(p, [0.01, 0.99])
-    gp = np.linspace(float(lo), float(hi), int(grid))
-    gcll = np.log(-np.log1p(-np.clip(gp, eps, 1 - eps)))
-    curve = pl.DataFrame({"predicted": gp, "observed": loess(cll, pv, at=gcll, span=span, degree=2)})
-    return SurvivalCalibration(
-        t=t, curve=curve, observed=obs, ici=float(err.mean()), e50=float(np.median(err)),
-        e90=float(np.quantile(err, 0.9)), emax=float(err.max()), n=int(t_.size),
-        events=int(((t_ <= t) & (s_ == c)).sum()))
+    return _smoothed_calibration(t, p, loess(cll, pv, span=span, degree=2),
+                                 lambda g: loess(cll, pv, at=g, span=span, degree=2), grid,
+                                 int(((t_ <= t) & (s_ == c)).sum()))
 
 
 # -------------------------------------------------------------- net benefit

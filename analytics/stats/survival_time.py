@@ -13,6 +13,7 @@ incidence of one cause with competing risks, as ``Score(..., cause)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -500,6 +501,26 @@ def _rcs_basis(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
     return np.column_stack(cols)
 
 
+def _cloglog(p: np.ndarray) -> np.ndarray:
+    """``log(-log(1 - p))``, the scale calibration smoothers work on (p clipped to [1e-10, 1 - 1e-10])."""
+    eps = 1e-10
+    return np.log(-np.log1p(-np.clip(p, eps, 1 - eps)))
+
+
+def _smoothed_calibration(t: float, p: np.ndarray, observed: np.ndarray,
+                          smooth_at: Callable[[np.ndarray], np.ndarray], grid: int, events: int) -> SurvivalCalibration:
+    """ICI, E50, E90 and Emax of ``|observed - p|`` (quantile type 7), and the smoothed curve ``smooth_at`` (a
+    function of the complementary log-log of the risk) over ``grid`` points from the 1st to the 99th
+    percentile of ``p``: what every smoothed calibration at a horizon reports (Austin et al. 2020, 2022)."""
+    err = np.abs(observed - p)
+    lo, hi = np.quantile(p, [0.01, 0.99])
+    gp = np.linspace(float(lo), float(hi), int(grid))
+    curve = pl.DataFrame({"predicted": gp, "observed": smooth_at(_cloglog(gp))})
+    return SurvivalCalibration(
+        t=t, curve=curve, observed=observed, ici=float(err.mean()), e50=float(np.median(err)),
+        e90=float(np.quantile(err, 0.9)), emax=float(err.max()), n=int(p.size), events=events)
+
+
 def calibration_at(
     time: ArrayLike,
     event: ArrayLike,
@@ -557,8 +578,7 @@ def calibration_at(
         raise ValueError("calibration needs at least two events")
     if int(knots) < 3:
         raise ValueError(f"knots must be >= 3, got {knots!r}")
-    eps = 1e-10
-    cll = np.log(-np.log1p(-np.clip(p, eps, 1 - eps)))
+    cll = _cloglog(p)
     probs = {3: [0.1, 0.5, 0.9], 4: [0.05, 0.35, 0.65, 0.95],
              5: [0.05, 0.275, 0.5, 0.725, 0.95]}.get(int(knots))
     if probs is None:
@@ -576,16 +596,8 @@ def calibration_at(
         sf = cph.predict_survival_function(pd.DataFrame(b, columns=names), times=[t])
         return 1.0 - sf.to_numpy(dtype=np.float64).reshape(-1)
 
-    obs = observed_at(basis)
-    err = np.abs(obs - p)
-    lo, hi = np.quantile(p, [0.01, 0.99])
-    gp = np.linspace(float(lo), float(hi), int(grid))
-    gcll = np.log(-np.log1p(-np.clip(gp, eps, 1 - eps)))
-    curve = pl.DataFrame({"predicted": gp, "observed": observed_at(_rcs_basis(gcll, kn))})
-    return SurvivalCalibration(
-        t=t, curve=curve, observed=obs, ici=float(err.mean()), e50=float(np.median(err)),
-        e90=float(np.quantile(err, 0.9)), emax=float(err.max()), n=int(t_.size),
-        events=int(((t_ <= t) & (e == 1)).sum()))
+    return _smoothed_calibration(t, p, observed_at(basis), lambda g: observed_at(_rcs_basis(g, kn)), grid,
+                                 int(((t_ <= t) & (e == 1)).sum()))
 
 
 # ------------------------------------------------------ net benefit at t
