@@ -57,7 +57,7 @@ def roc_figures(models: Sequence[str], scored: pl.DataFrame, validation: Validat
     level, n_boot = float(settings.get("level", 0.95)), int(settings.get("n_boot", 2000))
     per_model: list[Embedded] = []
     overview: dict[str, list[tuple[str, np.ndarray, np.ndarray, str]]] = {}
-    for model in tqdm(models, desc="ROC bands", unit="model", disable=not progress, leave=False):
+    for model in tqdm(models, desc="ROC figures", unit="model", disable=not progress, leave=False):
         inputs = []
         for i, split in enumerate(SPLITS):
             y, s = _arrays(scored, model, split)
