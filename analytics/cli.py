@@ -389,9 +389,17 @@ def predict(
     out: Annotated[Path | None, typer.Option("--out", help="the CSV of risks to write (replaced in one step)")] = None,
     bundle: Annotated[Path | None, typer.Option("--bundle", help="a model bundle (cohortlab export) instead of a study")] = None,
     explain: Annotated[int, typer.Option("--explain", help="add each patient's N largest SHAP contributions")] = 0,
+    slides: Annotated[Path | None, typer.Option("--slides", help="CSV of the new patients' slides (image models)")] = None,
+    scans: Annotated[Path | None, typer.Option("--scans", help="CSV of the new patients' scans (image models)")] = None,
+    device: Annotated[str, typer.Option("--device", help="where new images are embedded: auto, cpu, cuda")] = "auto",
+    combat_min_patients: Annotated[int, typer.Option(
+        "--combat-min-patients", help="new patients an unseen centre needs to be ComBat-harmonised")] = 20,
 ) -> None:
     """Score new patients with a fitted model: risks, CIs, risk group, flags, and why a patient was not scored."""
     from analytics.predict import predict_file
+    from analytics.predict.images import ImageFiles
+
+    images = ImageFiles(slides, scans, device)
 
     if patients is None or out is None:
         raise UserError("predict needs --patients new.csv and --out risks.csv")
@@ -405,13 +413,15 @@ def predict(
         with opened(bundle) as (s, b):
             if model is not None and model != b.model:
                 raise UserError(f"--model {model}: bundle {bundle} holds model {b.model!r}")
-            frame = predict_file(s, b.model, patients, out, development_of(b), protect=[bundle])
+            frame = predict_file(s, b.model, patients, out, development_of(b), protect=[bundle], images=images,
+                                 combat_min_patients=combat_min_patients)
             model = b.model
         print(f"bundle {bundle}: model {model}, manifest sha256 {b.digest}")
     else:
         if model is None:
             raise UserError("predict study.toml needs --model NAME")
-        frame = predict_file(_study(study), model, patients, out, explain=explain)  # type: ignore[arg-type]
+        frame = predict_file(_study(study), model, patients, out, explain=explain,  # type: ignore[arg-type]
+                             images=images, combat_min_patients=combat_min_patients)
     scored = frame.filter(frame["reason"].is_null()).height
     print(f"{scored} of {frame.height} patients scored by {model} -> {out}")
     if scored < frame.height:
@@ -424,6 +434,7 @@ def export(
     model: Annotated[str, typer.Option("--model", help="the fitted model to export")],
     out: Annotated[Path, typer.Option("--out", help="the bundle to write (model.cohortlab), or the page")],
     calculator: Annotated[bool, typer.Option("--calculator", help="write an offline risk-calculator page instead")] = False,
+    with_weights: Annotated[bool, typer.Option("--with-weights", help="pack an image model's local weights file")] = False,
 ) -> None:
     """Write a portable bundle of a fitted model (code-free files, sha256, model card), or its calculator page."""
     if calculator:
@@ -434,7 +445,7 @@ def export(
         return
     from analytics.export import export_bundle
 
-    digest = export_bundle(_study(study), model, out)
+    digest = export_bundle(_study(study), model, out, with_weights=with_weights)
     print(f"model {model} -> {out} (manifest sha256 {digest})")
 
 

@@ -28,6 +28,10 @@ identities) and its training patients with their labels, and its scores of the
 labelled training patients it did not see are cached: in memory within a run,
 shared by sibling second-stage models and by the models' own outer-fold fits,
 and on disk under ``<study>/models/.crossfit/<model>.parquet`` for later runs.
+An input model's fits on the folds of one training set are independent of one
+another: they run together on the fit stage's engine (``[compute] n_jobs`` local
+processes or Ray tasks, :meth:`analytics.fit_engine.Engine.fit_all`), with the
+same scores, to the byte, as one after the other.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import numpy as np
 import polars as pl
 
 from analytics.cohort import Cohort
+from analytics.models import imputed
 from analytics.models.data import Assembled, ModelData, assemble, input_models, mil_feature_set, pooled_refs
 from analytics.models.learners import Learner
 from pipeline import atomic, store
@@ -52,6 +57,9 @@ CACHE_FOLDER = ".crossfit"
 
 # fits a fresh learner of a model on some rows (the caller's checks and errors); the last argument names the step
 Train = Callable[[Model, ModelData, np.ndarray, str], Learner]
+# fits fresh learners of one model: jobs of (step, rows, inputs) and the target of every patient; the learners in
+# job order, each as ``Train`` fits it (:meth:`analytics.fit_engine.Engine.fit_all` runs them on the fit's engine)
+FitMany = Callable[[Model, Sequence[tuple[str, np.ndarray, ModelData]], np.ndarray], list[Learner]]
 # the fold of every patient of a training set, given its patient ids and 0/1 labels
 Folds = Callable[[Sequence[str], np.ndarray], Mapping[str, int]]
 
@@ -176,11 +184,15 @@ class CrossFitter:
         ``(n, 2)`` times and events per patient (NaN rows: no survival outcome), for survival models.
     endpoints
         Model name -> ``"binary"`` / ``"survival"``: which target each model is fitted on.
+    fit_many
+        Fits several independent learners of one model (the folds of an input model); default: ``train``
+        on each in turn. The scores are the same bytes either way.
     """
 
     def __init__(self, specs: Mapping[str, Model], cohort: Cohort, labels: np.ndarray, split: np.ndarray,
                  folds: Folds, train: Train, cache: FitCache, salt: Mapping[str, object],
-                 survival: np.ndarray | None = None, endpoints: Mapping[str, str] | None = None) -> None:
+                 survival: np.ndarray | None = None, endpoints: Mapping[str, str] | None = None,
+                 fit_many: FitMany | None = None) -> None:
         self.specs = specs
         self.cohort = cohort
         self.ids = list(cohort.patient_ids)
@@ -192,6 +204,7 @@ class CrossFitter:
         self.training = (np.asarray(split) == "train") & labelled
         self.folds = folds
         self.train = train
+        self.fit_many: FitMany = fit_many or self._fit_each
         self.cache = cache
         self.salt = dict(salt)
         self.fits = 0
@@ -250,7 +263,9 @@ class CrossFitter:
 
     def _base_inputs(self, name: str) -> Assembled:
         if name not in self._base:
-            self._base[name] = assemble(self.specs[name], self.cohort, {})
+            spec = self.specs[name]
+            self._base[name] = imputed.with_auxiliary(spec, self.cohort.frame, assemble(spec, self.cohort, {}),
+                                                      str(self.cohort.file))
         return self._base[name]
 
     def inputs(self, name: str, train: np.ndarray) -> Assembled:
@@ -268,7 +283,8 @@ class CrossFitter:
         for n in names:
             s = np.where(train, self.oof(n, train), self.fit_scores(n, train))
             scores[n] = {self.ids[i]: float(s[i]) for i in np.flatnonzero(np.isfinite(s))}
-        return assemble(spec, self.cohort, scores)
+        return imputed.with_auxiliary(spec, self.cohort.frame, assemble(spec, self.cohort, scores),
+                                      str(self.cohort.file))
 
     def fold_inputs(self, name: str, k: int) -> ModelData:
         """The inputs of a nested model's outer fold ``k`` (see the module notes)."""
@@ -285,28 +301,41 @@ class CrossFitter:
 
     def fit_scores(self, name: str, train: np.ndarray) -> np.ndarray:
         """Scores of ``name`` fitted on ``train`` for the labelled training patients outside it (NaN elsewhere)."""
-        key = self._subset(self._key_set(name, train))
+        return self._fit_batch(name, [train])[0]
+
+    def _fit_batch(self, name: str, trains: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """:meth:`fit_scores` of each training set; the fits not cached are independent and run together
+        (``fit_many``: on the fit stage's engine), then are scored and cached in the order of ``trains``."""
         identity = self.identity(name)
-        out = np.full(len(self.ids), np.nan)
-        hit = self.cache.get(name, identity, key)
-        if hit is None:
-            assembled = self.inputs(name, train)
-            target, has = self._target(name)
-            tr = np.flatnonzero(train & assembled.available & has)
-            te = np.flatnonzero(self.training & ~train & assembled.available)
-            learner = self.train(self.specs[name], assembled.data.take(tr), target[tr],
-                                 f"nested fit on {len(tr)} training patients")
+        outs = [np.full(len(self.ids), np.nan) for _ in trains]
+        todo: list[tuple[int, str, Assembled, np.ndarray, np.ndarray]] = []
+        target, has = self._target(name)
+        for i, train in enumerate(trains):
+            key = self._subset(self._key_set(name, train))
+            hit = self.cache.get(name, identity, key)
+            if hit is None:
+                assembled = self.inputs(name, train)
+                tr = np.flatnonzero(train & assembled.available & has)
+                te = np.flatnonzero(self.training & ~train & assembled.available)
+                todo.append((i, key, assembled, tr, te))
+                continue
+            for j, pid in enumerate(self.ids):
+                v = hit.get(pid)
+                if v is not None:
+                    outs[i][j] = v
+        learners = self.fit_many(self.specs[name], [(f"nested fit on {len(tr)} training patients", tr, a.data)
+                                                    for _, _, a, tr, _ in todo], target) if todo else []
+        for (i, key, assembled, _, te), learner in zip(todo, learners):
             self.fits += 1
             if len(te):
-                out[te] = learner.predict_score(assembled.data.take(te))
-            hit = {self.ids[i]: float(out[i]) for i in te}
-            self.cache.put(name, identity, key, hit)
-            return out
-        for i, pid in enumerate(self.ids):
-            v = hit.get(pid)
-            if v is not None:
-                out[i] = v
-        return out
+                outs[i][te] = learner.predict_score(assembled.data.take(te))
+            self.cache.put(name, identity, key, {self.ids[j]: float(outs[i][j]) for j in te})
+        return outs
+
+    def _fit_each(self, spec: Model, jobs: Sequence[tuple[str, np.ndarray, ModelData]],
+                  target: np.ndarray) -> list[Learner]:
+        """The default ``fit_many``: one fit after the other, in this process."""
+        return [self.train(spec, data.take(rows), target[rows], step) for step, rows, data in jobs]
 
     def oof(self, name: str, train: np.ndarray) -> np.ndarray:
         """Out-of-fold scores of ``name`` for the patients of ``train``, by folds of ``train`` (NaN elsewhere)."""
@@ -315,21 +344,20 @@ class CrossFitter:
         out = np.full(len(self.ids), np.nan)
         folds = range(int(fold.max()) + 1)
         if not input_models(spec) or is_nested(spec):
-            for j in folds:
-                s = self.fit_scores(name, train & (fold != j))
+            for j, s in zip(folds, self._fit_batch(name, [train & (fold != j) for j in folds])):
                 sel = train & (fold == j)
                 out[sel] = s[sel]
             return out
         # soft voting, or nested = false: one set of input scores for every fold
         assembled = self.inputs(name, train)
         target, has = self._target(name)
-        for j in folds:
-            tr = np.flatnonzero(train & (fold != j) & assembled.available & has)
-            te = np.flatnonzero(train & (fold == j) & assembled.available)
-            if len(te):
-                learner = self.train(spec, assembled.data.take(tr), target[tr], f"inner fold {j}")
-                self.fits += 1
-                out[te] = learner.predict_score(assembled.data.take(te))
+        parts = [(np.flatnonzero(train & (fold != j) & assembled.available & has),
+                  np.flatnonzero(train & (fold == j) & assembled.available)) for j in folds]
+        parts = [(j, tr, te) for j, (tr, te) in zip(folds, parts) if len(te)]
+        learners = self.fit_many(spec, [(f"inner fold {j}", tr, assembled.data) for j, tr, _ in parts], target)
+        for (_, _, te), learner in zip(parts, learners):
+            self.fits += 1
+            out[te] = learner.predict_score(assembled.data.take(te))
         return out
 
     def record(self, name: str, k: int, te: np.ndarray, scores: np.ndarray) -> None:

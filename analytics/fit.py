@@ -76,7 +76,8 @@ from analytics.fit_results import jsonable as _jsonable
 from analytics.fit_results import oof_auc as _oof_auc
 from analytics.fit_results import oof_c as _oof_c
 from analytics.fit_results import split_counts as _counts
-from analytics.models import fusion, harmonize, registry, tuning
+from analytics.impute.from_file import with_imputations
+from analytics.models import fusion, harmonize, imputed, registry, tuning
 from analytics.models.artifacts import FitRecord, ml_regression_reason
 from analytics.models.coefficients import regression_tables
 from analytics.models.data import (
@@ -137,6 +138,9 @@ class ModelFit:
     risk_grid: pl.DataFrame | None = None  # survival models: model, patient_id, time, risk (integrated Brier)
     training: np.ndarray | None = None  # positions of the training patients the final model was fitted on
     fits: int = 0  # estimators fitted, inner tuning fits included
+    # [imputation] method = "mice": each predicted patient's score (and survival risks) on each completion
+    imputed_predictions: pl.DataFrame | None = None
+    imputed_horizon_risks: pl.DataFrame | None = None
 
 
 def _attention_rows(data: Any, index: np.ndarray, weights: list[np.ndarray], split: np.ndarray,
@@ -234,6 +238,7 @@ def fit_model(
         jobs.append((f"outer fold {k}", tr, rows))
         tests.append((k, te, rows))
     jobs.append(("final refit", np.flatnonzero(use), data))
+    per_imp = imputed.PerImputation(len(ids))  # [imputation] method = "mice": scores per completion
     engine = engine or Engine()
     fitted = engine.fits(spec, jobs, y, seed, make, engine.parallel(spec, int(use.sum())))
     fits = 0
@@ -241,9 +246,9 @@ def fit_model(
         learner = next(fitted)
         fits += int(getattr(learner, "n_fits_", 1))
         fold_chosen.append({"fold": k, **learner.chosen})
-        scores[te] = learner.predict_score(rows.take(te))
+        scores[te] = per_imp.score(learner, rows.take(te), te)
         if risk is not None and hasattr(learner, "risk_at"):  # soft voting averages risks: no absolute risk
-            risk[te] = learner.risk_at(rows.take(te), at)
+            risk[te] = per_imp.risk(learner, rows.take(te), te, at, len(horizons))
         if on_fold is not None:
             on_fold(k, te, scores[te])
         if is_mil:
@@ -251,15 +256,17 @@ def fit_model(
     final = next(fitted)
     fits += int(getattr(final, "n_fits_", 1))
     held = np.flatnonzero(available & ~is_train)
+    # [imputation] validation_imputation = "with_outcome": each held-out split completed by chains of its own
+    imputed.complete_held_out(final, data, held, split, labels)
     if len(held):
-        scores[held] = final.predict_score(data.take(held))
+        scores[held] = per_imp.score(final, data.take(held), held)
         if is_mil:
             attention += _attention_rows(data, held, final.attention(data.take(held)), split, None)
     keep = np.flatnonzero(use | (available & ~is_train))
     horizon_risks = risk_grid = None
     if risk is not None and hasattr(final, "risk_at"):
         if len(held):
-            risk[held] = final.risk_at(data.take(held), at)
+            risk[held] = per_imp.risk(final, data.take(held), held, at, len(horizons))
         horizon_risks = _horizon_frame(spec.name, ids, keep, risk[:, :len(horizons)], horizons)
         if grid:
             risk_grid = _horizon_frame(spec.name, ids, keep, risk[:, len(horizons):], grid).rename({"horizon": "time"})
@@ -271,9 +278,12 @@ def fit_model(
         "fold": [int(fold[i]) if is_train[i] else None for i in keep],
     }, schema=PREDICTION_SCHEMA)
     unlabelled = [p for p, t, lab in zip(ids, is_train, labelled) if t and not lab]
+    imp_predictions, imp_risks = per_imp.frames(spec.name, ids, split,
+                                                [int(fold[i]) if is_train[i] else None for i in range(len(ids))],
+                                                keep, horizons)
     return ModelFit(predictions, final, fold_chosen,
                     pl.concat(attention) if attention else None, inputs.missing, unlabelled, horizon_risks, risk_grid,
-                    np.flatnonzero(use), fits)
+                    np.flatnonzero(use), fits, imp_predictions, imp_risks)
 
 
 def _horizon_frame(name: str, ids: list[str], keep: np.ndarray, risk: np.ndarray,
@@ -386,6 +396,8 @@ def _fit_one(study: StudyConfig, spec: Model, cohort: Cohort, plan: OuterFolds, 
         key_inputs["[levels]"] = json.dumps(ordered, sort_keys=True)
     if spec.references:  # [variables] reference levels change a regression's treatment coding
         key_inputs["[references]"] = json.dumps(spec.references, sort_keys=True)
+    if (imputation_key := imputed.key(spec)) is not None:  # changed [imputation] settings refit the model
+        key_inputs["[imputation]"] = imputation_key
     key = fit_key(spec, cohort_hash, plan, seed, key_inputs)
     folder = study.models_dir / spec.name
     labels = dict(zip(cohort.patient_ids, _labels(cohort).tolist()))
@@ -406,6 +418,8 @@ def _fit_one(study: StudyConfig, spec: Model, cohort: Cohort, plan: OuterFolds, 
                                  or COEFFICIENTS in (files or {}))
     # a cox model saved before its proportional-hazards check was: refitted, so the report reads it
     lr_current = lr_current and (manifest is None or spec.traits.regression != "cox" or ZPH in (files or {}))
+    # a model imputed by chained equations has no single training fit: its pooled tables come with the model
+    lr_current = lr_current or (manifest is not None and manifest.imputation is not None)
     # internal validation ([validation] internal, B, repeats): a model saved with other settings is refitted (its
     # cached replicates are kept, analytics.internal_fit)
     resampling = internal_fit.resampling_of(study)
@@ -423,6 +437,8 @@ def _fit_one(study: StudyConfig, spec: Model, cohort: Cohort, plan: OuterFolds, 
                            manifest.optimistic_reason, manifest.oof_c, (manifest.tuning or {}).get("fits"))
 
     assembled = assemble(spec, cohort, fusion.training_scores(inputs, predictions))
+    # [imputation] auxiliary: cohort columns the chains read and no model does
+    assembled = imputed.with_auxiliary(spec, cohort.frame, assembled, str(cohort.file))
     nesting, fold_data, on_fold = None, None, None
     if crossfit is not None:
         nesting, fold_data = _nested_inputs(spec, crossfit, plan.k, progress)
@@ -474,6 +490,7 @@ def _fit_one(study: StudyConfig, spec: Model, cohort: Cohort, plan: OuterFolds, 
         "device": getattr(getattr(result.learner, "classifier_", None), "device_", None),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "free_parameters": free,
         "internal": internal, "regression": None if tables is None else tables.record(),
+        "imputation": imputed.record(spec, result.learner),
     }))
     # a harmonised model: its ComBat fit, new centres and PCA before / after, for the report
     harmonization = harmonize.record_fit(result.learner, assembled.data, frame) if spec.harmonize == "combat" else None
@@ -481,7 +498,8 @@ def _fit_one(study: StudyConfig, spec: Model, cohort: Cohort, plan: OuterFolds, 
                harmonization=harmonization, store_path=study.store_path, fitted=fitted,
                tables=None if tables is None else tables.files(),
                zph=None if result.training is None else ph_check(result.learner, assembled.data.take(result.training),
-                                                                 targets[result.training]))
+                                                                 targets[result.training]),
+               imputed=(result.imputed_predictions, result.imputed_horizon_risks))
     write_predictions(study.store_path, spec.name, frame)
     predictions[spec.name], hashes[spec.name] = frame, digest
     log.info("model %s (%s): fitted; %s; OOF AUC %s", spec.name, spec.kind, _counts(frame), oof_auc)
@@ -527,11 +545,12 @@ def fit(study: StudyConfig, models: list[str] | None = None, progress: bool = Tr
         if not specs:
             return FitResult(study.cohort.name if study.cohort else "-", {}, 0, study.study.seed, [], study.models_dir)
         features, bags = required_inputs(specs)
-        cohort = load_cohort(study, features=features, bags=bags, on_missing="keep")
+        # [imputation] from: the cohort once per imputation made elsewhere (its completions feed every model)
+        cohort = with_imputations(study, load_cohort(study, features=features, bags=bags, on_missing="keep"))
         if study.validation.internal_external:  # fewer than two development centres: refused before any fit
             from analytics.iecv import check_iecv
 
-            check_iecv(study, cohort, specs)
+            developed = check_iecv(study, cohort, specs)  # assembled once: the IECV fits below reuse it
         # files that failed their check (the store logged each one when the cohort was loaded)
         used_sets = {feature_key(r)[0] for r in features} | set(bags)
         left_out = tuple(str(p) for p in cohort.left_out if p.feature_set in used_sets)
@@ -546,6 +565,7 @@ def fit(study: StudyConfig, models: list[str] | None = None, progress: bool = Tr
         # training patients (stratified on the label), survival models' those with follow-up (on the event)
         plans: dict[str, OuterFolds] = {}
         crossfits: dict[str, CrossFitter] = {}
+        engine = Engine(study.compute.n_jobs, ray)  # opens nothing until a model's fits need workers
         for endpoint in dict.fromkeys([study.study.endpoint, *endpoints.values()]):
             labels = _strata(cohort, endpoint)
             train = (cohort.split == "train") & np.isfinite(labels)
@@ -557,9 +577,9 @@ def fit(study: StudyConfig, models: list[str] | None = None, progress: bool = Tr
                 lambda spec, data, y, step: train_learner(spec, data, y, seed, registry.build_learner, step),
                 cache, {"seed": seed, "folds": folds, "versions": versions, "inner_folds": tuning.FOLDS_VERSION},
                 survival=_survival(cohort), endpoints=endpoints,
+                fit_many=lambda spec, jobs, y: engine.fit_all(spec, jobs, y, seed, registry.build_learner),
             )
         plan = plans[study.study.endpoint]
-        engine = Engine(study.compute.n_jobs, ray)
         try:
             reports = [
                 _fit_one(study, spec, cohort, plans[endpoints[spec.name]], predictions, hashes, progress,
@@ -575,7 +595,7 @@ def fit(study: StudyConfig, models: list[str] | None = None, progress: bool = Tr
         if study.validation.internal_external:  # each development centre left out in turn (analytics.iecv)
             from analytics.iecv import run_iecv
 
-            run_iecv(study, cohort, specs, train_learner, progress=progress)
+            run_iecv(study, cohort, specs, ray=ray, developed=developed)
         return FitResult(cohort.name, counts, plan.k, study.study.seed, reports, study.models_dir, left_out)
 
 

@@ -1,6 +1,7 @@
 """Where ``cohortlab fit`` runs a model's fits: in this process, on local worker processes or as Ray tasks.
 
-A model's outer-fold fits and its final refit are independent of one another. :class:`Engine` runs them
+A model's outer-fold fits and its final refit are independent of one another, and so are the fits of an input
+model on the folds of nested cross-fitting (:meth:`Engine.fit_all`). :class:`Engine` runs them
 here, on ``[compute] n_jobs`` local processes (joblib's loky) or as Ray tasks (``[compute] ray`` / ``--ray``),
 each fit with one BLAS thread (and XGBoost's one thread, :class:`analytics.models.classical.EarlyStoppedXGB`),
 and yields the fitted learners in the order asked: the predictions, and the saved model, are the same bytes
@@ -116,6 +117,13 @@ class Engine:
                 done[order[received]] = next(results)
                 received += 1
             yield done.pop(i)
+
+    def fit_all(self, spec: Model, jobs: Sequence[tuple[str, np.ndarray, ModelData]], y: np.ndarray, seed: int,
+                make: Callable[[Model, int], Learner]) -> list[Learner]:
+        """Every learner of ``jobs`` (as :meth:`fits`), on workers when the largest fit is large enough
+        (:meth:`parallel`): the cross-fitting of second-stage models' inputs (:mod:`analytics.crossfit`)."""
+        rows = max((len(r) for _, r, _ in jobs), default=0)
+        return list(self.fits(spec, jobs, y, seed, make, len(jobs) > 1 and self.parallel(spec, rows)))
 
     def _on_ray(self, args: Sequence[tuple[Any, ...]]) -> list[Learner]:
         from pipeline.ray_runner import connected  # the embedding stage's Ray session; loaded only for Ray

@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -204,7 +205,8 @@ def fresh_learner(task: Task, b: int) -> Learner:
         return task.make(task.spec, learner_seed(task.plan.seed, b))
     from analytics.models import registry
 
-    return registry.build_learner(task.spec, learner_seed(task.plan.seed, b))
+    # a replicate refits the whole procedure; with [imputation] method = "mice" it imputes m_boot times
+    return registry.build_learner(task.spec, learner_seed(task.plan.seed, b), replicate=True)
 
 
 def fit_replicate(task: Task, b: int, learner: Learner | None = None) -> Replicate:
@@ -422,9 +424,15 @@ def for_model(spec: Model, data: ModelData, targets: np.ndarray, training: np.nd
         except ValueError as exc:  # too few patients of a class for the folds: one line naming the model
             raise InternalFitError(f"model {spec.name}: [validation] internal = 'ncv': {exc}") from None
     taken = data.take(rows)
+    t0 = time.perf_counter()
     record = run_replicates(spec, taken, y, plan, fit_key=fit_key, models_dir=models_dir, horizons=horizons,
                             n_jobs=n_jobs, ray=ray, progress=progress,
                             input_scores=SECOND_STAGE_NOTE if second_stage else None)
+    if spec.imputation is not None and getattr(final, "imputations_", None) is not None:
+        # the cost of imputing inside every replicate (bootstrap, then impute: Wahl et al. 2016)
+        record["imputation"] = {"m_boot": spec.imputation.m_boot,
+                                "imputations": int(record.get("done", 0)) * spec.imputation.m_boot,
+                                "seconds": round(time.perf_counter() - t0, 3)}
     if final is not None:
         record["apparent"] = write_apparent(Path(models_dir) / record["folder"],
                                             apparent_of(final, taken, y, horizons))

@@ -11,7 +11,7 @@ import polars as pl
 from threadpoolctl import threadpool_limits
 
 from analytics.cohort import Cohort
-from analytics.models import fusion
+from analytics.models import fusion, imputed
 from analytics.models.data import Assembled, Columns, assemble, input_models
 from analytics.models.persist import FittedModel, load_model
 from analytics.outer_folds import FitError
@@ -51,6 +51,9 @@ def saved_scores(study: StudyConfig, name: str, cohort: Cohort, memo: dict[str, 
     spec = fitted.spec
     scores = {n: fusion.score_lookup(saved_scores(study, n, cohort, memo)) for n in input_models(spec)}
     assembled = assemble(spec, cohort, scores)
+    # a model imputed by chained equations reads its auxiliary columns too (when the cohort returns them)
+    aux = [c for c in imputed.auxiliary_of(fitted.learner) if c in cohort.frame.columns]
+    assembled = imputed.with_auxiliary(spec, cohort.frame, assembled, str(cohort.file), names=aux)
     check_columns(fitted, assembled)
     out = np.full(len(cohort), np.nan)
     if assembled.available.any():

@@ -46,6 +46,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import polars as pl
 
 from pipeline.config import SplitSection
@@ -81,21 +82,44 @@ def stratified_holdout(
     numpy.ndarray
         Boolean mask aligned with ``patient_ids``.
     """
-    ids = np.asarray(list(patient_ids), dtype=object)
-    keys = list(strata)
-    if len(keys) != len(ids):
-        raise SplitError(f"{len(ids)} patient ids but {len(keys)} strata values")
+    ids = _as_text(patient_ids)
+    codes, levels = _stratum_codes(strata)
+    if len(codes) != len(ids):
+        raise SplitError(f"{len(ids)} patient ids but {len(codes)} strata values")
     if not 0 <= fraction < 1:
         raise SplitError(f"internal_fraction must be in [0, 1), not {fraction}")
     out = np.zeros(len(ids), dtype=bool)
-    for level in sorted(set(keys), key=str):
-        members = np.array([i for i, k in enumerate(keys) if k == level], dtype=np.int64)
-        members = members[np.argsort(ids[members].astype(str), kind="stable")]
+    # patients by stratum, each stratum in patient-id order (two stable sorts: ties keep the input order)
+    order = np.argsort(ids, kind="stable")
+    order = order[np.argsort(codes[order], kind="stable")]
+    bounds = np.searchsorted(codes[order], np.arange(len(levels) + 1))
+    for code, level in enumerate(levels):
+        members = order[bounds[code]:bounds[code + 1]]
         k = int(np.floor(fraction * len(members) + 0.5))
         # each stratum draws from its own stream, so adding or removing a stratum moves no other draw
         rng = np.random.default_rng([seed, zlib.crc32(str(level).encode())])
         out[members[rng.permutation(len(members))[:k]]] = True
     return out
+
+
+def _as_text(values: Iterable[Any]) -> np.ndarray:
+    """``values`` as a numpy text array (one C-level conversion, no Python loop over a Series or an array)."""
+    if isinstance(values, pl.Series):
+        values = values.to_numpy()
+    elif not isinstance(values, np.ndarray):
+        values = np.asarray(list(values), dtype=object)
+    return np.asarray(values).astype(str)
+
+
+def _stratum_codes(strata: Iterable[Any]) -> tuple[np.ndarray, list[Any]]:
+    """A code (0..L-1) per patient and the L stratum values, equal values (``1 == 1.0``) one stratum and every
+    missing value (``None``, a null, NaN) the stratum ``None``; hashed in C (pandas.factorize)."""
+    if isinstance(strata, pl.Series):
+        values = np.asarray(strata.to_list(), dtype=object)  # nulls stay None (to_numpy would make them NaN)
+    else:
+        values = np.asarray(strata if isinstance(strata, np.ndarray) else list(strata), dtype=object)
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    return np.asarray(codes, dtype=np.int64), [None if pd.isna(u) else u for u in uniques]
 
 
 def _external_names(rule: SplitSection, centers: set[str], source: str) -> list[str]:
@@ -201,13 +225,12 @@ def assign_splits(
             "no development centre is left to train on"
         )
     dev = np.flatnonzero(~is_external)
-    labels = outcome_strata(frame).to_list()
     held = np.zeros(frame.height, dtype=bool)
     held[dev] = stratified_holdout(
-        frame["patient_id"].to_numpy()[dev], [labels[i] for i in dev], rule.internal_fraction, rule.seed
+        frame["patient_id"].gather(dev), outcome_strata(frame).gather(dev), rule.internal_fraction, rule.seed
     )
     values = np.where(is_external, "external", np.where(held, "internal", "train"))
-    split = pl.Series("split", values.tolist(), dtype=pl.String)
+    split = pl.Series("split", values, dtype=pl.String)
     expected = ["train"] + (["internal"] if rule.internal_fraction > 0 else []) + (["external"] if external else [])
     check_splits(frame["patient_id"], split, outcome_strata(frame), expected=expected, source=source)
     log.info("%s: %s", source, ", ".join(f"{s} {int((values == s).sum())}" for s in SPLITS))

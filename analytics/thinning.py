@@ -65,26 +65,35 @@ def _rdp(u: np.ndarray, v: np.ndarray, finite: np.ndarray, tolerance: float) -> 
         keep[np.clip(bad - 1, 0, n - 1)] = True
         keep[np.clip(bad + 1, 0, n - 1)] = True
     anchors = np.flatnonzero(keep)
-    stack = [(int(a), int(b)) for a, b in zip(anchors[:-1], anchors[1:]) if b - a > 1 and finite[a] and finite[b]]
-    while stack:
-        a, b = stack.pop()
-        du, dv = u[b] - u[a], v[b] - v[a]
-        pu, pv = u[a + 1:b] - u[a], v[a + 1:b] - v[a]
+    a, b = anchors[:-1], anchors[1:]
+    open_ = (b - a > 1) & finite[a] & finite[b]
+    a, b = a[open_], b[open_]
+    # every open segment of one depth of the recursion at once (the segments split do not depend on the order
+    # they are visited in, so this keeps what the one-segment-at-a-time recursion keeps, in a few array passes)
+    while a.size:
+        inner = b - a - 1
+        first = np.concatenate([[0], np.cumsum(inner)[:-1]])
+        seg = np.repeat(np.arange(a.size), inner)
+        idx = a[seg] + 1 + (np.arange(seg.size) - first[seg])
+        du, dv = (u[b] - u[a])[seg], (v[b] - v[a])[seg]
+        pu, pv = u[idx] - u[a][seg], v[idx] - v[a][seg]
         length2 = du * du + dv * dv
-        if length2 > 0:
-            # distance to the segment (not the infinite line): a curve that turns back is kept where it turns
+        flat = length2 == 0
+        # distance to the segment (not the infinite line): a curve that turns back is kept where it turns
+        with np.errstate(divide="ignore", invalid="ignore"):
             t = np.clip((pu * du + pv * dv) / length2, 0.0, 1.0)
-            dist = np.hypot(pu - t * du, pv - t * dv)
-        else:
-            dist = np.hypot(pu, pv)
-        i = int(np.argmax(dist))
-        if dist[i] > tolerance:
-            m = a + 1 + i
-            keep[m] = True
-            if m - a > 1:
-                stack.append((a, m))
-            if b - m > 1:
-                stack.append((m, b))
+        t[flat] = 0.0
+        dist = np.hypot(pu - t * du, pv - t * dv)
+        peak = np.maximum.reduceat(dist, first)
+        # the first vertex at each segment's largest distance (np.argmax's choice)
+        at_peak = np.flatnonzero(dist == peak[seg])
+        _, where = np.unique(seg[at_peak], return_index=True)
+        split = peak > tolerance
+        m = idx[at_peak[where]][split]
+        keep[m] = True
+        a, b = a[split], b[split]
+        left, right = m - a > 1, b - m > 1
+        a, b = np.concatenate([a[left], m[right]]), np.concatenate([m[left], b[right]])
     return keep
 
 

@@ -26,6 +26,10 @@ and under the null the percentage excluding 0.5 (target <= 6%); writes reports/b
 
 Run from the repository root:  python bench/coverage.py            (>= 200 replications per setting)
 Smoke run:                     python bench/coverage.py --reps 10 --B 20
+More null replications:        nice -n 19 python bench/coverage.py --null-only --first-rep 200 --reps 1000 \
+                                   --out reports/bench/coverage_null.csv
+Pooled with the first 200:     python bench/coverage.py --summarise reports/bench/coverage.jsonl \
+                                   reports/bench/coverage_null.jsonl
 
 Missing-data scenario (issue 27, item 7; ``--missing``): a known logistic model
 ``logit P(y) = -1 + 0.7 x1 + 0.5 x2 - 0.5 x3`` (x1, x2 standard normal with correlation 0.5, x3 Bernoulli 0.4)
@@ -211,7 +215,10 @@ def summarise(rows: list[dict], order: list[str]) -> pl.DataFrame:
             line[f"{key}_cover%"] = round(100 * float(np.mean((lo <= tr) & (tr <= hi))), 1)
             line[f"{key}_width"] = round(float(np.mean(hi - lo)), 3)
             if null and key != "ncvB":
-                line[f"{key}_excl0.5%"] = round(100 * float(np.mean((lo > 0.5) | (hi < 0.5))), 1)
+                share = float(np.mean((lo > 0.5) | (hi < 0.5)))
+                line[f"{key}_excl0.5%"] = round(100 * share, 1)
+                # Monte-Carlo SE of a proportion (Morris, White & Crowther 2019): is a miss noise or bias?
+                line[f"{key}_excl_mcse%"] = round(100 * float(np.sqrt(share * (1 - share) / max(d.height, 1))), 1)
         lines.append(line)
     return pl.DataFrame(lines)
 
@@ -373,7 +380,11 @@ def main() -> None:
     ap.add_argument("--fresh", type=int, default=100_000)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "bench" / "coverage.csv")
-    ap.add_argument("--summarise", type=Path, help="only summarise a coverage.jsonl (e.g. of a run cut short)")
+    ap.add_argument("--null-only", action="store_true", help="only the null settings (their exclusion of 0.5)")
+    ap.add_argument("--first-rep", type=int, default=0,
+                    help="number of the first replication (each is seeded by setting and number: a later run with "
+                         "--first-rep 200 adds replications 200.. to a run of 200, and --summarise pools them)")
+    ap.add_argument("--summarise", type=Path, nargs="+", help="only summarise a coverage.jsonl (e.g. of a run cut short)")
     ap.add_argument("--missing", action="store_true", help="the missing-data scenario (issue 27) instead")
     ap.add_argument("--sims", type=int, help="simulations of the missing-data scenario (default 1,000)")
     ap.add_argument("--quick", action="store_true", help="100 simulations of the missing-data scenario")
@@ -385,16 +396,21 @@ def main() -> None:
         missing_main(args)
         return
     if args.summarise:
-        done = [json.loads(line) for line in args.summarise.read_text().splitlines() if line.strip()]
+        done = [json.loads(line) for path in args.summarise for line in path.read_text().splitlines() if line.strip()]
+        seen = {(r["setting"], r["rep"]) for r in done}
+        if len(seen) < len(done):
+            sys.exit("--summarise: a replication appears twice (overlapping --first-rep ranges)")
         order = list(dict.fromkeys(s["name"] for s in settings(args.n, args.rates)))
         with pl.Config(tbl_rows=100, tbl_cols=30, tbl_width_chars=250):
             print(summarise(done, [o for o in order if any(r["setting"] == o for r in done)]))
         return
     start = time.perf_counter()
-    grid = settings(args.n, args.rates)
+    grid = settings(args.n, args.rates)  # ids (seeds) from the whole grid, so a --null-only run pools with a full one
+    if args.null_only:
+        grid = [s for s in grid if s["null"]]
     rows = []
     jobs = Parallel(n_jobs=args.jobs, return_as="generator_unordered")(
-        delayed(one)(s, r, args.B, args.fresh, args.ncv_k, args.ncv_repeats) for r in range(args.reps) for s in grid)  # settings interleaved
+        delayed(one)(s, r, args.B, args.fresh, args.ncv_k, args.ncv_repeats) for r in range(args.first_rep, args.first_rep + args.reps) for s in grid)  # settings interleaved
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out.with_suffix(".jsonl"), "w") as raw:  # per replication, as they finish
         for row in jobs:

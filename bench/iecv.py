@@ -2,7 +2,7 @@
 meta-analysis of its performance, against the same analysis in R (glm + pROC + metafor).
 
 Builds a throw-away study (4 development centres of 750 patients, one logistic model with
-``penalty = "none"``), then times, in this process with imports and the study's setup excluded (best of 3):
+``penalty = "none"``), then times, in this process with imports and the study's setup excluded (best of 5):
 
 * cohortlab: :func:`analytics.iecv.iecv_model` (4 fits of the model's whole procedure, each on the other
   centres' patients, scoring the left-out one; files written as in ``cohortlab fit``) and
@@ -11,15 +11,22 @@ Builds a throw-away study (4 development centres of 750 patients, one logistic m
 * R: ``bench/iecv_reference.R`` (glm per left-out centre, pROC, glm calibration, metafor ``rma`` and
   ``predict``), timed inside R the same way.
 
-Prints the times, their ratio (goal: cohortlab not slower than R) and the largest difference between the
-pooled estimates, CIs, tau² and prediction intervals of the two; writes ``reports/bench/iecv.json``.
+Each time is given as elapsed (wall) and CPU seconds: on a loaded machine the CPU seconds are the fairer
+comparison. Prints the times, their ratios (goal: cohortlab not slower than R) and the largest difference
+between the pooled estimates, CIs, tau² and prediction intervals of the two; writes ``reports/bench/iecv.json``.
 
-Run from the repository root:  python bench/iecv.py
+``--against DIR`` also times the cohortlab code of another checkout (e.g. the previous commit's worktree) in the
+same run, the two measured in turns, so a change's effect is read side by side on the same machine load.
+
+Run from the repository root:  python bench/iecv.py [--against DIR]
 """
 
 from __future__ import annotations
 
+import argparse
+import inspect
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -28,24 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import polars as pl
-
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from study_builders import build_study, study_toml  # noqa: E402
-
-from analytics.cohort import load_cohort  # noqa: E402
-from analytics.fit import fit, train_learner  # noqa: E402
-from analytics.iecv import iecv_model  # noqa: E402
-from analytics.iecv_files import IECV_FOLDER  # noqa: E402
-from analytics.validation.multicentre import study_multicentre  # noqa: E402
-from analytics.validation.stage import outcome_columns  # noqa: E402
-from pipeline import store  # noqa: E402
-
-CENTRES, PER_CENTRE, REPEAT = ("A", "B", "C", "D"), 750, 3
+CENTRES, PER_CENTRE, REPEAT = ("A", "B", "C", "D"), 750, 5
 MODELS = """[[models]]
 name = "glm"
 kind = "logistic"
@@ -60,7 +51,10 @@ n_jobs = 1
 """
 
 
-def patients() -> pl.DataFrame:
+def patients():  # type: ignore[no-untyped-def]
+    import numpy as np
+    import polars as pl
+
     rng = np.random.default_rng(29)
     frames = []
     for k, center in enumerate(CENTRES):
@@ -73,7 +67,19 @@ def patients() -> pl.DataFrame:
     return pl.concat(frames)
 
 
-def cohortlab_run(root: Path) -> tuple[float, dict[str, dict[str, float]]]:
+def cohortlab_run(root: Path, repeat: int = REPEAT) -> dict:
+    """Time IECV + meta-analysis with the cohortlab code first on ``sys.path``: best wall and CPU seconds of
+    ``repeat`` runs, and the pooled results."""
+    from study_builders import build_study, study_toml
+
+    from analytics.cohort import load_cohort
+    from analytics.fit import fit, train_learner
+    from analytics.iecv import iecv_model
+    from analytics.iecv_files import IECV_FOLDER
+    from analytics.validation.multicentre import study_multicentre
+    from analytics.validation.stage import outcome_columns
+    from pipeline import store
+
     split = 'external_centers = []\ninternal_fraction = 0\nseed = 1'
     root.mkdir(parents=True)
     study = build_study(root, patients(), "c.label, c.age, c.marker", study_toml("iecv_bench", 1, MODELS, split=split))
@@ -86,17 +92,31 @@ def cohortlab_run(root: Path) -> tuple[float, dict[str, dict[str, float]]]:
     finally:
         con.close()
     outcomes = cohort.frame.select(outcome_columns(study, cohort.frame.columns)).rename({"split": "cohort_split"})
-    best = float("inf")
+    # an earlier cohortlab took the fitting function as its fourth argument
+    legacy = "fit_learner" in inspect.signature(iecv_model).parameters
+    wall = cpu = float("inf")
     result = None
-    for _ in range(REPEAT):
+    for _ in range(repeat):
         shutil.rmtree(study.models_dir / IECV_FOLDER, ignore_errors=True)
-        t0 = time.perf_counter()
-        iecv_model(study, spec, cohort, train_learner, n_jobs=1)
+        t0, c0 = time.perf_counter(), time.process_time()
+        if legacy:
+            iecv_model(study, spec, cohort, train_learner, n_jobs=1)
+        else:
+            iecv_model(study, spec, cohort, n_jobs=1)
         result, _ = study_multicentre(study, preds, outcomes, ["glm"])
-        best = min(best, time.perf_counter() - t0)
+        wall, cpu = min(wall, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
     assert result is not None
-    pooled = {p.measure: p.result for p in result["glm/iecv"].pooled}
-    return best, pooled
+    return {"seconds": wall, "cpu_seconds": cpu, "pooled": {p.measure: p.result for p in result["glm/iecv"].pooled}}
+
+
+def _child(code: Path, root: Path, repeat: int) -> dict:
+    """:func:`cohortlab_run` in a fresh process with ``code``'s packages first on its path."""
+    env = {**os.environ, "PYTHONPATH": f"{code}{os.pathsep}{code / 'tests'}"}
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(root), "--repeat", str(repeat)],
+                          cwd=code, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def r_run(csv: Path) -> dict | None:
@@ -112,30 +132,59 @@ def r_run(csv: Path) -> dict | None:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--against", type=Path, help="another checkout whose cohortlab is timed in the same run")
+    ap.add_argument("--rounds", type=int, default=2, help="turns of each code (with --against)")
+    ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--repeat", type=int, default=REPEAT, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child is not None:  # one timing with the code of PYTHONPATH, as JSON on stdout
+        print(json.dumps(cohortlab_run(args.child, args.repeat), default=float))
+        return
+    import numpy as np
+
+    out: dict = {"patients": len(CENTRES) * PER_CENTRE, "centres": len(CENTRES),
+                 "machine": platform.processor() or platform.machine(), "python": platform.python_version()}
+    codes = {"cohortlab": ROOT, **({"baseline": args.against.resolve()} if args.against else {})}
+    runs: dict[str, list[dict]] = {k: [] for k in codes}
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        seconds, ours = cohortlab_run(root / "study")
-        csv = root / "patients.csv"
+        for i in range(args.rounds if args.against else 1):
+            for label, code in codes.items():  # in turns: both see the same machine load
+                runs[label].append(_child(code, Path(tmp) / f"{label}-{i}", REPEAT))
+        csv = Path(tmp) / "patients.csv"
+        sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
         patients().write_csv(csv)
         ref = r_run(csv)
-    out: dict = {"patients": len(CENTRES) * PER_CENTRE, "centres": len(CENTRES), "cohortlab_s": seconds,
-                 "machine": platform.processor() or platform.machine(), "python": platform.python_version()}
-    print(f"cohortlab IECV + meta-analysis, {out['patients']} patients, {len(CENTRES)} centres: {seconds:.3f} s "
-          f"(best of {REPEAT})")
+    for label, rs in runs.items():
+        out[f"{label}_s"] = min(r["seconds"] for r in rs)
+        out[f"{label}_cpu_s"] = min(r["cpu_seconds"] for r in rs)
+        print(f"{label} IECV + meta-analysis, {out['patients']} patients, {len(CENTRES)} centres: "
+              f"{out[f'{label}_s']:.3f} s elapsed, {out[f'{label}_cpu_s']:.3f} s CPU (best of {REPEAT} x {len(rs)})")
+    if "baseline" in runs:
+        out["speed_up"] = out["baseline_s"] / out["cohortlab_s"]
+        out["speed_up_cpu"] = out["baseline_cpu_s"] / out["cohortlab_cpu_s"]
+        print(f"baseline / cohortlab: {out['speed_up']:.2f} elapsed, {out['speed_up_cpu']:.2f} CPU")
     if ref is not None:
+        ours = runs["cohortlab"][0]["pooled"]
         names = {"auc": "auc", "citl": "calibration_in_the_large", "slope": "calibration_recalibration_slope",
                  "oe": "oe_ratio"}
         worst = 0.0
         for r_name, ours_name in names.items():
             r, o = ref["pooled"][r_name], ours[ours_name]
-            mine = {"mu": o["mu"], "tau2": o["tau2"], "ci_lb": _scaled(o, "low"), "ci_ub": _scaled(o, "high"),
-                    "pi_lb": _scaled(o, "pi_low"), "pi_ub": _scaled(o, "pi_high")}
+            mine = {"mu": o["mu"], "tau2": o["tau2"], "ci_lb": _scaled(o, "low", np), "ci_ub": _scaled(o, "high", np),
+                    "pi_lb": _scaled(o, "pi_low", np), "pi_ub": _scaled(o, "pi_high", np)}
             for key in mine:
                 worst = max(worst, abs(mine[key] - r[key]))
-        out.update(r_s=ref["seconds"], ratio=seconds / ref["seconds"], max_abs_difference=worst,
+        out.update(r_s=ref["seconds"], r_cpu_s=ref.get("cpu_seconds"), max_abs_difference=worst,
                    versions=ref["versions"])
-        print(f"R (glm + pROC + metafor): {ref['seconds']:.3f} s; cohortlab / R = {out['ratio']:.2f} "
-              f"(goal: at most 1)")
+        for label in runs:
+            out[f"{label}_ratio"] = out[f"{label}_s"] / ref["seconds"]
+            if ref.get("cpu_seconds"):
+                out[f"{label}_ratio_cpu"] = out[f"{label}_cpu_s"] / ref["cpu_seconds"]
+        print(f"R (glm + pROC + metafor): {ref['seconds']:.3f} s elapsed, {ref.get('cpu_seconds', float('nan')):.3f} s "
+              "CPU; " + "; ".join(f"{label} / R = {out[f'{label}_ratio']:.2f} elapsed, "
+                                  f"{out.get(f'{label}_ratio_cpu', float('nan')):.2f} CPU" for label in runs)
+              + " (goal: at most 1)")
         print(f"largest difference from R in the pooled estimates, tau² and prediction intervals: {worst:.2e}")
     else:
         print("R reference: not measured (no Rscript, or the script failed)")
@@ -144,7 +193,7 @@ def main() -> None:
     (dest / "iecv.json").write_text(json.dumps(out, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _scaled(o: dict, key: str) -> float:
+def _scaled(o: dict, key: str, np) -> float:  # type: ignore[no-untyped-def]
     """A back-transformed bound of ``o`` on its pooling scale again (logit for AUC, log for O:E)."""
     x = float(o[key])
     if o["scale"] == "logit":

@@ -14,7 +14,8 @@ three) at 1k, 4k and 10k patients, with two more rounds:
   the report is rendered again).
 
 For each size it prints each stage's wall seconds, CPU seconds and peak resident memory (the stage's own
-high-water mark: ``VmHWM`` reset before each stage; worker processes are counted in CPU, not in memory),
+high-water mark: ``VmHWM`` reset before each stage; worker processes, joblib's live ones included, are counted
+in CPU (:mod:`cputime`), not in memory),
 then the log-log slope of each stage's time over the sizes, and, when ``Rscript`` is on the PATH, the ratio
 of the run's wall time to ``bench/run_scale_reference.R`` (one glm, pROC DeLong and 2,000 stratified
 bootstrap resamples, ``rms::val.prob``) on the same patients at ``--r-size`` (200k). The goals (2 cores):
@@ -55,6 +56,9 @@ import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from cputime import cpu_seconds  # noqa: E402
 
 from analytics import stages  # noqa: E402
 from pipeline import store  # noqa: E402
@@ -171,9 +175,8 @@ def write_study(root: Path, n: int, models: str = MODELS) -> StudyConfig:
 
 
 def _cpu() -> float:
-    """CPU seconds of this process and its finished children (the machine may be shared: wall time varies)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    """CPU seconds of this process and its workers (:func:`cputime.cpu_seconds`)."""
+    return cpu_seconds()
 
 
 _HWM = re.compile(r"^VmHWM:\s+(\d+) kB", re.M)

@@ -5,7 +5,8 @@
 >>> study.ingest(); study.embed(); study.fit()           # doctest: +SKIP
 >>> cohort = study.cohort()                              # analytics.cohort.Cohort
 >>> v = study.validation()                               # analytics.validation.Validation
->>> v.summary                                            # model, split, measure, estimate, low, high, method
+>>> v.summary                                            # model, split, measure, estimate, low, high, method, ...
+>>> v.summary.filter(pl.col("m").is_not_null())          # pooled over imputations: m, fmi
 >>> v.print_summary(); v.compare("fusion", "clinical")   # doctest: +SKIP
 
 Every error a user can act on is a :class:`CohortlabError`. Names load on first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analytics.models.persist import PersistError
@@ -31,7 +32,9 @@ class Model:
         from analytics.models.artifacts import FitRecord
         from analytics.models.coefficients import RegressionTables
         from analytics.models.persist import MANIFEST, read_files
+        from analytics.models.updated import with_updated
 
+        study = with_updated(study, name)  # a model updated for a centre (models/<model>-updated-<centre>)
         if name not in {m.name for m in study.models}:
             known = ", ".join(m.name for m in study.models) or "none"
             raise PersistError(f"no model named {name!r} in study.toml (models: {known})")
@@ -58,7 +61,10 @@ class Model:
     def summary(self) -> pl.DataFrame:
         """The coefficient table (``models/<name>/coefficients.csv``): ``term, estimate, se, odds_ratio`` (or
         ``hazard_ratio``), ``ci_low, ci_high, z, p, penalised, note``, on the inputs' original scale, as R's
-        ``summary(glm)`` / ``summary(coxph)``; a penalised model's rows have no se, CI, z or p."""
+        ``summary(glm)`` / ``summary(coxph)``; a penalised model's rows have no se, CI, z or p. A model fitted
+        with ``[imputation] method = "mice"``: the pooled table (Rubin's rules, as ``mice::pool``: ``se`` is
+        ``sqrt(t)``, the interval Rubin's t interval; with ``m, ubar, b, t, dfcom, df, riv, lambda, fmi``), or
+        for a penalised regression the mean of the imputations' estimates, flagged."""
         return self._regression().coefficients
 
     @property
@@ -75,17 +81,21 @@ class Model:
         """What :meth:`print_summary` prints."""
         return self._regression().text(self.name, self.kind)
 
-    def predict(self, patients: pl.DataFrame, explain: int = 0) -> pl.DataFrame:
+    def predict(self, patients: pl.DataFrame, explain: int = 0, *, slides: str | Path | None = None,
+                scans: str | Path | None = None, device: str = "auto") -> pl.DataFrame:
         """Risks of new patients (``cohortlab predict``; :func:`analytics.predict.predict_frame`).
 
         ``patients``: ``patient_id``, optionally ``center``, and the model's predictors, as text or typed. One row
         per patient, in order: ``patient_id, lp, risk, risk_lower, risk_upper`` (survival: and ``risk_<t>``,
         ``risk_lower_<t>``, ``risk_upper_<t>`` per horizon), ``group, flags``, with ``explain`` > 0 its largest SHAP contributions (``explain``), and
-        ``reason`` (why a patient was not scored; the others are).
+        ``reason`` (why a patient was not scored; the others are). A model that reads image features embeds the
+        new patients' ``slides`` or ``scans`` (CSV manifests as ``cohortlab ingest`` reads them) on ``device``.
         """
         from analytics.predict import predict_frame
+        from analytics.predict.images import ImageFiles
 
-        return predict_frame(self._study, self.name, patients, explain=explain)
+        images = ImageFiles(None if slides is None else Path(slides), None if scans is None else Path(scans), device)
+        return predict_frame(self._study, self.name, patients, explain=explain, images=images)
 
     def print_summary(self) -> None:
         """Print the model's facts, coefficient table and per-term Wald tests, laid out as lifelines'

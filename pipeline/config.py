@@ -165,6 +165,9 @@ class Model(_Strict):
     _references: dict[str, str] = PrivateAttr(default_factory=dict)
     # the study's status codes and cause of interest (set with the study; see StudyConfig)
     _causes: Causes | None = PrivateAttr(default=None)
+    # the study's [imputation] when it is method = "mice", and the seed of its chains (set with the study)
+    _imputation: ImputationSettings | None = PrivateAttr(default=None)
+    _imputation_seed: int = PrivateAttr(default=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -252,6 +255,16 @@ class Model(_Strict):
     def causes(self) -> Causes | None:
         """The study's declared status codes and cause of interest (None: a 0/1 event, or a model read alone)."""
         return self._causes
+
+    @property
+    def imputation(self) -> ImputationSettings | None:
+        """The study's ``[imputation]`` when ``method = "mice"`` (its fits impute inside every fold), else None."""
+        return self._imputation
+
+    @property
+    def imputation_seed(self) -> int:
+        """The seed of the imputation chains: ``[imputation] seed``, else the study's."""
+        return self._imputation_seed
 
     @model_validator(mode="after")
     def _harmonize(self) -> Model:
@@ -379,8 +392,11 @@ class StudyConfig(_Strict):
                         f"models[{i}]: '{ref}' must name a model defined earlier in the file"
                     )
         check_competing_models(self.models, study_causes(self.variables, self.validation.cause))
+        mice = self.imputation if self.imputation is not None and self.imputation.method == "mice" else None
         for i, m in enumerate(self.models):
             _formula_variables(i, m, self.variables)
+            m._imputation = mice
+            m._imputation_seed = self.study.seed if mice is None or mice.seed is None else mice.seed
             # a published Cox model's risks exist only at the times of its baseline survival
             if m.baseline_survival is not None:
                 if not self.validation.horizons:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -161,6 +162,7 @@ def _factor(expr: str) -> Factor:
     return Factor(variable, "C", reference=None if ref is None else str(ref))
 
 
+@functools.lru_cache(maxsize=512)  # immutable result; a model's formula is parsed at every fit and transform
 def parse_formula(text: str) -> ParsedFormula:
     """Parse the right-hand side of a model formula (see the module notes).
 

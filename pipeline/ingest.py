@@ -42,6 +42,7 @@ from pipeline.manifest import (
     read_manifest,
     require_columns,
     text_column,
+    text_series,
 )
 
 log = logging.getLogger("cohortlab.ingest")
@@ -113,17 +114,21 @@ def _role(name: str, declared: Variable | None) -> str:
     return DEFAULT_ROLES.get(name.lower(), "predictor")
 
 
-def _unique_ids(m: Manifest, column: str) -> tuple[list[str | None], list[CellProblem]]:
-    ids = text_column(m, column)
+def _unique_ids(m: Manifest, column: str) -> tuple[pl.Series, list[CellProblem]]:
+    """The ids of a column (String, null when empty) and a problem at every empty or repeated one, in row order;
+    the search is column-wide, only the rows found wrong are visited in Python."""
+    ids = text_series(m, column)
+    first_of = pl.DataFrame({"id": ids}).with_row_index("row").group_by("id").agg(pl.col("row").min().alias("first"))
+    first = ids.to_frame("id").join(first_of, on="id", how="left", maintain_order="left")["first"]
+    wrong = (ids.is_null() | (first != pl.int_range(len(ids), eager=True)).fill_null(False)).arg_true().to_list()
     errors: list[CellProblem] = []
-    first: dict[str, int] = {}
-    for i, v in enumerate(ids):
+    for i in wrong:
+        v = ids[i]
         if v is None:
             errors.append(m.error(i, column, "id is empty"))
-        elif v in first:
-            errors.append(m.error(i, column, f"duplicate id '{v}' (first seen at {'line' if m.is_csv else 'row'} {m.row_number(first[v])})"))
         else:
-            first[v] = i
+            errors.append(m.error(i, column, f"duplicate id '{v}' (first seen at {'line' if m.is_csv else 'row'} "
+                                             f"{m.row_number(int(first[i]))})"))
     return ids, errors
 
 
@@ -135,7 +140,8 @@ def _check_codes(m: Manifest, col: TypedColumn, codes: dict[str, str]) -> list[C
     if col.type not in ("binary", "integer", "numeric"):
         bad = [(i, v) for i, v in enumerate(raw) if v is not None]
     else:
-        bad = [(i, raw[i]) for i, v in enumerate(col.values.to_list()) if v is not None and v not in allowed]
+        outside = (col.values.is_not_null() & ~col.values.cast(pl.Float64).is_in([float(a) for a in allowed]))
+        bad = [(i, raw[i]) for i in outside.arg_true().to_list()]
     if not bad:
         return []
     values = sorted({str(v) for _, v in bad})
@@ -189,10 +195,10 @@ def read_patients(study: StudyConfig) -> tuple[PatientTables | None, set[str], l
     if errors:
         return None, set(), errors
     ids, id_errors = _unique_ids(m, "patient_id")
-    known = {i for i in ids if i is not None}
+    known = set(ids.drop_nulls().to_list())
     errors += id_errors
-    centers = text_column(m, "center")
-    errors += [m.error(i, "center", "centre is missing") for i, c in enumerate(centers) if c is None]
+    centers = text_series(m, "center")
+    errors += [m.error(i, "center", "centre is missing") for i in centers.is_null().arg_true().to_list()]
     unknown = sorted(set(study.variables) - set(m.frame.columns))
     errors += [CellProblem(Path("study.toml"), None, f"variables.{v}", f"no column '{v}' in {path}") for v in unknown]
 
@@ -231,12 +237,12 @@ def read_patients(study: StudyConfig) -> tuple[PatientTables | None, set[str], l
         {
             "patient_id": ids,
             "center": centers,
-            "source_file": [stored_path(study, study.manifests.patients)] * m.frame.height,
-            "source_row": [m.row_number(i) for i in range(m.frame.height)],
+            "source_file": pl.repeat(stored_path(study, study.manifests.patients), m.frame.height, eager=True),
+            "source_row": m.row_numbers(),
         },
         schema={"patient_id": pl.String, "center": pl.String, "source_file": pl.String, "source_row": pl.Int32},
     )
-    clinical = pl.DataFrame([pl.Series("patient_id", ids, dtype=pl.String)] + [c.values for c in columns])
+    clinical = pl.DataFrame([ids.alias("patient_id")] + [c.values for c in columns])
     variables = pl.DataFrame(
         var_rows,
         schema={"name": pl.String, "type": pl.String, "unit": pl.String, "role": pl.String, "label": pl.String,
@@ -284,7 +290,8 @@ def _source_rows(
     errors = require_columns(m, [id_col, "patient_id", path_cols[0]])
     if errors:
         return [], errors
-    ids, errors = _unique_ids(m, id_col)
+    id_series, errors = _unique_ids(m, id_col)
+    ids = id_series.to_list()  # read row by row below, with each source's probe
     # an id names the source's instance file: one the file system cannot hold fails every later embed
     errors += [m.error(i, id_col, problem) for i, v in enumerate(ids)
                if v is not None and (problem := store.file_name_problem(v)) is not None]
@@ -429,6 +436,8 @@ def _diff(con: duckdb.DuckDBPyConnection, table: str, key: str, new: pl.DataFram
         old_keys = set(old.get_column(key).to_list()) if key in old.columns else set()
         new_keys = set(new.get_column(key).to_list())
         return TableChange(len(new_keys - old_keys), len(new_keys & old_keys), 0, len(old_keys - new_keys))
+    if old.height + new.height > _DIFF_BY_ROWS:
+        return _diff_columns(old, new, key)
     old_rows = {r[key]: r for r in old.to_dicts()}
     change = TableChange()
     for r in new.to_dicts():
@@ -441,6 +450,33 @@ def _diff(con: duckdb.DuckDBPyConnection, table: str, key: str, new: pl.DataFram
             change.updated += 1
     change.removed = len(old_rows)
     return change
+
+
+# tables larger than this (old and new rows together) are compared column-wide instead of row by row
+_DIFF_BY_ROWS = 20_000
+
+
+def _same(column: str, new: pl.DataType, old: pl.DataType) -> pl.Expr:
+    """Whether a row's new and stored values are equal as Python compares them (None equals None; 1 equals 1.0;
+    a number never equals a text)."""
+    a, b = pl.col(column), pl.col(f"{column}\0old")
+    if new == old:
+        return a.eq_missing(b)
+    if new.is_integer() and old.is_integer():  # DuckDB's INTEGER where the manifest's column is Int64
+        return a.cast(pl.Int64).eq_missing(b.cast(pl.Int64))
+    if new.is_numeric() and old.is_numeric():
+        return a.cast(pl.Float64).eq_missing(b.cast(pl.Float64))
+    return a.is_null() & b.is_null()
+
+
+def _diff_columns(old: pl.DataFrame, new: pl.DataFrame, key: str) -> TableChange:
+    """:func:`_diff`'s counts by a join on ``key`` and a null-aware comparison of each column (:func:`_same`)."""
+    rest = [c for c in new.columns if c != key]
+    both = new.join(old, on=key, how="inner", suffix="\0old")
+    same = pl.all_horizontal([_same(c, new.schema[c], old.schema[c]) for c in rest]) if rest else pl.lit(True)
+    unchanged = int(both.select(same.sum()).item()) if both.height else 0
+    return TableChange(inserted=new.height - both.height, updated=both.height - unchanged, unchanged=unchanged,
+                       removed=old.height - both.height)
 
 
 def _legacy_fingerprint(path: Path, *extra: Any) -> str:

@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -79,6 +80,13 @@ class Manifest:
         if self.lines is not None and 0 <= index < len(self.lines):
             return self.lines[index]
         return index + 2 if self.is_csv else index + 1
+
+    def row_numbers(self) -> pl.Series:
+        """:meth:`row_number` of every record, in order (Int32)."""
+        if self.lines is not None and len(self.lines) == self.frame.height:
+            return pl.Series(self.lines, dtype=pl.Int32)
+        start = 2 if self.is_csv else 1
+        return pl.int_range(start, start + self.frame.height, dtype=pl.Int32, eager=True)
 
     def error(self, index: int | None, column: str | None, message: str) -> CellProblem:
         return CellProblem(self.path, None if index is None else self.row_number(index), column, message, self.is_csv)
@@ -219,6 +227,59 @@ def read_manifest(path: Path, encoding: str = "utf-8") -> Manifest:
 
 def _read_csv(path: Path, text: str, separator: str) -> Manifest:
     """Parse decoded CSV text; each record keeps the physical line it starts on."""
+    fast = _split_plain(path, text, separator)
+    if fast is not None:
+        return fast
+    records, lines = _records_with_lines(path, text, separator)
+    if not records or not any(c.strip() for c in records[0]):
+        raise ManifestError(CellProblem(path, 1, None, "the first line is empty; a manifest starts with a header "
+                                      "line naming its columns"))
+    names = check_header(path, records[0], is_csv=True)
+    width = len(names)
+    body = records[1:]
+    if any(len(r) != width for r in body):  # short records padded, long ones cut where the extra cells are empty
+        for record, line in zip(body, lines[1:]):
+            if len(record) > width and any(c.strip() for c in record[width:]):
+                raise ManifestError(CellProblem(path, line, None, f"{len(record)} fields, but the header names "
+                                              f"{width} columns (a separator too many, or a cell with a separator "
+                                              "that is not quoted?)"))
+        body = [r[:width] if len(r) >= width else r + [""] * (width - len(r)) for r in body]
+    columns = list(zip(*body)) if body else [() for _ in names]
+    # each cell stripped (as str.strip) and empty -> missing, column-wide
+    frame = pl.DataFrame([pl.Series(n, col, dtype=pl.String) for n, col in zip(names, columns)]).select(
+        pl.all().str.strip_chars(_SPACE).replace("", None))
+    return Manifest(path, frame, is_csv=True, lines=tuple(lines[1:]))
+
+
+# the longest cell the csv module reads (csv.field_size_limit's default); a longer one is its error
+_FIELD_LIMIT = 131072
+
+
+def _split_plain(path: Path, text: str, separator: str) -> Manifest | None:
+    """A CSV without quotes, carriage returns or NUL characters, whose records all have the header's number of
+    fields, split column-wide; the same manifest the csv module gives. None: read it record by record."""
+    text = text.removeprefix("\ufeff")
+    if any(c in text for c in ('"', "\r", "\0")):
+        return None
+    rows = text.split("\n")
+    if text.endswith("\n"):
+        rows.pop()
+    if len(rows) < 2 or not rows[0].strip():
+        return None
+    names = next(csv.reader([rows[0]], delimiter=separator))
+    width = len(names)
+    body = pl.Series("line", rows[1:], dtype=pl.String)
+    if (body.str.count_matches(separator, literal=True) != width - 1).any() or \
+            (body.str.len_chars() > _FIELD_LIMIT).any():
+        return None  # a record of another width, or a long line: the csv module's rules and messages
+    names = check_header(path, names, is_csv=True)
+    parts = body.str.split_exact(separator, width - 1).struct.unnest() if width > 1 else body.to_frame()
+    frame = parts.rename(dict(zip(parts.columns, names))).select(pl.all().str.strip_chars(_SPACE).replace("", None))
+    return Manifest(path, frame, is_csv=True, lines=tuple(range(2, len(rows) + 1)))
+
+
+def _records_with_lines(path: Path, text: str, separator: str) -> tuple[list[list[str]], list[int]]:
+    """Every CSV record and the physical line it starts on (a quoted cell may span lines)."""
     reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), delimiter=separator, strict=True)
     records: list[list[str]] = []
     lines: list[int] = []
@@ -230,24 +291,7 @@ def _read_csv(path: Path, text: str, separator: str) -> Manifest:
             start = reader.line_num + 1
     except csv.Error as exc:
         raise ManifestError(CellProblem(path, start, None, f"cannot be read as CSV: {exc}")) from None
-    if not records or not any(c.strip() for c in records[0]):
-        raise ManifestError(CellProblem(path, 1, None, "the first line is empty; a manifest starts with a header "
-                                      "line naming its columns"))
-    names = check_header(path, records[0], is_csv=True)
-    width = len(names)
-    columns: list[list[str | None]] = [[] for _ in names]
-    for record, line in zip(records[1:], lines[1:]):
-        if len(record) > width:
-            extra = record[width:]
-            if any(c.strip() for c in extra):
-                raise ManifestError(CellProblem(path, line, None, f"{len(record)} fields, but the header names {width} "
-                                              "columns (a separator too many, or a cell with a separator that is "
-                                              "not quoted?)"))
-        for k in range(width):
-            cell = record[k].strip() if k < len(record) else ""
-            columns[k].append(cell or None)
-    frame = pl.DataFrame([pl.Series(n, col, dtype=pl.String) for n, col in zip(names, columns)])
-    return Manifest(path, frame, is_csv=True, lines=tuple(lines[1:]))
+    return records, lines
 
 
 def _read_parquet(path: Path) -> Manifest:
@@ -281,8 +325,32 @@ def require_columns(m: Manifest, columns: list[str]) -> list[CellProblem]:
     return [m.error(None, c, "required column is missing") for c in columns if c not in m.frame.columns]
 
 
+# the characters Python's str.strip() removes (str.isspace), so the column-wide strip is the same as the cell's
+_SPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+          "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+
+
+def _ascii_text(series: pl.Series) -> bool:
+    """A text column of ASCII cells only: its cells are typed column-wide (polars), with the same result as the
+    cell-by-cell rules (``\\d`` and letter case beyond ASCII are left to those)."""
+    return series.dtype == pl.String and bool((series.str.len_bytes() == series.str.len_chars()).all())
+
+
+def text_series(m: Manifest, column: str) -> pl.Series:
+    """:func:`text_column` as a String series (null for missing), computed column-wide for an ASCII text column."""
+    series = m.frame.get_column(column)
+    if not _ascii_text(series):
+        return pl.Series(column, text_column(m, column), dtype=pl.String)
+    stripped = series.str.strip_chars(_SPACE)
+    missing = stripped.str.to_lowercase().is_in(sorted(MISSING)).fill_null(True)
+    return pl.select(pl.when(~missing).then(stripped).alias(column)).to_series()
+
+
 def text_column(m: Manifest, column: str) -> list[str | None]:
     """A column's values as stripped strings, missing as None."""
+    series = m.frame.get_column(column)
+    if _ascii_text(series):
+        return text_series(m, column).to_list()
     out: list[str | None] = []
     for v in m.frame.get_column(column).to_list():
         if is_missing(v):
@@ -320,6 +388,8 @@ def infer_column(m: Manifest, column: str, declared: str | None = None) -> tuple
     series = m.frame.get_column(column)
     if not m.is_csv and series.dtype != pl.String:
         return _typed_from_parquet(m, column, series, declared)
+    if _ascii_text(series):
+        return _infer_ascii(m, column, declared)
     cells = text_column(m, column)
     present = [(i, v) for i, v in enumerate(cells) if v is not None]
     errors: list[CellProblem] = []
@@ -373,17 +443,80 @@ def infer_column(m: Manifest, column: str, declared: str | None = None) -> tuple
     return TypedColumn(column, kind, series_out, levels), errors
 
 
+# the patterns above for ASCII text (``$`` ends the text in polars' regex dialect)
+_INT_ASCII = r"^[+-]?[0-9]+$"
+_FLOAT_ASCII = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+_DATE_ASCII = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+
+
+def _infer_ascii(m: Manifest, column: str, declared: str | None) -> tuple[TypedColumn | None, list[CellProblem]]:
+    """:func:`infer_column`'s rules and messages, applied column-wide (no Python per cell) to ASCII text."""
+    cells = text_series(m, column)
+    present = cells.is_not_null()
+    n_present = int(present.sum())
+    is_int = cells.str.contains(_INT_ASCII).fill_null(False)
+    is_num = is_int | cells.str.contains(_FLOAT_ASCII).fill_null(False)
+    # Python's float() and polars' parser round a decimal the same way (both correctly rounded)
+    number = pl.select(pl.when(is_num).then(cells.cast(pl.Float64, strict=False))).to_series()
+    n_num = int(is_num.sum())
+    errors: list[CellProblem] = []
+    kind = declared
+    if kind is None:
+        if not n_present:
+            kind = "text"
+        elif n_num == n_present:
+            kind = "integer" if bool(is_int.filter(present).all()) else "numeric"
+            if kind == "integer" and bool(number.drop_nulls().is_in([0.0, 1.0]).all()):
+                kind = "binary"
+        elif bool(cells.drop_nulls().str.contains(_DATE_ASCII).all()):
+            kind = "date"
+        elif n_num > NUMERIC_SHARE * n_present:
+            words = (present & ~is_num).arg_true().to_list()
+            return None, [m.error(i, column, f"'{cells[i]}' is not a number, but {n_num} of {n_present} values in "
+                                  "this column are: fix the cell, leave it empty for missing, or declare the "
+                                  "column's type in study.toml [variables]") for i in words]
+        else:
+            distinct = cells.drop_nulls().n_unique()
+            kind = "categorical" if distinct <= max(12, n_present // 2) else "text"
+    if kind in ("numeric", "integer", "binary"):
+        whole = number.is_finite().fill_null(False) & (number == number.floor()).fill_null(False)
+        ok = is_num & (whole if kind != "numeric" else True)
+        if kind == "binary":
+            ok = ok & number.is_in([0.0, 1.0]).fill_null(False)
+        what = "0 or 1" if kind == "binary" else "a " + ("whole " if kind == "integer" else "") + "number"
+        errors = [m.error(i, column, f"'{cells[i]}' is not {what} (column type {kind})")
+                  for i in (present & ~ok).arg_true().to_list()]
+        kept = pl.select(pl.when(ok).then(number)).to_series()
+        out = kept if kind == "numeric" else kept.cast(pl.Int64)
+    elif kind == "date":
+        shaped = cells.str.contains(_DATE_ASCII).fill_null(False)
+        parsed = pl.select(pl.when(shaped).then(cells.str.to_date("%Y-%m-%d", strict=False))).to_series()
+        parsed = pl.select(pl.when(parsed.dt.year() >= 1).then(parsed)).to_series()  # year 0: not a Python date
+        values: list[Any] = parsed.to_list()
+        for i in (present & parsed.is_null()).arg_true().to_list():
+            try:  # another ISO form date.fromisoformat reads (YYYYMMDD, a week date), or an error
+                values[i] = date.fromisoformat(str(cells[i]))
+            except ValueError:
+                errors.append(m.error(i, column, f"'{cells[i]}' is not a date (YYYY-MM-DD)"))
+        out = pl.Series(column, values, dtype=pl.Date)
+    else:
+        out = cells
+    levels = sorted(cells.drop_nulls().unique().to_list()) if kind == "categorical" else None
+    return TypedColumn(column, kind, out.rename(column), levels), errors
+
+
 def apply_levels(m: Manifest, col: TypedColumn, levels: list[str]) -> tuple[TypedColumn, list[CellProblem]]:
     """``col`` with its declared ``levels`` (in declared order); an error at every value not among them.
 
     Levels declared but absent from the manifest are kept: they are part of
     the variable's definition (its order), not of this sample.
     """
-    allowed = set(levels)
+    text = col.values.cast(pl.String)
+    outside = (text.is_not_null() & ~text.is_in(list(levels))).arg_true().to_list()
     errors = [
-        m.error(i, col.name, f"'{v}' is not one of the declared levels {levels}: fix the cell, leave it empty for "
-                f"missing, or add the level to study.toml [variables] {col.name}.levels")
-        for i, v in enumerate(col.values.cast(pl.String).to_list()) if v is not None and v not in allowed
+        m.error(i, col.name, f"'{text[i]}' is not one of the declared levels {levels}: fix the cell, leave it empty "
+                f"for missing, or add the level to study.toml [variables] {col.name}.levels")
+        for i in outside
     ]
     return TypedColumn(col.name, col.type, col.values, list(levels)), errors
 

@@ -75,6 +75,9 @@ class Cohort:
     incomplete
         Patients the cohort SQL selected but ``[imputation] method = "complete_case"``
         left out for a missing value in a model's clinical variables (before the split).
+    completions
+        With ``[imputation] from``: per imputation, ``frame`` with the clinical columns the cohort SQL returned on
+        that imputation's completed ``clinical`` table (:mod:`analytics.cohort.completed`); empty otherwise.
     """
 
     name: str
@@ -91,6 +94,7 @@ class Cohort:
     views: dict[str, str] = field(default_factory=dict)
     left_out: tuple[store.InstanceProblem, ...] = ()
     incomplete: tuple[str, ...] = ()
+    completions: tuple[pl.DataFrame, ...] = ()
 
     # --- patients and outcomes
     def __len__(self) -> int:
@@ -245,6 +249,7 @@ class Cohort:
             frame=self.frame.select(pl.all().gather(index)),
             blocks={k: b.take(index) for k, b in self.blocks.items()},
             bag_sets={k: b.take(index) for k, b in self.bag_sets.items()},
+            completions=tuple(f.select(pl.all().gather(index)) for f in self.completions),
         )
 
     def _index(self, which: str | Sequence[str] | np.ndarray | pl.Series) -> np.ndarray:
@@ -305,6 +310,8 @@ class Cohort:
     def _rows_digest(self) -> str:
         h = hashlib.sha256(str(self.frame.schema).encode())
         h.update(self.frame.write_ndjson().encode())
+        for completed in self.completions:  # imputations read with [imputation] from: new values, a new cohort
+            h.update(completed.write_ndjson().encode())
         return h.hexdigest()
 
     def provenance(self) -> dict[str, Any]:

@@ -7,8 +7,8 @@ builds them), their coefficients, the intercept (a Cox model: the centring ``mea
 * a logistic regression: ``risk = expit(lp)``, and for an unpenalised fit the Wald 95% interval of the risk
   from the coefficients' covariance (the delta method on the logit scale, as R's
   ``predict(glm, se.fit = TRUE)``);
-* a Cox regression or a published Cox model: ``risk(t) = 1 - S0(t) ** exp(lp)`` at the first horizon
-  (Breslow's baseline of the fit, or the published one), and for an unpenalised fit the interval of R's
+* a Cox regression or a published Cox model: ``risk(t) = 1 - S0(t) ** exp(lp)`` at every horizon of the
+  model (Breslow's baseline of the fit, or the published one), and for an unpenalised fit the interval of R's
   ``survfit(coxph_fit, newdata, ctype = 1)`` from the development risk sets' sums
   (:mod:`analytics.predict.cox_ci`: event times, events, sums of the weights and weighted covariates; no
   patient's row).
@@ -252,6 +252,7 @@ _PAGE = """<!DOCTYPE html>
 <p>__ENDPOINT__ For use by clinicians with the patients the model was developed for; see its model card.</p>
 <form id="inputs"></form>
 <div id="result" data-risk="" data-lower="" data-upper="" data-extrapolation="false"></div>
+<ul id="horizons"></ul>
 <div id="flags" class="extrapolation"></div>
 __NOMOGRAM__
 <script id="model" type="application/json">__MODEL__</script>
@@ -280,7 +281,7 @@ function rcs(x, t, j) {
   const p = (u) => Math.pow(Math.max(u / kd, 0), 3);
   return p(x - tj) + ((tk1 - tj) * p(x - tk) - (tk - tj) * p(x - tk1)) / (tk - tk1);
 }
-function compute(values) {
+function compute(values, t) {
   const row = [1];
   let lp = M.intercept;
   for (const c of M.columns) {
@@ -304,7 +305,7 @@ function compute(values) {
       out.lower = 1 / (1 + Math.exp(-(lp - z * se))); out.upper = 1 / (1 + Math.exp(-(lp + z * se)));
     }
   } else {
-    const t = M.horizons[0], s0 = M.baseline[String(t)];
+    const s0 = M.baseline[String(t)];
     out.risk = 1 - Math.pow(s0, Math.exp(lp));
     const R = M.risk_sets;
     if (R) {  // survfit(coxph, newdata, ctype = 1): the variance of the cumulative hazard, log interval
@@ -336,18 +337,31 @@ function update() {
     if (v.type === "number" && v.min !== null && (Number(raw) < v.min || Number(raw) > v.max))
       flags.push("extrapolation: " + v.name + " = " + raw + " is outside the development range " + v.min + " to " + v.max);
   }
-  const res = document.getElementById("result");
+  const res = document.getElementById("result"), list = document.getElementById("horizons");
   document.getElementById("flags").textContent = flags.join("; ");
   res.dataset.extrapolation = flags.length ? "true" : "false";
+  list.replaceChildren();
   if (!complete) { res.textContent = "Enter every predictor."; res.dataset.risk = ""; return; }
-  const r = compute(values);
-  res.dataset.risk = String(r.risk);
-  res.dataset.lower = r.lower === null ? "" : String(r.lower);
-  res.dataset.upper = r.upper === null ? "" : String(r.upper);
   const pct = (p) => (100 * p).toFixed(1) + "%";
-  res.textContent = "Predicted risk" + (M.link === "cox" ? " by " + M.horizons[0] : "") + ": " + pct(r.risk)
-    + (r.lower === null ? "" : " (95% CI " + pct(r.lower) + " to " + pct(r.upper) + ")")
-    + (flags.length ? " (extrapolation)" : "");
+  const say = (el, r, t) => {  // the risk (at horizon t) as text and as data attributes
+    el.dataset.risk = String(r.risk);
+    el.dataset.lower = r.lower === null ? "" : String(r.lower);
+    el.dataset.upper = r.upper === null ? "" : String(r.upper);
+    el.textContent = "Predicted risk" + (t === null ? "" : " by " + t) + ": " + pct(r.risk)
+      + (r.lower === null ? "" : " (95% CI " + pct(r.lower) + " to " + pct(r.upper) + ")")
+      + (flags.length ? " (extrapolation)" : "");
+  };
+  // the first horizon in the headline; every horizon (a Cox model) in the list
+  const times = M.link === "cox" ? M.horizons : [null];
+  say(res, compute(values, times[0]), times[0]);
+  if (M.link === "cox") {
+    for (const t of times) {
+      const li = document.createElement("li");
+      li.dataset.horizon = String(t);
+      say(li, compute(values, t), t);
+      list.appendChild(li);
+    }
+  }
 }
 update();
 </script></body></html>
@@ -368,7 +382,8 @@ def calculator_page(study: StudyConfig, name: str) -> str:
     _check(study, fitted, spec)
     spec["inputs"] = _inputs(study, name, development)
     endpoint = ("The risk of the outcome." if spec["link"] == "logit" else
-                f"The risk of the event by time {spec['horizons'][0]:g}." if spec["horizons"] else "")
+                f"The risk of the event by time {', '.join(f'{t:g}' for t in spec['horizons'])}."
+                if spec["horizons"] else "")
     nomo = _nomogram(fitted, study)
     text = json.dumps(spec, allow_nan=False).replace("</", "<\\/")
     return (_PAGE.replace("__TITLE__", html.escape(name)).replace("__ENDPOINT__", html.escape(endpoint))

@@ -121,8 +121,28 @@ def _performance(study: StudyConfig, name: str) -> list[str]:
     return rows if len(rows) > 2 else ["No headline measure in metrics.json; " + TO_BE_COMPLETED + "."]
 
 
+def _images(feature_sets: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The feature sets an image model reads: how new slides or scans must be embedded, and its weights."""
+    if not feature_sets:
+        return []
+    rows = ["## Image features", "",
+            "New patients' slides (`--slides`) or scans (`--scans`) are embedded with exactly these settings; "
+            "`cohortlab predict` refuses when one cannot be reproduced.", "",
+            "| feature set | modality | encoder | weights | dim | settings |", "|---|---|---|---|---|---|"]
+    for name, entry in feature_sets.items():
+        rec = entry["record"]
+        keep = ("mpp", "tile_size", "overlap", "tissue_threshold", "spacing", "mode", "window", "pooling")
+        settings = ", ".join(f"{k} {rec['params'][k]}" for k in keep if rec["params"].get(k) is not None)
+        weights = rec["weights"] + (f" (file {entry['weights']['file']}"
+                                    f"{', in this bundle' if entry['weights']['bundled'] else ', not in this bundle'})"
+                                    if entry.get("weights") else "")
+        rows.append(f"| {name} | {rec['modality']} | {rec['encoder']} | {weights} | {rec['dim']} | {settings} |")
+    return [*rows, ""]
+
+
 def model_card(study: StudyConfig, fitted: FittedModel, outcomes: pl.DataFrame | None,
-               development: Mapping[str, Any], inputs: Sequence[str]) -> str:
+               development: Mapping[str, Any], inputs: Sequence[str],
+               feature_sets: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     """The text of ``model_card.md`` of model ``fitted`` of ``study``.
 
     Parameters
@@ -133,6 +153,8 @@ def model_card(study: StudyConfig, fitted: FittedModel, outcomes: pl.DataFrame |
         The bundle's development record (ranges of the inputs, threshold).
     inputs
         The clinical predictors the model reads.
+    feature_sets
+        The bundle's ``feature_sets.json`` (an image model's feature sets: settings and weights), or None.
     """
     spec = fitted.spec
     name = spec.name
@@ -158,6 +180,7 @@ def model_card(study: StudyConfig, fitted: FittedModel, outcomes: pl.DataFrame |
         "| predictor | development range |", "|---|---|",
         *[f"| {c} | {_num(ranges[c][0])} to {_num(ranges[c][1])} |" if c in ranges else f"| {c} | categorical |"
           for c in inputs], "",
+        *_images(feature_sets or {}),
         "## The full model (TRIPOD+AI 22)", "",
         *_regression(fitted), "",
         "## Performance", "",

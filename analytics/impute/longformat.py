@@ -9,7 +9,8 @@ patient and the imputation. A category level seen only in imputed values is flag
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +24,13 @@ _SAME = 1e-9
 
 @dataclass(frozen=True)
 class LongImputations:
-    """``m`` completed versions of the observed data, in the observed data's row order, and the flags raised."""
+    """``m`` completed versions of the observed data, in the observed data's row order, the flags raised, and the
+    patients the file holds (the others are left as observed when read with ``partial``)."""
 
     completed: list[pl.DataFrame]
     flags: list[str]
+    patients: frozenset[str] = field(default_factory=frozenset)
+    columns: tuple[str, ...] = ()
 
     @property
     def m(self) -> int:
@@ -37,7 +41,8 @@ def _fail(path: Path, message: str) -> ImputationError:
     return ImputationError(f"{path}: {message}")
 
 
-def read_long(path: str | Path, observed: pl.DataFrame, id_column: str = "patient_id") -> LongImputations:
+def read_long(path: str | Path, observed: pl.DataFrame, id_column: str = "patient_id",
+              partial: bool = False, unfilled: Sequence[str] = ()) -> LongImputations:
     """Read and check long-format imputations of ``observed`` (one row per patient, ``id_column`` unique).
 
     Parameters
@@ -47,6 +52,12 @@ def read_long(path: str | Path, observed: pl.DataFrame, id_column: str = "patien
     observed : polars DataFrame
         The incomplete data: ``id_column`` and the columns the file may fill.
     id_column : str
+    partial : bool
+        ``observed`` may hold patients the file does not (a whole manifest, of which the file imputes some): their
+        cells are left as observed; default False, every patient with a missing cell must be in the file.
+    unfilled : sequence of str
+        Columns checked against the observed values but never filled (outcomes: mice leaves them as they are, or
+        imputes values no analysis here may use).
 
     Returns
     -------
@@ -85,7 +96,12 @@ def read_long(path: str | Path, observed: pl.DataFrame, id_column: str = "patien
     counts = {i: raw.filter(pl.col(".imp") == i).height for i in imps}
     if len(set(counts.values())) > 1:
         detail = ", ".join(f"imputation {i}: {n}" for i, n in counts.items())
-        raise _fail(path, f"unequal patient counts across imputations ({detail})")
+        most = max(imps, key=lambda i: counts[i])
+        fewest = min(imps, key=lambda i: counts[i])
+        gone = sorted(set(raw.filter(pl.col(".imp") == most)[id_column].to_list())
+                      - set(raw.filter(pl.col(".imp") == fewest)[id_column].to_list()))
+        which = f"; patient {gone[0]!r} is missing from imputation {fewest}" if gone else ""
+        raise _fail(path, f"unequal patient counts across imputations ({detail}){which}")
     dup = raw.filter(pl.struct(".imp", id_column).is_duplicated())
     if dup.height:
         r = dup.row(0, named=True)
@@ -105,15 +121,18 @@ def read_long(path: str | Path, observed: pl.DataFrame, id_column: str = "patien
                             maintain_order="left")
         filled = []
         for c in columns:
-            filled.append(_fill(path, merged, c, f"{c}.imputed" if f"{c}.imputed" in merged.columns else c, i,
-                                id_column, flags))
+            fill = _fill(path, merged, c, f"{c}.imputed" if f"{c}.imputed" in merged.columns else c, i, id_column,
+                         flags if c not in unfilled else [])
+            filled.append(fill if c not in unfilled else merged[c])
         done = merged.select(obs.columns).with_columns(filled)
-        for c in columns:
-            left = done.filter(pl.col(c).is_null())
+        for c in (c for c in columns if c not in unfilled):
+            left = done.filter(pl.col(c).is_null() & (pl.col(id_column).is_in(list(patients)) if partial
+                                                      else pl.lit(True)))
             if left.height:
                 raise _fail(path, f"imputation {i} leaves patient {left[id_column][0]!r}'s {c} missing")
         completed.append(observed.with_columns([done[c].cast(observed[c].dtype).alias(c) for c in columns]))
-    return LongImputations(completed, sorted(set(flags)))
+    return LongImputations(completed, sorted(set(flags)), frozenset(patients),
+                           tuple(c for c in columns if c not in unfilled))
 
 
 def _fill(path: Path, merged: pl.DataFrame, column: str, imputed: str, imp: int, id_column: str,

@@ -87,6 +87,16 @@ class FitRecord:
         A regression model's model line (``link``, ``penalised``, ``n``, ``events`` and, unpenalised, ``lr_chisq``,
         ``df``, ``p``, ``aic``), next to its ``coefficients.csv`` and ``anova.csv``
         (:class:`analytics.models.coefficients.RegressionTables`); None for other models.
+    updates
+        A model updated for a new centre by ``cohortlab validate`` (``[validation] updating``): the ``model`` it
+        updates, that model's ``fit_key``, the ``center``, the ``method`` the closed test chose and the
+        estimated ``coefficients`` (:mod:`analytics.models.updated`); None for a model of ``study.toml``.
+    imputation
+        Multiple imputation inside the model's procedure (``[imputation] method = "mice"``,
+        :func:`analytics.models.imputed.record`): ``method``, ``m``, ``maxit``, ``seed``, ``m_boot``,
+        ``validation_imputation``, ``source`` (``"chains"`` or ``"from"``), ``pooled`` (``"rubin"``: the pooled
+        coefficients are the model; ``"mean_risk"``: the mean of the m fits' risks), ``seconds`` and
+        ``not_in_imputation_model`` (formula terms the chains do not model); None without it.
     format, artifact
         The folder's format and the file holding the fitted learner (None: the record alone describes it).
     """
@@ -126,11 +136,13 @@ class FitRecord:
     free_parameters: int | None = None
     internal: dict[str, Any] | None = None
     regression: dict[str, Any] | None = None
+    updates: dict[str, Any] | None = None
+    imputation: dict[str, Any] | None = None
     format: int | None = None
     artifact: str | None = None
 
     # fields written only when set: a manifest lacking them is byte-identical to one written before they existed
-    OPTIONAL = ("mil", "free_parameters", "internal", "regression")
+    OPTIONAL = ("mil", "free_parameters", "internal", "regression", "updates", "imputation")
 
     @property
     def saved_columns(self) -> dict[str, Any] | None:
@@ -220,7 +232,7 @@ _SHAPE: dict[str, tuple[type, ...]] = {
     "columns": (dict,), "input_columns": (dict,), "dropped": (dict,), "predictions_hash": (str,),
     "counts": (dict,), "oof_auc": (int, float), "endpoint": (str,), "horizons": (list,), "oof_c": (int, float),
     "missing": (dict,), "unlabelled": (list,), "versions": (dict,), "device": (str,), "created_at": (str,),
-    "mil": (dict,), "free_parameters": (int,), "internal": (dict,), "regression": (dict,), "format": (int,), "artifact": (str,),
+    "mil": (dict,), "free_parameters": (int,), "internal": (dict,), "regression": (dict,), "updates": (dict,), "imputation": (dict,), "format": (int,), "artifact": (str,),
 }
 
 

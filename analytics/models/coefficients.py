@@ -33,10 +33,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from analytics.models.persist import ANOVA, COEFFICIENTS
 from analytics.stats.coefficients import coefficient_table, model_summary, term_wald, unstandardise
 
 log = logging.getLogger("cohortlab.models.coefficients")
+
+# a regression model folder's coefficient and per-term tables (analytics.models.persist lists the folder's files)
+COEFFICIENTS = "coefficients.csv"
+ANOVA = "anova.csv"
 
 INTERCEPT = "(Intercept)"
 ONE_HOT_NOTE = "one column per level, no reference level: compare levels with each other"
@@ -98,6 +101,10 @@ class RegressionTables:
         """``n = 3000, events = 412, LR χ² = 81.2 on 7 df (p < 0.0001), AIC = 2400.5`` (n and events when penalised)."""
         s = self.summary
         parts = [f"n = {s.get('n')}", f"events = {s.get('events')}"]
+        if s.get("pooled") is not None:  # multiple imputation (analytics.models.pooling)
+            parts.append(f"pooled over m = {s.get('m')} imputations "
+                         + ("by Rubin's rules" if s["pooled"] == "rubin" else "as the mean of the estimates"))
+            return ", ".join(parts)
         if not self.penalised and s.get("lr_chisq") is not None:
             parts.append(f"LR χ² = {s['lr_chisq']:.2f} on {s['df']} df (p {_p(s['p'])})")
             parts.append(f"AIC = {s['aic']:.2f}")
@@ -117,6 +124,8 @@ class RegressionTables:
             head += [("log-likelihood ratio test", f"{s['lr_chisq']:.2f} on {s['df']} df"),
                      ("-log2(p) of ll-ratio test", f"{-np.log2(max(float(s['p']), 1e-300)):.2f}"),
                      ("AIC", f"{s['aic']:.2f}")]
+        if self.summary.get("pooled") is not None:
+            head.append(("imputations", f"{self.summary.get('m')} (pooled: {self.summary['pooled']})"))
         width = max(len(k) for k, _ in head)
         lines = [f"{k:>{width}} = {v}" for k, v in head]
         c = self.coefficients
@@ -133,9 +142,11 @@ class RegressionTables:
             notes.insert(0, "penalised: no standard errors, confidence intervals or p-values")
         lines += [f"note: {n}" for n in notes]
         if self.anova is not None:
-            lines += ["---", "Wald tests per term (rms::anova)"]
+            lines += ["---", "D1 tests per term (mice::D1; chi2 = F x d.f.)" if "method" in self.anova.columns
+                      else "Wald tests per term (rms::anova)"]
             lines += _aligned([["", "chi2", "d.f.", "p"]] + [[r["row"], _num(r["chisq"], 2), str(r["df"]),
-                                                              _p(r["p"], bare=True)] for r in self.anova.iter_rows(named=True)])
+                                                              "–" if r["p"] is None else _p(r["p"], bare=True)]
+                                                             for r in self.anova.iter_rows(named=True)])
         return "\n".join(lines)
 
 
@@ -211,7 +222,7 @@ def _names_and_terms(prep: Any) -> tuple[list[str], list[Any], list[bool]]:
     return names, [], one_hot
 
 
-def _logistic(learner: Any, data: Any, y: np.ndarray) -> RegressionTables | None:
+def _logistic(learner: Any, data: Any, y: np.ndarray) -> RegressionTables | Estimates | None:
     pipeline = learner.pipeline_
     clf = pipeline.steps[-1][1]
     prep = pipeline.named_steps.get("prep")
@@ -232,15 +243,55 @@ def _logistic(learner: Any, data: Any, y: np.ndarray) -> RegressionTables | None
         notes = ([INTERCEPT_NOTE] if any(one_hot) else [None]) + [ONE_HOT_NOTE if h else None for h in one_hot]
         return RegressionTables("logit", True, table.with_columns(pl.Series("note", notes, dtype=pl.String)), None,
                                 base)
-    cov = np.asarray(cov, dtype=np.float64)
-    table = coefficient_table(label, beta, cov, link="logit")
-    anova = term_wald(beta[1:], cov[1:, 1:], terms) if terms else None
-    summary = model_summary(base["n"], base["events"], float(clf.loglik_), float(clf.loglik_null_), len(names), "logit")
-    return RegressionTables("logit", False, table.with_columns(pl.lit(None, dtype=pl.String).alias("note")), anova,
+    return Estimates("logit", label, beta, np.asarray(cov, dtype=np.float64), terms, base["n"], base["events"],
+                     float(clf.loglik_), float(clf.loglik_null_))
+
+
+@dataclass(frozen=True)
+class Estimates:
+    """An unpenalised regression's coefficients and covariance, as its tables and Rubin's rules read them.
+
+    Attributes
+    ----------
+    link
+        ``"logit"`` (``names`` and ``beta`` start with the intercept) or ``"cox"``.
+    names, beta, cov
+        R's coefficient names, the estimates and their covariance (inverse information).
+    terms
+        The formula's terms over the columns without the intercept (empty without a formula design).
+    n, events
+        Training patients and events.
+    loglik, loglik_null
+        Log-likelihood at the estimates and of the null model.
+    """
+
+    link: str
+    names: list[str]
+    beta: np.ndarray
+    cov: np.ndarray
+    terms: list[Any]
+    n: int
+    events: int
+    loglik: float
+    loglik_null: float
+
+    @property
+    def slopes(self) -> slice:
+        """The coefficients a term's column indices count from (after a logistic model's intercept)."""
+        return slice(1, None) if self.link == "logit" else slice(0, None)
+
+
+def _unpenalised(e: Estimates) -> RegressionTables:
+    """The tables of an unpenalised fit: Wald coefficients, per-term Wald χ² and the model line."""
+    s = e.slopes
+    table = coefficient_table(e.names, e.beta, e.cov, link=e.link, intercept=e.link == "logit")
+    anova = term_wald(e.beta[s], e.cov[s, s], e.terms) if e.terms else None
+    summary = model_summary(e.n, e.events, e.loglik, e.loglik_null, len(e.names) - (e.link == "logit"), e.link)
+    return RegressionTables(e.link, False, table.with_columns(pl.lit(None, dtype=pl.String).alias("note")), anova,
                             summary)
 
 
-def _cox(learner: Any, data: Any, y: np.ndarray) -> RegressionTables | None:
+def _cox(learner: Any, data: Any, y: np.ndarray) -> RegressionTables | Estimates | None:
     from analytics.stats.competing_cox import _cox_loglik  # Efron's partial likelihood, score and information
 
     model, prep = getattr(learner, "model_", None), getattr(learner, "prep_", None)
@@ -262,12 +313,8 @@ def _cox(learner: Any, data: Any, y: np.ndarray) -> RegressionTables | None:
     x = x - x.mean(axis=0)  # centred as coxph iterates: the likelihood and information do not change
     loglik, _, info = _cox_loglik(x, time, event, beta)
     loglik_null = _cox_loglik(x, time, event, np.zeros_like(beta))[0]
-    cov = np.linalg.inv(info)
-    table = coefficient_table(names, beta, cov, link="cox", intercept=False)
-    anova = term_wald(beta, cov, terms) if terms else None
-    summary = model_summary(base["n"], base["events"], loglik, loglik_null, beta.size, "cox")
-    return RegressionTables("cox", False, table.with_columns(pl.lit(None, dtype=pl.String).alias("note")), anova,
-                            summary)
+    return Estimates("cox", names, beta, np.linalg.inv(info), terms, base["n"], base["events"], float(loglik),
+                     float(loglik_null))
 
 
 def _competing(learner: Any, y: np.ndarray) -> RegressionTables | None:
@@ -303,8 +350,24 @@ def regression_tables(learner: Any, data: Any, y: np.ndarray) -> RegressionTable
     """The tables of a fitted ``logistic`` or ``cox`` learner, from its final fit on ``data`` (its training rows,
     a :class:`analytics.models.data.ModelData`) and their outcome ``y`` (0/1, or ``(n, 2)`` times and events).
 
-    None for any other learner, and for a model with image features (see the module notes).
+    None for any other learner, and for a model with image features (see the module notes). A learner that
+    makes its own tables (multiple imputation: Rubin's rules over its fits, :mod:`analytics.models.imputed`)
+    gives them.
     """
+    own = getattr(learner, "tables_", None)
+    if own is not None:
+        return own if isinstance(own, RegressionTables) else None
+    out = _read(learner, data, y)
+    return _unpenalised(out) if isinstance(out, Estimates) else out
+
+
+def estimates(learner: Any, data: Any, y: np.ndarray) -> Estimates | None:
+    """An unpenalised ``logistic`` or ``cox`` fit's coefficients and covariance (None for any other fit)."""
+    out = _read(learner, data, y)
+    return out if isinstance(out, Estimates) else None
+
+
+def _read(learner: Any, data: Any, y: np.ndarray) -> RegressionTables | Estimates | None:
     from pipeline.model_kinds import traits_of
 
     traits = traits_of(str(getattr(learner, "kind", "")))
@@ -323,4 +386,4 @@ def regression_tables(learner: Any, data: Any, y: np.ndarray) -> RegressionTable
     return None
 
 
-__all__ = ["ANOVA", "COEFFICIENTS", "RegressionTables", "regression_tables"]
+__all__ = ["ANOVA", "COEFFICIENTS", "Estimates", "RegressionTables", "estimates", "regression_tables"]

@@ -10,7 +10,8 @@ A model's inputs come from three places, all named in its ``study.toml`` entry:
 
 A patient who lacks a feature block, a bag or an input model's score lacks the
 model's *inputs* and gets no prediction from it; a missing clinical *value* is
-not a missing input (the pipeline imputes it).
+not a missing input (the pipeline imputes it). With ``[imputation] from`` the cohort's completed versions give
+:attr:`ModelData.completions`: the input table once per imputation, its missing clinical cells filled.
 """
 
 from __future__ import annotations
@@ -178,6 +179,9 @@ class ModelData:
         ``(n, m)`` member scores for voting / stacking, or None.
     score_names
         The member models, in column order.
+    completions
+        With imputations read from a file (``[imputation] from``): per imputation, ``table`` with the missing
+        clinical cells filled (same rows and columns); None otherwise.
     """
 
     patient_ids: tuple[str, ...]
@@ -187,6 +191,7 @@ class ModelData:
     instances: tuple[pl.DataFrame, ...] | None = None
     scores: np.ndarray | None = None
     score_names: tuple[str, ...] = field(default_factory=tuple)
+    completions: tuple[pd.DataFrame, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.patient_ids)
@@ -201,6 +206,8 @@ class ModelData:
             bags=None if self.bags is None else tuple(self.bags[i] for i in idx),
             instances=None if self.instances is None else tuple(self.instances[i] for i in idx),
             scores=None if self.scores is None else self.scores[idx],
+            completions=None if self.completions is None else tuple(
+                t.iloc[idx].reset_index(drop=True) for t in self.completions),
         )
 
 
@@ -302,12 +309,7 @@ def _table(spec: Model, cohort: Cohort, score_values: np.ndarray) -> tuple[pd.Da
     if clash:
         raise ModelInputError(f"model '{spec.name}': clinical column names {sorted(clash)} clash with input names")
     parts: dict[str, np.ndarray | list] = {n: feats[:, j] for j, n in enumerate(feat_names)}
-    clin = cohort.clinical(spec.clinical)
-    for col in numeric:
-        parts[col] = clin[col].cast(pl.Float64).to_numpy().astype(np.float64)
-    for col in categorical:
-        strings = clin[col].cast(pl.String).to_list()
-        parts[col] = np.array([np.nan if v is None else v for v in strings], dtype=object)
+    parts.update(_clinical_parts(cohort.clinical(spec.clinical), numeric, categorical))
     score_cols = [f"{SCORE_PREFIX}{n}" for n in spec.scores]
     for j, col in enumerate(score_cols):
         parts[col] = score_values[:, j]
@@ -326,6 +328,33 @@ def _table(spec: Model, cohort: Cohort, score_values: np.ndarray) -> tuple[pd.Da
     for col, values in carried.items():
         table[col] = values
     return table, columns
+
+
+def _clinical_parts(clin: pl.DataFrame, numeric: Sequence[str], categorical: Sequence[str]) -> dict[str, np.ndarray]:
+    """The input table's clinical columns: numbers as float64, categories as objects (NaN where missing)."""
+    parts: dict[str, np.ndarray] = {}
+    for col in numeric:
+        parts[col] = clin[col].cast(pl.Float64).to_numpy().astype(np.float64)
+    for col in categorical:
+        strings = clin[col].cast(pl.String).to_list()
+        parts[col] = np.array([np.nan if v is None else v for v in strings], dtype=object)
+    return parts
+
+
+def _completions(cohort: Cohort, table: pd.DataFrame, columns: Columns) -> tuple[pd.DataFrame, ...] | None:
+    """``table`` once per imputation of the cohort (:attr:`Cohort.completions`), its clinical columns completed; None
+    without imputations or clinical columns (image features and scores are never imputed)."""
+    if not cohort.completions or not columns.clinical:
+        return None
+    numeric = [c for c in columns.numeric if c in columns.clinical]
+    categorical = list(columns.categorical)
+    out = []
+    for frame in cohort.completions:
+        filled = table.copy(deep=False)  # image-feature columns shared, not copied
+        for col, values in _clinical_parts(frame.select(columns.clinical), numeric, categorical).items():
+            filled[col] = values
+        out.append(filled)
+    return tuple(out)
 
 
 def _level_orders(cohort: Cohort, categorical: Sequence[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -385,5 +414,6 @@ def assemble(spec: Model, cohort: Cohort, scores: Mapping[str, Mapping[str, floa
                 missing[ref] = [p for p, ok in zip(ids, block_ok) if not ok]
             available &= block_ok
         table, columns = _table(spec, cohort, score_values[:, : len(spec.scores)])
-        data = ModelData(tuple(ids), table=table, columns=columns)
+        data = ModelData(tuple(ids), table=table, columns=columns,
+                         completions=_completions(cohort, table, columns))
     return Assembled(data, available, missing)

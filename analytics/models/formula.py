@@ -8,7 +8,9 @@ from the rows it is fitted on (a training fold) is plain data, reused for held-o
 * the levels of each categorical variable (the declared order, ``[variables] x.levels``, then
   any others sorted) and its reference level: ``C(x, ref = ...)``, else the variable's
   ``reference`` key, else the first level;
-* the knots of each spline, at rms's default quantiles (Hmisc ``rcspline.eval``).
+* the knots of each spline, at rms's default quantiles (Hmisc ``rcspline.eval``), unless :func:`shared_knots`
+  fixes them: under multiple imputation they come once from the development data's observed values and
+  every completed data set's fit uses them, so the pooled coefficients keep one meaning.
 
 Column order and names are R's (Chambers & Hastie, *Statistical Models in S*, 1992, ch. 2):
 terms by degree, then as written; a term's columns with its first factor varying fastest
@@ -25,7 +27,9 @@ would stop every cross-validation fold whose training part lacks a rare level. I
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -43,6 +47,25 @@ FRACTIED = 0.05  # Hmisc's options(fractied): a value this frequent at an end mo
 
 class DesignError(CohortlabError, ValueError):
     """A formula that cannot be built on the given rows; the message names the variable."""
+
+
+# knots fixed for the designs fitted in this context (variable -> knots); None: each design places its own
+_SHARED_KNOTS: ContextVar[Mapping[str, tuple[float, ...]] | None] = ContextVar("shared_knots", default=None)
+
+
+@contextmanager
+def shared_knots(knots: Mapping[str, Sequence[float]]) -> Iterator[None]:
+    """Within the block, every :class:`RegressionDesign` fitted uses ``knots`` for the splines they name.
+
+    Multiple imputation fits one model per completed data set; knots placed on each completion would give
+    each fit's spline coefficients another basis. The knots of the development data's observed values are
+    computed once and shared by every completion's fit (and kept by each fitted design's ``knots_``).
+    """
+    token = _SHARED_KNOTS.set({str(k): tuple(float(v) for v in vs) for k, vs in knots.items()})
+    try:
+        yield
+    finally:
+        _SHARED_KNOTS.reset(token)
 
 
 def _quantile(x: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -194,12 +217,14 @@ class RegressionDesign(TransformerMixin, BaseEstimator):
         levels: dict[str, tuple[str, ...]] = {}
         references: dict[str, str] = {}
         knots: dict[str, tuple[float, ...]] = {}
+        fixed = _SHARED_KNOTS.get() or {}
         for var in parsed.variables:
             values = frame[var]
             if var in splines:
                 if _is_categorical(values):
                     raise DesignError(f"rcs({var}, {splines[var]}): {var} is categorical; a spline needs a number")
-                knots[var] = tuple(float(v) for v in rcs_knots(values.to_numpy(dtype=np.float64), splines[var], var))
+                knots[var] = fixed[var] if var in fixed else tuple(
+                    float(v) for v in rcs_knots(values.to_numpy(dtype=np.float64), splines[var], var))
                 continue
             if not _is_categorical(values):
                 if var in coded:

@@ -22,6 +22,14 @@ Layout::
                          coordinates before / after harmonisation (the report's figure)
     zph.json             cox models: the proportional-hazards check of the final fit (cox.zph: table,
                          scaled Schoenfeld residuals), or why it was not made (penalised)
+    imputed_predictions.parquet  ``[imputation] method = "mice"``: every predicted patient's score on each
+                         completion (model, patient_id, split, fold, imp, score); the predictions keep the mean
+    imputed_horizon_risks.parquet  the same for survival models' absolute risks (model, patient_id, imp,
+                         horizon, risk)
+    imputation.json      a model imputed by chained equations: what new patients' chains need besides
+                         ``imputation_rows.parquet`` (the development rows' clinical and auxiliary columns,
+                         without outcome); ``model.skops`` then holds the list of its fits (one: the pooled
+                         regression)
 
 The manifest is a :class:`analytics.models.artifacts.FitRecord` (read back typed). It lists the feature sets, clinical columns and input models, the
 cohort hash, the outer folds, the hyper-parameters chosen, library versions
@@ -65,7 +73,11 @@ import numpy as np
 import polars as pl
 
 from analytics.models.artifacts import FORMAT, FitRecord
+
+# regression models' coefficient and per-term tables (ANOVA, COEFFICIENTS), and an imputed model's files
+from analytics.models.coefficients import ANOVA, COEFFICIENTS
 from analytics.models.data import ModelData
+from analytics.models.imputed import IMPUTATION_ROWS, IMPUTATION_STATE, ImputedLearner
 from analytics.models.learners import (
     Learner,
     StackingLearner,
@@ -89,9 +101,9 @@ RISK_GRID = "risk_grid.parquet"
 HARMONIZATION = "harmonize.json"
 ZPH = "zph.json"  # unpenalised cox models: the proportional-hazards check (analytics.models.ph_check)
 FITTED = "fitted.parquet"  # maximum-likelihood regressions: the final model's training fitted probabilities
-# regression models: coefficient and per-term Wald tables (analytics.models.coefficients writes their bytes)
-COEFFICIENTS = "coefficients.csv"
-ANOVA = "anova.csv"
+# multiple imputation inside the model (analytics.models.imputed)
+IMPUTED_PREDICTIONS = "imputed_predictions.parquet"
+IMPUTED_HORIZON_RISKS = "imputed_horizon_risks.parquet"
 # evenly spaced times of the risk grid (besides the horizons)
 GRID_POINTS = 100
 
@@ -318,6 +330,7 @@ def save_model(
     fitted: pl.DataFrame | None = None,
     tables: Mapping[str, bytes] | None = None,
     zph: Mapping[str, Any] | None = None,
+    imputed: tuple[pl.DataFrame | None, pl.DataFrame | None] = (None, None),
 ) -> Path:
     """Write a fitted model's folder (replacing an older one), record its files' sha256 in the store, return it.
 
@@ -326,6 +339,7 @@ def save_model(
     folder is in place. ``fitted``: a maximum-likelihood regression's training fitted probabilities.
     ``tables``: a regression's ``COEFFICIENTS`` / ``ANOVA`` files (name -> bytes).
     ``zph``: a Cox regression's proportional-hazards record (:func:`analytics.models.ph_check.ph_check`).
+    ``imputed``: a model imputed by chained equations: its per-imputation predictions and horizon risks.
     """
     import torch
 
@@ -334,7 +348,12 @@ def save_model(
     with atomic.staged_dir(folder) as tmp:
         kind = record.kind
         name = artifact_name(kind)
-        if KINDS[kind].saved == "learner":  # e.g. preprocessing, estimator and Breslow baseline in one file
+        if isinstance(learner, ImputedLearner):  # its fits (or the pooled one) and its new patients' chains
+            (tmp / SKOPS).write_bytes(dump_skops(learner.saved_fits if KINDS[kind].saved == "learner"
+                                                 else [f.pipeline_ for f in learner.saved_fits]))
+            learner.development_.write_parquet(tmp / IMPUTATION_ROWS)
+            atomic.write_json(tmp / IMPUTATION_STATE, learner.state(), end="\n")
+        elif KINDS[kind].saved == "learner":  # e.g. preprocessing, estimator and Breslow baseline in one file
             (tmp / SKOPS).write_bytes(dump_skops(learner))
         elif isinstance(learner, TabularLearner):
             (tmp / SKOPS).write_bytes(dump_skops(learner.pipeline_))
@@ -350,6 +369,9 @@ def save_model(
             horizon_risks.write_parquet(tmp / HORIZON_RISKS)
         if risk_grid is not None:
             risk_grid.write_parquet(tmp / RISK_GRID)
+        for frame, file in zip(imputed, (IMPUTED_PREDICTIONS, IMPUTED_HORIZON_RISKS), strict=True):
+            if frame is not None:
+                frame.write_parquet(tmp / file)
         if fitted is not None:
             fitted.write_parquet(tmp / FITTED)
         for table, payload in (tables or {}).items():
@@ -495,6 +517,18 @@ def read_horizon_risks(folder: Path, store_path: str | Path) -> pl.DataFrame | N
     return _frame(Path(folder), store_path, HORIZON_RISKS)
 
 
+def read_imputed_predictions(folder: Path, store_path: str | Path) -> pl.DataFrame | None:
+    """A model imputed by chained equations: each predicted patient's score on each completion (model,
+    patient_id, split, fold, imp 1..m, score), checked against the store; None for other models."""
+    return _frame(Path(folder), store_path, IMPUTED_PREDICTIONS)
+
+
+def read_imputed_horizon_risks(folder: Path, store_path: str | Path) -> pl.DataFrame | None:
+    """A survival model imputed by chained equations: absolute risks per completion (model, patient_id, imp,
+    horizon, risk); None for other models."""
+    return _frame(Path(folder), store_path, IMPUTED_HORIZON_RISKS)
+
+
 def risk_grid_times(horizons: Sequence[float], points: int = GRID_POINTS) -> list[float]:
     """The times a survival model's risk is saved at for the integrated Brier score: ``points`` evenly spaced
     times ``t_max / points, 2 t_max / points, ..., t_max`` (``t_max`` the last horizon) and the horizons,
@@ -576,7 +610,8 @@ def _load_skops(path: Path, data: bytes) -> Any:
         raise ArtifactError(f"{path}: not a model file cohortlab can read ({type(exc).__name__}: {exc})") from None
 
 
-def _expect(path: Path, obj: Any, types: tuple[type, ...], kind: str) -> Any:
+def expect_type(path: Path, obj: Any, types: tuple[type, ...], kind: str) -> Any:
+    """``obj`` when it is one of ``types`` (what a ``kind`` model saves); an ArtifactError naming ``path`` otherwise."""
     if not isinstance(obj, types):
         raise ArtifactError(f"{path}: holds a {type(obj).__name__}, not what a {kind} model saves; nothing loaded")
     return obj
@@ -632,11 +667,21 @@ def load_model(path: str | Path, store_path: str | Path) -> FittedModel:
         if SKOPS not in files:
             raise PersistError(f"{file}: missing (run `cohortlab fit`)")
         obj = _load_skops(file, files[SKOPS])
-        if saved == "learner":
-            learner = _expect(file, obj, (SurvivalLearner, MILCoxLearner, CompetingLearner), spec.kind)
+        if manifest.get("imputation") is not None:  # its fits (a list), development rows and chains' state
+            missing = [n for n in (IMPUTATION_ROWS, IMPUTATION_STATE) if n not in files]
+            if missing or not isinstance(obj, list) or not obj:
+                raise ArtifactError(f"{folder / (missing[0] if missing else SKOPS)}: missing, or not the files of "
+                                    "an imputed model; nothing loaded")
+            fits = [expect_type(file, f, (SurvivalLearner, CompetingLearner), spec.kind) if saved == "learner" else
+                    TabularLearner.fitted(spec.kind, spec.params, expect_type(file, f, (Pipeline,), spec.kind), chosen)
+                    for f in obj]
+            learner = ImputedLearner.loaded(spec, fits, pl.read_parquet(io.BytesIO(files[IMPUTATION_ROWS])),
+                                            {**manifest["imputation"], **json.loads(files[IMPUTATION_STATE])})
+        elif saved == "learner":
+            learner = expect_type(file, obj, (SurvivalLearner, MILCoxLearner, CompetingLearner), spec.kind)
         elif saved == "meta":
-            learner = StackingLearner.fitted(_expect(file, obj, (Stacking, CoxStacking), spec.kind))
+            learner = StackingLearner.fitted(expect_type(file, obj, (Stacking, CoxStacking), spec.kind))
         else:
-            learner = TabularLearner.fitted(spec.kind, spec.params, _expect(file, obj, (Pipeline,), spec.kind),
+            learner = TabularLearner.fitted(spec.kind, spec.params, expect_type(file, obj, (Pipeline,), spec.kind),
                                             chosen)
     return FittedModel(spec, learner, manifest, folder, files)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from analytics.models import survival
+from analytics.models import imputed, survival
 from analytics.models.competing import CompetingLearner
 from analytics.models.fixed import fixed_learner
 from analytics.models.harmonize import HarmonizeSpec
@@ -104,8 +104,18 @@ def unregister_kind(name: str) -> None:
     _LEARNERS.pop(name, None)
 
 
-def build_learner(spec: Model, seed: int) -> Learner:
+def _plain_learner(spec: Model, seed: int) -> Learner:
+    """The kind's own learner (no imputation wrapper): each completed data set's fit."""
+    return _LEARNERS[spec.kind](spec, seed)
+
+
+def build_learner(spec: Model, seed: int, replicate: bool = False) -> Learner:
     """A fresh learner for ``spec`` (kind, params and grid), seeded with ``seed``.
+
+    With ``[imputation] method = "mice"`` in the study (``spec.imputation``), a model reading clinical columns
+    gets an :class:`analytics.models.imputed.ImputedLearner` around its kind's learner: the imputation is part
+    of the procedure wherever the learner is fitted. ``replicate``: a learner for a bootstrap replicate of the
+    internal validation, which imputes ``m_boot`` times instead of ``m``.
 
     Raises
     ------
@@ -116,6 +126,9 @@ def build_learner(spec: Model, seed: int) -> Learner:
     if factory is None:
         raise ModelSpecError(f"model '{spec.name}': unknown kind {spec.kind!r}")
     try:
+        settings = spec.imputation
+        if settings is not None and imputed.wraps(spec):
+            return imputed.ImputedLearner(spec, seed, settings.m_boot if replicate else settings.m, _plain_learner)
         return factory(spec, seed)
     except (TypeError, ValueError) as exc:
         raise ModelSpecError(f"model '{spec.name}': {exc}") from None

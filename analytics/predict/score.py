@@ -6,6 +6,9 @@
 3. The study's cohort SQL runs over the scoring area (the same views and parameters), so derived columns are
    computed as for development patients; a patient it leaves out is not scored ("excluded by the cohort's
    inclusion criteria").
+   A model that reads image features gets the new patients' slides or scans embedded into the scoring area with
+   its feature sets' development settings (:mod:`analytics.predict.images`), and a ComBat-harmonised one checks
+   their centres (:mod:`analytics.predict.combat`).
 4. The saved model (every file checked against the study's store) scores the rest, as ``cohortlab fit``
    scored its held-out patients (:func:`analytics.scoring.saved_scores`): predicting the internal and
    external patients gives their stored predictions.
@@ -13,14 +16,16 @@
 Columns: ``patient_id, lp, risk, risk_lower, risk_upper, group, flags, reason`` (survival models: ``risk``,
 ``risk_lower``, ``risk_upper`` at the first horizon and ``risk_<t>``, ``risk_lower_<t>``, ``risk_upper_<t>`` at
 each), one row per new patient in file order. ``lp`` is the linear
-predictor where the model has one. ``risk_lower`` / ``risk_upper`` is the 95% confidence interval of the
+predictor where the model has one; a survival model without absolute risks (soft voting of survival members)
+gives its score as ``lp`` and no ``risk``. ``risk_lower`` / ``risk_upper`` is the 95% confidence interval of the
 predicted risk of an unpenalised logistic regression by the delta method on the logit scale, as R's
 ``predict(glm, se.fit = TRUE)`` then ``plogis`` (Wald interval; Harrell, *Regression Modeling Strategies*, 2nd
 ed., 2015, section 10.5); of an unpenalised Cox regression's risk at each horizon as R's
 ``survfit(coxph_fit, newdata, ctype = 1)`` (:mod:`analytics.predict.cox_ci`). Neither is a prediction interval
 for the patient's outcome. ``group`` is ``high`` / ``low``
 at the model's threshold (validation's, or a published model's own). ``flags`` name predictors that were
-missing and imputed, and values outside the range of the development (training) patients (extrapolation).
+missing and imputed, values outside the range of the development (training) patients (extrapolation), a slide
+or scan that could not be embedded while others of the patient were, and a new centre harmonised by ComBat.
 ``reason`` says why a patient was not scored.
 """
 
@@ -40,16 +45,19 @@ import pyarrow as pa
 from scipy.stats import norm
 from threadpoolctl import threadpool_limits
 
-from analytics.cohort import Cohort, load_cohort
+from analytics.cohort import Cohort, CohortError, load_cohort, read_block
 from analytics.cohort.checks import check_cohort
 from analytics.cohort.files import cohort_name, cohort_params, find_cohort, view_files
 from analytics.cohort.sql import read_only, run_select
 from analytics.fit_plan import targets
-from analytics.models import fusion
+from analytics.models import fusion, imputed
 from analytics.models.data import assemble, input_models, pooled_refs
 from analytics.models.fixed import FixedLearner
 from analytics.models.persist import FittedModel, load_model
+from analytics.models.updated import with_updated
+from analytics.predict.combat import MIN_PATIENTS, new_centres
 from analytics.predict.cox_ci import CoxRiskSets
+from analytics.predict.images import ImageFiles, embed_patients
 from analytics.predict.patients import NewPatients, PredictError, Schema, check, read_csv
 from analytics.scoring import check_columns, saved_scores
 from pipeline import atomic, store
@@ -94,16 +102,19 @@ def scoring_chain(study: StudyConfig, name: str) -> list[str]:
 
 
 def clinical_inputs(study: StudyConfig, name: str) -> list[str]:
-    """Every clinical column the model (and its input models) reads; refused for image inputs."""
+    """Every clinical column the model (and its input models) reads."""
     cols: list[str] = []
     for n in scoring_chain(study, name):
-        spec = study.model(n)
-        if pooled_refs(spec) or spec.traits.bags:
-            raise PredictError(f"model '{name}': {'its input model ' + repr(n) if n != name else 'it'} reads image "
-                               "features; scoring new patients reads clinical columns only here (embed their "
-                               "slides or scans in a study)")
-        cols += [c for c in spec.clinical if c not in cols]
+        cols += [c for c in study.model(n).clinical if c not in cols]
     return cols
+
+
+def pooled_inputs(study: StudyConfig, name: str) -> list[str]:
+    """Every pooled feature block (``feature_set:pooling``) the model (and its input models) reads."""
+    refs: list[str] = []
+    for n in scoring_chain(study, name):
+        refs += [r for r in pooled_refs(study.model(n)) if r not in refs]
+    return refs
 
 
 def _scoring_store(folder: Path, study: StudyConfig, new: NewPatients, source: str) -> Path:
@@ -149,8 +160,15 @@ def duckdb_read(store_path: Path) -> dict[str, Any]:
     return {"types": types, "variables": variables}
 
 
-def _scoring_cohort(study: StudyConfig, area: Path) -> Cohort:
-    """The study's cohort SQL (its views and parameters) run over the scoring area, on a read-only sandbox.
+def _area_study(study: StudyConfig, area: Path) -> StudyConfig:
+    """The study as the embedding stage sees the scoring area: its folder and store are the area's."""
+    return study.model_copy(update={"root": area.parent,
+                                    "study": study.study.model_copy(update={"store": str(area)})})
+
+
+def _scoring_cohort(study: StudyConfig, area: Path, refs: Sequence[str] = ()) -> Cohort:
+    """The study's cohort SQL (its views and parameters) run over the scoring area, on a read-only sandbox, with
+    the pooled feature blocks ``refs`` of the new patients (from the scoring area; bags are read on demand).
 
     New patients have no outcome: the checks of :func:`analytics.cohort.checks.check_cohort` run with the
     outcome columns stood in for, which stay NULL. Every patient's split is ``external`` (none is trained on).
@@ -172,9 +190,19 @@ def _scoring_cohort(study: StudyConfig, area: Path) -> Cohort:
         frame = frame.join(patients, on="patient_id", how="left").rename({"_store_center": "center"})
     frame = frame.drop("split", strict=False).with_columns(pl.lit("external").alias("split"))
     order = [c for c in RESERVED if c in frame.columns] + [c for c in frame.columns if c not in RESERVED]
+    frame = frame.select(order).sort("patient_id")
+    blocks = {}
+    if refs:
+        with read_only(area) as session:
+            for ref in refs:
+                try:
+                    block = read_block(session.con, ref, frame["patient_id"].to_list())
+                except CohortError:  # no new patient has these features: every one is refused already
+                    continue
+                blocks[block.key] = block
     return Cohort(name=Path(name).stem, file=file, sql=file.read_text(encoding="utf-8"),
-                  params=dict(params), split_rule={}, frame=frame.select(order).sort("patient_id"),
-                  variables=variables, store_path=area)
+                  params=dict(params), split_rule={}, frame=frame, blocks=blocks, variables=variables,
+                  store_path=area)
 
 
 def _development(study: StudyConfig, name: str, columns: Sequence[str]) -> Development:
@@ -252,6 +280,11 @@ def _score(study: StudyConfig, name: str, cohort: Cohort, dev: Development, expl
     # scored as analytics.scoring.saved_scores scores it (input models' scores first), with the model loaded once
     scores = {n: fusion.score_lookup(saved_scores(study, n, cohort, memo)) for n in input_models(spec)}
     assembled = assemble(spec, cohort, scores)
+    # a model imputed by chained equations imputes with its auxiliary columns, as fit did; one the new patients
+    # were not given (all NULL) leaves their chains rather than being imputed itself
+    aux = [c for c in imputed.auxiliary_of(fitted.learner)
+           if c in cohort.frame.columns and cohort.frame[c].null_count() < cohort.frame.height]
+    assembled = imputed.with_auxiliary(spec, cohort.frame, assembled, str(cohort.file), names=aux)
     check_columns(fitted, assembled)
     n = len(cohort)
     out = {"risk": np.full(n, np.nan), "lp": np.full(n, np.nan), "risk_lower": np.full(n, np.nan),
@@ -302,7 +335,8 @@ def _score(study: StudyConfig, name: str, cohort: Cohort, dev: Development, expl
 
 
 def predict_frame(study: StudyConfig, name: str, patients: pl.DataFrame, source: str = "patients",
-                  development: Development | None = None, explain: int = 0) -> pl.DataFrame:
+                  development: Development | None = None, explain: int = 0, images: ImageFiles | None = None,
+                  combat_min_patients: int = MIN_PATIENTS) -> pl.DataFrame:
     """Risks of model ``name`` for new patients (see the module notes).
 
     Parameters
@@ -319,22 +353,44 @@ def predict_frame(study: StudyConfig, name: str, patients: pl.DataFrame, source:
         The development ranges and threshold (default: read from the study; a bundle carries its own).
     explain
         Add column ``explain``: each scored patient's ``explain`` largest SHAP contributions
-        (:mod:`analytics.predict.explain`; classical pipelines in a study).
+        (:mod:`analytics.predict.explain`; classical pipelines on clinical inputs, in a study).
+    images
+        The new patients' slides and scans, for a model that reads image features (:mod:`analytics.predict.images`).
+    combat_min_patients
+        New patients a centre unseen in development needs in this call to be harmonised by a ComBat-harmonised
+        model (:mod:`analytics.predict.combat`).
 
     Raises
     ------
     PredictError
-        The model reads image features, or is not fitted.
+        The model is not fitted; it reads images and no manifest of them is given, or its feature sets cannot be
+        reproduced here; ``explain`` for a model that reads image features.
     """
+    study = with_updated(study, name)  # a model updated for a centre by validation, saved beside the others
     spec = study.model(name)
     required = clinical_inputs(study, name)
+    chain, refs = scoring_chain(study, name), pooled_inputs(study, name)
+    if explain and (refs or any(study.model(n).traits.bags for n in chain)):
+        raise PredictError(f"--explain: model '{name}' reads image features; SHAP contributions are given for models "
+                           "on clinical inputs only (an image feature column has no meaning to read)")
     new = check(patients, Schema.of_store(study.store_path), required, source)
     dev = development or Development.of(study, name)
     with tempfile.TemporaryDirectory(prefix="cohortlab-scoring-") as tmp:
         area = _scoring_store(Path(tmp), study, new, source)
-        cohort = _scoring_cohort(study, area)
+        ids = new.frame["patient_id"].to_list()
+        embedded = embed_patients(study, name, chain, _area_study(study, area), ids, images)
+        cohort = _scoring_cohort(study, area, refs)
+        included = set(cohort.patient_ids)
+        refused = {**embedded.reasons, **new.reasons}
+        centres = new_centres(study, chain, cohort, refused, combat_min_patients)
+        refused.update(centres.reasons)
+        keep = np.array([p not in refused for p in cohort.patient_ids], dtype=bool)
+        if not keep.all() and keep.any():  # refused patients take no part (a new centre is estimated without them)
+            cohort = cohort.subset(keep)
         with threadpool_limits(limits=1):
-            scored = _score(study, name, cohort, dev, explain)
+            scored = _score(study, name, cohort, dev, explain) if keep.any() else \
+                {k: np.full(len(cohort), np.nan) for k in ("lp", "risk", "risk_lower", "risk_upper")}
+    notes = {p: embedded.flags.get(p, []) + centres.flags.get(p, []) for p in ids}
     thr = dev.threshold
     at = {p: i for i, p in enumerate(cohort.patient_ids)}
     survival = study.endpoint(spec) == "survival"
@@ -350,11 +406,13 @@ def predict_frame(study: StudyConfig, name: str, patients: pl.DataFrame, source:
               if c in cohort.frame.columns}
     for pid in table["patient_id"].to_list():
         i = at.get(pid)
-        reason = new.reasons.get(pid) or (EXCLUDED if i is None else "")
+        reason = new.reasons.get(pid) or (EXCLUDED if pid not in included else refused.get(pid, ""))
         values = {k: (None if reason or i is None or not math.isfinite(v[i]) else v[i]) for k, v in numbers.items()}
-        if not reason and values["risk"] is None:
+        # scored: a risk, or only a score (a survival ensemble averaging its members' relative scores has no
+        # absolute risk, so its score is all there is: lp)
+        if not reason and values["risk"] is None and values["lp"] is None:
             reason = "the model could not score it (an input is missing)"
-        flags = [f"{c} missing (imputed)" for c in new.missing.get(pid, [])] if not reason else []
+        flags = [f"{c} missing (imputed)" for c in new.missing.get(pid, [])] + notes[pid] if not reason else []
         if not reason and i is not None:
             for c, (lo, hi, cells) in ranged.items():
                 v = cells[i]
@@ -377,9 +435,10 @@ def predict_frame(study: StudyConfig, name: str, patients: pl.DataFrame, source:
 
 
 def predict_file(study: StudyConfig, name: str, patients: Path, out: Path,
-                 development: Development | None = None, protect: Sequence[Path] = (), explain: int = 0
-                 ) -> pl.DataFrame:
-    """:func:`predict_frame` of a CSV of new patients, written to ``out`` (CSV) in one step.
+                 development: Development | None = None, protect: Sequence[Path] = (), explain: int = 0,
+                 images: ImageFiles | None = None, combat_min_patients: int = MIN_PATIENTS) -> pl.DataFrame:
+    """:func:`predict_frame` of a CSV of new patients (and, for an image model, their slides or scans),
+    written to ``out`` (CSV) in one step.
 
     Raises
     ------
@@ -387,9 +446,10 @@ def predict_file(study: StudyConfig, name: str, patients: Path, out: Path,
         ``out`` is the patients file, an existing folder or a link, or lies inside the study's ``models/``
         folder or is its store.
     """
-    target = _output(out, [patients, study.store_path, *protect], [study.models_dir])
+    manifests = [p for p in (images.slides, images.scans) if p is not None] if images else []
+    target = _output(out, [patients, study.store_path, *manifests, *protect], [study.models_dir])
     frame = predict_frame(study, name, read_csv(patients, study.manifests.encoding), Path(patients).name,
-                          development, explain)
+                          development, explain, images, combat_min_patients)
     with atomic.staged(target) as tmp:
         frame.write_csv(tmp)
     return frame

@@ -4,6 +4,7 @@ TRIPOD+AI facts the checklist is filled from."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,13 @@ SECTIONS = (
 def build_context(src: Sources, progress: bool = True, figure_cache: FigureCache | None = None) -> dict[str, Any]:
     """Every table, figure and text of the report, from the sources of one run (the figures drawn before from
     the same data taken from ``figure_cache``)."""
-    fc = figure_cache
+    # the sample sizes' simulations of a million patients each are numpy array work, which lets other threads
+    # run: a second thread does them while this one draws the figures (a second core shortens the report)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-sample-size") as pool:
+        return _context(src, progress, figure_cache, pool)
+
+
+def _context(src: Sources, progress: bool, fc: FigureCache | None, pool: ThreadPoolExecutor) -> dict[str, Any]:
     study = src.study
     validation = src.validation
     models = model_names(study, validation, src.predictions)
@@ -115,7 +122,8 @@ def build_context(src: Sources, progress: bool = True, figure_cache: FigureCache
     else:
         ctx["cohort"] = None
     # the missing-data section: pattern, per split and centre, the method that ran, imputation diagnostics
-    ctx.update(missing_context(study, frame, src.cohort.incomplete if src.cohort is not None else ()))
+    ctx.update(missing_context(study, frame, src.cohort.incomplete if src.cohort is not None else (),
+                               manifests=src.manifests, validation=src.validation))
     # competing causes: Aalen-Johansen cumulative incidence of every cause, overall and per subgroup variable
     ctx.update(competing_context(study, frame, float(study.validation.level), _time_label(src.variables, frame), fc,
                                  models, src.curves))
@@ -129,18 +137,18 @@ def build_context(src: Sources, progress: bool = True, figure_cache: FigureCache
     # binary models' figures and summaries; survival models (scores are risks) have the survival section
     binary = [m for m in models if not any(s.name == m and study.endpoint(s) == "survival" for s in study.models)]
     fitted = load_fitted(study, binary, src.manifests)
-    ctx["sample_size"] = sample_size_rows(binary, validation, fitted, src.manifests, fc) if validation is not None else []
+    sizes = pool.submit(sample_size_rows, binary, validation, fitted, src.manifests, fc) if validation is not None else None
     ctx["nomograms"], ctx["nomogram_notes"] = nomogram_figures(study, binary, fitted, src.cohort, src.predictions,
-                                                                src.variables)
+                                                                src.variables, fc)
     # survival models: Riley's time-to-event sample size, the Cox nomogram and the proportional-hazards check
     survival = [m for m in models if m not in binary]
     fitted_survival = load_fitted(study, survival, src.manifests)
     ctx["sample_size_survival"] = survival_sample_size_rows(survival, fitted_survival, src.manifests, src.cohort,
                                                             src.predictions)
     cox_nomograms, cox_notes = nomogram_figures(study, survival, fitted_survival, src.cohort, src.predictions,
-                                                src.variables)
+                                                src.variables, fc)
     ctx["nomograms"], ctx["nomogram_notes"] = ctx["nomograms"] + cox_nomograms, ctx["nomogram_notes"] + cox_notes
-    ctx["ph"] = ph_blocks(study, survival, _time_label(src.variables, frame))
+    ctx["ph"] = ph_blocks(study, survival, _time_label(src.variables, frame), fc)
     # performance and figures
     scored = scored_predictions(src.predictions, frame)
     level = validation.level if validation is not None else float(study.validation.level)
@@ -175,6 +183,7 @@ def build_context(src: Sources, progress: bool = True, figure_cache: FigureCache
     ctx["explain"] = explanation_figures(study.report_dir, src.explain if enabled else None)
     ctx["explain"].update(enabled=enabled, budget=explain_budget(src.explain) if enabled else [])
     ctx["failed"] = src.failed.to_dicts()
+    ctx["sample_size"] = sizes.result() if sizes is not None else []
     ctx["tripod"] = tripod.checklist(_facts(src, models, ctx))
     return ctx
 
@@ -235,6 +244,7 @@ def _facts(src: Sources, models: Sequence[str], ctx: Mapping[str, Any]) -> tripo
         feature_sets=fs_text, random_weights=tuple(ctx["random_sets"]), models=model_text,
         threshold_rules=tuple(thr), per_analysis=tuple(per_analysis), missing=tuple(missing_vars),
         excluded=tuple(excluded), has_metrics=validation is not None,
+        imputation=((ctx.get("missingness") or {}).get("method") or {}).get("summary", ""),
         has_centers=bool(ctx["performance"] and ctx["performance"]["centers"]),
         has_survival=bool(ctx["survival"]), has_survival_models=bool(ctx.get("horizons")),
         has_comparisons=bool(ctx["comparisons"]),

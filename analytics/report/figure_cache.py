@@ -39,13 +39,14 @@ class Unhashable(TypeError):
 
 def code_digest() -> str:
     """sha256 of what draws the figures and computes what is drawn with them (a ROC band): ``analytics/figures.py``,
-    ``analytics/report/competing.py``, the ``analytics/stats`` package, and the versions of matplotlib, numpy and
-    Pillow."""
+    ``analytics/thinning.py``, ``analytics/report/competing.py`` and ``nomogram.py``, the ``analytics/stats``
+    package, and the versions of matplotlib, numpy and Pillow."""
     h = hashlib.sha256(f"format {FORMAT}\n".encode())
     analytics = Path(__file__).resolve().parents[1]
-    # the report's competing-risk figures are drawn by analytics/report/competing.py
-    for path in [analytics / "figures.py", analytics / "report" / "competing.py",
-                 *sorted((analytics / "stats").rglob("*.py"))]:
+    # the report's competing-risk figures and nomograms are drawn by modules of analytics/report, and every
+    # curve is thinned by analytics/thinning.py before it is drawn
+    for path in [analytics / "figures.py", analytics / "thinning.py", analytics / "report" / "competing.py",
+                 analytics / "report" / "nomogram.py", *sorted((analytics / "stats").rglob("*.py"))]:
         raw = path.read_bytes()
         h.update(f"{path.relative_to(analytics).as_posix()}:{len(raw)}:".encode())
         h.update(raw)

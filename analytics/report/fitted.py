@@ -296,10 +296,11 @@ def sample_size_rows(models: Sequence[str], validation: Validation, fitted: Mapp
 
 
 def nomogram_figures(study: StudyConfig, models: Sequence[str], fitted: Mapping[str, Any], cohort: Any,
-                     predictions: pl.DataFrame, variables: pl.DataFrame) -> tuple[list[Embedded], list[str]]:
+                     predictions: pl.DataFrame, variables: pl.DataFrame,
+                     cache: FigureCache | None = None) -> tuple[list[Embedded], list[str]]:
     """A nomogram of each fitted logistic or Cox model on clinical variables and scores (axes over the training
     patients' values, in the variables' units; a Cox model's survival at each of its horizons), and why a model
-    of those kinds has none."""
+    of those kinds has none (each drawing from ``cache`` when drawn before from an equal nomogram)."""
     from analytics.models.data import SCORE_PREFIX, assemble, input_models
     from analytics.report.nomogram import (
         NomogramError,
@@ -309,6 +310,7 @@ def nomogram_figures(study: StudyConfig, models: Sequence[str], fitted: Mapping[
         nomogram_figure,
     )
 
+    cache = cache or FigureCache(None)
     out: list[Embedded] = []
     notes: list[str] = []
     units = {r["name"]: (r.get("label") or r["name"]) + (f" ({r['unit']})" if r.get("unit") else "")
@@ -341,7 +343,7 @@ def nomogram_figures(study: StudyConfig, models: Sequence[str], fitted: Mapping[
                     raise NomogramError("no horizons to predict survival at")
                 cox = cox_nomogram(name, fm.learner, table, horizons, labels)
                 out.append(Embedded(
-                    f"fig-nomogram-{name}", figures.data_uri(cox_nomogram_figure(cox, f"{name}: nomogram", time_unit)),
+                    f"fig-nomogram-{name}", figures.data_uri(cache.png(cox_nomogram_figure, cox, f"{name}: nomogram", time_unit)),
                     f"Nomogram of {name}",
                     f"{name}: nomogram of the final Cox model (the layout of rms::nomogram on a cph fit). Read each "
                     "predictor's points on the top scale, add them, and read the linear predictor and the predicted "
@@ -353,7 +355,7 @@ def nomogram_figures(study: StudyConfig, models: Sequence[str], fitted: Mapping[
         except (NomogramError, CohortlabError, ValueError, KeyError) as exc:
             notes.append(f"{name}: no nomogram ({exc})")
             continue
-        out.append(Embedded(f"fig-nomogram-{name}", figures.data_uri(nomogram_figure(nom, f"{name}: nomogram")),
+        out.append(Embedded(f"fig-nomogram-{name}", figures.data_uri(cache.png(nomogram_figure, nom, f"{name}: nomogram")),
                             f"Nomogram of {name}",
                             f"{name}: nomogram of the final logistic model. Read each predictor's points on the top "
                             "scale, add them, and read the predicted risk below the total; coefficients are "
@@ -429,10 +431,12 @@ def coefficient_blocks(study: StudyConfig, models: Sequence[str],
     return out
 
 
-def ph_blocks(study: StudyConfig, models: Sequence[str], time_label: str = "Time") -> list[dict[str, Any]]:
+def ph_blocks(study: StudyConfig, models: Sequence[str], time_label: str = "Time",
+              cache: FigureCache | None = None) -> list[dict[str, Any]]:
     """Per Cox regression: the proportional-hazards table saved at fit time (``zph.json``: the Grambsch-Therneau
     test of ``cox.zph`` per term and globally, a term with p < 0.05 flagged) and its scaled Schoenfeld residual
-    figure; or why there is no test (a penalised fit). A model saved without the file is left out."""
+    figure (from ``cache`` when drawn before from equal panels); or why there is no test (a penalised fit). A
+    model saved without the file is left out."""
     from analytics.models.persist import read_zph
     from analytics.models.ph_check import ALPHA, zph_of
 
@@ -454,8 +458,8 @@ def ph_blocks(study: StudyConfig, models: Sequence[str], time_label: str = "Time
         block["flagged"] = [r["term"] for r in block["rows"] if r["flagged"]]
         block["n"], block["events"] = rec.get("n"), rec.get("events")
         try:
-            png = figures.schoenfeld_figure(f"{name}: scaled Schoenfeld residuals",
-                                            figures.schoenfeld_panels(zph, ALPHA), time_label)
+            png = (cache or FigureCache(None)).png(figures.schoenfeld_figure, f"{name}: scaled Schoenfeld residuals",
+                                                   figures.schoenfeld_panels(zph, ALPHA), time_label)
         except ValueError as exc:  # e.g. too few distinct event times for the smooth
             block["reason"] = f"no residual plot ({exc})"
             continue

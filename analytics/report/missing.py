@@ -5,9 +5,13 @@ imputations can be trusted.
   (:func:`analytics.impute.md_pattern`; van Buuren, *Flexible Imputation of Missing Data*, 2nd ed. 2018, §4.1).
 * Missing % of each clinical column by split and centre.
 * The method that ran, from ``[imputation]``: chained equations (with its settings), imputations read from a
-  file, single (median / mode) imputation, which understates every standard error (Sterne et al., BMJ
-  2009;338:b2393), complete-case analysis with the patients it drops, or, without the table, the in-pipeline
-  median / mode fill.
+  file (held-out estimates marked possibly optimistic unless one file per split is given), single (median /
+  mode) imputation, which understates every standard error (Sterne et al., BMJ 2009;338:b2393), complete-case
+  analysis with the patients it drops, or, without the table, the in-pipeline median / mode fill. With multiple
+  imputation: how the models were pooled (Rubin's rules or the mean risk) and what the imputation cost, from each
+  fit record; a model's spline or interaction terms missing from the chained equations (smcfcs, Bartlett et al.
+  2015, is not available yet); image blocks kept out of the chains; and each headline measure's fraction of
+  missing information (fmi) where validation pooled it by Rubin's rules.
 * When ``cohortlab impute`` has written ``imputations/``: trace plots of each imputed column's mean and SD per
   iteration, one line per chain (``plot(imp)`` of mice), observed against imputed densities
   (``mice::densityplot``), and red flags for a split-R̂ of the chain means above 1.1 (Gelman et al., *Bayesian
@@ -18,7 +22,7 @@ imputations can be trusted.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +36,32 @@ from analytics.impute import ImputationError, md_pattern, split_rhat
 from analytics.impute.diagnostics import RHAT_FLAG
 from analytics.impute.longformat import read_long
 from analytics.impute.study import FOLDER
+from analytics.models.artifacts import FitRecord
 from analytics.report.cells import SPLIT_NAMES, Embedded, fmt_count
 from analytics.splits import SPLITS
+from analytics.validation import Validation
 from pipeline.config import RESERVED, StudyConfig
 
 PATTERN_ROWS = 30
 """Patterns shown in the md.pattern table (the most frequent ones; the rest are counted in a note)."""
 
 SINGLE_WARNING = ("Single imputation understates uncertainty: each filled value is treated as if it had been "
-                  "observed, so standard errors and confidence intervals are too narrow, and coefficients are biased "
-                  "when values are missing at random (Sterne et al., BMJ 2009;338:b2393).")
+                  "observed, so it understates every standard error and confidence interval, and coefficients are "
+                  "biased when values are missing at random (Sterne et al., BMJ 2009;338:b2393).")
+FROM_OPTIMISTIC = ("Imputations made elsewhere were usually made with every patient's outcome, held-out patients' "
+                   "included: held-out (internal and external) estimates may be optimistic, and so may the training "
+                   "patients' out-of-fold and bootstrap estimates (their imputations saw the left-out patients' "
+                   "outcomes). Give one file per split (from = { train = ..., internal = ..., external = ... }) to "
+                   "impute held-out patients apart.")
+SMCFCS_MISSING = ("Substantive-model-compatible imputation (smcfcs; Bartlett et al., Stat Methods Med Res "
+                  "2015;24:462-487), which imputes with the model's own spline and interaction terms, is not "
+                  "available yet.")
+IMAGE_BLOCKS = ("Image feature blocks are not in the chained equations (too wide): a value missing inside a block is "
+                "median-imputed inside the model's pipeline, fitted on training patients, and a patient lacking a "
+                "whole block gets no prediction from that model.")
+HEADLINE = ("auc", "c_index", "calibration_in_the_large", "calibration_recalibration_intercept",
+            "calibration_recalibration_slope", "calibration_brier")
+"""The measures pooled by Rubin's rules whose fraction of missing information the section lists."""
 
 
 def clinical_columns(frame: pl.DataFrame) -> list[str]:
@@ -109,26 +129,31 @@ def by_split_centre(frame: pl.DataFrame, columns: Sequence[str]) -> dict[str, An
     return {"groups": [name for name, _ in groups], "sizes": [int(sel.sum()) for _, sel in groups], "rows": rows}
 
 
-def method_text(study: StudyConfig) -> dict[str, Any]:
-    """Which method handles missing clinical values, in words, with the caveats the user must read."""
+def method_text(study: StudyConfig, manifests: Mapping[str, FitRecord] | None = None) -> dict[str, Any]:
+    """Which method handles missing clinical values, in words, with the caveats the user must read (``manifests``:
+    the fitted models' records, whose ``imputation`` entries name the formula terms the chains leave out)."""
     s = study.imputation
     notes: list[str] = []
     if s is None:
         return {"method": "none", "name": "In-pipeline single imputation (no [imputation] table)",
                 "text": "Missing clinical values are filled inside each model's pipeline with the training patients' "
                         "median (numbers) or most frequent level (categories), refitted on every training fold.",
-                "notes": [SINGLE_WARNING], "warn": True}
+                "notes": [SINGLE_WARNING], "warn": True, "summary": "single (median / mode) imputation inside each "
+                "model's pipeline, refitted on every training fold"}
     if s.method == "single":
         return {"method": "single", "name": "Single imputation ([imputation] method = \"single\")",
                 "text": "Missing clinical values are filled inside each model's pipeline with the training patients' "
                         "median (numbers) or most frequent level (categories), kept for comparison with multiple "
-                        "imputation.", "notes": [SINGLE_WARNING], "warn": True}
+                        "imputation.", "notes": [SINGLE_WARNING], "warn": True,
+                "summary": "single (median / mode) imputation inside each model's pipeline ([imputation] method = "
+                           "\"single\"), which understates every standard error"}
     if s.method == "complete_case":
         return {"method": "complete_case", "name": "Complete-case analysis ([imputation] method = \"complete_case\")",
                 "text": "Patients missing any clinical variable a model reads are left out of the cohort.",
                 "notes": ["Complete-case estimates are biased unless values are missing completely at random (or "
                           "missingness does not depend on the outcome), and the patients left out lower the "
-                          "precision (Sterne et al., BMJ 2009;338:b2393)."], "warn": True}
+                          "precision (Sterne et al., BMJ 2009;338:b2393)."], "warn": True,
+                "summary": "complete-case analysis: patients missing a clinical variable of a model are left out"}
     methods = ", ".join(f"{k} = {v}" for k, v in sorted(s.methods.items()))
     seed = study.study.seed if s.seed is None else s.seed
     validation = ("each validation split imputed on its own, with its outcomes (validation_imputation = "
@@ -143,19 +168,86 @@ def method_text(study: StudyConfig) -> dict[str, Any]:
             + "; the outcome is in the imputation models of the development patients (the label; for a survival "
             "outcome the event indicator and the Nelson-Aalen cumulative hazard); "
             + (f"auxiliary columns: {', '.join(s.auxiliary)}; " if s.auxiliary else "")
-            + f"{validation}. `cohortlab impute` makes these imputations and the diagnostics below.")
+            + f"{validation}. The chains are refitted on every training fold. `cohortlab impute` makes the "
+            "development imputation alone and the diagnostics below.")
+    summary = f"multiple imputation by chained equations (mice, m = {s.m}, maxit = {s.maxit})"
     if s.from_ is not None:
-        text = (f"Multiple imputations read from {s.from_} (made elsewhere, in mice::complete(imp, \"long\") "
-                "format).")
-        notes.append("Imputations made elsewhere were usually made with every patient's outcome, held-out patients' "
-                     "included: held-out estimates may be optimistic.")
-    # fitting on the m completed data sets and pooling by Rubin's rules is not part of `cohortlab fit` yet: say
-    # what the models of this run did
-    notes.append("The models of this run were not fitted on these imputations: each model fills missing values "
-                 "inside its training folds with the median or most frequent level (single imputation), and its "
-                 "coefficients and intervals are not pooled by Rubin's rules. " + SINGLE_WARNING)
+        files = s.from_files()
+        per_split = None not in files
+        named = "; ".join(f"{k}: {v}" for k, v in files.items()) if per_split else str(files[None])
+        text = (f"Multiple imputations read from {named} (made elsewhere, in mice::complete(imp, \"long\") format): "
+                "they fill the store's missing clinical values and the cohort SQL runs once per imputation; m is the "
+                "number of imputations in the file"
+                + (", and each split's patients are filled from their split's file only (training out-of-fold and "
+                   "bootstrap estimates still read imputations made with every training patient's outcome)."
+                   if per_split else "."))
+        summary = f"multiple imputations read from {named}"
+        if not per_split:
+            notes.append(FROM_OPTIMISTIC)
+    text += (" Every model that reads clinical columns is fitted on each completed data set: unpenalised logistic "
+             "and Cox regressions are pooled by Rubin's rules (the pooled coefficients are the model, as "
+             "mice::pool), other models' risk is the mean of the m fits' risks; the validation statistics are "
+             "computed on each completed version of a split and pooled (Wood, Royston & White, Biom J "
+             "2015;57:614-632). "
+             + ("Bootstrap internal validation takes each replicate's rows of the file's imputations (they cannot be "
+                "redone per replicate). Cost: m fits of each model per outer fold, for the final model and per "
+                "internal-validation replicate." if s.from_ is not None else
+                f"Bootstrap internal validation imputes again inside every replicate, with m_boot = {s.m_boot} "
+                "imputations (bootstrap, then impute: Wahl et al., BMC Med Res Methodol 2016;16:144). Cost: m fits "
+                "of each model per outer fold and for the final model, and m_boot × B fits for internal "
+                "validation."))
+    for name, record in (manifests or {}).items():
+        terms = (record.imputation or {}).get("not_in_imputation_model") or []
+        if terms:
+            notes.append(f"Model {name}: the chained equations impute main effects only, without its terms "
+                         f"{', '.join(terms)}, which biases those terms toward zero. {SMCFCS_MISSING}")
+    if any(spec.features for spec in study.models):
+        notes.append(IMAGE_BLOCKS)
     return {"method": "mice", "name": "Multiple imputation ([imputation] method = \"mice\")", "text": text,
-            "notes": notes, "warn": bool(notes)}
+            "notes": notes, "warn": bool(notes), "summary": summary}
+
+
+def imputation_models(manifests: Mapping[str, FitRecord]) -> list[dict[str, Any]]:
+    """Per fitted model with an ``imputation`` record: where its imputations came from, m, how it was pooled, and
+    what the imputation cost (fits and seconds, and the internal validation's replicates × m_boot)."""
+    rows = []
+    for name, record in manifests.items():
+        imp = record.imputation
+        if not imp:
+            continue
+        internal = record.internal or {}
+        boot = (internal.get("imputation") or {}) if isinstance(internal, dict) else {}
+        fits = (record.tuning or {}).get("fits")
+        rows.append({
+            "model": name, "source": "read from file" if imp.get("source") == "from" else "chained equations",
+            "m": imp.get("m"), "maxit": imp.get("maxit") if imp.get("source") != "from" else "–",
+            "pooled": "Rubin's rules" if imp.get("pooled") == "rubin" else "mean of the m fits' risks",
+            "fits": "–" if fits is None else str(fits),
+            "seconds": "–" if imp.get("seconds") is None else f"{float(imp['seconds']):.1f}",
+            "internal": "–" if not boot else (
+                f"B = {internal.get('B', internal.get('replicates', '?'))} × m = {imp.get('m')} (the file's)"
+                if imp.get("source") == "from" else
+                f"B = {internal.get('B', internal.get('replicates', '?'))} × m_boot = "
+                f"{boot.get('m_boot', imp.get('m_boot'))}"),
+            "not_modelled": ", ".join(imp.get("not_in_imputation_model") or []),
+        })
+    return rows
+
+
+def pooled_fmi(validation: Validation | None) -> list[dict[str, Any]]:
+    """The headline measures pooled by Rubin's rules over the imputations, with m and the fraction of missing
+    information (fmi) of each; empty when no measure was pooled."""
+    if validation is None:
+        return []
+    out = []
+    for r in validation.rows():
+        if r.get("fmi") is None or r.get("center") is not None or r["measure"] not in HEADLINE:
+            continue
+        ci = (f" ({r['low']:.3f}–{r['high']:.3f})" if r.get("low") is not None and r.get("high") is not None else "")
+        out.append({"model": r["model"], "split": SPLIT_NAMES.get(r["split"], r["split"]), "measure": r["measure"],
+                    "estimate": f"{r['estimate']:.3f}{ci}" if r.get("estimate") is not None else "–",
+                    "m": r["m"], "fmi": f"{r['fmi']:.3f}"})
+    return out
 
 
 def complete_case_counts(frame: pl.DataFrame, columns: Sequence[str], incomplete: Sequence[str]) -> dict[str, Any]:
@@ -309,22 +401,27 @@ def _read_trace(path: Path) -> pl.DataFrame | None:
         return None
 
 
-def missing_context(study: StudyConfig, frame: pl.DataFrame | None, incomplete: Sequence[str] = ()
+def missing_context(study: StudyConfig, frame: pl.DataFrame | None, incomplete: Sequence[str] = (),
+                    manifests: Mapping[str, FitRecord] | None = None, validation: Validation | None = None
                     ) -> dict[str, Any]:
     """The missing-data section's content (``missingness`` in the report context); ``None`` without a cohort.
 
-    ``incomplete``: the patients a complete-case analysis left out of the cohort (:attr:`Cohort.incomplete`).
+    ``incomplete``: the patients a complete-case analysis left out of the cohort (:attr:`Cohort.incomplete`);
+    ``manifests``: the fitted models' records (their ``imputation`` entries: m, pooling, cost); ``validation``: its
+    headline measures pooled by Rubin's rules give each one's fraction of missing information.
     """
     if frame is None:
         return {"missingness": None}
     clinical = clinical_columns(frame)
-    method = method_text(study)
+    method = method_text(study, manifests)
     ctx: dict[str, Any] = {
         "method": method,
         "pattern": pattern_table(frame, clinical),
         "by_centre": by_split_centre(frame, clinical),
         "complete_case": None,
         "imputations": None,
+        "models": imputation_models(manifests or {}) if method["method"] == "mice" else [],
+        "fmi": pooled_fmi(validation) if method["method"] == "mice" else [],
     }
     if method["method"] == "complete_case":
         ctx["complete_case"] = complete_case_counts(frame, model_variables(study, clinical), incomplete)
@@ -333,5 +430,6 @@ def missing_context(study: StudyConfig, frame: pl.DataFrame | None, incomplete: 
     return {"missingness": ctx}
 
 
-__all__ = ["SINGLE_WARNING", "by_split_centre", "clinical_columns", "complete_case_counts", "imputation_diagnostics",
-           "imputation_files", "incomplete_rows", "method_text", "missing_context", "model_variables", "pattern_table"]
+__all__ = ["FROM_OPTIMISTIC", "IMAGE_BLOCKS", "SINGLE_WARNING", "SMCFCS_MISSING", "by_split_centre", "clinical_columns",
+           "complete_case_counts", "imputation_diagnostics", "imputation_files", "imputation_models", "incomplete_rows",
+           "method_text", "missing_context", "model_variables", "pattern_table", "pooled_fmi"]

@@ -63,23 +63,21 @@ def roc_figures(models: Sequence[str], scored: pl.DataFrame, validation: Validat
             y, s = _arrays(scored, model, split)
             if y.size == 0 or len(np.unique(y)) < 2:
                 continue
-            roc = roc_curve(y, s)
-            fpr = 1.0 - roc.get_column("specificity").to_numpy()[::-1]
-            tpr = roc.get_column("sensitivity").to_numpy()[::-1]
+            fpr, tpr = _roc_points(validation, model, split, y, s)
             auc = validation.get(model, split, "auc")
-            inputs.append((i, split, y, s, fpr, tpr, f"AUC {fmt_interval(auc)}", _band(validation, model, split, n_boot)))
+            inputs.append((i, split, fpr, tpr, f"AUC {fmt_interval(auc)}", _band(validation, model, split, n_boot)))
             overview.setdefault(split, []).append((model, fpr, tpr, f"{model}: {fmt(estimate_value(auc))}"))
 
         def draw(model: str = model, inputs: list[Any] = inputs) -> bytes:
             panels = []
-            for _i, split, _y, _s, fpr, tpr, label, band in inputs:
+            for _i, split, fpr, tpr, label, band in inputs:
                 sp, low, high = band if band is not None else (None, None, None)
                 panels.append(figures.RocPanel(split, fpr, tpr, label, sp, low, high))
             return figures.roc_figure(f"{model}: ROC curves", panels, level)
 
         if inputs:
-            # the bands (computed by validate) are part of the figure's key, with the scores and labels
-            png = cache.lookup(cache.key("roc_bands", model, [x[:4] + x[6:] for x in inputs], n_boot, level), draw)
+            # the curves and bands (computed by validate) are the figure's key
+            png = cache.lookup(cache.key("roc_bands", model, inputs, n_boot, level), draw)
             per_model.append(Embedded(f"fig-roc-{model}", figures.data_uri(png), f"ROC curves of {model}",
                                     f"{model}: empirical ROC curves per split; shaded, the pointwise {level:.0%} "
                                     f"CI of sensitivity at fixed specificities ({n_boot} stratified bootstrap "
@@ -90,6 +88,30 @@ def roc_figures(models: Sequence[str], scored: pl.DataFrame, validation: Validat
                          "(legend: AUC, as in the performance table).")
                 for split in SPLITS if split in overview]
     return overlays, per_model
+
+
+def _roc_points(validation: Validation, model: str, split: str, y: np.ndarray,
+                s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The empirical ROC curve (1 - specificity, sensitivity; ascending) that validate stored in curves.json, read
+    rather than computed again from the scores; computed when curves.json has none (written by an older
+    cohortlab) or one of other patients.
+
+    curves.json keeps 12 significant digits; each point is a count over the negatives (positives) of ``y``, so
+    the counts are recovered exactly and the points are the very floats :func:`~analytics.stats.roc_curve` gives.
+    """
+    stored = validation.curves.get(model, {}).get(split, {}).get("roc")
+    positives = int(y.sum())
+    negatives = y.size - positives
+    if stored and positives and negatives:
+        fpr = np.asarray(stored["fpr"], dtype=float)[::-1]
+        tpr = np.asarray(stored["tpr"], dtype=float)[::-1]
+        fp, tp = np.rint(fpr * negatives), np.rint(tpr * positives)
+        exact_fpr, exact_tpr = 1.0 - (negatives - fp) / negatives, tp / positives
+        if (fpr.size == tpr.size and np.allclose(exact_fpr, fpr, rtol=0, atol=1e-9)
+                and np.allclose(exact_tpr, tpr, rtol=0, atol=1e-9)):
+            return exact_fpr, exact_tpr
+    roc = roc_curve(y, s)
+    return 1.0 - roc.get_column("specificity").to_numpy()[::-1], roc.get_column("sensitivity").to_numpy()[::-1]
 
 
 def _band(validation: Validation, model: str, split: str,

@@ -131,6 +131,7 @@ class RunFacts:
     subgroups: tuple[str, ...] = ()  # cohort columns whose subgroups were validated
     sample_size: tuple[str, ...] = ()  # per model: training n against the Riley minimum
     competing_outcome: str | None = None  # how competing events were handled (competing causes only)
+    imputation: str = ""  # how missing clinical values were handled ([imputation]; the missing-data section)
 
 
 @dataclass(frozen=True)
@@ -208,10 +209,12 @@ def _missing(f: RunFacts) -> Answer:
         return None
     miss = "; ".join(f.missing) if f.missing else "no missing values in the cohort's variables"
     excl = "; ".join(f.excluded)
+    handled = (f"missing clinical values: {f.imputation}" if f.imputation else
+               "missing clinical values are handled inside each model's pipeline, fitted on training patients only")
     return (FILLED, f"Missing values: {miss}. Exclusions: {excl}. Patients without a model's image inputs get no "
-                    "prediction from it (complete-case for image features); missing clinical values are handled inside "
-                    "each model's pipeline, fitted on training patients only.",
-            (("missing-data", "missing data"), ("flow", "participant flow")))
+                    f"prediction from it (complete-case for image features); {handled}.",
+            (("missing-data", "missing data"), ("sec-missing", "missing data and imputation"),
+             ("flow", "participant flow")))
 
 
 def _splitting(f: RunFacts) -> Answer:
@@ -224,9 +227,10 @@ def _splitting(f: RunFacts) -> Answer:
 def _handling(f: RunFacts) -> Answer:
     if not f.models:
         return None
+    imputed = f" Missing clinical values: {f.imputation}." if f.imputation else ""
     return (PARTLY, "Each model's preprocessing (imputation, scaling, encoding) is part of its fitted pipeline and "
-                    "fitted on training patients only; see the model manifests. Functional forms: for the author.",
-            (("sec-models", "models"),))
+                    f"fitted on training patients only; see the model manifests.{imputed} Functional forms: for the "
+                    "author.", (("sec-models", "models"),))
 
 
 def _model_type(f: RunFacts) -> Answer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -40,9 +41,16 @@ def environment() -> jinja2.Environment:
     return env
 
 
+@functools.lru_cache(maxsize=1)
+def _shared_environment() -> jinja2.Environment:
+    # one per process: its templates are compiled once (a changed template file is reloaded: jinja2 compares
+    # each file's modification time on every lookup)
+    return environment()
+
+
 def render(ctx: Mapping[str, Any]) -> str:
     """The report's HTML for a context from :func:`build_context`."""
-    return environment().get_template("report.html.j2").render(**ctx)
+    return _shared_environment().get_template("report.html.j2").render(**ctx)
 
 
 DIGEST_MARK = "<!-- report inputs "  # the last line of index.html: the digest of what it was rendered from

@@ -13,7 +13,6 @@ patients it is computed on.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
 from typing import Literal
 
@@ -22,7 +21,7 @@ import polars as pl
 from numpy.typing import ArrayLike
 
 from .competing_status import cause_ok, competing_inputs
-from .internal import InternalValidation
+from .internal import InternalValidation, replicate_means, replicate_values
 from .resampling import Replicate
 from .survival_time import brier, time_auc
 
@@ -104,26 +103,18 @@ def optimism_competing(
     risk = np.asarray(apparent_risk, dtype=np.float64).reshape(n, hz.size)
     names = index_names(hz.tolist())
     original = _measures(t_, s_, risk, hz, c)
-    ok = [r for r in replicates if r.error is None]
-    reasons = dict(sorted(Counter(str(r.error) for r in replicates if r.error is not None).items()))
-    train = np.full((len(ok), len(names)), math.nan)
-    test = np.full((len(ok), len(names)), math.nan)
-    for b, rep in enumerate(ok):
-        idx = np.asarray(rep.index, dtype=np.int64)
-        if idx.size and (idx.min() < 0 or idx.max() >= n):
-            raise ValueError(f"replicate {b} has row indices outside 0..{n - 1}")
+    def train_of(rep: Replicate, idx: np.ndarray) -> np.ndarray:
         if rep.apparent_risk is None or rep.test_risk is None:
-            raise ValueError(f"replicate {b} has no risks at the horizons (refit the model)")
-        train[b] = _measures(t_[idx], s_[idx], np.asarray(rep.apparent_risk, dtype=np.float64).reshape(idx.size, -1),
-                             hz, c)
-        rows = np.arange(n) if method == "bootstrap" else np.setdiff1d(np.arange(n), idx)
-        test[b] = _measures(t_[rows], s_[rows], np.asarray(rep.test_risk, dtype=np.float64).reshape(n, -1)[rows],
-                            hz, c)
-    both = np.isfinite(train) & np.isfinite(test)
-    count = both.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tr_mean = np.where(both, train, 0.0).sum(axis=0) / count
-        te_mean = np.where(both, test, 0.0).sum(axis=0) / count
+            raise ValueError("a replicate has no risks at the horizons (refit the model)")
+        return _measures(t_[idx], s_[idx], np.asarray(rep.apparent_risk, dtype=np.float64).reshape(idx.size, -1),
+                         hz, c)
+
+    def test_of(rep: Replicate, rows: np.ndarray) -> np.ndarray:
+        risk = np.asarray(rep.test_risk, dtype=np.float64).reshape(n, -1)[rows]
+        return _measures(t_[rows], s_[rows], risk, hz, c)
+
+    ok, reasons, train, test = replicate_values(replicates, n, method == "cv", len(names), train_of, test_of)
+    tr_mean, te_mean, count = replicate_means(train, test)
     opt = tr_mean - te_mean
     table = pl.DataFrame({"index": names, "original": original, "training": tr_mean, "test": te_mean,
                           "optimism": opt, "corrected": original - opt, "n": count.astype(np.int64)})

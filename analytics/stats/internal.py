@@ -181,6 +181,41 @@ def _pick(y: np.ndarray, t: np.ndarray | None, rows: np.ndarray) -> tuple[np.nda
 
 
 # ----------------------------------------------------------------------------------------- optimism
+def replicate_values(
+    replicates: Sequence[Replicate],
+    n: int,
+    cv: bool,
+    width: int,
+    train_of: Callable[[Replicate, np.ndarray], np.ndarray],
+    test_of: Callable[[Replicate, np.ndarray], np.ndarray],
+) -> tuple[list[Replicate], dict[str, int], np.ndarray, np.ndarray]:
+    """Each successful replicate's indices on its own resample (``train_of(rep, index)``) and on the rows it is
+    tested on (``test_of(rep, rows)``: all n rows, or with ``cv`` those outside its training folds), as
+    ``(ok, reasons, train, test)``; failed replicates are left out and counted by reason (Harrell's
+    ``predab.resample``)."""
+    ok = [r for r in replicates if r.error is None]
+    reasons = dict(sorted(Counter(str(r.error) for r in replicates if r.error is not None).items()))
+    train = np.full((len(ok), width), math.nan)
+    test = np.full((len(ok), width), math.nan)
+    for b, rep in enumerate(ok):
+        idx = np.asarray(rep.index, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise ValueError(f"replicate {b} has row indices outside 0..{n - 1}")
+        train[b] = train_of(rep, idx)
+        test[b] = test_of(rep, np.setdiff1d(np.arange(n), idx) if cv else np.arange(n))
+    return ok, reasons, train, test
+
+
+def replicate_means(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean training and test value of each index over the replicates where both are finite, and their count."""
+    both = np.isfinite(train) & np.isfinite(test)
+    count = both.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tr_mean = np.where(both, train, 0.0).sum(axis=0) / count
+        te_mean = np.where(both, test, 0.0).sum(axis=0) / count
+    return tr_mean, te_mean, count
+
+
 def optimism(
     y: Any,
     apparent_score: ArrayLike,
@@ -239,27 +274,18 @@ def optimism(
     risk_all = None if apparent_risk is None else np.asarray(apparent_risk, dtype=np.float64)
     original = _measure(endpoint, yy, tt, score, risk_all, hz, recalibrate=False)
 
-    ok = [r for r in replicates if r.error is None]
-    reasons = dict(sorted(Counter(str(r.error) for r in replicates if r.error is not None).items()))
-    train = np.full((len(ok), len(names)), math.nan)
-    test = np.full((len(ok), len(names)), math.nan)
-    for b, rep in enumerate(ok):
-        idx = np.asarray(rep.index, dtype=np.int64)
-        if idx.size and (idx.min() < 0 or idx.max() >= n):
-            raise ValueError(f"replicate {b} has row indices outside 0..{n - 1}")
+    def train_of(rep: Replicate, idx: np.ndarray) -> np.ndarray:
         yb, tb = _pick(yy, tt, idx)
-        train[b] = _measure(endpoint, yb, tb, np.asarray(rep.apparent, dtype=np.float64),
-                            rep.apparent_risk, hz, recalibrate=False)
-        rows = np.arange(n) if method != "cv" else np.setdiff1d(np.arange(n), idx)
+        return _measure(endpoint, yb, tb, np.asarray(rep.apparent, dtype=np.float64), rep.apparent_risk, hz,
+                        recalibrate=False)
+
+    def test_of(rep: Replicate, rows: np.ndarray) -> np.ndarray:
         ys, ts = _pick(yy, tt, rows)
         risk = None if rep.test_risk is None else np.asarray(rep.test_risk).reshape(n, -1)[rows]
-        test[b] = _measure(endpoint, ys, ts, np.asarray(rep.test, dtype=np.float64)[rows], risk, hz,
-                           recalibrate=True)
-    both = np.isfinite(train) & np.isfinite(test)
-    count = both.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tr_mean = np.where(both, train, 0.0).sum(axis=0) / count
-        te_mean = np.where(both, test, 0.0).sum(axis=0) / count
+        return _measure(endpoint, ys, ts, np.asarray(rep.test, dtype=np.float64)[rows], risk, hz, recalibrate=True)
+
+    ok, reasons, train, test = replicate_values(replicates, n, method == "cv", len(names), train_of, test_of)
+    tr_mean, te_mean, count = replicate_means(train, test)
     opt = tr_mean - te_mean
     corrected = original - opt
     if method == ".632+":

@@ -51,7 +51,7 @@ class SplitMetrics:
         if measure in ("n_survival", "n_events"):
             value = getattr(self, measure)
             return None if value is None else Estimate(float(value), method="count")
-        if measure.startswith("calibration_"):
+        if measure.startswith("calibration_") and measure not in self.estimates:  # pooled ones have an interval
             key = measure.removeprefix("calibration_")
             if self.calibration is None or key not in self.calibration:
                 return None

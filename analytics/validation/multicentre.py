@@ -135,12 +135,18 @@ class UpdatedModel:
     tests: Sequence[Mapping[str, Any]]
     measures: Mapping[str, Estimate]
     warning: str = UPDATED_WARNING
+    # the chosen model as a published one (analytics.models.updated; None: not expressible so), and the
+    # centre's patients with its apparent risks, which validation saves as a model of its own
+    formula: str | None = None
+    coefficients: Mapping[str, float] | None = None
+    scored: tuple[tuple[str, float], ...] = field(default=(), compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "model": self.model, "center": self.center, "choice": self.choice,
                 "deviance": dict(self.deviance), "coef": {k: list(v) for k, v in self.coef.items()},
                 "tests": [dict(t) for t in self.tests], "warning": self.warning,
-                "measures": {k: e.to_dict() for k, e in self.measures.items()}}
+                "measures": {k: e.to_dict() for k, e in self.measures.items()},
+                **({"formula": self.formula, "coefficients": dict(self.coefficients)} if self.coefficients else {})}
 
     @classmethod
     def from_dict(cls, d: Any, where: str, source: str) -> UpdatedModel:
@@ -149,7 +155,7 @@ class UpdatedModel:
         return cls(str(d["name"]), str(d["model"]), str(d["center"]), str(d["choice"]), dict(d.get("deviance") or {}),
                    {k: list(v) for k, v in (d.get("coef") or {}).items()}, list(d.get("tests") or []),
                    _ordered({k: Estimate.from_dict(e, f"{where}.measures.{k}", source) for k, e in measures.items()}),
-                   str(d.get("warning", UPDATED_WARNING)))
+                   str(d.get("warning", UPDATED_WARNING)), d.get("formula"), d.get("coefficients"))
 
 
 @dataclass(frozen=True)
@@ -262,17 +268,41 @@ def _pool(results: Sequence[tuple[CentreResult, Mapping[str, float]]], level: fl
     return pooled, notes
 
 
-def _updated(model: str, center: str, y: np.ndarray, lp: np.ndarray, level: float) -> tuple[UpdatedModel | None, str | None]:
-    u, why = safe(update_logistic, y, lp)
+@dataclass(frozen=True)
+class Revise:
+    """A regression model's formula and coefficients (:func:`analytics.models.updated.regression_terms`): revision
+    re-estimates them on a centre's patients, and every updated model is saved as a published one."""
+
+    formula: str
+    coefficients: Mapping[str, float]
+    references: Mapping[str, str]
+
+
+def _updated(model: str, center: str, y: np.ndarray, lp: np.ndarray, level: float, revise: Revise | None = None,
+             rows: pl.DataFrame | None = None) -> tuple[UpdatedModel | None, str | None]:
+    from analytics.models.updated import design, updated_coefficients
+
+    x: np.ndarray | None = None
+    names: list[str] = []
+    note: str | None = None
+    if revise is not None and rows is not None:  # revision: glm(y ~ formula) on the centre's patients
+        names, x, ok = design(revise.formula, revise.coefficients, rows.to_pandas(), revise.references)
+        if not ok.all():
+            x, note = None, f"{model} not revised for centre {center}: {int((~ok).sum())} patient(s) lack a predictor"
+    u, why = safe(update_logistic, y, lp, x)
     if u is None:
         return None, f"{model} not updated for centre {center}: {why}"
-    m = centre_measures(y, updated_lp(u, lp))
+    eta = updated_lp(u, lp, x)
+    m = centre_measures(y, eta)
     tests = [jsonable({"reduced": s.reduced, "full": s.full, "statistic": s.statistic, "df": s.df, "p": s.p})
              for s in u.tests]
     measures = _estimates(m, level)
     measures = {k: Estimate(e.estimate, e.low, e.high, f"apparent, {e.method}", e.level) for k, e in measures.items()}
+    coef = None if revise is None else updated_coefficients(u.choice, revise.coefficients, u.coef[u.choice], names)
+    scored = () if rows is None else tuple(zip(rows.get_column("patient_id").to_list(), (1 / (1 + np.exp(-eta))).tolist()))
     return UpdatedModel(f"{model}-updated-{center}", model, center, u.choice, jsonable(u.deviance),
-                        {k: jsonable(list(c)) for k, c in u.coef.items()}, tests, measures), None
+                        {k: jsonable(list(c)) for k, c in u.coef.items()}, tests, measures, UPDATED_WARNING,
+                        None if revise is None else revise.formula, coef, scored), note
 
 
 def check_centres(names: Sequence[str], known: Sequence[str], setting: str, source: str) -> None:
@@ -316,11 +346,12 @@ def _membership(dev: pl.DataFrame, centre: pl.DataFrame, columns: Sequence[str])
 def multicentre_metrics(model: str, frame: pl.DataFrame, level: float, *, split: str = "external",
                         updating: bool = False, updating_centers: Sequence[str] = (),
                         membership: Sequence[str] | None = None,
-                        groups: pl.DataFrame | None = None) -> ModelMulticentre | None:
+                        groups: pl.DataFrame | None = None, revise: Revise | None = None) -> ModelMulticentre | None:
     """The multi-centre results of one binary model on the patients of ``split`` (``frame``: its labelled
     predictions with ``label``, ``center``, ``score``, ``split``); None with fewer than two centres there.
 
-    ``updating``: fit the updating methods on each centre (those of ``updating_centers`` when given).
+    ``updating``: fit the updating methods on each centre (those of ``updating_centers`` when given);
+    ``revise``: a regression model's terms, for revision (the formula's columns in ``frame``).
     ``membership``: the model's clinical columns of ``frame`` for the membership model of each centre against
     the development (train and internal) patients; None: no membership model.
     ``groups`` (split ``iecv``): the development patients with the model's own ``score``, ``label``, their
@@ -369,11 +400,9 @@ def multicentre_metrics(model: str, frame: pl.DataFrame, level: float, *, split:
         listed.append(c)
         results.append((c, m))
         if updating and (not updating_centers or center in updating_centers):
-            u, why = _updated(model, center, y, lp, level)
-            if u is not None:
-                updated.append(u)
-            else:
-                notes.append(str(why))
+            u, why = _updated(model, center, y, lp, level, revise, rows)
+            updated += [u] if u is not None else []
+            notes += [why] if why is not None else []
     pooled, pool_notes = _pool(results, level)
     return ModelMulticentre(model, split, tuple(listed), tuple(pooled), tuple(updated), tuple(notes + pool_notes))
 
@@ -427,19 +456,27 @@ def _one(study: StudyConfig, name: str, frame: pl.DataFrame, split: str, risks: 
             extra = [c for c in columns if c not in groups.columns]
             groups = groups.join(cohort.select("patient_id", *extra), on="patient_id", how="left") if extra else groups
     updating = v.updating and split == "external"
-    return multicentre_metrics(name, frame, v.level, split=split, updating=updating,
+    revise = None
+    if updating and spec is not None and columns is not None and set(spec.clinical) <= set(frame.columns):
+        from analytics.models.updated import regression_terms
+
+        terms = regression_terms(study, spec)
+        revise = Revise(terms[0], terms[1], spec.references) if isinstance(terms, tuple) else None
+    return multicentre_metrics(name, frame, v.level, split=split, updating=updating, revise=revise,
                                updating_centers=v.updating_centers, membership=columns, groups=groups)
 
 
 def _iecv_frame(study: StudyConfig, name: str, outcomes: pl.DataFrame) -> tuple[pl.DataFrame | None,
                                                                                 pl.DataFrame | None, str | None]:
     """A model's IECV predictions joined to the outcomes (split ``iecv``, centre = its left-out group) and its
-    risks at the horizons (long); or why there are none."""
+    risks at the horizons (long); or why there are none. The model's folder was checked against the store when
+    validation began (``check_models``): its record is read here without opening the store again."""
     from analytics.iecv_files import read_iecv
-    from analytics.models.persist import read_record
+    from analytics.models.artifacts import FitRecord
 
-    record = read_record(study.models_dir / name, study.store_path)
-    got = read_iecv(study.models_dir, name, None if record is None else record.fit_key)
+    path = study.models_dir / name / "manifest.json"
+    fit_key = FitRecord.from_json(path.read_bytes(), path).fit_key if path.is_file() else None
+    got = read_iecv(study.models_dir, name, fit_key)
     if got is None:
         return None, None, "no internal-external cross-validation of its current fit; run `cohortlab fit`"
     f = got.frame

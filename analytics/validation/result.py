@@ -43,18 +43,22 @@ from analytics.validation.values import (
 
 # the summary's columns: the seven of every measure, then the level of its interval, the centre of a
 # per-centre row, and a comparison's z and p (a log-rank row's p too); the cause of interest with competing causes
-# (empty for a single event type)
+# (empty for a single event type); a measure pooled over imputations: their number m and its fraction of missing
+# information (fmi, Rubin's rules only)
 SUMMARY_COLUMNS = ("model", "split", "measure", "estimate", "low", "high", "method", "level", "center", "z", "p",
-                   "cause")
+                   "cause", "m", "fmi")
 
 
 SUMMARY_SCHEMA = {"model": pl.String, "split": pl.String, "measure": pl.String, "estimate": pl.Float64,
                   "low": pl.Float64, "high": pl.Float64, "method": pl.String, "level": pl.Float64,
-                  "center": pl.String, "z": pl.Float64, "p": pl.Float64, "cause": pl.String}
+                  "center": pl.String, "z": pl.Float64, "p": pl.Float64, "cause": pl.String, "m": pl.Int64,
+                  "fmi": pl.Float64}
 
 
-# metrics.csv: the summary's rows under these columns ("metric" is the summary's "measure")
+# metrics.csv: the summary's rows under these columns ("metric" is the summary's "measure"); m and fmi follow
+# only when a measure was pooled over imputations (a study without imputation writes the file as before)
 CSV_COLUMNS = ("model", "split", "center", "metric", "estimate", "low", "high", "z", "p", "method", "cause")
+POOLED_COLUMNS = ("m", "fmi")
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,7 @@ class Validation:
                 z: float | None = None, p: float | None = None) -> dict[str, Any]:
             return {"model": model, "split": split, "measure": measure, "estimate": e.estimate, "low": e.low,
                     "high": e.high, "method": e.method, "level": e.level, "center": center, "z": z, "p": p,
-                    "cause": self.cause}
+                    "cause": self.cause, "m": e.m, "fmi": e.fmi}
 
         for model, m in self.models.items():
             for split, sm in m.splits.items():
@@ -183,7 +187,9 @@ class Validation:
         """Every measure as one row: model, split, measure, estimate, low, high, method; then level (of
         the interval), center (per-centre rows; else null), z and p (comparisons, whose model is
         ``"a vs b"`` and measure ``auc_difference``; a log-rank row's p). Counts (``n``,
-        ``n_positive``) are rows too, with method "count"."""
+        ``n_positive``) are rows too, with method "count". A measure pooled over multiply imputed data has ``m``
+        (the number of imputations) and, pooled by Rubin's rules, ``fmi`` (its fraction of missing information);
+        both are null elsewhere."""
         return pl.DataFrame(list(self.rows()), schema=SUMMARY_SCHEMA, orient="row")
 
     # --- files --------------------------------------------------------------------------------------------
@@ -210,11 +216,13 @@ class Validation:
         back as the same float)."""
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
+        rows = list(self.rows())
+        columns = CSV_COLUMNS + (POOLED_COLUMNS if any(r["m"] is not None for r in rows) else ())
+        writer.writerow(columns)
         numeric = {c for c, t in SUMMARY_SCHEMA.items() if t == pl.Float64}
-        for r in self.rows():
+        for r in rows:
             r = {**r, "metric": r["measure"]}
-            writer.writerow(["" if r[c] is None else repr(float(r[c])) if c in numeric else r[c] for c in CSV_COLUMNS])
+            writer.writerow(["" if r[c] is None else repr(float(r[c])) if c in numeric else r[c] for c in columns])
         return buf.getvalue()
 
     @classmethod
@@ -395,10 +403,14 @@ class Validation:
                   ("threshold rule", f"{self.settings.get('threshold_rule', '-')}, chosen on {THRESHOLD_CHOSEN_ON}")]
         width = max(len(k) for k, _ in header)
         lines = ["<cohortlab.Validation>", *(f"{k:>{width + 2}} = {v}" for k, v in header), "", "---"]
-        lines += _table(["model", "split", "measure", "estimate", f"lower {level}", f"upper {level}", "method"],
+        # pooled over imputations: the number of imputations and the fraction of missing information too
+        pooled = body.get_column("m").is_not_null().any()
+        lines += _table(["model", "split", "measure", "estimate", f"lower {level}", f"upper {level}",
+                         *(["m", "fmi"] if pooled else []), "method"],
                         [[r["model"], r["split"], r["measure"], fmt_number(r["estimate"], decimals),
-                          fmt_number(r["low"], decimals), fmt_number(r["high"], decimals), r["method"]]
-                         for r in body.iter_rows(named=True)], numeric={3, 4, 5})
+                          fmt_number(r["low"], decimals), fmt_number(r["high"], decimals),
+                          *([str(r["m"] or "-"), fmt_number(r["fmi"], decimals)] if pooled else []), r["method"]]
+                         for r in body.iter_rows(named=True)], numeric={3, 4, 5, 6, 7} if pooled else {3, 4, 5})
         if self.comparisons:
             lines += ["---", "Paired comparisons, AUC a - AUC b (DeLong)"]
             lines += _table(["a", "b", "split", "n", "AUC a", "AUC b", "difference", f"lower {level}", f"upper {level}",

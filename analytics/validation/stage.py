@@ -50,6 +50,7 @@ from analytics.validation.internal import InternalMetrics, internal_digest, inte
 from analytics.validation.measures import SplitInputs, SplitMetrics, measure_split
 from analytics.validation.metrics_table import METRICS_TABLE, write_metrics_table  # noqa: F401
 from analytics.validation.multicentre import check_settings, study_multicentre
+from analytics.validation.pooled import imputed_digest, imputed_scores
 from analytics.validation.records import (
     AddedValue,
     CenterMetrics,
@@ -62,6 +63,7 @@ from analytics.validation.records import (
 )
 from analytics.validation.result import Validation
 from analytics.validation.subgroups import subgroup_metrics
+from analytics.validation.updated_models import save_updated_models, updating_digest
 from analytics.validation.values import Estimate, ValidateError, clean, jsonable, safe
 from pipeline import atomic, store
 from pipeline.config import StudyConfig
@@ -117,10 +119,12 @@ def inputs_digest(study: StudyConfig, preds: pl.DataFrame, outcomes: pl.DataFram
     replicated = internal_digest(study.models_dir, sorted(set(preds.get_column("model").to_list())))
     if replicated:  # the replicates and final-model scores the internal validation reads (none: digest as before)
         h.update(replicated.encode())
+    h.update(imputed_digest(study, sorted(set(preds.get_column("model").to_list()))).encode())  # "": as before
     if study.validation.internal_external:  # the left-out centres' scores (analytics.iecv_files)
         from analytics.iecv_files import iecv_digest
 
         h.update(iecv_digest(study.models_dir, sorted(set(preds.get_column("model").to_list()))).encode())
+    h.update(updating_digest(study, sorted(set(preds.get_column("model").to_list()))).encode())  # "": no updating
     return h.hexdigest()
 
 
@@ -226,7 +230,7 @@ def _cache_common(study: StudyConfig, outcomes: pl.DataFrame) -> str:
 
 def model_key(study: StudyConfig, name: str, preds: pl.DataFrame, common: str) -> str:
     """The cache key of one model's metrics: everything :func:`_model_metrics` reads (its predictions, its saved
-    horizon and grid risks, its endpoint and kind, its study.toml entry) and ``common`` (:func:`_cache_common`)."""
+    horizon and grid risks, its imputed scores, its endpoint and kind, its study.toml entry) and ``common``."""
     from analytics.models.persist import read_horizon_risks, read_risk_grid
 
     is_surv = _endpoint(study, name) == "survival"
@@ -234,7 +238,7 @@ def model_key(study: StudyConfig, name: str, preds: pl.DataFrame, common: str) -
     risks = read_horizon_risks(study.models_dir / name, study.store_path) if is_surv else None
     grid = read_risk_grid(study.models_dir / name, study.store_path) if is_surv else None
     return digest("model", name, _endpoint(study, name), str(_linear_predictor(study, name)), spec, common,
-                  frame_digest(preds), frame_digest(risks), frame_digest(grid))
+                  frame_digest(preds), frame_digest(risks), frame_digest(grid), *filter(None, [imputed_digest(study, [name])]))
 
 
 def _model_metrics(
@@ -333,6 +337,10 @@ def _model_metrics(
         m, c, n = _split_metrics(y, score, thr, study, study.study.seed + i, time, event, cut, sscore, horizons, hrisk,
                                  ipcw_t, () if cause is not None else grid, None if cause is not None else grisk,
                                  cause=cause, discrimination_only=cause is not None and spec.competing is not None)
+        if (imputed := imputed_scores(study, name)) is not None:  # fitted on multiple imputations: pooled over them
+            m, n = imputed.pool(m, n, part, fpart, _split_metrics, y, thr=thr, seed=study.study.seed + i, time=time, event=event,
+                                cut=cut, horizons=horizons, label_horizon=ipcw_t, cause=cause,
+                                discrimination_only=cause is not None and spec.competing is not None)
         if is_surv and split != "train" and hrisk is not None and _linear_predictor(study, name) and cause is None:
             assert time is not None and event is not None and sscore is not None  # hrisk implies follow-up
             extra, why = lp_calibration(time, event, sscore, horizons, hrisk, v.level)
@@ -644,6 +652,7 @@ def validate(study: StudyConfig, force: bool = False, progress: bool = True, par
     result.notes += added_notes + surv_notes
     # two or more external centres: per-centre measures, their meta-analysis, updating (analytics.validation.multicentre)
     multicentre, multi_notes = study_multicentre(study, preds, outcomes, models, cohort.frame)
+    multi_notes += save_updated_models(study, multicentre)  # [validation] updating: models/<model>-updated-<centre>
     result.notes += multi_notes
     validation = Validation(
         study=study.study.name, cohort=cohort.name, cohort_hash=cohort.hash, inputs_digest=digest,
@@ -657,7 +666,8 @@ def validate(study: StudyConfig, force: bool = False, progress: bool = True, par
         multicentre=multicentre, cause=cause_label(study))
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_json(out_dir / "metrics.json", validation.to_dict(), indent=1)
-    atomic.write_json(out_dir / "curves.json", validation.curves)
+    # grows with the patients: no spaces after "," and ":" (8% smaller), each float the text that reads back to it
+    atomic.write_text(out_dir / "curves.json", json.dumps(validation.curves, sort_keys=True, separators=(",", ":")))
     atomic.write_text(out_dir / "metrics.csv", validation.to_csv())
     write_metrics_table(study.store_path, validation, {im.label for im in internal.values()})
     result.models = models

@@ -123,13 +123,19 @@ NOT_CONVERGED = ("failed to converge", "suspiciously close to 0")
 @dataclass(frozen=True)
 class Estimate:
     """One measure's value: the estimate, its interval (``low``/``high`` None when there is none) and how
-    it was obtained (``method``: "delong", "wilson", "bootstrap-percentile", "no CI", "count", ...)."""
+    it was obtained (``method``: "delong", "wilson", "bootstrap-percentile", "no CI", "count", ...).
+
+    A measure pooled over multiply imputed data (:mod:`analytics.validation.pooled`) also has ``m``, the number of
+    imputations, and, when pooled by Rubin's rules, ``fmi``, its fraction of missing information (None when pooled
+    as a mean); both are None otherwise, and metrics.json then holds neither key."""
 
     estimate: float | None
     low: float | None = None
     high: float | None = None
     method: str = ""
     level: float | None = None
+    m: int | None = None
+    fmi: float | None = None
 
     @classmethod
     def of(cls, iv: stats.Interval) -> Estimate:
@@ -139,12 +145,14 @@ class Estimate:
     @classmethod
     def from_dict(cls, d: Any, where: str, source: str) -> Estimate:
         d = _mapping(d, where, source)
+        m = None if d.get("m") is None else _count(d, "m", where, source)
         return cls(_number(d, "estimate", where, source), clean(d.get("low")), clean(d.get("high")),
-                   str(d.get("method", "")), clean(d.get("level")))
+                   str(d.get("method", "")), clean(d.get("level")), m, clean(d.get("fmi")))
 
     def to_dict(self) -> dict[str, Any]:
+        pooled = {} if self.m is None else {"m": self.m, "fmi": self.fmi}  # only a pooled measure has them
         return {"estimate": self.estimate, "low": self.low, "high": self.high, "method": self.method,
-                "level": self.level}
+                "level": self.level, **pooled}
 
     def text(self, decimals: int = 3) -> str:
         """``0.812 (0.701-0.923)``; ``0.812 (no CI)`` without an interval."""

@@ -94,10 +94,10 @@ def test_the_method_that_ran_is_stated(tmp_path: Path, table: str, method: str, 
     text = missing_context(study, _patients().with_columns(split=pl.lit("train")))["missingness"]["method"]
     assert text["method"] == method
     assert says in text["text"] + " ".join(text["notes"])
-    # the models of a run are not fitted on the imputations yet: no text may claim Rubin's-rules pooling of them
+    # the models are fitted on every completed data set and pooled: the section says how, and the cost
     if method == "mice":
-        assert "not fitted on these imputations" in " ".join(text["notes"])
-        assert "pooled by Rubin" not in text["text"]
+        assert "not fitted on these imputations" not in " ".join(text["notes"])
+        assert "pooled by Rubin's rules" in text["text"] and "Cost: m fits of each model" in text["text"]
 
 
 def test_complete_case_drops_incomplete_patients_in_the_cohort_stage_and_the_report_counts_them(
@@ -190,3 +190,100 @@ def test_pattern_table_keeps_the_most_frequent_patterns_and_counts_the_rest() ->
     assert sum(r["count"] for r in table["rows"]) + table["hidden_patients"] == 6
     assert table["totals"] == [1, 2, 2] and table["total"] == 5
     assert pattern_table(frame, []) is None
+
+
+FS = '[[feature_sets]]\nname = "tiles"\nmodality = "wsi"\nencoder = "resnet18"\nweights = "random"\n'
+
+
+def _config(root: Path, models: str, imputation: str, sections: str = "") -> StudyConfig:
+    toml = root / "study.toml"
+    toml.write_text(study_toml("miss", 2, models + imputation, sections=sections), encoding="utf-8")
+    return load_config(toml)
+
+
+def test_imputations_from_a_file_say_held_out_estimates_may_be_optimistic_unless_one_file_per_split(
+        tmp_path: Path) -> None:
+    from analytics.report.missing import FROM_OPTIMISTIC, method_text
+
+    one = method_text(_config(tmp_path, MODEL, '[imputation]\nfrom = "manifests/imputed.csv"\n'))
+    assert FROM_OPTIMISTIC in one["notes"] and "read from manifests/imputed.csv" in one["text"]
+    assert "rows of the file's imputations" in one["text"] and "m_boot ×" not in one["text"]
+    per_split = method_text(_config(tmp_path, MODEL, '[imputation]\nfrom = { train = "a.csv", internal = "b.csv", '
+                                                     'external = "c.csv" }\n'))
+    assert FROM_OPTIMISTIC not in per_split["notes"] and not per_split["warn"]
+    assert "train: a.csv; internal: b.csv; external: c.csv" in per_split["text"]
+    assert "each split's patients are filled from their split's file only" in per_split["text"]
+
+
+def test_spline_and_interaction_terms_outside_the_chains_and_image_blocks_are_flagged(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from analytics.report.missing import IMAGE_BLOCKS, SMCFCS_MISSING, method_text
+
+    models = ('[[models]]\nname = "reg"\nkind = "logistic"\nformula = "rcs(age, 3) + marker * grade"\n'
+              'params = { penalty = "none" }\n'
+              '[[models]]\nname = "img"\nkind = "logistic"\nfeatures = ["tiles"]\nclinical = ["age"]\n')
+    # the fit records name the terms the chains leave out (analytics.models.imputed.not_in_imputation_model)
+    records = {"reg": SimpleNamespace(imputation={"not_in_imputation_model": ["rcs(age, 3)", "marker:grade"]}),
+               "img": SimpleNamespace(imputation={"not_in_imputation_model": []})}
+    text = method_text(_config(tmp_path, models, MICE, sections=FS), records)  # type: ignore[arg-type]
+    notes = " ".join(text["notes"])
+    assert "Model reg:" in notes and "rcs(age, 3), marker:grade" in notes and SMCFCS_MISSING in notes
+    assert "Model img:" not in notes and IMAGE_BLOCKS in text["notes"] and text["warn"]
+    assert "not available yet" in SMCFCS_MISSING and "m_boot = 5 imputations" in text["text"]
+    # a main-effects model without image features: no caveat at all
+    plain = method_text(_config(tmp_path, MODEL, MICE))
+    assert plain["notes"] == [] and not plain["warn"]
+    assert plain["summary"] == "multiple imputation by chained equations (mice, m = 3, maxit = 4)"
+
+
+def test_the_section_lists_each_models_pooling_and_cost_and_each_pooled_measures_fmi() -> None:
+    from types import SimpleNamespace
+
+    from analytics.report.missing import imputation_models, pooled_fmi
+
+    record = SimpleNamespace(
+        imputation={"method": "mice", "m": 20, "maxit": 10, "source": "chains", "pooled": "rubin", "seconds": 3.25,
+                    "m_boot": 5, "not_in_imputation_model": ["rcs(age, 3)"]},
+        internal={"method": "bootstrap", "B": 200, "imputation": {"m_boot": 5, "imputations": 1000}},
+        tuning={"fits": 60})
+    plain = SimpleNamespace(imputation=None, internal=None, tuning=None)
+    rows = imputation_models({"reg": record, "svm": plain})  # type: ignore[dict-item]
+    assert rows == [{"model": "reg", "source": "chained equations", "m": 20, "maxit": 10, "pooled": "Rubin's rules",
+                     "fits": "60", "seconds": "3.2", "internal": "B = 200 × m_boot = 5",
+                     "not_modelled": "rcs(age, 3)"}]
+    read = SimpleNamespace(imputation={"m": 4, "source": "from", "pooled": "mean_risk"}, internal=None, tuning=None)
+    assert imputation_models({"x": read}) == [{  # type: ignore[dict-item]
+        "model": "x", "source": "read from file", "m": 4, "maxit": "–", "pooled": "mean of the m fits' risks",
+        "fits": "–", "seconds": "–", "internal": "–", "not_modelled": ""}]
+    rows_of = [
+        {"model": "reg", "split": "external", "measure": "auc", "estimate": 0.8123, "low": 0.7, "high": 0.9,
+         "center": None, "m": 20, "fmi": 0.1234},
+        {"model": "reg", "split": "external", "measure": "sensitivity", "estimate": 0.7, "low": None, "high": None,
+         "center": None, "m": 20, "fmi": None},
+        {"model": "reg", "split": "external", "measure": "auc", "estimate": 0.8, "low": 0.7, "high": 0.9,
+         "center": "B", "m": 20, "fmi": 0.2},
+    ]
+    validation = SimpleNamespace(rows=lambda: iter(rows_of))
+    assert pooled_fmi(validation) == [{"model": "reg", "split": "external", "measure": "auc",  # type: ignore[arg-type]
+                                       "estimate": "0.812 (0.700–0.900)", "m": 20, "fmi": "0.123"}]
+    assert pooled_fmi(None) == []
+
+
+def test_the_section_renders_the_pooling_and_fmi_tables_and_tripod_states_the_method() -> None:
+    from analytics.report import tripod
+    from analytics.report.writer import environment
+
+    mm = {"method": {"name": "Multiple imputation", "text": "t", "notes": ["n"]}, "complete_case": None,
+          "pattern": None, "by_centre": {"rows": []}, "imputations": None,
+          "models": [{"model": "reg", "source": "read from file", "m": 4, "maxit": "–", "pooled": "Rubin's rules",
+                      "fits": "12", "seconds": "0.5", "internal": "–", "not_modelled": "rcs(age, 3)"}],
+          "fmi": [{"model": "reg", "split": "external", "measure": "auc", "estimate": "0.812 (0.700–0.900)", "m": 4,
+                   "fmi": "0.123"}]}
+    html = environment().get_template("sections/missing.html.j2").render(missingness=mm)
+    assert '<table class="missing-models" id="missing-models">' in html and "<td>read from file</td>" in html
+    assert '<td class="flag">rcs(age, 3)</td>' in html
+    assert 'id="missing-fmi"' in html and '<td class="num">0.123</td>' in html
+    facts = tripod.RunFacts(n_cohort=10, imputation="multiple imputations read from manifests/imputed.csv")
+    item = {r.item.number: r for r in tripod.checklist(facts)}["11"]
+    assert "missing clinical values: multiple imputations read from manifests/imputed.csv" in item.text

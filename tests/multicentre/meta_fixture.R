@@ -110,4 +110,29 @@ km <- summary(survfit(Surv(time, status) ~ 1), times = hz)
 out$cox$km_risk <- 1 - km$surv
 out$cox$km_se <- km$std.err   # Greenwood SE of S(t), the SE of 1 - S(t) too
 out$versions$survival <- as.character(packageVersion("survival"))
+
+# 4. revision of a published model with a factor and an interaction (treatment coding, R's column names):
+# glm(y ~ age + grp + marker + age:grp) on one centre, in the closed test with the three recalibrations
+set.seed(31)
+n <- 260
+pub <- c("(Intercept)" = -1, age = 0.03, grpb = 0.4, grpc = -0.3, marker = 0.8, "age:grpb" = 0.01,
+         "age:grpc" = -0.02)
+rv <- data.frame(age = round(rnorm(n, 0, 10), 2), grp = factor(sample(c("a", "b", "c"), n, replace = TRUE)),
+                 marker = round(rnorm(n), 4))
+X <- model.matrix(~ age + grp + marker + age:grp, rv)
+rv$lp <- as.numeric(X[, names(pub)] %*% pub)
+rv$y <- rbinom(n, 1, plogis(0.3 + 0.8 * rv$lp - 0.9 * (rv$grp == "c") + 0.6 * rv$marker))
+r1 <- glm(y ~ 0 + offset(lp), family = binomial, data = rv, control = tight)
+r2 <- glm(y ~ offset(lp), family = binomial, data = rv, control = tight)
+r3 <- glm(y ~ lp, family = binomial, data = rv, control = tight)
+r4 <- glm(y ~ age + grp + marker + age:grp, family = binomial, data = rv, control = tight)
+q14 <- lr(r1, r4); q24 <- lr(r2, r4); q34 <- lr(r3, r4)
+out$revision <- list(
+  formula = "age + grp + marker + age:grp", coefficients = as.list(pub), age = rv$age,
+  grp = as.character(rv$grp), marker = rv$marker, lp = rv$lp, y = rv$y,
+  deviance = c(deviance(r1), deviance(r2), deviance(r3), deviance(r4)),
+  lr14 = as.list(q14), lr24 = as.list(q24), lr34 = as.list(q34),
+  choice = if (q14["p"] >= 0.05) "original" else if (q24["p"] >= 0.05) "recalibration_in_the_large" else
+    if (q34["p"] >= 0.05) "logistic_recalibration" else "revision",
+  revised = as.list(coef(r4)), recal = unname(coef(r3)))
 write_json(out, "meta_fixture.json", digits = NA, auto_unbox = TRUE, pretty = FALSE)

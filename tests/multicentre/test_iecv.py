@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from multicentre.iecv_helpers import GLM, centre_patients, iecv_settings
 from study_builders import build_study, study_toml
 
 from analytics.cohort import load_cohort
-from analytics.fit import fit, train_learner
+from analytics.fit import fit
 from analytics.iecv import SMALL, iecv_model, plan_groups
 from analytics.iecv_files import IECV_FOLDER, read_iecv
 from analytics.models import registry
@@ -22,31 +23,11 @@ from analytics.validation.stage import load_validation, validate
 from pipeline.config import ConfigError, StudyConfig
 
 SPLIT = 'external_centers = ["X"]\ninternal_fraction = 0.2\nseed = 1'
-MODELS = """[[models]]
-name = "glm"
-kind = "logistic"
-clinical = ["age", "marker"]
-params = { penalty = "none" }
-[validation]
-n_boot = 20
-folds = 2
-internal_external = true
-[compute]
-n_jobs = 1
-"""
+MODELS = GLM + iecv_settings(n_boot=20)
 
 
 def _patients() -> pl.DataFrame:
-    rng = np.random.default_rng(8)
-    frames = []
-    for center, n in (("A", 160), ("B", 160), ("C", 160), ("S", 12), ("X", 120)):
-        age = rng.normal(60, 10, n)
-        marker = rng.normal(0, 1, n)
-        eta = -0.8 + 0.03 * (age - 60) + marker
-        frames.append(pl.DataFrame({"patient_id": [f"{center}{i:03d}" for i in range(n)], "center": center,
-                                    "label": rng.binomial(1, 1 / (1 + np.exp(-eta))), "age": age.round(2),
-                                    "marker": marker.round(4)}))
-    return pl.concat(frames)
+    return centre_patients({"A": 160, "B": 160, "C": 160, "S": 12, "X": 120}, seed=8)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +60,7 @@ def test_a_left_out_centre_never_enters_any_fit(study: StudyConfig) -> None:
     import shutil
 
     shutil.rmtree(study.models_dir / IECV_FOLDER)  # fit every fold again, watched
-    assert iecv_model(study, spec, cohort, train_learner, make=_spy(seen)) is None
+    assert iecv_model(study, spec, cohort, make=_spy(seen)) is None
     split = dict(zip(cohort.patient_ids, cohort.split))
     centre = dict(zip(_patients()["patient_id"], _patients()["center"]))
     assert len(seen) == 4  # A, B, C, and the small centre S on its own group
@@ -110,7 +91,7 @@ def test_an_interrupted_iecv_refits_only_the_missing_centre(study: StudyConfig) 
     before = {f.name: f.read_bytes() for f in files}
     files[0].unlink()  # as if killed before the last centre was written
     seen: list[tuple[str, ...]] = []
-    iecv_model(study, spec, cohort, train_learner, make=_spy(seen))
+    iecv_model(study, spec, cohort, make=_spy(seen))
     assert len(seen) == 1
     assert {f.name: f.read_bytes() for f in sorted(key.glob("*.parquet"))} == before  # the same bytes again
 

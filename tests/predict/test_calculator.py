@@ -1,5 +1,5 @@
 """``cohortlab export --calculator``: the offline page, driven in headless Chromium on 50 development patients,
-gives the model's own risks to 1e-9 and shows an out-of-range value as extrapolation."""
+gives the model's own risks to 1e-9 (a Cox model's at every horizon) and shows an out-of-range value as extrapolation."""
 
 from __future__ import annotations
 
@@ -30,8 +30,11 @@ DRIVER = """<script>
       el.dispatchEvent(new Event("input"));
     }
     const r = document.getElementById("result");
+    const at = {};
+    for (const li of document.querySelectorAll("#horizons li"))
+      at[li.dataset.horizon] = {risk: li.dataset.risk, lower: li.dataset.lower, upper: li.dataset.upper};
     out.push({risk: r.dataset.risk, lower: r.dataset.lower, upper: r.dataset.upper,
-              extrapolation: r.dataset.extrapolation, text: r.textContent});
+              extrapolation: r.dataset.extrapolation, text: r.textContent, at: at});
   }
   const pre = document.createElement("pre");
   pre.id = "driver-out";
@@ -68,6 +71,14 @@ def test_the_calculator_gives_the_models_risks_in_chromium(study: cohortlab.Stud
     if name in ("glm", "cox"):  # the interval of an unpenalised regression (Wald; survfit's)
         np.testing.assert_allclose([float(g["lower"]) for g in got], want["risk_lower"].to_numpy(), rtol=0, atol=1e-9)
         np.testing.assert_allclose([float(g["upper"]) for g in got], want["risk_upper"].to_numpy(), rtol=0, atol=1e-9)
+    if name == "cox":  # and at every horizon of the model
+        assert all(sorted(g["at"]) == ["50", "80"] for g in got)
+        for t in ("50", "80"):
+            for part, key in (("", "risk"), ("_lower", "lower"), ("_upper", "upper")):
+                np.testing.assert_allclose([float(g["at"][t][key]) for g in got], want[f"risk{part}_{t}"].to_numpy(),
+                                           rtol=0, atol=1e-9, err_msg=f"{key} at {t}")
+    else:
+        assert all(g["at"] == {} for g in got)
     flagged = {p for p, f in zip(want["patient_id"].to_list(), want["flags"].to_list()) if f and "extrapolation" in f}
     assert {p for p, g in zip(patients["patient_id"].to_list(), got) if g["extrapolation"] == "true"} == flagged
 

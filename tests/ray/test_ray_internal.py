@@ -53,3 +53,50 @@ def test_ray_local_gives_the_bytes_of_one_local_process(local_ray: Any, tmp_path
     assert result.model("clin").status == "fitted" and local_ray.is_initialized()
     files = replicate_files(on_ray)
     assert len(files) == 6 and files == replicate_files(here)
+
+
+# --- internal-external cross-validation (issue 29): the left-out groups' fits as Ray tasks, on the workers above
+
+def _iecv_study(root: Path) -> Any:
+    """Three development centres with enough patients for the fits to leave this process."""
+    from multicentre.iecv_helpers import GLM, centre_patients, iecv_settings
+    from study_builders import build_study, study_toml
+
+    from analytics.fit_engine import PARALLEL_MIN_ROWS
+
+    patients = centre_patients(dict.fromkeys(("A", "B", "C"), PARALLEL_MIN_ROWS // 2 + 100), seed=5, width=4)
+    split = 'external_centers = []\ninternal_fraction = 0.2\nseed = 1'
+    return build_study(root, patients, "c.label, c.age, c.marker", study_toml("ray", 1, GLM + iecv_settings(),
+                                                                                split=split))
+
+
+def test_iecv_on_ray_gives_the_bytes_of_this_process(local_ray: Any, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """IECV's fits as Ray tasks on the engine of ``cohortlab fit`` (``--ray``): the left-out groups' files are
+    the bytes of the run in this process."""
+    import shutil
+
+    from analytics.cohort import load_cohort
+    from analytics.fit import fit
+    from analytics.fit_engine import Engine
+    from analytics.iecv import iecv_model
+    from analytics.iecv_files import IECV_FOLDER
+
+    study = _iecv_study(tmp_path)
+    fit(study, progress=False)  # IECV in this process ([compute] n_jobs = 1)
+    folder = study.models_dir / IECV_FOLDER / "glm"
+    here = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    assert len(here) == 4  # current.json and the three left-out groups
+    on_ray: list[int] = []
+    real = Engine._on_ray
+
+    def counted(self: Engine, args: Any) -> Any:
+        on_ray.append(len(args))
+        return real(self, args)
+
+    monkeypatch.setattr(Engine, "_on_ray", counted)
+    shutil.rmtree(folder)
+    assert iecv_model(study, study.model("glm"), load_cohort(study), ray="local") is None
+    assert on_ray == [3]  # the three fits went to Ray together
+    assert {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} == here
+    assert local_ray.is_initialized()  # the open session was used, not stopped

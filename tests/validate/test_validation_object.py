@@ -315,3 +315,13 @@ def test_curves_read_as_frames(validated: tuple[StudyConfig, pl.DataFrame, Valid
     assert {"threshold", "net_benefit", "treat_all"} <= set(v.curve("good", "external", "decision").columns)
     with pytest.raises(ValidateError, match="no 'nope' curve for good / external"):
         v.curve("good", "external", "nope")
+
+
+def test_curves_file_is_compact_and_reads_back_to_the_same_numbers(
+        validated: tuple[StudyConfig, pl.DataFrame, Validation]) -> None:
+    """curves.json grows with the patients: written without spaces, every float reading back to its value."""
+    study, _, v = validated
+    text = (study.report_dir / "curves.json").read_text()
+    assert json.loads(text) == v.curves and len(v.curves["good"]["external"]["roc"]["fpr"]) > 10
+    assert text == json.dumps(v.curves, sort_keys=True, separators=(",", ":"))
+    assert len(text) < 0.95 * len(json.dumps(v.curves, sort_keys=True))
