@@ -16,12 +16,13 @@ import numpy as np
 from scipy import linalg, optimize
 from scipy.special import expit, softmax
 
+from .draws import Draws, per_row_random
 from .logistic import augment
 
 
-def _draw(prob: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _draw(prob: np.ndarray, rng: Draws) -> np.ndarray:
     """One level per row: the number of cumulative probabilities below a uniform (mice's ``un > cumsum``)."""
-    u = np.asarray(rng.random(prob.shape[0]))
+    u = per_row_random(rng, prob.shape[0])
     cum = np.cumsum(prob, axis=1)
     return np.minimum((u[:, None] > cum).sum(axis=1), prob.shape[1] - 1).astype(np.float64)
 
@@ -70,7 +71,7 @@ def multinomial_fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, k: int, max_ite
     return np.column_stack([np.zeros(p), beta])
 
 
-def polyreg(y: np.ndarray, ry: np.ndarray, x: np.ndarray, wy: np.ndarray, rng: np.random.Generator,
+def polyreg(y: np.ndarray, ry: np.ndarray, x: np.ndarray, wy: np.ndarray, rng: Draws,
             n_levels: int) -> np.ndarray:
     """Imputations (level codes) of ``y[wy]`` by multinomial logistic regression."""
     ya, rya, xa, wya, w = augment(y, ry, x, wy)
@@ -125,7 +126,7 @@ def polr_fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, k: int) -> tuple[np.nd
     return beta, zeta
 
 
-def polr(y: np.ndarray, ry: np.ndarray, x: np.ndarray, wy: np.ndarray, rng: np.random.Generator,
+def polr(y: np.ndarray, ry: np.ndarray, x: np.ndarray, wy: np.ndarray, rng: Draws,
          n_levels: int) -> np.ndarray:
     """Imputations (level codes) of ``y[wy]`` by the proportional-odds model, falling back to ``polyreg``."""
     ya, rya, xa, wya, w = augment(y, ry, x, wy)

@@ -17,6 +17,7 @@ the imputations are byte-identical whatever the number of workers.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from .categorical import polr, polyreg
 from .design import dummies, remove_lindep
+from .draws import RowDraws
 from .linear import norm, pmm
 from .logistic import logreg
 from .spec import ImputationError, Variable, decode, describe, encode, methods_for
@@ -168,6 +170,17 @@ class _Plan:
     methods: dict[str, str]
     donors: int
     maxit: int
+    row_keys: tuple[int, ...] = ()  # per ignored row, the key of its own random stream (from its patient id)
+
+
+def _child(seed: np.random.SeedSequence, *key: int) -> np.random.SeedSequence:
+    """A stream derived from a chain's seed and ``key``, independent of every other row and draw."""
+    return np.random.SeedSequence(entropy=seed.entropy, spawn_key=(*seed.spawn_key, *key))
+
+
+def row_key(patient: object) -> int:
+    """A patient's stream key: the first 8 bytes of the sha256 of its id, as an integer."""
+    return int.from_bytes(hashlib.sha256(str(patient).encode("utf-8")).digest()[:8], "big")
 
 
 Progress = Callable[[int], None]
@@ -182,19 +195,33 @@ def _chain(plan: _Plan, seed: np.random.SeedSequence, progress: Progress | None 
     k = values.shape[1]
     mean = np.full((k, plan.maxit), np.nan)
     sd = np.full((k, plan.maxit), np.nan)
+    # ignored (new) rows draw from generators of their own, so that one new patient's values never depend on who
+    # else is imputed with it; the development rows' draws are those of `impute`
+    ignored = ~plan.fit_rows
+    own = {int(r): np.random.default_rng(_child(seed, 1, key)) for r, key in zip(np.flatnonzero(ignored), plan.row_keys)}
     with threadpool_limits(1):
         for j in plan.visit:
             donors = values[~miss[:, j] & plan.fit_rows, j]
-            values[miss[:, j], j] = rng.choice(donors, size=int(miss[:, j].sum()), replace=True)
+            dev = miss[:, j] & plan.fit_rows
+            values[dev, j] = rng.choice(donors, size=int(dev.sum()), replace=True)
+            for r in np.flatnonzero(miss[:, j] & ignored):
+                values[r, j] = donors[own[int(r)].integers(0, donors.size)]
         for it in range(plan.maxit):
             for j in plan.visit:
                 v = plan.variables[j]
+                method = _univariate(plan.methods[v.name], v, plan.donors)
                 x = dummies(values, plan.variables, plan.predictors[j])
                 y = np.where(miss[:, j], np.nan, values[:, j])
                 ry = ~miss[:, j] & plan.fit_rows
                 wy = miss[:, j]
                 x = x[:, remove_lindep(x, np.nan_to_num(y), ry)]
-                values[wy, j] = _univariate(plan.methods[v.name], v, plan.donors)(y, ry, x, wy, rng)
+                dev = wy & plan.fit_rows
+                if dev.any():
+                    values[dev, j] = method(y, ry, x, dev, rng)
+                new = wy & ignored
+                if new.any():  # parameters drawn per chain, iteration and variable; one draw per row from its own
+                    shared = np.random.default_rng(_child(seed, 2, it, j))
+                    values[new, j] = method(y, ry, x, new, RowDraws(shared, [own[int(r)] for r in np.flatnonzero(new)]))
                 imp = values[wy, j]
                 mean[j, it] = imp.mean()
                 sd[j, it] = imp.std(ddof=1) if imp.size > 1 else np.nan
@@ -275,7 +302,10 @@ def impute_new(development: pl.DataFrame, new: pl.DataFrame, settings: Settings,
     Hoogland et al. (Stat Med 2020): patients scored at prediction time have no outcome, so a second set of
     chained equations, fitted on the development patients without the outcome columns, imputes them. The
     development rows fit every model; the new rows are imputed and never fitted on (mice's ``ignore``), so one
-    new patient's values do not shape another's model and no outcome of theirs is read.
+    new patient's values do not shape another's model and no outcome of theirs is read. Each new patient draws
+    from a random stream of its own, keyed by its id (:func:`row_key`), and the imputation models' parameters
+    for the new rows from a stream keyed by chain, iteration and variable: a patient's imputed values are the
+    same whoever else is imputed in the call.
 
     Parameters
     ----------
@@ -308,9 +338,11 @@ def impute_new(development: pl.DataFrame, new: pl.DataFrame, settings: Settings,
     fit_rows = np.r_[np.ones(dev.height, dtype=bool), np.zeros(new.height, dtype=bool)]
     plan = _plan(stacked, settings, fit_rows)
     # the category levels are the development data's; a level only the new patients have is refused by encode
-    plan = _Plan([dev_kinds[v.name] if v.kind != "numeric" else v for v in plan.variables],
-                 encode(stacked, [dev_kinds[v.name] for v in plan.variables]), plan.fit_rows, plan.visit,
-                 plan.predictors, plan.methods, plan.donors, plan.maxit)
     if ids is not None and len(ids) != new.height:
         raise ImputationError(f"{len(ids)} ids for {new.height} new patients")
+    # each new patient's draws come from its own stream, keyed by its id (by its position without ids)
+    keys = tuple(row_key(p) for p in (ids if ids is not None else range(new.height)))
+    plan = _Plan([dev_kinds[v.name] if v.kind != "numeric" else v for v in plan.variables],
+                 encode(stacked, [dev_kinds[v.name] for v in plan.variables]), plan.fit_rows, plan.visit,
+                 plan.predictors, plan.methods, plan.donors, plan.maxit, keys)
     return _run(plan, settings, 1, np.arange(dev.height, dev.height + new.height), None if ids is None else list(ids))

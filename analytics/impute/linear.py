@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg
 
+from .draws import Draws, per_row_integers, per_row_normal
+
 
 @dataclass(frozen=True)
 class NormDraw:
@@ -27,7 +29,7 @@ class NormDraw:
     sigma: float
 
 
-def norm_draw(y: np.ndarray, x: np.ndarray, rng: np.random.Generator, ridge: float = 1e-5) -> NormDraw:
+def norm_draw(y: np.ndarray, x: np.ndarray, rng: Draws, ridge: float = 1e-5) -> NormDraw:
     """One draw of the regression parameters given the observed ``y`` and design ``x`` (with intercept)."""
     n, p = x.shape
     df = max(n - p, 1)
@@ -47,7 +49,7 @@ def norm_draw(y: np.ndarray, x: np.ndarray, rng: np.random.Generator, ridge: flo
     return NormDraw(coef, beta, sigma)
 
 
-def match_donors(yhat_obs: np.ndarray, yhat_mis: np.ndarray, donors: int, rng: np.random.Generator) -> np.ndarray:
+def match_donors(yhat_obs: np.ndarray, yhat_mis: np.ndarray, donors: int, rng: Draws) -> np.ndarray:
     """For each missing case, the index (into the observed cases) of a donor drawn from its ``donors`` nearest."""
     n_obs = yhat_obs.size
     k = max(1, min(donors, n_obs))
@@ -61,11 +63,11 @@ def match_donors(yhat_obs: np.ndarray, yhat_mis: np.ndarray, donors: int, rng: n
     valid = (window >= 0) & (window < n_obs)
     dist = np.where(valid, np.abs(sorted_obs[np.clip(window, 0, n_obs - 1)] - yhat_mis[:, None]), np.inf)
     nearest = np.argsort(dist, axis=1, kind="stable")[:, :k]
-    pick = nearest[np.arange(yhat_mis.size), rng.integers(0, k, size=yhat_mis.size)]
+    pick = nearest[np.arange(yhat_mis.size), per_row_integers(rng, k, yhat_mis.size)]
     return order[np.clip(window[np.arange(yhat_mis.size), pick], 0, n_obs - 1)]
 
 
-def pmm(y: np.ndarray, ry: np.ndarray, x: np.ndarray, wy: np.ndarray, rng: np.random.Generator,
+def pmm(y: np.ndarray, ry: np.ndarray, x: np.ndarray, wy: np.ndarray, rng: Draws,
         donors: int = 5) -> np.ndarray:
     """Imputations of ``y[wy]`` by type-1 predictive mean matching (observed values only).
 
@@ -93,8 +95,8 @@ def pmm(y: np.ndarray, ry: np.ndarray, x: np.ndarray, wy: np.ndarray, rng: np.ra
     return yobs[idx]
 
 
-def norm(y: np.ndarray, ry: np.ndarray, x: np.ndarray, wy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def norm(y: np.ndarray, ry: np.ndarray, x: np.ndarray, wy: np.ndarray, rng: Draws) -> np.ndarray:
     """Imputations of ``y[wy]`` from the Bayesian linear regression, as ``mice.impute.norm``."""
     xi = np.column_stack([np.ones(x.shape[0]), x])
     draw = norm_draw(y[ry], xi[ry], rng)
-    return xi[wy] @ draw.beta + rng.standard_normal(int(wy.sum())) * draw.sigma
+    return xi[wy] @ draw.beta + per_row_normal(rng, int(wy.sum())) * draw.sigma

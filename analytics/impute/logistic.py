@@ -14,6 +14,8 @@ import numpy as np
 from scipy import linalg
 from scipy.special import expit
 
+from .draws import Draws, per_row_random
+
 
 def augment(y: np.ndarray, ry: np.ndarray, x: np.ndarray, wy: np.ndarray
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -63,7 +65,7 @@ def weighted_logit(x: np.ndarray, y: np.ndarray, w: np.ndarray, max_iter: int = 
     return beta, cov
 
 
-def logreg(y: np.ndarray, ry: np.ndarray, x: np.ndarray, wy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def logreg(y: np.ndarray, ry: np.ndarray, x: np.ndarray, wy: np.ndarray, rng: Draws) -> np.ndarray:
     """Imputations (0/1 codes) of ``y[wy]`` by Bayesian logistic regression with augmentation."""
     ya, rya, xa, wya, w = augment(y, ry, x, wy)
     xi = np.column_stack([np.ones(xa.shape[0]), xa])
@@ -75,4 +77,4 @@ def logreg(y: np.ndarray, ry: np.ndarray, x: np.ndarray, wy: np.ndarray, rng: np
         chol = vecs * np.sqrt(np.maximum(vals, 0.0))
     beta_star = beta + chol @ rng.standard_normal(beta.size)
     prob = expit(xi[wya] @ beta_star)
-    return (rng.random(prob.size) <= prob).astype(np.float64)
+    return (per_row_random(rng, prob.size) <= prob).astype(np.float64)

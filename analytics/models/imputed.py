@@ -350,7 +350,10 @@ class ImputedLearner:
                 out = None
             else:
                 settings = self._settings(self.chains_seed_, dev.columns, self.levels_)
-                imp = impute_new(dev, new[missing_rows.tolist()], settings)
+                # each patient's draws come from its own stream (keyed by its id): its values do not depend on
+                # who else is scored in the same call
+                imp = impute_new(dev, new[missing_rows.tolist()], settings,
+                                 ids=[data.patient_ids[i] for i in missing_rows.tolist()])
                 out = [_filled(table, missing_rows, imp.complete(i), self.clinical_) for i in range(1, self.m + 1)]
         self._cache = (ids, out)
         return out

@@ -139,7 +139,8 @@ def test_a_non_regression_models_risk_is_the_mean_of_its_fits_risks() -> None:
     assert "label" not in dev.columns
     new_frame = imputed._chain_frame(new.table, ["age", "marker", "grade"])
     rows = np.flatnonzero(new_frame.select(pl.any_horizontal(pl.all().is_null())).to_series().to_numpy())
-    imp = impute_new(dev, new_frame[rows.tolist()], Settings(m=3, maxit=2, seed=learner.chains_seed_))
+    imp = impute_new(dev, new_frame[rows.tolist()], Settings(m=3, maxit=2, seed=learner.chains_seed_),
+                     ids=[new.patient_ids[i] for i in rows.tolist()])
     expected = []
     for i in range(3):
         table = new.table.copy()

@@ -9,8 +9,8 @@ a fusion model of another model's score, a published Cox model; competing risks 
 a model imputed by chained equations (``[imputation] method = "mice"``); and the
 multiple-instance kinds on slides (``mil``, ``mil_cox``).
 
-Held-out patients are scored together, as fit scored them: a chained-equations model draws its imputations for
-the rows imputed in one call, so its stored predictions are those of that call.
+A chained-equations model imputes each new patient from a random stream of its own (keyed by its id), so its
+held-out patients get their stored predictions whether scored together, alone or in another order.
 """
 
 from __future__ import annotations
@@ -271,6 +271,14 @@ def test_held_out_patients_get_their_stored_predictions_in_the_study_and_from_it
         missing = new.filter(pl.col("age").is_null() | pl.col("grade").is_null())["patient_id"].to_list()
         flags = dict(zip(out["patient_id"].to_list(), out["flags"].to_list()))
         assert missing and all("missing (imputed)" in (flags[p] or "") for p in missing)
+        # each patient draws its imputations from a stream of its own: scored alone, or in another order, it gets
+        # its stored prediction
+        score = dict(zip(stored["patient_id"].to_list(), stored["score"].to_list()))
+        for p in missing[:2]:
+            alone = predict_frame(study.config, case.model, new.filter(pl.col("patient_id") == p))
+            assert alone["risk"].to_list() == [score[p]]
+        backwards = predict_frame(study.config, case.model, new.reverse())
+        assert dict(zip(backwards["patient_id"].to_list(), backwards["risk"].to_list())) == score
 
     # export, then predict from the bundle alone, in a folder of its own
     away = tmp_path / "away"
