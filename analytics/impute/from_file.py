@@ -70,7 +70,7 @@ def from_paths(study: StudyConfig) -> dict[str | None, Path]:
         kind = file_kind(real)
         if kind is not None:
             raise ImputationError(f"{path}: {_key(split)} is {kind}, not a CSV file")
-        out[split] = path
+        out[split] = real  # the file checked, not a name a link could later redirect
     return out
 
 
