@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import platform
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +32,8 @@ import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from rscript import reference  # noqa: E402
 
 from analytics import stats  # noqa: E402
 from analytics.stats.competing_contrast import time_contrasts  # noqa: E402
@@ -81,15 +81,7 @@ def cohortlab_run(d: pl.DataFrame) -> tuple[float, dict[str, Any]]:
 
 
 def r_run(csv: Path) -> dict | None:
-    rscript = shutil.which("Rscript")
-    if rscript is None:
-        return None
-    done = subprocess.run([rscript, str(ROOT / "bench" / "competing_reference.R"), str(csv), str(REPEAT)],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        print(done.stderr, file=sys.stderr)
-        return None
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return reference("competing_reference.R", csv, REPEAT)
 
 
 def main() -> None:

@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from rscript import reference
+
 ROOT = Path(__file__).resolve().parents[1]
 CENTRES, PER_CENTRE, REPEAT = ("A", "B", "C", "D"), 750, 5
 MODELS = """[[models]]
@@ -120,15 +122,7 @@ def _child(code: Path, root: Path, repeat: int) -> dict:
 
 
 def r_run(csv: Path) -> dict | None:
-    rscript = shutil.which("Rscript")
-    if rscript is None:
-        return None
-    done = subprocess.run([rscript, str(ROOT / "bench" / "iecv_reference.R"), str(csv), str(REPEAT)],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        print(done.stderr, file=sys.stderr)
-        return None
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return reference("iecv_reference.R", csv, REPEAT)
 
 
 def main() -> None:

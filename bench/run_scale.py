@@ -44,7 +44,6 @@ import pstats
 import re
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from cputime import cpu_seconds  # noqa: E402
+from rscript import reference as r_reference  # noqa: E402
 
 from analytics import stages  # noqa: E402
 from pipeline import store  # noqa: E402
@@ -274,21 +274,16 @@ def slopes(rows: list[dict[str, Any]]) -> dict[str, float | None]:
 def reference(n: int, n_boot: int = 2000) -> dict[str, Any] | None:
     """``bench/run_scale_reference.R`` on the patients of an ``n``-patient study (its wall time, startup
     included, under ``wall``), or None without ``Rscript``."""
-    rscript = shutil.which("Rscript")
-    if rscript is None:
+    if shutil.which("Rscript") is None:
         return None
     with tempfile.TemporaryDirectory(prefix=f"run_scale_r_{n}_") as tmp:
         csv = Path(tmp) / "patients.csv"
         patients(n).write_csv(csv)
         t0 = time.perf_counter()
-        done = subprocess.run([rscript, str(ROOT / "bench" / "run_scale_reference.R"), str(csv), str(n_boot)],
-                              capture_output=True, text=True, check=False)
+        out = r_reference("run_scale_reference.R", csv, n_boot)
         wall = time.perf_counter() - t0
-    if done.returncode != 0:
-        print(f"R reference failed: {done.stderr.strip()[-400:]}", flush=True)
-        return None
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    out["wall"] = round(wall, 2)
+    if out is not None:
+        out["wall"] = round(wall, 2)
     return out
 
 
