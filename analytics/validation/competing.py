@@ -98,6 +98,17 @@ def _name(measure: str, t: float) -> str:
     return f"{measure}_t{t:g}"
 
 
+def usable_horizons(d: SplitInputs, time: np.ndarray, what: str) -> np.ndarray:
+    """Which of ``d.horizons`` lie before the last follow-up: one at or past it has no controls (AUC(t)) and no
+    censoring weight (Brier(t)); the others are noted in ``d.notes`` as having no ``what``."""
+    times = np.asarray(d.horizons, dtype=np.float64)
+    usable = times < time.max()
+    if not usable.all():
+        d.notes.append(f"horizons {times[~usable].tolist()} at or past the last follow-up ({time.max():g}): "
+                       f"no {what} there")
+    return usable
+
+
 def competing_measures(d: SplitInputs) -> dict[str, Estimate]:
     """AUC(t), Brier(t), IPA, ICI/E50/E90 of the cause of interest at each usable horizon (see the module)."""
     assert d.survival is not None and d.horizon_risk is not None and d.status is not None and d.cause is not None
@@ -105,10 +116,7 @@ def competing_measures(d: SplitInputs) -> dict[str, Estimate]:
     status, cause = d.status, d.cause
     out: dict[str, Estimate] = {}
     times = np.asarray(d.horizons, dtype=np.float64)
-    usable = times < time.max()
-    if not usable.all():
-        d.notes.append(f"horizons {times[~usable].tolist()} at or past the last follow-up ({time.max():g}): "
-                       "no AUC(t), Brier(t) or calibration there")
+    usable = usable_horizons(d, time, "AUC(t), Brier(t) or calibration")
     if not usable.any():
         return out
     risk = d.horizon_risk[:, usable]

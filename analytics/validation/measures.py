@@ -20,6 +20,7 @@ from analytics import stats
 from analytics.stats.calibrate import RECALIBRATION_UNDEFINED
 from analytics.stats.roc_band import BAND_SPECIFICITIES, auc_bootstrap_band
 from analytics.stats.time_curves import km_calibration_points, time_roc_curve
+from analytics.validation.competing import usable_horizons
 from analytics.validation.values import CALIBRATION, Estimate, LogRank, _count, _mapping, clean, jsonable, safe
 
 log = logging.getLogger("cohortlab.validate")
@@ -366,11 +367,7 @@ def _survival_model_measures(d: SplitInputs) -> dict[str, Estimate]:
     if uno is not None:
         out["c_index_uno"] = Estimate.of(uno)
     times = np.asarray(d.horizons, dtype=np.float64)
-    # a horizon past the last follow-up has no controls (AUC) and no censoring weight (Brier)
-    usable = times < time.max()
-    if not usable.all():
-        d.notes.append(f"horizons {times[~usable].tolist()} at or past the last follow-up ({time.max():g}): "
-                       "no AUC(t), Brier(t) or calibration (ICI) there")
+    usable = usable_horizons(d, time, "AUC(t), Brier(t) or calibration (ICI)")
     if not usable.any():
         return out
     risk = d.horizon_risk[:, usable]
